@@ -1,0 +1,32 @@
+# One entry point for the demo and the tests. `make test` builds a fresh virtual environment
+# (.venv) with the CPU build of torch that lies on disk, installs the package with its test
+# extras, and runs the CPU test suite. `make demo` runs the whole path on the embedded sample.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch; a bare `torch` would pull a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+TRITON_PIN ?= triton==3.8.0
+OUT ?= out/demo
+
+.PHONY: venv test test-cuda demo clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN) $(TRITON_PIN)
+	$(PY) -m pip install -q -e ".[test]"
+
+venv: $(PY)
+
+test: $(PY)
+	$(PY) -m pytest -m "not cuda" -q tests
+
+test-cuda: $(PY)
+	$(PY) -m pytest -m cuda -q tests
+
+demo: $(PY)
+	bash scripts/demo.sh $(PY) $(OUT)
+
+clean:
+	rm -rf $(VENV) out

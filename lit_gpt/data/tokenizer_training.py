@@ -1,0 +1,92 @@
+"""Training a small SentencePiece BPE tokenizer on the sample corpus (SlimPajama-style prose and
+Starcoder-style code), for the demo; real runs use the Llama 2 tokenizer.
+
+Settings chosen so text and code round-trip exactly: identity normalisation (no NFKC, newlines kept),
+no collapsing of repeated spaces, whitespace-only pieces allowed (indentation becomes a few tokens),
+byte fallback for unseen characters, digits split. Ids: 0 `<unk>`, 1 `<s>` (BOS), 2 `</s>` (EOS), no pad.
+The documents are read through the same readers as the prepare scripts and fed as pieces of at most
+`max_piece_chars` characters cut at line ends, interleaving prose and code up to `max_chars` in total.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from itertools import zip_longest
+from pathlib import Path
+from typing import Iterator
+
+import sentencepiece as spm
+
+from lit_gpt.data.readers import InputLog, read_slimpajama, read_starcoder
+
+
+def _pieces(texts: Iterator[str], max_piece_chars: int) -> Iterator[str]:
+    """Cut documents at line ends into pieces short enough for SentencePiece's sentence length limit."""
+    for text in texts:
+        piece = ""
+        for line in text.splitlines(keepends=True):
+            if piece and len(piece) + len(line) > max_piece_chars:
+                yield piece
+                piece = ""
+            piece += line[:max_piece_chars]
+        if piece.strip():
+            yield piece
+
+
+def training_text(slimpajama_dir: Path, starcoder_dir: Path, max_chars: int, max_piece_chars: int) -> Iterator[str]:
+    log = InputLog(strict=True)
+    prose = (t for f in sorted(slimpajama_dir.glob("**/*.jsonl.zst")) for t in read_slimpajama(f, log))
+    code = (t for f in sorted(starcoder_dir.glob("**/*.parquet")) for t in read_starcoder(f, log))
+    used = 0
+    for pair in zip_longest(_pieces(prose, max_piece_chars), _pieces(code, max_piece_chars)):
+        for piece in filter(None, pair):
+            if used >= max_chars:
+                return
+            used += len(piece)
+            yield piece
+
+
+def train_tokenizer(
+    out_dir: Path,
+    slimpajama_dir: Path = Path("data/sample/slimpajama/train"),
+    starcoder_dir: Path = Path("data/sample/starcoder"),
+    vocab_size: int = 4096,
+    max_chars: int = 4_000_000,
+    max_piece_chars: int = 2000,
+    num_threads: int = os.cpu_count() or 1,
+) -> None:
+    """Train the tokenizer and write `tokenizer.model` and `tokenizer_config.json` into `out_dir`.
+
+    Args:
+        out_dir: output folder (created).
+        slimpajama_dir: folder searched recursively for `.jsonl.zst` files (SlimPajama layout).
+        starcoder_dir: folder searched recursively for `.parquet` files (Starcoderdata layout).
+        vocab_size: number of pieces, including the 3 special tokens and the 256 byte-fallback pieces.
+        max_chars: cap on the characters fed to the trainer (keeps training fast).
+        max_piece_chars: longest training piece; longer documents are cut at line ends.
+        num_threads: trainer threads.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=training_text(slimpajama_dir, starcoder_dir, max_chars, max_piece_chars),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        character_coverage=0.9995,
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        max_sentence_length=4 * max_piece_chars + 16,  # bytes, and UTF-8 takes up to 4 per character
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        num_threads=num_threads,
+        minloglevel=2,
+    )
+    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
+    config = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"wrote {out_dir / 'tokenizer.model'} (vocab {vocab_size})")

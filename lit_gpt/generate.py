@@ -1,0 +1,88 @@
+"""Autoregressive sampling with the KV cache.
+
+`generate` never grows the model's context by itself: the prompt plus the new tokens must fit in
+`model.max_seq_length`, which the caller sets (it may exceed `config.block_size`, at the caller's
+choice, since RoPE extends to any length; quality past the trained context is not promised).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+
+from lit_gpt.model import GPT
+
+
+def _check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
+           top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One token id per row of `logits` (..., vocab).
+
+    temperature 0 takes the argmax. Otherwise the draw is from softmax(logits / temperature), kept to
+    the `top_k` most likely tokens and then to the nucleus: the fewest most likely tokens whose
+    probability sums to at least `top_p`."""
+    _check_sampling(temperature, top_k, top_p)
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        top = torch.topk(logits, top_k, dim=-1)
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)
+    if top_p is not None and top_p < 1:
+        sorted_probs, order = torch.sort(torch.softmax(logits, dim=-1), dim=-1, descending=True)
+        # a token is outside the nucleus when the more likely tokens already reach top_p
+        outside = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= top_p
+        logits = logits.masked_fill(outside.scatter(-1, order, outside), float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    flat = torch.multinomial(probs.reshape(-1, probs.size(-1)), 1, generator=generator)
+    return flat.view(probs.shape[:-1])
+
+
+def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: Optional[int] = None, top_p: Optional[float] = None, eos_id: Optional[int] = None,
+             generator: Optional[torch.Generator] = None) -> Iterator[int]:
+    """Yield up to `max_new_tokens` token ids following `prompt` (T,), one at a time.
+
+    The prompt is prefilled into a fresh KV cache in one forward pass, then each new token is fed
+    alone at its position. An `eos_id` token is yielded and ends the generation. Raises ValueError
+    when T + max_new_tokens exceeds `model.max_seq_length` (set that first to allow more)."""
+    if prompt.dim() != 1 or prompt.numel() == 0:
+        raise ValueError(f"prompt must be a non-empty 1-D tensor of token ids, got shape {tuple(prompt.shape)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    needed = prompt.numel() + max_new_tokens
+    if needed > model.max_seq_length:
+        raise ValueError(
+            f"prompt ({prompt.numel()} tokens) + max_new_tokens ({max_new_tokens}) = {needed} exceeds "
+            f"model.max_seq_length ({model.max_seq_length}); set model.max_seq_length = {needed} to allow it"
+        )
+    _check_sampling(temperature, top_k, top_p)  # here, not at the first next()
+    return _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id, generator)
+
+
+@torch.inference_mode()
+def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id, generator) -> Iterator[int]:
+    device = model.lm_head.weight.device
+    model.setup_kv_cache(batch_size=1, device=device)
+    try:
+        tokens = prompt.to(device)
+        input_pos = torch.arange(tokens.numel(), device=device)
+        for _ in range(max_new_tokens):
+            logits = model(tokens.view(1, -1), input_pos=input_pos)[0, -1]
+            token = sample(logits, temperature, top_k, top_p, generator)
+            token_id = int(token)
+            yield token_id
+            if token_id == eos_id:
+                return
+            tokens, input_pos = token.view(1), input_pos[-1:] + 1
+    finally:
+        model.clear_kv_cache()

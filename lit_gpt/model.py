@@ -1,0 +1,236 @@
+"""The Llama-2 architecture as one readable file.
+
+The model knows nothing of parallelism, compilation or checkpoint files. Its numerical pieces
+(RMSNorm, RoPE, SwiGLU, the output cross-entropy) come from `lit_gpt.ops`, chosen by
+`config.kernels`, so fused kernels replace them without touching this file.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lit_gpt.config import Config
+from lit_gpt.ops import get_ops
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float, ops: SimpleNamespace) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+        self.ops = ops
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.rms_norm(x, self.weight, self.eps)
+
+
+class KVCache(nn.Module):
+    """Keys and values of past positions, (B, n_query_groups, max_seq_length, head_size)."""
+
+    def __init__(self, k_shape: Tuple[int, ...], device=None, dtype=None) -> None:
+        super().__init__()
+        self.register_buffer("k", torch.zeros(k_shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(k_shape, device=device, dtype=dtype), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
+        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
+        return self.k, self.v
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        c = config
+        # one fused projection: [queries (n_head) | keys (n_query_groups) | values (n_query_groups)] heads
+        self.qkv = nn.Linear(c.n_embd, (c.n_head + 2 * c.n_query_groups) * c.head_size, bias=False)
+        self.proj = nn.Linear(c.n_head * c.head_size, c.n_embd, bias=False)
+        self.config = c
+        self.ops = get_ops(c.kernels)
+        self.kv_cache: Optional[KVCache] = None
+        # Repeat key/value heads before attention instead of SDPA's enable_gqa: costs memory traffic, but
+        # lets SDPA pick backends without grouped-query support (cuDNN).
+        self.expand_kv_heads = False
+
+    def forward(self, x, cos, sin, mask=None, input_pos=None):
+        c = self.config
+        B, T, _ = x.shape
+        qkv = self.qkv(x).view(B, T, c.n_head + 2 * c.n_query_groups, c.head_size)
+        q, k, v = qkv.split((c.n_head, c.n_query_groups, c.n_query_groups), dim=2)
+        q, k = self.ops.apply_rope(q, k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, head_size)
+        if input_pos is not None:
+            if self.kv_cache is None:
+                raise RuntimeError("input_pos given but no KV cache: call model.setup_kv_cache() first")
+            k, v = self.kv_cache.update(input_pos, k, v)
+            # positions past the last written one hold nothing useful: drop them
+            kv_len = mask.size(-1)
+            k, v = k[:, :, :kv_len], v[:, :, :kv_len]
+        grouped = c.n_query_groups != c.n_head
+        if grouped and self.expand_kv_heads:
+            k = k.repeat_interleave(c.kv_heads_per_group, dim=1)
+            v = v.repeat_interleave(c.kv_heads_per_group, dim=1)
+            grouped = False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=grouped)
+        return self.proj(y.transpose(1, 2).reshape(B, T, c.n_head * c.head_size))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.fc_gate = nn.Linear(config.n_embd, config.intermediate_size, bias=False)
+        self.fc_up = nn.Linear(config.n_embd, config.intermediate_size, bias=False)
+        self.proj = nn.Linear(config.intermediate_size, config.n_embd, bias=False)
+        self.ops = get_ops(config.kernels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.ops.swiglu(self.fc_gate(x), self.fc_up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        ops = get_ops(config.kernels)
+        self.norm_1 = RMSNorm(config.n_embd, config.norm_eps, ops)
+        self.attn = CausalSelfAttention(config)
+        self.norm_2 = RMSNorm(config.n_embd, config.norm_eps, ops)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, mask=None, input_pos=None):
+        x = x + self.attn(self.norm_1(x), cos, sin, mask, input_pos)
+        return x + self.mlp(self.norm_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.ops = get_ops(config.kernels)
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=RMSNorm(config.n_embd, config.norm_eps, self.ops),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self._max_seq_length = config.block_size
+        self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+        self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        if self.lm_head.weight.device.type != "meta":
+            self.init_weights()
+
+    # --- initialisation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """TinyLlama's init, plus the RoPE tables. Call it again after `to_empty()` on a model built on
+        the meta device (sharded init): construction there cannot initialise anything."""
+        d, n_layer = self.config.n_embd, self.config.n_layer
+        std = math.sqrt(2.0 / (5 * d))
+        residual_std = 1 / math.sqrt(d) / n_layer
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                is_residual_out = name.endswith("attn.proj") or name.endswith("mlp.proj")
+                nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual_out else std)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+        self.reset_rope_cache()
+
+    @torch.no_grad()
+    def reset_rope_cache(self, device: Optional[torch.device] = None) -> None:
+        c = self.config
+        device = device or self.lm_head.weight.device
+        if device.type == "meta":
+            return
+        inv_freq = 1.0 / (c.rope_base ** (torch.arange(0, c.head_size, 2, device=device).float() / c.head_size))
+        positions = torch.arange(self._max_seq_length, device=device).float() / c.rope_condense_ratio
+        angles = torch.outer(positions, inv_freq).repeat(1, 2)  # (T, head_size): both halves share angles
+        self.rope_cos = angles.cos()
+        self.rope_sin = angles.sin()
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        """The longest sequence forward() accepts (RoPE table length); may exceed block_size."""
+        if value <= 0:
+            raise ValueError(f"max_seq_length must be positive, got {value}")
+        if value != self._max_seq_length or self.rope_cos.numel() == 0:
+            self._max_seq_length = value
+            self.reset_rope_cache()
+
+    # --- KV cache for generation ---------------------------------------------------------------
+    def setup_kv_cache(self, batch_size: int, max_seq_length: Optional[int] = None, device=None, dtype=None):
+        c = self.config
+        if max_seq_length is not None:
+            self.max_seq_length = max_seq_length
+        device = device or self.lm_head.weight.device
+        dtype = dtype or self.lm_head.weight.dtype
+        shape = (batch_size, c.n_query_groups, self.max_seq_length, c.head_size)
+        for block in self.transformer.h:
+            block.attn.kv_cache = KVCache(shape, device=device, dtype=dtype)
+
+    def clear_kv_cache(self) -> None:
+        for block in self.transformer.h:
+            block.attn.kv_cache = None
+
+    # --- forward -------------------------------------------------------------------------------
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: Optional[torch.Tensor] = None,
+        input_pos: Optional[torch.Tensor] = None,
+        ignore_index: int = -100,
+    ) -> torch.Tensor:
+        """Logits (B, T, padded_vocab) or, with `targets`, the mean cross-entropy loss computed
+        without materialising the logits when the ops backend fuses it.
+
+        `input_pos` (T,) gives the positions of `idx` in the KV cache (ascending); without it the
+        call is a plain causal forward over positions 0..T-1.
+        """
+        B, T = idx.shape
+        if input_pos is None:
+            if T > self.max_seq_length:
+                raise ValueError(f"sequence of length {T} exceeds max_seq_length {self.max_seq_length}")
+            cos, sin, mask = self.rope_cos[:T], self.rope_sin[:T], None
+        else:
+            cos, sin = self.rope_cos.index_select(0, input_pos), self.rope_sin.index_select(0, input_pos)
+            # attend to every cached position up to each query's own position
+            kv_len = int(input_pos[-1]) + 1
+            mask = torch.arange(kv_len, device=idx.device)[None, :] <= input_pos[:, None]
+        x = self.transformer.wte(idx)
+        for block in self.transformer.h:
+            x = block(x, cos, sin, mask, input_pos)
+        x = self.transformer.ln_f(x)
+        if targets is None:
+            return self.lm_head(x)
+        return self.ops.linear_cross_entropy(
+            x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(-1), ignore_index=ignore_index
+        )
+
+
+# --- counting, beside the model (torchtitan habit) -------------------------------------------------
+def num_parameters(config: Config, exclude_embedding: bool = False) -> int:
+    c = config
+    per_layer = (
+        c.n_embd * (c.n_head + 2 * c.n_query_groups) * c.head_size  # qkv
+        + c.n_head * c.head_size * c.n_embd  # attention output
+        + 3 * c.n_embd * c.intermediate_size  # SwiGLU
+        + 2 * c.n_embd  # two norms
+    )
+    embedding = c.padded_vocab_size * c.n_embd
+    total = c.n_layer * per_layer + c.n_embd + embedding + c.padded_vocab_size * c.n_embd  # + ln_f, head
+    return total - embedding if exclude_embedding else total
+
+
+def flops_per_token(config: Config, seq_len: Optional[int] = None) -> int:
+    """Training FLOPs per token (forward + backward): 6 * (parameters without the input embedding)
+    + 12 * n_layer * n_embd * context, the PaLM/torchtitan count with no causal discount."""
+    seq_len = seq_len or config.block_size
+    return 6 * num_parameters(config, exclude_embedding=True) + 12 * config.n_layer * config.n_embd * seq_len

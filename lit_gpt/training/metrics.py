@@ -1,0 +1,109 @@
+"""Throughput, MFU and the run's logs (CSV always; TensorBoard and Weights & Biases through Fabric)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+from lightning.fabric.loggers import Logger
+
+# Dense bf16 peak TFLOP/s by device name fragment (datasheet figures without sparsity); the most specific first.
+PEAK_BF16_TFLOPS = [
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("H200", 989.4),
+    ("GH200", 989.4),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("A10G", 125.0),
+    ("A10", 125.0),
+    ("L4", 121.0),
+    ("RTX 4090", 165.2),
+    ("RTX 3090", 71.0),
+    ("V100", 125.0),
+]
+
+
+def peak_flops(device: torch.device) -> Optional[float]:
+    """The card's dense bf16 peak in FLOP/s, or None where unknown (CPU, unlisted GPU): no MFU then."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for fragment, tflops in PEAK_BF16_TFLOPS:
+        if fragment in name:
+            return tflops * 1e12
+    return None
+
+
+# The columns of metrics.csv, in order; a row leaves empty what was not measured at that step.
+CSV_COLUMNS = [
+    "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_sec", "tokens_per_sec_per_device", "mfu",
+    "peak_memory_gb", "skipped_steps", "val_loss", "val_ppl", "elapsed_sec",
+]
+
+
+class CSVMetricsLogger(Logger):
+    """Appends one row per logged step to `{root}/metrics.csv`; a resumed run keeps writing the same
+    file (readers keep the last row of a step that appears twice)."""
+
+    def __init__(self, root_dir: Path, columns: List[str] = CSV_COLUMNS) -> None:
+        self._root = Path(root_dir)
+        self._columns = columns
+        self._path = self._root / "metrics.csv"
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def root_dir(self) -> str:
+        return str(self._root)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
+        unknown = set(metrics) - set(self._columns)
+        if unknown:
+            raise KeyError(f"metrics {sorted(unknown)} have no column in {self._path}")
+        self._root.mkdir(parents=True, exist_ok=True)
+        new = not self._path.exists()
+        row = {**metrics, "step": step if step is not None else metrics.get("step")}
+        with open(self._path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._columns)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+            f.flush()
+            os.fsync(f.fileno())
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # the run config is saved as YAML beside the log
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    return f"{v:.9g}" if isinstance(v, float) else v
+
+
+def read_metrics(path: Path) -> Dict[str, List[tuple]]:
+    """metrics.csv as {column: [(step, value), ...]}, the last row winning for a repeated step."""
+    by_step: Dict[int, Dict[str, str]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            step = int(row["step"])
+            merged = by_step.setdefault(step, {})
+            merged.update({k: v for k, v in row.items() if v not in ("", None)})
+    series: Dict[str, List[tuple]] = {}
+    for step in sorted(by_step):
+        for k, v in by_step[step].items():
+            if k != "step":
+                series.setdefault(k, []).append((step, float(v)))
+    return series

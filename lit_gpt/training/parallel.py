@@ -1,0 +1,152 @@
+"""How a model is spread over devices: the Fabric strategy, FSDP2 sharding, activation checkpointing
+and compilation, applied from outside the model (the model code knows none of it)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Literal, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from lightning.fabric.strategies import ModelParallelStrategy
+
+from lit_gpt.model import GPT
+
+Strategy = Literal["auto", "single", "ddp", "fsdp"]
+Precision = Literal["bf16-mixed", "bf16-true", "32-true"]
+
+
+def apply_activation_checkpointing(model: GPT, only: Optional[str] = None) -> None:
+    """Recompute activations in the backward pass instead of keeping them: whole transformer blocks, or
+    with `only="mlp"` just each block's MLP (the largest activations, the cheapest to recompute)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    if only not in (None, "mlp"):
+        raise ValueError(f"activation checkpointing of {only!r} is not supported; use None or 'mlp'")
+    blocks = model.transformer.h
+    for i, block in enumerate(blocks):
+        if only == "mlp":
+            block.mlp = checkpoint_wrapper(block.mlp, preserve_rng_state=False)
+        else:
+            blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+
+
+def apply_compile(model: GPT) -> None:
+    """Compile block by block: one graph serves every layer and the parameter names do not change."""
+    for block in model.transformer.h:
+        block.compile(fullgraph=True)
+
+
+def materialize(model: GPT, device: torch.device) -> None:
+    """Give a model built on the meta device real storage and run *our* initialisation on it.
+
+    Lightning would otherwise call each submodule's `reset_parameters()` (PyTorch's default init), which
+    silently replaces the TinyLlama init (TinyLlama #88)."""
+    if any(t.is_meta for t in model.parameters()):
+        model.to_empty(device=device)
+        model.init_weights()
+    elif model.rope_cos.numel() == 0 or model.rope_cos.device != device:
+        model.reset_rope_cache(device)
+
+
+def fsdp_parallelize(
+    model: GPT,
+    device_mesh,
+    *,
+    mixed_precision: bool,
+    cpu_offload: bool = False,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+) -> GPT:
+    """FSDP2: one shard unit per transformer block plus the root (embedding, final norm, head).
+    With `mixed_precision`, parameters are gathered in bf16 and gradients reduced in fp32 while the
+    sharded master copy stays fp32."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    if activation_checkpointing:
+        apply_activation_checkpointing(model)
+    if compile:
+        apply_compile(model)
+    mesh = device_mesh["data_parallel"]
+    kwargs = dict(
+        mesh=mesh,
+        mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if mixed_precision else MixedPrecisionPolicy(),
+        offload_policy=CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
+    )
+    blocks = model.transformer.h
+    for i, block in enumerate(blocks):
+        # the last block's parameters are needed again at once by the backward pass: keep them gathered
+        fully_shard(block, reshard_after_forward=i < len(blocks) - 1, **kwargs)
+    fully_shard(model, **kwargs)
+    device = torch.device("cpu") if cpu_offload else _local_device(mesh)
+    materialize(model, device)
+    return model
+
+
+def _local_device(mesh) -> torch.device:
+    if mesh.device_type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(mesh.device_type)
+
+
+class DataParallelModelStrategy(ModelParallelStrategy):
+    """Fabric's ModelParallelStrategy with every process on the data-parallel mesh dimension: FSDP2
+    over all devices of all nodes, no tensor parallelism."""
+
+    def __init__(self, parallelize_fn) -> None:
+        super().__init__(parallelize_fn, data_parallel_size="auto", tensor_parallel_size=1)
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        super().setup_environment()
+
+
+def resolve_strategy(strategy: Strategy, num_devices: int, num_nodes: int) -> str:
+    if strategy == "auto":
+        return "fsdp" if num_devices * num_nodes > 1 else "single"
+    if strategy == "single" and num_devices * num_nodes > 1:
+        raise ValueError(f"strategy 'single' needs one device, got devices={num_devices} x nodes={num_nodes}")
+    return strategy
+
+
+def build_fabric_strategy(
+    strategy: str,
+    precision: Precision,
+    *,
+    cpu_offload: bool = False,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+) -> Tuple[object, str]:
+    """The Fabric strategy object (or name) and the precision Fabric itself should apply.
+
+    Under FSDP2 bf16-mixed is done by the sharding's MixedPrecisionPolicy, so Fabric adds no autocast."""
+    if strategy == "fsdp":
+        fn = partial(
+            fsdp_parallelize,
+            mixed_precision=precision == "bf16-mixed",
+            cpu_offload=cpu_offload,
+            activation_checkpointing=activation_checkpointing,
+            compile=compile,
+        )
+        # pure data parallelism: every process is one shard of the data-parallel mesh dimension
+        return DataParallelModelStrategy(fn), ("32-true" if precision == "bf16-mixed" else precision)
+    if cpu_offload:
+        raise ValueError("cpu_offload needs strategy 'fsdp'")
+    return ("ddp" if strategy == "ddp" else "auto"), precision
+
+
+def prepare_unsharded(model: GPT, device: torch.device, activation_checkpointing: bool, compile: bool) -> GPT:
+    """Single-device and DDP runs: the same outside-in treatment as `fsdp_parallelize`, without sharding."""
+    if activation_checkpointing:
+        apply_activation_checkpointing(model)
+    if compile:
+        apply_compile(model)
+    materialize(model, device)
+    return model
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The user's module under Fabric's and DDP's wrappers (FSDP2 and checkpoint wrappers stay)."""
+    module = getattr(module, "module", module)  # _FabricModule -> its module
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module

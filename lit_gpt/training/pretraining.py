@@ -1,0 +1,299 @@
+"""The pretraining job behind pretrain/tinyllama.py: resolve the options against a recipe, build the
+run, resume if asked, train."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Literal, Optional
+
+import yaml
+
+from lit_gpt.config import Config
+from lit_gpt.data import build_train_loader, build_val_loader, check_tokenizer, read_manifest
+from lit_gpt.model import flops_per_token
+from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.training.checkpointing import latest_checkpoint, list_checkpoints, load_checkpoint, remove_stale_temporaries
+from lit_gpt.training.parallel import unwrap
+from lit_gpt.training.schedule import LRSchedule, plan_batches
+from lit_gpt.training.setup import build_fabric, setup_model, setup_optimizer
+from lit_gpt.training.trainer import LoopSettings, fit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+
+@dataclass
+class PretrainArgs:
+    """Options of a pretraining run. Options left at null take the recipe's value: the TinyLlama
+    recipe when --data_dir is given, the embedded demo otherwise.
+
+    Args:
+        data_dir: Folder of packed shards (`{prefix}_*.bin` with `{prefix}.manifest.json`). Null: the
+            embedded sample corpus, prepared into `{out_dir}/data` on first use.
+        tokenizer_dir: Tokenizer folder the shards were made with; checked against the manifests and
+            copied into every checkpoint. Null in the demo: trained into `{out_dir}/tokenizer`.
+        out_dir: Where checkpoints, logs and the run config go.
+        model_name: A preset of lit_gpt.config (tiny_LLaMA_1b, tiny_LLaMA_120M, ...).
+        model_config: A YAML/JSON model config file instead of a preset.
+        initial_checkpoint: Continued pretraining: start from these weights (a lit checkpoint or a
+            Hugging Face folder) with a fresh optimizer and schedule.
+        resume: "auto" resumes from the newest complete checkpoint in out_dir if there is one; a path
+            resumes from that checkpoint; null starts afresh (and refuses an out_dir with checkpoints).
+        train_sources: Data mix: shard prefix -> sampling weight.
+        val_prefix: Shard prefix of the validation set ("": no validation).
+        seed: Seed of initialisation and of the data order.
+        global_batch_size: Sequences per optimizer step over all devices.
+        global_batch_tokens: The same in tokens (instead of global_batch_size).
+        micro_batch_size: Sequences per device per forward/backward; accumulation is derived.
+        max_steps: Optimizer steps to train.
+        max_tokens: Tokens to train (instead of max_steps).
+        lr: Peak learning rate.
+        min_lr: Learning rate at the end of the cosine decay.
+        warmup_steps: Linear warmup, in optimizer steps.
+        weight_decay: AdamW weight decay (never applied to norm weights).
+        beta1: AdamW beta1.
+        beta2: AdamW beta2.
+        grad_clip: Clip the global gradient norm to this (0: no clipping).
+        log_interval: Log every N optimizer steps.
+        eval_interval: Validate every N steps (and at the end).
+        eval_batches: Micro batches per rank in the fixed validation set.
+        save_interval: Checkpoint every N steps (and at the end and on SIGTERM/SIGINT).
+        keep_last: Keep only the newest K checkpoints (null: keep all).
+        max_consecutive_nonfinite: Stop (after saving) when this many steps in a row are non-finite.
+        accelerator: "auto", "cuda" or "cpu".
+        devices: Devices per node.
+        num_nodes: Nodes.
+        strategy: "auto" (one device: single, more: fsdp), "single", "ddp" or "fsdp" (FSDP2).
+        precision: "bf16-mixed", "bf16-true" or "32-true" (null: bf16-mixed on GPUs with bf16, else 32-true).
+        cpu_offload: FSDP2 only: keep parameters, gradients and optimizer state in CPU memory.
+        activation_checkpointing: Recompute each block in the backward pass to save memory.
+        compile: torch.compile each transformer block.
+        kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
+        num_workers: DataLoader worker processes per rank.
+        shuffle_buffer_files: Blocks are shuffled within groups of this many files.
+        tensorboard: Also log to TensorBoard.
+        wandb_project: Also log to Weights & Biases under this project (offline unless wandb_online).
+        wandb_online: Sync W&B logs to the server.
+    """
+
+    data_dir: Optional[Path] = None
+    tokenizer_dir: Optional[Path] = None
+    out_dir: Optional[Path] = None
+    model_name: Optional[str] = None
+    model_config: Optional[Path] = None
+    initial_checkpoint: Optional[Path] = None
+    resume: Optional[str] = "auto"
+    train_sources: Optional[Dict[str, float]] = None
+    val_prefix: Optional[str] = None
+    seed: int = 42
+    global_batch_size: Optional[int] = None
+    global_batch_tokens: Optional[int] = None
+    micro_batch_size: Optional[int] = None
+    max_steps: Optional[int] = None
+    max_tokens: Optional[int] = None
+    lr: Optional[float] = None
+    min_lr: Optional[float] = None
+    warmup_steps: Optional[int] = None
+    weight_decay: Optional[float] = None
+    beta1: Optional[float] = None
+    beta2: Optional[float] = None
+    grad_clip: Optional[float] = None
+    log_interval: Optional[int] = None
+    eval_interval: Optional[int] = None
+    eval_batches: Optional[int] = None
+    save_interval: Optional[int] = None
+    keep_last: Optional[int] = None
+    max_consecutive_nonfinite: int = 10
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
+    precision: Optional[Literal["bf16-mixed", "bf16-true", "32-true"]] = None
+    cpu_offload: bool = False
+    activation_checkpointing: bool = False
+    compile: bool = False
+    kernels: Optional[str] = None
+    num_workers: Optional[int] = None
+    shuffle_buffer_files: int = 8
+    tensorboard: bool = True
+    wandb_project: Optional[str] = None
+    wandb_online: bool = False
+
+
+# The values an option takes when left unset. "tinyllama" is SPEC section 2 (16 GPUs there: the
+# global batch does not depend on the device count here); "demo" trains in minutes on a CPU.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    "tinyllama": dict(
+        out_dir=Path("out/tinyllama_1b"), model_name="tiny_LLaMA_1b",
+        train_sources={"train_slimpajama": 0.693584, "train_starcoder": 0.306416},
+        val_prefix="validation_slimpajama", global_batch_size=1024, micro_batch_size=8, max_steps=1_430_512,
+        lr=4e-4, min_lr=4e-5, warmup_steps=2000, weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
+        log_interval=10, eval_interval=5000, eval_batches=100, save_interval=5000, num_workers=2,
+    ),
+    "demo": dict(
+        out_dir=Path("out/demo"), model_name="demo_LLaMA_5M",
+        train_sources={"train_slimpajama": 0.693584, "train_starcoder": 0.306416},
+        val_prefix="validation_slimpajama", global_batch_size=16, micro_batch_size=8, max_steps=300,
+        lr=2e-3, min_lr=2e-4, warmup_steps=20, weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
+        log_interval=10, eval_interval=100, eval_batches=8, save_interval=100, keep_last=2, num_workers=1,
+    ),
+}
+
+
+def resolve(args: PretrainArgs) -> PretrainArgs:
+    """Fill every unset option from the recipe that applies (demo without --data_dir, else TinyLlama)."""
+    recipe = RECIPES["tinyllama" if args.data_dir is not None else "demo"]
+    filled = {f.name: getattr(args, f.name) for f in fields(args)}
+    for key, value in recipe.items():
+        if filled[key] is None and not (key == "global_batch_size" and args.global_batch_tokens is not None) \
+                and not (key == "max_steps" and args.max_tokens is not None) \
+                and not (key == "model_name" and (args.model_config or args.initial_checkpoint)):
+            filled[key] = value
+    return PretrainArgs(**filled)
+
+
+def model_config_for(args: PretrainArgs, vocab_size: Optional[int], initial_config: Optional[Config]) -> Config:
+    overrides = {"kernels": args.kernels} if args.kernels else {}
+    if initial_config is not None:
+        if args.model_name or args.model_config:
+            raise ValueError("--initial_checkpoint brings its own model config; drop --model_name/--model_config")
+        return Config.from_dict({**initial_config.to_dict(), **overrides})
+    if args.model_config is not None:
+        return Config.from_dict({**Config.from_file(args.model_config).to_dict(), **overrides})
+    if vocab_size is not None and args.data_dir is None:
+        overrides["vocab_size"] = vocab_size  # the demo model takes the freshly trained tokenizer's size
+    return Config.from_name(args.model_name, **overrides)
+
+
+def check_data(args: PretrainArgs, tokenizer, config: Config) -> None:
+    """Refuse, before any training, data the model cannot read or that another tokenizer made."""
+    prefixes = list(args.train_sources) + ([args.val_prefix] if args.val_prefix else [])  # "" = no validation
+    for prefix in prefixes:
+        manifest = read_manifest(args.data_dir, prefix)
+        check_tokenizer(manifest, tokenizer.identity() if tokenizer else None, config.padded_vocab_size)
+
+
+def pretrain(args: PretrainArgs) -> Dict[str, Any]:
+    demo = args.data_dir is None
+    args = resolve(args)
+    if args.train_sources is not None and not args.train_sources:
+        raise ValueError("train_sources is empty: name at least one shard prefix and its weight")
+    fabric, kind = build_fabric(
+        args.out_dir, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+        strategy=args.strategy, precision=args.precision, cpu_offload=args.cpu_offload,
+        activation_checkpointing=args.activation_checkpointing, compile=args.compile,
+        tensorboard=args.tensorboard, wandb_project=args.wandb_project, wandb_online=args.wandb_online,
+    )
+    fabric.launch()
+    if demo:
+        from lit_gpt.data.demo import prepare_sample
+
+        with fabric.rank_zero_first():
+            data_dir, tokenizer_dir = prepare_sample(SAMPLE_DIR, args.out_dir, tokenizer_dir=args.tokenizer_dir)
+        args = dataclasses.replace(args, data_dir=data_dir, tokenizer_dir=tokenizer_dir)
+    if not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f"data_dir {args.data_dir} does not exist (prepare shards first: PRETRAIN.md)")
+    fabric.seed_everything(args.seed)
+
+    tokenizer = Tokenizer(args.tokenizer_dir) if args.tokenizer_dir else None
+    initial_state, initial_config = None, None
+    checkpoint_root = Path(args.out_dir) / "checkpoints"
+    resume_from = _resume_path(args.resume, checkpoint_root)
+    if args.initial_checkpoint and resume_from is None:
+        initial_state, initial_config = load_initial_weights(args.initial_checkpoint)
+    config = model_config_for(args, tokenizer.vocab_size if tokenizer else None, initial_config)
+    if demo:
+        args = dataclasses.replace(args, model_name=config.name)
+    check_data(args, tokenizer, config)
+
+    plan = plan_batches(args.micro_batch_size, fabric.world_size, config.block_size,
+                        args.global_batch_size, args.global_batch_tokens)
+    max_steps = args.max_steps if args.max_tokens is None else -(-args.max_tokens // plan.tokens_per_step)
+    schedule = LRSchedule(args.lr, args.min_lr, args.warmup_steps, max_steps)
+    train_loader = build_train_loader(
+        args.data_dir, args.train_sources, config.block_size, args.micro_batch_size, seed=args.seed,
+        rank=fabric.global_rank, world_size=fabric.world_size, num_workers=args.num_workers,
+        shuffle_buffer_files=args.shuffle_buffer_files,
+    )
+    val_loader = None
+    if args.val_prefix:
+        val_loader = build_val_loader(args.data_dir, args.val_prefix, config.block_size, args.micro_batch_size,
+                                      rank=fabric.global_rank, world_size=fabric.world_size,
+                                      num_batches=args.eval_batches)
+
+    model = setup_model(fabric, config, sharded=kind == "fsdp", activation_checkpointing=args.activation_checkpointing,
+                        compile=args.compile, initial_state=initial_state)
+    optimizer = setup_optimizer(fabric, model, args.lr, args.weight_decay, args.beta1, args.beta2)
+
+    out_dir = Path(args.out_dir)
+    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()}
+    state: Dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
+    remove_stale_temporaries(checkpoint_root)
+    if resume_from is not None:
+        saved = load_checkpoint(resume_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
+        _check_resumable(saved["config"], run_config)
+        train_loader.load_state_dict(saved["data"])
+        state = {k: saved[k] for k in state}
+        fabric.print(f"resumed from {resume_from} at step {state['step']} ({state['tokens']:,} tokens)")
+
+    if fabric.global_rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "model_config.yaml")
+        (out_dir / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+    fabric.barrier()
+    extra_files = {"model_config.yaml": out_dir / "model_config.yaml"}
+    if tokenizer is not None:
+        extra_files.update({Path(f).name: Path(f) for f in tokenizer.files})
+
+    fpt = flops_per_token(config)
+    fabric.print(
+        f"{config.name}: {sum(p.numel() for p in unwrap(model).parameters()) * (fabric.world_size if kind == 'fsdp' else 1):,}"
+        f" parameters, {fpt / 1e9:.3g} GFLOP/token; {kind} on {fabric.world_size} device(s); global batch "
+        f"{plan.global_batch_size} x {config.block_size} = {plan.tokens_per_step:,} tokens, micro batch "
+        f"{plan.micro_batch_size}, accumulation {plan.grad_accum_steps}; {max_steps:,} steps"
+    )
+    settings = LoopSettings(max_steps=max_steps, grad_clip=args.grad_clip, log_interval=args.log_interval,
+                            eval_interval=args.eval_interval, save_interval=args.save_interval,
+                            keep_last=args.keep_last, max_consecutive_nonfinite=args.max_consecutive_nonfinite)
+    return fit(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state,
+               checkpoint_root, extra_files, fpt, run_config)
+
+
+def load_initial_weights(path: Path):
+    """Weights (full state dict in our names) and config from a lit checkpoint or a Hugging Face folder."""
+    from lit_gpt.checkpoint import load_hf_checkpoint, load_lit_checkpoint
+
+    path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        return load_hf_checkpoint(path)
+    return load_lit_checkpoint(path)
+
+
+def _resume_path(resume: Optional[str], checkpoint_root: Path) -> Optional[Path]:
+    if resume is None:
+        if list_checkpoints(checkpoint_root):
+            raise FileExistsError(
+                f"{checkpoint_root} already holds checkpoints; pass --resume auto to continue that run, or "
+                f"choose another --out_dir"
+            )
+        return None
+    if resume == "auto":
+        return latest_checkpoint(checkpoint_root)
+    path = Path(resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
+    return path
+
+
+# Options that must not change across a resume: the model and the data stream depend on them.
+_FIXED_ON_RESUME = ("model_name", "model_config", "train_sources", "seed", "global_batch_size",
+                    "global_batch_tokens", "shuffle_buffer_files")
+
+
+def _check_resumable(saved: Dict[str, Any], current: Dict[str, Any]) -> None:
+    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in _FIXED_ON_RESUME
+               if saved.get(k) != current.get(k)]
+    if changed:
+        raise ValueError("cannot resume: options that fix the model or the data stream changed ("
+                         + "; ".join(changed) + ")")

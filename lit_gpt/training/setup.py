@@ -1,0 +1,80 @@
+"""Building a run: Fabric with its strategy and loggers, the model placed on it, the optimizer, and
+weights to start from. Shared by pretraining and fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import lightning as L
+import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+from lit_gpt.config import Config
+from lit_gpt.model import GPT
+from lit_gpt.training.metrics import CSVMetricsLogger
+from lit_gpt.training.parallel import Precision, build_fabric_strategy, prepare_unsharded, resolve_strategy, unwrap
+from lit_gpt.training.trainer import make_optimizer
+
+
+def build_fabric(
+    out_dir: Path,
+    accelerator: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: Optional[Precision] = None,
+    cpu_offload: bool = False,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+    tensorboard: bool = True,
+    wandb_project: Optional[str] = None,
+    wandb_online: bool = False,
+) -> Tuple[L.Fabric, str]:
+    """Fabric for one run and the strategy kind chosen ("single", "ddp" or "fsdp"); `precision=None`
+    picks bf16-mixed where the device supports bf16, else 32-true."""
+    if precision is None:
+        precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    kind = resolve_strategy(strategy, devices, num_nodes)
+    fabric_strategy, fabric_precision = build_fabric_strategy(
+        kind, precision, cpu_offload=cpu_offload, activation_checkpointing=activation_checkpointing, compile=compile
+    )
+    loggers: List = [CSVMetricsLogger(out_dir)]
+    if tensorboard:
+        from lightning.fabric.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(root_dir=out_dir, name="tensorboard", version=""))
+    if wandb_project:
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(project=wandb_project, save_dir=str(out_dir), offline=not wandb_online))
+    fabric = L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=fabric_strategy,
+                      precision=fabric_precision, loggers=loggers)
+    return fabric, kind
+
+
+def setup_model(
+    fabric: L.Fabric,
+    config: Config,
+    sharded: bool,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+    initial_state: Optional[Dict[str, torch.Tensor]] = None,
+):
+    """Build the model the way the strategy wants it (meta-device init under FSDP2), initialise it with
+    the TinyLlama init, optionally overwrite it with `initial_state` (full, unsharded weights), and
+    hand it to Fabric."""
+    with fabric.init_module(empty_init=sharded):
+        model = GPT(config)
+    if not sharded:
+        prepare_unsharded(model, fabric.device, activation_checkpointing, compile)
+    model = fabric.setup_module(model)
+    if initial_state is not None:
+        # full weights, loaded by every rank; FSDP2 keeps only each rank's shard
+        set_model_state_dict(unwrap(model), initial_state,
+                             options=StateDictOptions(full_state_dict=True, strict=True))
+    return model
+
+
+def setup_optimizer(fabric: L.Fabric, model, lr: float, weight_decay: float, beta1: float, beta2: float):
+    return fabric.setup_optimizers(make_optimizer(model, lr, weight_decay, (beta1, beta2)))

@@ -1,0 +1,231 @@
+"""The optimisation loop shared by pretraining and fine-tuning: gradient accumulation, clipping,
+skipping of non-finite steps, validation, metrics, checkpoints and stopping on a signal."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch.distributed.tensor import DTensor
+from tqdm import tqdm
+
+from lit_gpt.training.checkpointing import save_checkpoint
+from lit_gpt.training.metrics import peak_flops
+from lit_gpt.training.parallel import unwrap
+from lit_gpt.training.schedule import BatchPlan, LRSchedule
+
+SplitBatch = Callable[[Any], Tuple[torch.Tensor, torch.Tensor]]
+
+
+def split_packed(batch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A packed pretraining batch (B, T+1) -> inputs (B, T) and next-token targets (B, T)."""
+    return batch[:, :-1], batch[:, 1:]
+
+
+@dataclass
+class LoopSettings:
+    max_steps: int
+    grad_clip: float = 1.0  # 0 disables clipping (the norm is still measured and logged)
+    log_interval: int = 10
+    eval_interval: int = 0  # 0: validate only at the end
+    save_interval: int = 0  # 0: save only at the end and on a signal
+    keep_last: Optional[int] = None
+    max_consecutive_nonfinite: int = 10
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT (preemption, Ctrl-C) into a request that the loop honours at the next
+    optimizer step: save, then leave. A second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: Tuple[float, float],
+                   eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW with no weight decay on one-dimensional parameters (the norm weights); fused on CUDA."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    on_cuda = all(p.is_cuda for p in decay + no_decay)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=betas, eps=eps, fused=on_cuda, foreach=None if on_cuda else True,
+    )
+
+
+def grad_norm_and_clip(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Global gradient norm over all ranks and shards (clipped to `max_norm` when > 0), on the device."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf, foreach=True)
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+
+@torch.no_grad()
+def validate(fabric, model: nn.Module, loader: Iterable, split_batch: SplitBatch = split_packed,
+             ignore_index: int = -100) -> float:
+    """Token-mean loss over the fixed validation batches of every rank."""
+    model.eval()
+    total = torch.zeros((), device=fabric.device, dtype=torch.float64)
+    count = torch.zeros((), device=fabric.device, dtype=torch.float64)
+    for batch in loader:
+        x, y = split_batch(fabric.to_device(batch))
+        n = (y != ignore_index).sum()
+        total += model(x, targets=y).double() * n
+        count += n
+    model.train()
+    total, count = fabric.all_reduce(torch.stack([total, count]), reduce_op="sum")
+    if count.item() == 0:
+        raise RuntimeError("the validation set holds no target tokens")
+    return (total / count).item()
+
+
+def fit(
+    fabric,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader,
+    val_loader: Optional[Iterable],
+    schedule: LRSchedule,
+    plan: BatchPlan,
+    settings: LoopSettings,
+    state: Dict[str, Any],
+    checkpoint_root: Path,
+    extra_files: Dict[str, Path],
+    flops_per_token: int,
+    run_config: Dict[str, Any],
+    split_batch: SplitBatch = split_packed,
+) -> Dict[str, Any]:
+    """Train until `settings.max_steps` optimizer steps, a stop signal, or too many non-finite steps.
+
+    `state` holds `step`, `tokens`, `skipped_steps`, `consecutive_nonfinite`, `elapsed_sec` (all 0 for a
+    fresh run) and is returned updated. Checkpoints hold it together with the data-stream state."""
+    peak = peak_flops(fabric.device)
+    world = fabric.world_size
+    start_step, loop_start = state["step"], time.perf_counter()
+    elapsed_before = state["elapsed_sec"]
+    last_log_time, last_log_tokens = loop_start, state["tokens"]
+    bar = tqdm(total=settings.max_steps, initial=state["step"], disable=fabric.global_rank != 0,
+               dynamic_ncols=True, desc="train")
+    train_iter = iter(train_loader)
+    raw_model, raw_optimizer = unwrap(model), getattr(optimizer, "optimizer", optimizer)
+
+    def save(reason: str) -> Path:
+        state["elapsed_sec"] = elapsed_before + time.perf_counter() - loop_start
+        full = {**state, "data": train_loader.state_dict(), "config": run_config, "reason": reason}
+        path = save_checkpoint(checkpoint_root, state["step"], raw_model, raw_optimizer, full, extra_files,
+                               settings.keep_last)
+        fabric.print(f"saved checkpoint {path} ({reason})")
+        return path
+
+    with StopRequest() as stop_request:
+        while state["step"] < settings.max_steps:
+            step = state["step"]
+            lr = schedule(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=fabric.device)
+            for micro in range(plan.grad_accum_steps):
+                x, y = split_batch(fabric.to_device(next(train_iter)))
+                with fabric.no_backward_sync(model, enabled=micro < plan.grad_accum_steps - 1):
+                    loss = model(x, targets=y)
+                    fabric.backward(loss / plan.grad_accum_steps)
+                loss_sum += loss.detach()
+            grad_norm = grad_norm_and_clip(model, settings.grad_clip)
+            # The one host synchronisation of a step: a non-finite norm (the same on every rank) skips it.
+            finite = bool(torch.isfinite(grad_norm).item())
+            if finite:
+                optimizer.step()
+                state["consecutive_nonfinite"] = 0
+            else:
+                state["skipped_steps"] += 1
+                state["consecutive_nonfinite"] += 1
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["tokens"] += plan.tokens_per_step
+            bar.update(1)
+            step = state["step"]
+            last = step == settings.max_steps
+            stop = fabric.strategy.reduce_boolean_decision(stop_request.signum is not None, all=False)
+
+            if not finite:
+                fabric.print(f"step {step}: non-finite gradient norm ({grad_norm.item()}); update skipped "
+                             f"({state['consecutive_nonfinite']} in a row, {state['skipped_steps']} in all)")
+                if state["consecutive_nonfinite"] >= settings.max_consecutive_nonfinite:
+                    save("non-finite")
+                    raise RuntimeError(
+                        f"{state['consecutive_nonfinite']} consecutive optimizer steps had a non-finite loss or "
+                        f"gradient (last at step {step}); saved a checkpoint and stopped. Lower the learning rate "
+                        f"or check the data, then resume."
+                    )
+
+            if step % settings.log_interval == 0 or last or stop:
+                now = time.perf_counter()
+                loss_value = fabric.all_reduce(loss_sum / plan.grad_accum_steps, reduce_op="mean").item()
+                tps = (state["tokens"] - last_log_tokens) / (now - last_log_time)
+                last_log_time, last_log_tokens = now, state["tokens"]
+                metrics = {
+                    "tokens": state["tokens"], "loss": loss_value, "lr": lr, "grad_norm": grad_norm.item(),
+                    "tokens_per_sec": tps, "tokens_per_sec_per_device": tps / world,
+                    "skipped_steps": state["skipped_steps"],
+                    "elapsed_sec": elapsed_before + now - loop_start,
+                }
+                if peak:
+                    metrics["mfu"] = flops_per_token * tps / (peak * world)
+                if fabric.device.type == "cuda":
+                    metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated(fabric.device) / 1e9
+                fabric.log_dict(metrics, step=step)
+                eta = (now - loop_start) / (step - start_step) * (settings.max_steps - step)
+                line = (f"step {step}/{settings.max_steps} | loss {loss_value:.4f} | lr {lr:.3g} | "
+                        f"grad norm {metrics['grad_norm']:.3f} | {tps:,.0f} tok/s"
+                        + (f" | MFU {metrics['mfu']:.1%}" if peak else "")
+                        + (f" | mem {metrics['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in metrics else "")
+                        + f" | ETA {_duration(eta)}")
+                bar.set_postfix_str(f"loss {loss_value:.3f}, {tps:,.0f} tok/s")
+                if fabric.global_rank == 0:
+                    bar.write(line)
+
+            if val_loader is not None and ((settings.eval_interval and step % settings.eval_interval == 0) or last):
+                val_loss = validate(fabric, model, val_loader, split_batch)
+                fabric.log_dict({"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50))}, step=step)
+                if fabric.global_rank == 0:
+                    bar.write(f"step {step}: validation loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 50)):.2f}")
+
+            if stop:
+                name = signal.Signals(stop_request.signum).name if stop_request.signum else "a signal on another rank"
+                save(f"stopped by {name}")
+                break
+            if last or (settings.save_interval and step % settings.save_interval == 0):
+                save("end" if last else "interval")
+    bar.close()
+    state["elapsed_sec"] = elapsed_before + time.perf_counter() - loop_start
+    return state
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,37 @@
+"""Pretrain a Llama-family model on packed shards with Lightning Fabric (single device, DDP or FSDP2).
+
+With no arguments it runs the embedded demo: it trains a tokenizer on the sample corpus in
+data/sample, prepares shards, and trains a ~5M-parameter model for a few minutes on whatever device
+is there. Pointed at prepared SlimPajama and Starcoderdata shards (`--data_dir`), every option left
+unset takes the TinyLlama recipe instead (tiny_LLaMA_1b, global batch 1024 x 2048, lr 4e-4 -> 4e-5,
+2000 warmup steps, 1,430,512 steps, 7:3 mix). See PRETRAIN.md.
+
+Launch: `python pretrain/tinyllama.py --devices 8`, `fabric run --devices 8 pretrain/tinyllama.py ...`,
+or `torchrun --nproc_per_node 8 pretrain/tinyllama.py ...` (multi-node: PRETRAIN.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lit_gpt.training.pretraining import PretrainArgs, pretrain  # noqa: E402
+
+
+def parse_args(argv=None) -> PretrainArgs:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], default_config_files=[])
+    parser.add_argument("--config", action=ActionConfigFile, help="A YAML file of these options.")
+    parser.add_class_arguments(PretrainArgs, nested_key=None, as_group=False)
+    ns = parser.parse_args(argv)
+    return PretrainArgs(**{f.name: getattr(ns, f.name) for f in fields(PretrainArgs)})
+
+
+if __name__ == "__main__":
+    torch.set_float32_matmul_precision("high")
+    pretrain(parse_args())

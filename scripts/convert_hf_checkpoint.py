@@ -1,0 +1,32 @@
+"""Convert a Hugging Face Llama checkpoint folder into a lit checkpoint folder.
+
+    python scripts/convert_hf_checkpoint.py --checkpoint_dir HF_FOLDER --output_dir LIT_FOLDER [--dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from jsonargparse import CLI
+
+from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_hf_checkpoint, save_lit_checkpoint
+
+
+def convert_hf_checkpoint(checkpoint_dir: Path, output_dir: Path,
+                          dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None) -> None:
+    """Write lit_model.pth, model_config.yaml and the tokenizer files (when the folder has them).
+
+    Args:
+        checkpoint_dir: folder with config.json and safetensors or pytorch_model*.bin weights.
+        output_dir: the lit checkpoint folder to write.
+        dtype: cast the weights to this type (default: keep the stored type).
+    """
+    state_dict, config = load_hf_checkpoint(checkpoint_dir, dtype=DTYPES[dtype] if dtype else None)
+    save_lit_checkpoint(output_dir, state_dict, config,
+                        tokenizer_dir=checkpoint_dir if has_tokenizer(checkpoint_dir) else None)
+    print(f"wrote {output_dir} ({config.n_layer} layers, vocab {config.padded_vocab_size})")
+
+
+if __name__ == "__main__":
+    CLI(convert_hf_checkpoint, as_positional=False)

@@ -1,0 +1,43 @@
+"""Convert a lit checkpoint (folder, .pth file or pretraining DCP folder) into a Hugging Face Llama folder.
+
+    python scripts/convert_lit_checkpoint.py --checkpoint out/run/step-00010000 --output_dir hf_model \\
+        --tokenizer_dir checkpoints/tokenizer --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from jsonargparse import CLI
+
+from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_lit_checkpoint, save_hf_checkpoint
+from lit_gpt.config import Config
+
+
+def convert_lit_checkpoint(checkpoint: Path, output_dir: Path,
+                           dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None,
+                           tokenizer_dir: Optional[Path] = None, model_config: Optional[Path] = None,
+                           max_shard_size: str = "5GB") -> None:
+    """Write config.json, generation_config.json, safetensors weights and the tokenizer files.
+
+    Args:
+        checkpoint: a lit checkpoint folder, a .pth file, or a torch.distributed.checkpoint folder.
+        output_dir: the Hugging Face folder to write.
+        dtype: weight type in the output (default: the checkpoint's).
+        tokenizer_dir: tokenizer to ship with the model (default: the checkpoint's folder, if it has one).
+        model_config: model_config.yaml to use instead of the one beside the checkpoint.
+        max_shard_size: split the weights into files of at most this size, e.g. 2GB.
+    """
+    config = Config.from_file(model_config) if model_config else None
+    state_dict, config = load_lit_checkpoint(checkpoint, config)
+    if tokenizer_dir is None:
+        folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+        tokenizer_dir = folder if has_tokenizer(folder) else None
+    save_hf_checkpoint(output_dir, state_dict, config, tokenizer_dir=tokenizer_dir,
+                       dtype=DTYPES[dtype] if dtype else None, max_shard_size=max_shard_size)
+    print(f"wrote {output_dir}" + ("" if tokenizer_dir else " (no tokenizer: pass --tokenizer_dir to include one)"))
+
+
+if __name__ == "__main__":
+    CLI(convert_lit_checkpoint, as_positional=False)

@@ -1,0 +1,199 @@
+"""Write a checkpoint as a GGUF file for llama.cpp (architecture `llama`), tokenizer included.
+
+    python scripts/convert_to_gguf.py --checkpoint out/TinyLlama --output tinyllama-f16.gguf
+    python scripts/convert_to_gguf.py --checkpoint HF_FOLDER --output model-q8_0.gguf --outtype q8_0
+
+The checkpoint is a lit checkpoint (folder, `.pth` file or pretraining DCP folder, read by
+`load_lit_checkpoint`) or a Hugging Face Llama folder (config.json without model_config.yaml). The
+tokenizer must be a SentencePiece `tokenizer.model`, from the checkpoint's folder or `--tokenizer_dir`.
+
+Layout. GGUF stores a matrix of PyTorch shape (out, in) as ggml dims (in, out): the same bytes, so
+weights are written as they are, except the query and key rows. Our fused qkv weight is
+[q heads | k heads | v heads] in the rotate-half RoPE convention of Hugging Face (dimension i turns
+with i + head_size/2); llama.cpp's `llama` architecture rotates adjacent pairs (2i, 2i+1), so within
+each head the rows are interleaved: row i goes to 2i and row i + head_size/2 to 2i + 1. Query and key
+then rotate the same way up to one permutation of each head's dimensions, which their dot product
+does not see. The embedding and head keep only the tokenizer's rows (padding rows are no tokens).
+
+Types. Norm weights (1-D) stay f32 in every file, as llama.cpp expects; matrices take the chosen type.
+A quantised type packs blocks of 32 values along each row; a matrix whose rows are not a multiple of
+32 long stays f16.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, Literal, Optional, Tuple
+
+import numpy as np
+import torch
+from jsonargparse import CLI
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gguf  # noqa: E402
+from gguf import GGMLQuantizationType as QType  # noqa: E402
+from gguf import LlamaFileType, MODEL_TENSOR, TENSOR_NAMES  # noqa: E402
+
+from lit_gpt.checkpoint import load_hf_checkpoint, load_lit_checkpoint  # noqa: E402
+from lit_gpt.config import Config  # noqa: E402
+
+OutType = Literal["f32", "f16", "q8_0", "q4_0"]
+OUTTYPES: Dict[str, Tuple[QType, LlamaFileType]] = {
+    "f32": (QType.F32, LlamaFileType.ALL_F32),
+    "f16": (QType.F16, LlamaFileType.MOSTLY_F16),
+    "q8_0": (QType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
+    "q4_0": (QType.Q4_0, LlamaFileType.MOSTLY_Q4_0),
+}
+
+
+def interleave_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Rows of a query or key projection from rotate-half to adjacent-pair RoPE order, per head:
+    (head, half, i) -> (head, i, half), so row i of a head lands at 2i and row i + head_size/2 at 2i + 1."""
+    rows = weight.shape[0]
+    head_size = rows // n_heads
+    return weight.reshape(n_heads, 2, head_size // 2, -1).transpose(1, 2).reshape(rows, -1)
+
+
+def gguf_name(tensor: MODEL_TENSOR, block: Optional[int] = None) -> str:
+    """llama.cpp's tensor name, from the gguf package's own table (e.g. blk.3.attn_q.weight)."""
+    base = TENSOR_NAMES[tensor]
+    return (base.format(bid=block) if block is not None else base) + ".weight"
+
+
+def gguf_tensors(state_dict: Dict[str, torch.Tensor], config: Config, n_vocab: int) -> Iterator[Tuple[str, torch.Tensor]]:
+    """(llama.cpp name, tensor in PyTorch layout) for every weight, one at a time (nothing is held twice)."""
+    c = config
+    yield gguf_name(MODEL_TENSOR.TOKEN_EMBD), state_dict["transformer.wte.weight"][:n_vocab]
+    q_rows, kv_rows = c.n_head * c.head_size, c.n_query_groups * c.head_size
+    for i in range(c.n_layer):
+        layer = f"transformer.h.{i}."
+        q, k, v = state_dict[layer + "attn.qkv.weight"].split((q_rows, kv_rows, kv_rows))
+        yield gguf_name(MODEL_TENSOR.ATTN_NORM, i), state_dict[layer + "norm_1.weight"]
+        yield gguf_name(MODEL_TENSOR.ATTN_Q, i), interleave_rope_rows(q, c.n_head)
+        yield gguf_name(MODEL_TENSOR.ATTN_K, i), interleave_rope_rows(k, c.n_query_groups)
+        yield gguf_name(MODEL_TENSOR.ATTN_V, i), v
+        yield gguf_name(MODEL_TENSOR.ATTN_OUT, i), state_dict[layer + "attn.proj.weight"]
+        yield gguf_name(MODEL_TENSOR.FFN_NORM, i), state_dict[layer + "norm_2.weight"]
+        yield gguf_name(MODEL_TENSOR.FFN_GATE, i), state_dict[layer + "mlp.fc_gate.weight"]
+        yield gguf_name(MODEL_TENSOR.FFN_UP, i), state_dict[layer + "mlp.fc_up.weight"]
+        yield gguf_name(MODEL_TENSOR.FFN_DOWN, i), state_dict[layer + "mlp.proj.weight"]
+    yield gguf_name(MODEL_TENSOR.OUTPUT_NORM), state_dict["transformer.ln_f.weight"]
+    yield gguf_name(MODEL_TENSOR.OUTPUT), state_dict["lm_head.weight"][:n_vocab]
+
+
+def storage_type(shape: Tuple[int, ...], qtype: QType) -> QType:
+    if len(shape) == 1:
+        return QType.F32
+    if qtype in (QType.F32, QType.F16):
+        return qtype
+    block_size = gguf.GGML_QUANT_SIZES[qtype][0]
+    return qtype if shape[-1] % block_size == 0 else QType.F16
+
+
+def encode(tensor: torch.Tensor, qtype: QType) -> np.ndarray:
+    """The bytes GGUF stores: float arrays for f32/f16, uint8 blocks for quantised types."""
+    data = tensor.detach().to(torch.float32).contiguous().numpy()
+    return gguf.quants.quantize(data, qtype)
+
+
+# --- tokenizer -------------------------------------------------------------------------------------
+def add_sentencepiece_vocab(writer: gguf.GGUFWriter, tokenizer_model: Path) -> int:
+    """Tokens, scores, types and special ids of a SentencePiece model; returns the vocabulary size."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto.FromString(tokenizer_model.read_bytes())
+    piece_type = proto.SentencePiece.Type
+    types = {piece_type.NORMAL: gguf.TokenType.NORMAL, piece_type.UNKNOWN: gguf.TokenType.UNKNOWN,
+             piece_type.CONTROL: gguf.TokenType.CONTROL, piece_type.USER_DEFINED: gguf.TokenType.USER_DEFINED,
+             piece_type.UNUSED: gguf.TokenType.UNUSED, piece_type.BYTE: gguf.TokenType.BYTE}
+    writer.add_tokenizer_model("llama")  # llama.cpp's name for a SentencePiece (SPM) vocabulary
+    writer.add_token_list([p.piece.encode("utf-8") for p in proto.pieces])
+    writer.add_token_scores([p.score for p in proto.pieces])
+    writer.add_token_types([types[p.type] for p in proto.pieces])
+    trainer = proto.trainer_spec
+    for token_id, add in ((trainer.bos_id, writer.add_bos_token_id), (trainer.eos_id, writer.add_eos_token_id),
+                          (trainer.unk_id, writer.add_unk_token_id), (trainer.pad_id, writer.add_pad_token_id)):
+        if token_id >= 0:  # -1: the model has no such token
+            add(token_id)
+    writer.add_add_bos_token(trainer.bos_id >= 0)  # Llama prompts start with BOS
+    writer.add_add_eos_token(False)
+    writer.add_add_space_prefix(proto.normalizer_spec.add_dummy_prefix)
+    return len(proto.pieces)
+
+
+# --- conversion ------------------------------------------------------------------------------------
+def load_checkpoint(checkpoint: Path) -> Tuple[Dict[str, torch.Tensor], Config]:
+    is_hf = checkpoint.is_dir() and (checkpoint / "config.json").is_file() and not (checkpoint / "model_config.yaml").is_file()
+    return load_hf_checkpoint(checkpoint) if is_hf else load_lit_checkpoint(checkpoint)
+
+
+def convert_to_gguf(checkpoint: Path, output: Path, outtype: OutType = "f16", tokenizer_dir: Optional[Path] = None,
+                    name: Optional[str] = None) -> Path:
+    """Write `output` (a .gguf file) for llama.cpp.
+
+    Args:
+        checkpoint: a lit checkpoint (folder, .pth or pretraining DCP folder) or a Hugging Face Llama folder.
+        output: the GGUF file to write.
+        outtype: f32, f16, q8_0 or q4_0 for the matrices (norm weights stay f32).
+        tokenizer_dir: the folder with tokenizer.model (default: the checkpoint's folder).
+        name: general.name in the file (default: the config's name or the checkpoint's folder name).
+    """
+    checkpoint, output = Path(checkpoint), Path(output)
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    tokenizer_model = Path(tokenizer_dir or folder) / "tokenizer.model"
+    if not tokenizer_model.is_file():
+        raise FileNotFoundError(f"{tokenizer_model} not found: the GGUF file needs the SentencePiece tokenizer "
+                                f"(pass --tokenizer_dir)")
+    if outtype not in OUTTYPES:
+        raise ValueError(f"outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
+    qtype, file_type = OUTTYPES[outtype]
+    state_dict, config = load_checkpoint(checkpoint)
+    c = config
+
+    writer = gguf.GGUFWriter(output, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    writer.add_name(name or c.name or folder.name)
+    writer.add_file_type(file_type)
+    if qtype not in (QType.F32, QType.F16):
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    n_vocab = add_sentencepiece_vocab(writer, tokenizer_model)
+    if n_vocab > c.padded_vocab_size:
+        raise ValueError(f"{tokenizer_model} has {n_vocab} tokens but the model's embedding only "
+                         f"{c.padded_vocab_size} rows")
+    writer.add_vocab_size(n_vocab)
+    writer.add_context_length(c.block_size)
+    writer.add_embedding_length(c.n_embd)
+    writer.add_block_count(c.n_layer)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.n_head)
+    writer.add_head_count_kv(c.n_query_groups)
+    writer.add_rope_dimension_count(c.head_size)  # RoPE turns the whole head
+    writer.add_rope_freq_base(c.rope_base)
+    if c.rope_condense_ratio != 1:
+        # positions divided by the ratio = linear RoPE scaling with this factor
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(c.rope_condense_ratio)
+    writer.add_layer_norm_rms_eps(c.norm_eps)
+
+    # Two passes over the weights, one tensor in memory at a time: the header needs every tensor's
+    # type and size first, then the data follows in the same order.
+    for tensor_name, tensor in gguf_tensors(state_dict, c, n_vocab):
+        stored = storage_type(tuple(tensor.shape), qtype)
+        block_size, block_bytes = gguf.GGML_QUANT_SIZES[stored]  # (1, 4) for f32, (1, 2) for f16
+        # the logical shape; raw_dtype, not the numpy dtype, names the stored type
+        writer.add_tensor_info(tensor_name, tuple(tensor.shape), np.dtype(np.float32),
+                               tensor.numel() // block_size * block_bytes, raw_dtype=stored)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor_name, tensor in gguf_tensors(state_dict, c, n_vocab):
+        writer.write_tensor_data(encode(tensor, storage_type(tuple(tensor.shape), qtype)))
+    writer.close()
+    print(f"wrote {output} ({outtype}, {c.n_layer} layers, vocab {n_vocab}, {output.stat().st_size / 2**20:.1f} MiB)")
+    return output
+
+
+if __name__ == "__main__":
+    CLI(convert_to_gguf, as_positional=False)

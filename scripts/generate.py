@@ -1,0 +1,77 @@
+"""Sample text from a checkpoint, printing it as the tokens arrive.
+
+    python scripts/generate.py --checkpoint_dir checkpoints/TinyLlama --prompt "The capital of France" \\
+        --max_new_tokens 100 --temperature 0.8 --top_k 50
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from jsonargparse import CLI
+
+from lit_gpt.checkpoint import DTYPES, load_lit_checkpoint, model_from_state_dict
+from lit_gpt.generate import generate
+from lit_gpt.tokenizer import Tokenizer
+
+
+def main(checkpoint_dir: Path, prompt: str = "Once upon a time,", max_new_tokens: int = 100,
+         temperature: float = 0.8, top_k: Optional[int] = 50, top_p: Optional[float] = None, seed: int = 1234,
+         device: str = "auto", dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None,
+         tokenizer_dir: Optional[Path] = None) -> None:
+    """Generate a continuation of `prompt`.
+
+    Args:
+        checkpoint_dir: a lit checkpoint folder (or a .pth file / pretraining DCP folder with model_config.yaml).
+        prompt: the text to continue; encoded with BOS first.
+        max_new_tokens: the most tokens to generate; EOS stops earlier.
+        temperature: 0 for greedy decoding.
+        top_k: sample among the k most likely tokens only.
+        top_p: sample within the nucleus of this probability mass only.
+        seed: seed of the sampling generator.
+        device: cpu, cuda, cuda:1, ... or auto (cuda when available).
+        dtype: weight type (default: bfloat16 on a GPU that has it, else float32).
+        tokenizer_dir: where the tokenizer files are (default: the checkpoint's folder).
+    """
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    if dtype is None:
+        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    state_dict, config = load_lit_checkpoint(checkpoint_dir)
+    tokenizer = Tokenizer(tokenizer_dir or (checkpoint_dir if checkpoint_dir.is_dir() else checkpoint_dir.parent))
+    # decoding is bound by weight reads, not by the fused training kernels: the reference ops run anywhere
+    model = model_from_state_dict(state_dict, replace(config, kernels="torch"), device, DTYPES[dtype])
+    del state_dict
+
+    prompt_ids = tokenizer.encode(prompt, bos=True)
+    needed = len(prompt_ids) + max_new_tokens
+    if needed > config.block_size:
+        print(f"note: {needed} tokens exceed the trained context of {config.block_size}", file=sys.stderr)
+    model.max_seq_length = needed  # also sizes the KV cache
+    generator = torch.Generator(device).manual_seed(seed)
+
+    # Decode the whole sequence each time and print what is new: pieces that only make sense
+    # together (a leading space, a multi-byte character) come out right.
+    printed = tokenizer.decode(prompt_ids)
+    print(printed, end="", flush=True)
+    new_ids = []
+    start = time.perf_counter()
+    for token in generate(model, torch.tensor(prompt_ids), max_new_tokens, temperature, top_k, top_p,
+                          tokenizer.eos_id, generator):
+        new_ids.append(token)
+        text = tokenizer.decode(prompt_ids + new_ids)
+        if text.startswith(printed) and not text.endswith("\ufffd"):  # wait for a character's last byte
+            print(text[len(printed):], end="", flush=True)
+            printed = text
+    elapsed = time.perf_counter() - start
+    text = tokenizer.decode(prompt_ids + new_ids)
+    print(text[len(printed):] if text.startswith(printed) else "", flush=True)
+    print(f"{len(new_ids)} tokens in {elapsed:.2f} s: {len(new_ids) / elapsed:.1f} tokens/s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    CLI(main, as_positional=False)

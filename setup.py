@@ -1,0 +1,26 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+requirements = [
+    line.strip() for line in (here / "requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+setup(
+    name="lit_gpt",
+    version="0.1.0",
+    description="Pretraining, conversion and inference for small Llama-family models on Lightning Fabric",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["lit_gpt", "lit_gpt.*"]),
+    python_requires=">=3.10",
+    install_requires=requirements,
+    extras_require={
+        "test": ["pytest>=8", "transformers>=4.45", "matplotlib>=3.7"],
+        "plot": ["matplotlib>=3.7"],
+        "wandb": ["wandb>=0.17"],
+        "liger": ["liger-kernel>=0.5"],
+    },
+)

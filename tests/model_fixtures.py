@@ -1,0 +1,64 @@
+"""Tiny models and a tiny SentencePiece tokenizer shared by the model, checkpoint and generation tests.
+
+Import the fixtures by name into a test module (`from model_fixtures import sp_tokenizer_dir`)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_gpt.config import Config
+from lit_gpt.model import GPT
+
+
+def tiny_config(**overrides) -> Config:
+    """Two layers with grouped-query attention (4 query heads over 2 key/value heads)."""
+    fields = dict(name="t", n_layer=2, n_head=4, n_query_groups=2, n_embd=32, intermediate_size=88,
+                  vocab_size=128, block_size=64, kernels="torch")
+    return Config(**{**fields, **overrides})
+
+
+@torch.no_grad()
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Weights large enough for mistakes to show in the logits, and norm weights away from 1 so that
+    swapping two norms is caught too."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=generator)
+        p.copy_(1 + 0.3 * noise if p.dim() == 1 else 0.2 * noise)
+    return model
+
+
+def random_model(config: Config, seed: int = 0) -> GPT:
+    return randomize(GPT(config), seed).eval()
+
+
+def _sample_lines(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    syllables = ["ka", "lo", "mi", "ne", "tu", "ra", "zo", "pe", "qui", "ab", "el", "on", "st", "ch", "é", "ü"]
+    words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(300)]
+    words += ["the", "model", "learns", "tokens", "from", "text", "and", "code", "café", "naïve"]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + rng.choice([".", "!", "?", ""])
+            for _ in range(n)]
+
+
+SAMPLE_LINES = _sample_lines(400)
+
+
+@pytest.fixture(scope="session")
+def sp_tokenizer_dir(tmp_path_factory) -> Path:
+    """A folder with a BPE SentencePiece tokenizer.model of 320 pieces (unk 0, bos 1, eos 2), trained like
+    Llama's: no normalisation, whitespace kept as it is, unseen characters spelled as bytes (256 pieces)."""
+    import sentencepiece
+
+    folder = tmp_path_factory.mktemp("sp_tokenizer")
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SAMPLE_LINES), model_prefix=str(folder / "tokenizer"), vocab_size=320,
+        byte_fallback=True, model_type="bpe", character_coverage=1.0, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, minloglevel=2,
+    )
+    (folder / "tokenizer.vocab").unlink()
+    return folder

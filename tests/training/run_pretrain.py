@@ -1,0 +1,68 @@
+"""Launch pretrain/tinyllama.py for the tests, optionally with a simulated preemption or crash.
+
+    python tests/training/run_pretrain.py [--sigterm_after_batches K] [--sigkill_on_save N] -- <pretrain args>
+
+`--sigterm_after_batches K`: rank 0 sends itself SIGTERM after handing out its K-th training batch, the
+way a scheduler preempts a job; the real signal handler must then save and stop.
+`--sigkill_on_save N`: the process kills itself with SIGKILL in the middle of writing its N-th
+checkpoint (after the shards are written, before the folder is complete).
+Fabric's launcher re-runs this same command line for the other ranks, so every rank is patched alike.
+"""
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "pretrain"))
+
+import lit_gpt.training.checkpointing as checkpointing  # noqa: E402
+import lit_gpt.training.pretraining as pretraining  # noqa: E402
+from tinyllama import parse_args  # noqa: E402
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    split = argv.index("--")
+    ours, theirs = argv[:split], argv[split + 1:]
+    options = dict(zip(ours[::2], map(int, ours[1::2])))
+
+    if "--sigterm_after_batches" in options:
+        after = options["--sigterm_after_batches"]
+        build = pretraining.build_train_loader
+
+        def build_with_preemption(*args, **kwargs):
+            loader = build(*args, **kwargs)
+            inner_iter = type(loader).__iter__
+
+            def iterate(self):
+                for n, batch in enumerate(inner_iter(self), start=1):
+                    yield batch
+                    if n == after and kwargs.get("rank", 0) == 0:
+                        os.kill(os.getpid(), signal.SIGTERM)
+
+            loader.__class__ = type("PreemptedLoader", (type(loader),), {"__iter__": iterate})
+            return loader
+
+        pretraining.build_train_loader = build_with_preemption
+
+    if "--sigkill_on_save" in options:
+        nth = options["--sigkill_on_save"]
+        real_save = checkpointing.dcp.save
+        calls = []
+
+        def save_then_die(*args, **kwargs):
+            real_save(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        checkpointing.dcp.save = save_then_die
+
+    pretraining.pretrain(parse_args(theirs))
+
+
+if __name__ == "__main__":
+    main()

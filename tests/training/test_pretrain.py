@@ -1,0 +1,153 @@
+"""Pretraining end to end on the CPU: exact resume through SIGTERM (with loader workers and with FSDP2
+on two gloo processes), resharded resume, a crash while saving, the logged schedule, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
+from lit_gpt.training.checkpointing import list_checkpoints
+from lit_gpt.training.metrics import read_metrics
+from lit_gpt.training.schedule import LRSchedule
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = ROOT / "tests" / "training" / "run_pretrain.py"
+MAX_STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def model_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.yaml"
+    path.write_text(yaml.safe_dump(dict(name="test_llama", n_layer=2, n_head=4, n_query_groups=2, n_embd=64,
+                                        intermediate_size=176, vocab_size=1024, block_size=32, kernels="torch")))
+    return path
+
+
+def run(out_dir: Path, data: Path, tokenizer: Path, model_config: Path, *extra: str, devices: int = 1,
+        simulate: tuple = (), expect_rc: int = 0) -> subprocess.CompletedProcess:
+    args = [
+        "--data_dir", str(data), "--tokenizer_dir", str(tokenizer), "--model_config", str(model_config),
+        "--out_dir", str(out_dir), "--accelerator", "cpu", "--devices", str(devices),
+        "--global_batch_size", "8", "--micro_batch_size", "2", "--max_steps", str(MAX_STEPS),
+        "--lr", "3e-3", "--min_lr", "3e-4", "--warmup_steps", "2", "--log_interval", "1",
+        "--eval_interval", "6", "--eval_batches", "2", "--val_prefix", "train_starcoder",
+        "--save_interval", "0", "--tensorboard", "false", *extra,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(LAUNCHER), *map(str, simulate), "--", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == expect_rc, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def losses(out_dir: Path) -> dict:
+    return dict(read_metrics(out_dir / "metrics.csv")["loss"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:  # noqa: F811
+    """An uninterrupted single-process run with two loader workers."""
+    out = tmp_path_factory.mktemp("reference")
+    run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2")
+    return out
+
+
+def test_uninterrupted_run_logs_the_schedule_and_learns(reference):
+    series = read_metrics(reference / "metrics.csv")
+    schedule = LRSchedule(3e-3, 3e-4, 2, MAX_STEPS)
+    assert [s for s, _ in series["loss"]] == list(range(1, MAX_STEPS + 1))
+    for step, lr in series["lr"]:
+        assert lr == pytest.approx(schedule(step - 1))
+    assert series["lr"][-1][1] == pytest.approx(schedule(MAX_STEPS - 1))
+    assert series["tokens"][-1][1] == MAX_STEPS * 8 * 32
+    assert [s for s, _ in series["val_loss"]] == [6, 12]
+    assert series["loss"][-1][1] < series["loss"][0][1] - 0.3
+    state = json.loads((reference / "checkpoints" / "step-000000012" / "train_state.json").read_text())
+    assert state["step"] == MAX_STEPS and state["reason"] == "end" and state["data"]["g"] == MAX_STEPS * 8
+
+
+def test_sigterm_then_resume_is_exact_with_loader_workers(tmp_path, reference, prepared_sample, sample_tokenizer,
+                                                          model_config):  # noqa: F811
+    out = tmp_path / "interrupted"
+    # preempted after 18 micro batches: inside step 5 (4 micro batches a step), so it saves at step 5
+    proc = run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2",
+               simulate=("--sigterm_after_batches", 18))
+    assert "stopped by SIGTERM" in proc.stdout + proc.stderr
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
+    assert max(losses(out)) == 5
+    run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2")
+    assert losses(out) == losses(reference)  # bit for bit, as printed with 9 significant digits
+
+
+def test_fsdp2_two_processes_resume_exactly_and_reshard_to_one(tmp_path, prepared_sample, sample_tokenizer,
+                                                               model_config):  # noqa: F811
+    common = dict(data=prepared_sample, tokenizer=sample_tokenizer, model_config=model_config)
+    fsdp = ("--strategy", "fsdp", "--num_workers", "0")
+    ref = tmp_path / "fsdp_reference"
+    run(ref, *common.values(), *fsdp, devices=2)
+    out = tmp_path / "fsdp_interrupted"
+    # 2 micro batches per rank and step: rank 0's 7th batch is in step 4
+    run(out, *common.values(), *fsdp, devices=2, simulate=("--sigterm_after_batches", 7))
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [4]
+    resharded = tmp_path / "fsdp_to_single"
+    shutil.copytree(out, resharded)
+    run(out, *common.values(), *fsdp, devices=2)
+    assert losses(out) == losses(ref)
+    # the same checkpoint continues on one process (no sharding) with the same global batch
+    run(resharded, *common.values(), "--num_workers", "0", devices=1)
+    expected, got = losses(ref), losses(resharded)
+    assert sorted(got) == sorted(expected)
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=2e-5), step
+
+
+def test_sigkill_while_saving_keeps_the_previous_checkpoint(tmp_path, reference, prepared_sample, sample_tokenizer,
+                                                            model_config):  # noqa: F811
+    out = tmp_path / "crash"
+    run(out, prepared_sample, sample_tokenizer, model_config, "--save_interval", "3", "--num_workers", "0",
+        simulate=("--sigkill_on_save", 2), expect_rc=-9)
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3]
+    assert (out / "checkpoints" / "step-000000006.tmp").is_dir()  # the half-written one
+    proc = run(out, prepared_sample, sample_tokenizer, model_config, "--save_interval", "3", "--num_workers", "0")
+    assert "resumed from" in proc.stdout and "at step 3" in proc.stdout
+    assert not list((out / "checkpoints").glob("*.tmp"))
+    assert losses(out) == losses(reference)
+
+
+def _pretrain_in_process(tmp_path, **overrides):
+    sys.path.insert(0, str(ROOT / "pretrain"))
+    from tinyllama import PretrainArgs
+
+    from lit_gpt.training.pretraining import pretrain
+
+    args = dict(out_dir=tmp_path / "out", accelerator="cpu", global_batch_size=8, micro_batch_size=2, max_steps=2,
+                val_prefix="", tensorboard=False, num_workers=0)
+    return pretrain(PretrainArgs(**{**args, **overrides}))
+
+
+def test_bad_input_stops_before_training(tmp_path, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+    from model_fixtures import sp_tokenizer_dir  # noqa: F401  (a tokenizer the data was not made with)
+
+    common = dict(tokenizer_dir=sample_tokenizer, model_config=model_config)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        _pretrain_in_process(tmp_path, data_dir=tmp_path / "nowhere", **common)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="train_slimpajama"):
+        _pretrain_in_process(tmp_path, data_dir=empty, **common)
+    with pytest.raises(ValueError, match="cannot be split"):
+        _pretrain_in_process(tmp_path, data_dir=prepared_sample, micro_batch_size=3, **common)
+    other = tmp_path / "other_tokenizer"
+    shutil.copytree(sample_tokenizer, other)
+    (other / "tokenizer.model").write_bytes((other / "tokenizer.model").read_bytes()[:-1] + b"\x01")
+    with pytest.raises(ValueError, match="tokenizer"):
+        _pretrain_in_process(tmp_path, data_dir=prepared_sample, tokenizer_dir=other, model_config=model_config)
+    assert not (tmp_path / "out" / "checkpoints").exists()
