@@ -17,8 +17,11 @@ setup(
     packages=find_packages(include=["lit_gpt", "lit_gpt.*"]),
     python_requires=">=3.10",
     install_requires=requirements,
+    entry_points={"console_scripts": ["lit-lm-eval = lit_gpt.evaluation.lm_eval_model:lm_eval_cli"]},
     extras_require={
-        "test": ["pytest>=8", "transformers>=4.45", "matplotlib>=3.7"],
+        "test": ["pytest>=8", "transformers>=4.45", "matplotlib>=3.7", "lm-eval>=0.4.13", "accelerate>=0.26",
+                 "gguf>=0.10", "scipy>=1.10"],
+        "eval": ["lm-eval>=0.4.13"],
         "plot": ["matplotlib>=3.7"],
         "wandb": ["wandb>=0.17"],
         "liger": ["liger-kernel>=0.5"],

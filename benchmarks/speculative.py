@@ -23,6 +23,7 @@ unless --latency_target/--latency_draft are given). Prints a short table last; -
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -47,6 +48,13 @@ DEFAULT_PROMPTS = [
     "Once upon a time, in a small village,",
     "The three most important ideas in physics are",
 ]
+
+
+def release_memory(device: torch.device) -> None:
+    """Hand the finished models' memory back before the next, larger ones are built."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def sync(device: torch.device) -> None:
@@ -106,9 +114,6 @@ def bench_pair(target_path: Path, draft_path: Path, prompts: List[str], ks: List
                 speedup=base_s / spec_s,
             ))
             print(json.dumps(rows[-1]), flush=True)
-    del target, draft
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return rows
 
 
@@ -174,9 +179,6 @@ def decode_latency(name: str, device: torch.device, dtype: torch.dtype, prompt_l
         for _ in range(reps + 2):
             timer(lambda: step(prompt_len, k + 1))
         verify[k] = statistics.median(timer.seconds()[2:])
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     row = dict(model=name, dtype=str(dtype).removeprefix("torch."), prompt_tokens=prompt_len, steps=steps,
                median_ms=1e3 * statistics.median(single), mean_ms=1e3 * statistics.fmean(single),
                verify_ms={str(k): 1e3 * v for k, v in verify.items()})
@@ -265,10 +267,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if pair:
         report["pair"] = bench_pair(pair[0], pair[1], args.prompts, ks, temperatures, args.max_new_tokens, device,
                                     dtype, args.seed)
+        release_memory(device)
     run_latency = not args.demo_pair or args.latency_target or args.latency_draft
     if run_latency:
         names = (args.latency_target or "Llama-2-7b", args.latency_draft or "tiny_LLaMA_1b")
-        target, draft = (decode_latency(n, device, dtype, args.latency_prompt, args.latency_steps, ks) for n in names)
+        target = decode_latency(names[0], device, dtype, args.latency_prompt, args.latency_steps, ks)
+        release_memory(device)
+        draft = decode_latency(names[1], device, dtype, args.latency_prompt, args.latency_steps, ks)
         report["latency"] = [target, draft]
         if report["pair"]:
             alphas = [dict(alpha=r["alpha"], k=r["k"], source=f"pair, temp {r['temperature']:g}") for r in report["pair"]]

@@ -150,6 +150,11 @@ def test_rope_noncontiguous_grads_and_separate_inputs(gen):
 # ---------------------------------------------------------------- SwiGLU
 
 
+def test_swiglu_same_tensor_twice(gen):
+    x = randn(gen, 4, 37, scale=3.0, requires_grad=True)
+    check_fn_and_grads(lambda a: OPS.swiglu(a, a), lambda a: ref_ops.swiglu(a, a), (x,), gen)
+
+
 @pytest.mark.parametrize("shape", [(3, 5, 37), (1, 1), (2, 1111)])
 def test_swiglu_contiguous(gen, shape):
     gate = randn(gen, *shape, scale=3.0, requires_grad=True)

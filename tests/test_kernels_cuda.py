@@ -205,6 +205,7 @@ def test_compile_dynamic_shapes(ops, gen):
         def fn(x, w, qkv, gate, head):
             h = ops.rms_norm(x, w, 1e-5)
             q, k = ops.apply_rope(qkv[:, :, :N_HEAD], qkv[:, :, N_HEAD : N_HEAD + N_KV], cos, sin)
+            # swiglu(gate, gate): one tensor twice, which needs the wrapper's workaround under compile
             s = ops.swiglu(gate, gate).float().mean() + q.float().mean() + k.float().mean()
             return ops.linear_cross_entropy(h, head, targets, chunk_size=50) + s
 
@@ -220,7 +221,7 @@ def test_compile_dynamic_shapes(ops, gen):
 def test_compile_block_with_all_ops(ops, gen):
     """A pre-norm block in the shape the model uses them, compiled as one graph. In fp32: in bf16,
     Inductor's fusions round differently from eager, and summed gradients (the norm weight's) then
-    differ by a few percent between two equally valid results."""
+    differ by a few percent between two equally valid results; in fp32 they agree far closer."""
     b, t, n_embd, n_head, n_kv, hs, hidden_mlp, vocab = 2, 128, 256, 8, 2, 32, 688, 1000
     f32 = torch.float32
     params = {
@@ -241,11 +242,11 @@ def test_compile_block_with_all_ops(ops, gen):
         h = ops.rms_norm(x, norm, 1e-5)
         qkv = (h @ qkv_w.t()).view(b, t, n_head + 2 * n_kv, hs)
         q, k = ops.apply_rope(qkv[:, :, :n_head], qkv[:, :, n_head : n_head + n_kv], cos, sin)
-        h = h + q.reshape(b, t, -1)[..., :n_embd] + k.sum()
+        h = h + q.reshape(b, t, -1)[..., :n_embd] + k.reshape(b, t, -1).repeat(1, 1, n_embd // (n_kv * hs))
         h = h + ops.swiglu(h @ fc1.t(), h @ fc2.t()) @ proj.t()
         return ops.linear_cross_entropy(ops.rms_norm(h, norm, 1e-5), head, targets, z_loss=1e-4)
 
-    _compiled_matches_eager(block, (x, *params.values()), gen, tol=1e-4)
+    _compiled_matches_eager(block, (x, *params.values()), gen, tol=1e-3)
 
 
 # ---------------------------------------------------------------- liger (optional)

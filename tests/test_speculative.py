@@ -1,4 +1,5 @@
 import copy
+import json
 import math
 import os
 import subprocess
@@ -285,12 +286,17 @@ def test_benchmark_runs_on_cpu(checkpoint_pair, tmp_path):
                         "--ks", "2,4", "--max_new_tokens", 16, "--prompts", "the model learns", "--latency_steps", 8,
                         "--latency_prompt", 16, "--latency_target", "micro_LLaMA", "--latency_draft", "micro_LLaMA",
                         "--json", out)
-    import json
-
     report = json.loads(out.read_text())
     assert {(row["k"], row["temperature"]) for row in report["pair"]} == {(2, 0.0), (4, 0.0), (2, 1.0), (4, 1.0)}
     for row in report["pair"]:
         assert 0 <= row["acceptance_rate"] <= 1 and row["speedup"] > 0
+        assert row["alpha"] >= row["acceptance_rate"]  # proposals after a rejection count only in the latter
     assert {row["model"] for row in report["latency"]} == {"micro_LLaMA"}
-    assert all(row["expected_tokens_per_round"] >= 1 for row in report["implied"])
+    t_target, t_draft = (row["median_ms"] for row in report["latency"])
+    assert len(report["implied"]) == 4  # one per measured (k, temperature)
+    for row in report["implied"]:
+        a, k = row["alpha"], row["k"]
+        e = sum(a ** i for i in range(k + 1))  # 1 + a + ... + a^k accepted-prefix-plus-one tokens
+        assert row["expected_tokens_per_round"] == pytest.approx(e)
+        assert row["implied_speedup"] == pytest.approx(e * t_target / (k * t_draft + t_target))
     assert "E = (1 - alpha^(k+1)) / (1 - alpha)" in result.stdout

@@ -125,4 +125,6 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
         raise ValueError(f"rotate-half RoPE needs an even head size, got {D}")
     if tuple(cos.shape) != (T, D) or tuple(sin.shape) != (T, D):
         raise ValueError(f"cos/sin must be (T, D) = ({T}, {D}), got {tuple(cos.shape)} and {tuple(sin.shape)}")
+    if k is q:  # see swiglu(): one tensor passed twice loses a gradient under torch.compile
+        k = k.view_as(k)
     return RopeFunction.apply(q, k, cos, sin)

@@ -96,4 +96,8 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """``silu(gate) * up`` for equally shaped tensors."""
     if gate.shape != up.shape:
         raise ValueError(f"swiglu needs equal shapes, got {tuple(gate.shape)} and {tuple(up.shape)}")
+    if up is gate:
+        # torch.compile (seen on 2.11) keeps only one of the two gradients when one tensor object is
+        # passed twice to an autograd.Function; a view is a distinct input and gets both summed.
+        up = up.view_as(up)
     return SwiGLUFunction.apply(gate, up)

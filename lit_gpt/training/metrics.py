@@ -40,7 +40,7 @@ def peak_flops(device: torch.device) -> Optional[float]:
     return None
 
 
-# The columns of metrics.csv, in order; a row leaves empty what was not measured at that step.
+# The first columns of metrics.csv, in order; a row leaves empty what was not measured at that step.
 CSV_COLUMNS = [
     "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_sec", "tokens_per_sec_per_device", "mfu",
     "peak_memory_gb", "skipped_steps", "val_loss", "val_ppl", "elapsed_sec",
@@ -49,11 +49,12 @@ CSV_COLUMNS = [
 
 class CSVMetricsLogger(Logger):
     """Appends one row per logged step to `{root}/metrics.csv`; a resumed run keeps writing the same
-    file (readers keep the last row of a step that appears twice)."""
+    file (readers keep the last row of a step that appears twice). A metric without a column yet (an
+    lm-eval task's score, say) adds one: the file is rewritten once with the wider header."""
 
     def __init__(self, root_dir: Path, columns: List[str] = CSV_COLUMNS) -> None:
         self._root = Path(root_dir)
-        self._columns = columns
+        self._columns = list(columns)
         self._path = self._root / "metrics.csv"
 
     @property
@@ -69,12 +70,18 @@ class CSVMetricsLogger(Logger):
         return str(self._root)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
-        unknown = set(metrics) - set(self._columns)
-        if unknown:
-            raise KeyError(f"metrics {sorted(unknown)} have no column in {self._path}")
         self._root.mkdir(parents=True, exist_ok=True)
-        new = not self._path.exists()
         row = {**metrics, "step": step if step is not None else metrics.get("step")}
+        if self._path.exists():
+            with open(self._path, newline="") as f:
+                header = next(csv.reader(f), [])
+            self._columns = header + [c for c in self._columns if c not in header]
+        new_columns = [k for k in row if k not in self._columns]
+        if new_columns:
+            self._columns += new_columns
+            if self._path.exists():
+                self._rewrite_with_header()
+        new = not self._path.exists()
         with open(self._path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self._columns)
             if new:
@@ -82,6 +89,16 @@ class CSVMetricsLogger(Logger):
             writer.writerow({k: _fmt(v) for k, v in row.items()})
             f.flush()
             os.fsync(f.fileno())
+
+    def _rewrite_with_header(self) -> None:
+        with open(self._path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self._path)
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         pass  # the run config is saved as YAML beside the log

@@ -72,6 +72,10 @@ class PretrainArgs:
         kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
         num_workers: DataLoader worker processes per rank.
         shuffle_buffer_files: Blocks are shuffled within groups of this many files.
+        eval_tasks: Comma-separated lm-eval tasks to score every `eval_tasks_interval` steps (e.g. hellaswag,piqa).
+        eval_tasks_interval: Steps between lm-eval runs (0: never).
+        eval_tasks_limit: At most this many documents per task (null: all).
+        eval_tasks_include_path: A folder of extra lm-eval task YAMLs.
         tensorboard: Also log to TensorBoard.
         wandb_project: Also log to Weights & Biases under this project (offline unless wandb_online).
         wandb_online: Sync W&B logs to the server.
@@ -116,6 +120,10 @@ class PretrainArgs:
     kernels: Optional[str] = None
     num_workers: Optional[int] = None
     shuffle_buffer_files: int = 8
+    eval_tasks: Optional[str] = None
+    eval_tasks_interval: int = 0
+    eval_tasks_limit: Optional[int] = None
+    eval_tasks_include_path: Optional[str] = None
     tensorboard: bool = True
     wandb_project: Optional[str] = None
     wandb_online: bool = False
@@ -255,9 +263,22 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     )
     settings = LoopSettings(max_steps=max_steps, grad_clip=args.grad_clip, log_interval=args.log_interval,
                             eval_interval=args.eval_interval, save_interval=args.save_interval,
-                            keep_last=args.keep_last, max_consecutive_nonfinite=args.max_consecutive_nonfinite)
+                            keep_last=args.keep_last, max_consecutive_nonfinite=args.max_consecutive_nonfinite,
+                            extra_eval_interval=args.eval_tasks_interval if args.eval_tasks else 0)
+    extra_eval = None
+    if args.eval_tasks:
+        if tokenizer is None:
+            raise ValueError("--eval_tasks needs --tokenizer_dir")
+        from lit_gpt.evaluation.periodic import run_lm_eval_tasks
+
+        def extra_eval() -> Dict[str, float]:
+            # every rank scores the same documents: a sharded model's forward needs all of them
+            return {f"lm_eval/{k}": v for k, v in run_lm_eval_tasks(
+                unwrap(model), tokenizer, args.eval_tasks.split(","), limit=args.eval_tasks_limit,
+                include_path=args.eval_tasks_include_path, batch_size=args.micro_batch_size).items()}
+
     return fit(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state,
-               checkpoint_root, extra_files, fpt, run_config)
+               checkpoint_root, extra_files, fpt, run_config, extra_eval=extra_eval)
 
 
 def load_initial_weights(path: Path):

@@ -37,6 +37,7 @@ class LoopSettings:
     save_interval: int = 0  # 0: save only at the end and on a signal
     keep_last: Optional[int] = None
     max_consecutive_nonfinite: int = 10
+    extra_eval_interval: int = 0  # call `extra_eval` every N steps (0: never)
 
 
 class StopRequest:
@@ -117,10 +118,12 @@ def fit(
     flops_per_token: int,
     run_config: Dict[str, Any],
     split_batch: SplitBatch = split_packed,
+    extra_eval: Optional[Callable[[], Dict[str, float]]] = None,
 ) -> Dict[str, Any]:
     """Train until `settings.max_steps` optimizer steps, a stop signal, or too many non-finite steps.
 
-    `state` holds `step`, `tokens`, `skipped_steps`, `consecutive_nonfinite`, `elapsed_sec` (all 0 for a
+    `extra_eval`, called on every rank every `settings.extra_eval_interval` steps, returns further
+    metrics to log (lm-eval task scores). `state` holds `step`, `tokens`, `skipped_steps`, `consecutive_nonfinite`, `elapsed_sec` (all 0 for a
     fresh run) and is returned updated. Checkpoints hold it together with the data-stream state."""
     peak = peak_flops(fabric.device)
     world = fabric.world_size
@@ -212,6 +215,12 @@ def fit(
                 fabric.log_dict({"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50))}, step=step)
                 if fabric.global_rank == 0:
                     bar.write(f"step {step}: validation loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 50)):.2f}")
+
+            if extra_eval is not None and settings.extra_eval_interval and step % settings.extra_eval_interval == 0:
+                scores = extra_eval()
+                fabric.log_dict(scores, step=step)
+                if fabric.global_rank == 0:
+                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
             if stop:
                 name = signal.Signals(stop_request.signum).name if stop_request.signum else "a signal on another rank"

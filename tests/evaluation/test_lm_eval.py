@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from data_fixtures import load_script
+from eval_fixtures import QUESTIONS, TASK, task_dir  # noqa: F401
 from lm_eval import simple_evaluate
 from lm_eval.api.instance import Instance
 from model_fixtures import random_model, sp_tokenizer_dir, tiny_config  # noqa: F401
@@ -29,21 +30,6 @@ from lit_gpt.evaluation.periodic import flatten_results, run_lm_eval_tasks, task
 from lit_gpt.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
-TASK = "tiny_choice"
-QUESTIONS = [
-    ("which word is code", ["code", "text", "café"], 0),
-    ("what does the model learn", ["tokens", "naïve tokens", "nothing at all", "lo"], 0),
-    ("the model learns from", ["text and code", "café", "mi"], 0),
-    ("pick a short word", ["ab", "kalo", "chabne"], 1),
-    ("which is written with an accent", ["café", "cafe", "kafe", "naive"], 0),
-    ("name a syllable", ["ka", "lo", "mi"], 2),
-    ("what follows the", ["model", "from", "and"], 0),
-    ("which word is not text", ["text", "tokens", "naïve"], 2),
-    ("finish: the model learns tokens from", ["text", "the", "ü"], 0),
-    ("a word with ü", ["abü", "elü", "kaüel", "ab"], 1),
-    ("learns or code", ["learns", "code"], 1),
-    ("the last question", ["yes", "no", "perhaps", "é"], 3),
-]
 
 
 def context_of(question: str) -> str:
@@ -59,35 +45,6 @@ def checkpoint(tmp_path_factory, sp_tokenizer_dir):
     folder = tmp_path_factory.mktemp("lit")
     save_lit_checkpoint(folder, model.state_dict(), config, tokenizer_dir=sp_tokenizer_dir)
     return folder, model
-
-
-@pytest.fixture(scope="module")
-def task_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tasks")
-    with open(folder / "questions.jsonl", "w", encoding="utf-8") as f:
-        for question, choices, answer in QUESTIONS:
-            f.write(json.dumps({"question": question, "choices": choices, "answer": answer}, ensure_ascii=False) + "\n")
-    (folder / f"{TASK}.yaml").write_text(f"""\
-task: {TASK}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {folder / 'questions.jsonl'}
-  cache_dir: {folder / 'hf_datasets_cache'}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}?\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: answer
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-""")
-    return folder
 
 
 @torch.no_grad()

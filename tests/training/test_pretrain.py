@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
+from eval_fixtures import TASK, task_dir  # noqa: F401
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 from lit_gpt.training.schedule import LRSchedule
@@ -129,6 +130,7 @@ def _pretrain_in_process(tmp_path, **overrides):
     from lit_gpt.training.pretraining import pretrain
 
     args = dict(out_dir=tmp_path / "out", accelerator="cpu", global_batch_size=8, micro_batch_size=2, max_steps=2,
+                warmup_steps=1, eval_interval=0, eval_batches=2,
                 val_prefix="", tensorboard=False, num_workers=0)
     return pretrain(PretrainArgs(**{**args, **overrides}))
 
@@ -151,3 +153,16 @@ def test_bad_input_stops_before_training(tmp_path, prepared_sample, sample_token
     with pytest.raises(ValueError, match="tokenizer"):
         _pretrain_in_process(tmp_path, data_dir=prepared_sample, tokenizer_dir=other, model_config=model_config)
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+
+def test_periodic_lm_eval_tasks_are_logged(tmp_path, prepared_sample, sample_tokenizer, model_config,  # noqa: F811
+                                           task_dir):  # noqa: F811
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    _pretrain_in_process(tmp_path, data_dir=prepared_sample, tokenizer_dir=sample_tokenizer,
+                         model_config=model_config, max_steps=4, eval_tasks=TASK, eval_tasks_interval=2,
+                         eval_tasks_include_path=str(task_dir))
+    series = read_metrics(tmp_path / "out" / "metrics.csv")
+    assert [s for s, _ in series[f"lm_eval/{TASK}/acc"]] == [2, 4]
+    assert all(0 <= v <= 1 for _, v in series[f"lm_eval/{TASK}/acc_norm"])
