@@ -21,7 +21,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -152,6 +152,33 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torc
     if rng_file.is_file():
         restore_rng_state(torch.load(rng_file, weights_only=False))
     return json.loads((path / TRAIN_STATE).read_text())
+
+
+def resume_path(resume: Optional[str], checkpoint_root: Path) -> Optional[Path]:
+    """The checkpoint a run continues from: "auto" the newest in `checkpoint_root` (None if there is
+    none), a path that folder; None starts afresh and refuses a `checkpoint_root` that holds checkpoints."""
+    if resume is None:
+        if list_checkpoints(checkpoint_root):
+            raise FileExistsError(
+                f"{checkpoint_root} already holds checkpoints; pass --resume auto to continue that run, or "
+                f"choose another --out_dir"
+            )
+        return None
+    if resume == "auto":
+        return latest_checkpoint(checkpoint_root)
+    path = Path(resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
+    return path
+
+
+def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], fixed: Sequence[str]) -> None:
+    """Refuse to resume when one of the run-config options in `fixed` (those the model or the data
+    stream depend on) changed since the checkpoint was written."""
+    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in fixed if saved.get(k) != current.get(k)]
+    if changed:
+        raise ValueError("cannot resume: options that fix the model or the data stream changed ("
+                         + "; ".join(changed) + ")")
 
 
 def remove_stale_temporaries(checkpoint_root: Path) -> None:

@@ -14,7 +14,7 @@ from lit_gpt.config import Config
 from lit_gpt.data import build_train_loader, build_val_loader, check_tokenizer, read_manifest
 from lit_gpt.model import flops_per_token
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training.checkpointing import latest_checkpoint, list_checkpoints, load_checkpoint, remove_stale_temporaries
+from lit_gpt.training.checkpointing import check_resumable, load_checkpoint, remove_stale_temporaries, resume_path
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import LRSchedule, plan_batches
 from lit_gpt.training.setup import build_fabric, setup_model, setup_optimizer
@@ -207,7 +207,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     tokenizer = Tokenizer(args.tokenizer_dir) if args.tokenizer_dir else None
     initial_state, initial_config = None, None
     checkpoint_root = Path(args.out_dir) / "checkpoints"
-    resume_from = _resume_path(args.resume, checkpoint_root)
+    resume_from = resume_path(args.resume, checkpoint_root)
     if args.initial_checkpoint and resume_from is None:
         initial_state, initial_config = load_initial_weights(args.initial_checkpoint)
     config = model_config_for(args, tokenizer.vocab_size if tokenizer else None, initial_config)
@@ -240,7 +240,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     remove_stale_temporaries(checkpoint_root)
     if resume_from is not None:
         saved = load_checkpoint(resume_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
-        _check_resumable(saved["config"], run_config)
+        check_resumable(saved["config"], run_config, _FIXED_ON_RESUME)
         train_loader.load_state_dict(saved["data"])
         state = {k: saved[k] for k in state}
         fabric.print(f"resumed from {resume_from} at step {state['step']} ({state['tokens']:,} tokens)")
@@ -291,30 +291,6 @@ def load_initial_weights(path: Path):
     return load_lit_checkpoint(path)
 
 
-def _resume_path(resume: Optional[str], checkpoint_root: Path) -> Optional[Path]:
-    if resume is None:
-        if list_checkpoints(checkpoint_root):
-            raise FileExistsError(
-                f"{checkpoint_root} already holds checkpoints; pass --resume auto to continue that run, or "
-                f"choose another --out_dir"
-            )
-        return None
-    if resume == "auto":
-        return latest_checkpoint(checkpoint_root)
-    path = Path(resume)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
-    return path
-
-
 # Options that must not change across a resume: the model and the data stream depend on them.
 _FIXED_ON_RESUME = ("model_name", "model_config", "train_sources", "seed", "global_batch_size",
                     "global_batch_tokens", "shuffle_buffer_files")
-
-
-def _check_resumable(saved: Dict[str, Any], current: Dict[str, Any]) -> None:
-    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in _FIXED_ON_RESUME
-               if saved.get(k) != current.get(k)]
-    if changed:
-        raise ValueError("cannot resume: options that fix the model or the data stream changed ("
-                         + "; ".join(changed) + ")")

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU checks and timings of one device session, in one call; the tables come last.
+#   bash benchmarks/gpu_session.sh tests,kernels,throughput "hf,torch,triton,triton+compile" "8"
+# Parts: tests (pytest -m cuda), kernels (benchmarks/kernels.py), throughput (benchmarks/throughput.py
+# with the given variants and micro batches), capped (the 24 GB emulation).
+set -uo pipefail
+PARTS=${1:-tests,kernels,throughput}
+VARIANTS=${2:-hf,torch,triton,triton+compile}
+MICRO=${3:-8,16}
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TOKENIZERS_PARALLELISM=false
+python3 - <<'PY' | tee "$OUT/versions.txt"
+import torch, triton, transformers, lightning
+print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__} | "
+      f"transformers {transformers.__version__} | lightning {lightning.__version__}")
+PY
+if [[ ,$PARTS, == *,tests,* ]]; then
+  python3 -m pytest -m cuda -q -s tests/test_kernels_cuda.py 2>&1 | tee "$OUT/cuda_tests.txt" | tail -n 25
+fi
+if [[ ,$PARTS, == *,kernels,* ]]; then
+  python3 benchmarks/kernels.py --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt" | tail -n 20
+fi
+if [[ ,$PARTS, == *,throughput,* ]]; then
+  python3 benchmarks/throughput.py --variants "$VARIANTS" --micro_batches "$MICRO" --json "$OUT/throughput.json" \
+    2>&1 | tee "$OUT/throughput.txt" | tail -n 30
+fi
+if [[ ,$PARTS, == *,capped,* ]]; then
+  python3 benchmarks/throughput.py --memory_cap_gb 24 --variants "${CAPPED_VARIANTS:-triton+compile+ac}" \
+    --micro_batches "${CAPPED_MICRO:-4,8}" --json "$OUT/capped.json" 2>&1 | tee "$OUT/capped.txt" | tail -n 12
+fi

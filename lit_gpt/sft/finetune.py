@@ -1,0 +1,290 @@
+"""The full-parameter fine-tuning job behind sft/finetune.py: resolve the options, read and tokenize
+the chat data, start from a pretrained checkpoint (or resume), and train with the loop pretraining uses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Literal, Optional, Tuple
+
+import yaml
+
+from lit_gpt.config import Config
+from lit_gpt.model import flops_per_token
+from lit_gpt.sft.data import (ChatBatches, DataReport, read_conversations, split_chat_batch, split_validation,
+                              tokenize, validation_batches)
+from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder, get_template, hf_tokenizer_config
+from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.training.checkpointing import (check_resumable, latest_checkpoint, load_checkpoint,
+                                            remove_stale_temporaries, resume_path)
+from lit_gpt.training.parallel import unwrap
+from lit_gpt.training.pretraining import load_initial_weights
+from lit_gpt.training.schedule import LRSchedule, plan_batches
+from lit_gpt.training.setup import build_fabric, setup_model, setup_optimizer
+from lit_gpt.training.trainer import LoopSettings, fit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHAT_SAMPLE = REPO_ROOT / "data" / "chat_sample"
+DEMO_PRETRAIN_DIR = Path("out/demo")
+
+
+@dataclass
+class FinetuneArgs:
+    """Options of a fine-tuning run. Options left at null take the recipe's value: the demo recipe when
+    --checkpoint is not given (fine-tune the demo pretraining run's newest checkpoint on
+    data/chat_sample), the TinyLlama chat recipe otherwise.
+
+    Args:
+        checkpoint: Weights to start from: a lit checkpoint folder or .pth file, a pretraining checkpoint
+            folder (step-N), a run folder (its newest checkpoint is taken) or a Hugging Face folder.
+        tokenizer_dir: Tokenizer folder (default: the checkpoint's folder).
+        data: A .jsonl/.json file or a folder of them (formats: SFT.md). Null: data/chat_sample.
+        data_format: "auto" (read off each file's first record), "chat", "guanaco" or "alpaca".
+        val_data: Validation file or folder; null holds out `val_fraction` of the training conversations.
+        val_fraction: Share of the conversations held out for validation when val_data is null (0: none).
+        template: Chat template: "guanaco", "chatml" or "zephyr".
+        skip_bad: Skip (and count) bad records instead of stopping at the first one.
+        max_seq_length: Longest input in tokens (default: the model's block size).
+        overlong: What to do with a longer conversation: "truncate" it or "drop" it (counted either way).
+        out_dir: Where checkpoints, logs and the run config go.
+        resume: "auto" resumes from the newest complete checkpoint in out_dir if there is one; a path
+            resumes from that checkpoint; null starts afresh (and refuses an out_dir with checkpoints).
+        seed: Seed of the data order.
+        epochs: Passes over the training conversations (ignored when max_steps is given).
+        max_steps: Optimizer steps to train.
+        global_batch_size: Conversations per optimizer step over all devices.
+        micro_batch_size: Conversations per device per forward/backward; accumulation is derived.
+        lr: Peak learning rate.
+        min_lr: Learning rate at the end of the cosine decay.
+        warmup_steps: Linear warmup in optimizer steps (default: warmup_fraction of the steps).
+        warmup_fraction: Warmup as a share of all steps, when warmup_steps is null.
+        weight_decay: AdamW weight decay (never applied to norm weights).
+        beta1: AdamW beta1.
+        beta2: AdamW beta2.
+        grad_clip: Clip the global gradient norm to this (0: no clipping).
+        log_interval: Log every N optimizer steps.
+        eval_interval: Validate every N steps (and at the end).
+        save_interval: Checkpoint every N steps (and at the end and on SIGTERM/SIGINT).
+        keep_last: Keep only the newest K checkpoints (null: keep all).
+        max_consecutive_nonfinite: Stop (after saving) when this many steps in a row are non-finite.
+        accelerator: "auto", "cuda" or "cpu".
+        devices: Devices per node.
+        num_nodes: Nodes.
+        strategy: "auto" (one device: single, more: fsdp), "single", "ddp" or "fsdp" (FSDP2).
+        precision: "bf16-mixed", "bf16-true" or "32-true" (null: bf16-mixed on GPUs with bf16, else 32-true).
+        cpu_offload: FSDP2 only: keep parameters, gradients and optimizer state in CPU memory.
+        activation_checkpointing: Recompute each block in the backward pass to save memory.
+        compile: torch.compile each transformer block.
+        kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
+        tensorboard: Also log to TensorBoard.
+        wandb_project: Also log to Weights & Biases under this project (offline unless wandb_online).
+        wandb_online: Sync W&B logs to the server.
+    """
+
+    checkpoint: Optional[Path] = None
+    tokenizer_dir: Optional[Path] = None
+    data: Optional[Path] = None
+    data_format: Literal["auto", "chat", "guanaco", "alpaca"] = "auto"
+    val_data: Optional[Path] = None
+    val_fraction: float = 0.05
+    template: Literal["guanaco", "chatml", "zephyr"] = "zephyr"
+    skip_bad: bool = False
+    max_seq_length: Optional[int] = None
+    overlong: Literal["truncate", "drop"] = "truncate"
+    out_dir: Optional[Path] = None
+    resume: Optional[str] = "auto"
+    seed: int = 42
+    epochs: Optional[float] = None
+    max_steps: Optional[int] = None
+    global_batch_size: Optional[int] = None
+    micro_batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    min_lr: Optional[float] = None
+    warmup_steps: Optional[int] = None
+    warmup_fraction: float = 0.03
+    weight_decay: Optional[float] = None
+    beta1: Optional[float] = None
+    beta2: Optional[float] = None
+    grad_clip: Optional[float] = None
+    log_interval: Optional[int] = None
+    eval_interval: Optional[int] = None
+    save_interval: Optional[int] = None
+    keep_last: Optional[int] = None
+    max_consecutive_nonfinite: int = 10
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
+    precision: Optional[Literal["bf16-mixed", "bf16-true", "32-true"]] = None
+    cpu_offload: bool = False
+    activation_checkpointing: bool = False
+    compile: bool = False
+    kernels: Optional[str] = None
+    tensorboard: bool = True
+    wandb_project: Optional[str] = None
+    wandb_online: bool = False
+
+
+# "tinyllama": TinyLlama chat v0.1's fine-tune (SPEC section 6: lr 1e-5, 5 epochs), decayed to 0;
+# "demo": the 5M demo model on data/chat_sample, a couple of minutes on a CPU.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    "tinyllama": dict(
+        out_dir=Path("out/sft"), data=CHAT_SAMPLE, epochs=5.0, global_batch_size=32, micro_batch_size=4, lr=1e-5,
+        min_lr=0.0, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, log_interval=10, eval_interval=100,
+        save_interval=500,
+    ),
+    "demo": dict(
+        out_dir=Path("out/demo_sft"), data=CHAT_SAMPLE, epochs=4.0, global_batch_size=16, micro_batch_size=8,
+        lr=1e-3, min_lr=1e-4, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, log_interval=5,
+        eval_interval=25, save_interval=50, keep_last=2,
+    ),
+}
+
+# Options that must not change across a resume: the data stream and the targets depend on them.
+FIXED_ON_RESUME = ("data", "data_format", "val_data", "val_fraction", "template", "skip_bad", "max_seq_length",
+                   "overlong", "seed", "global_batch_size")
+
+
+def resolve(args: FinetuneArgs) -> FinetuneArgs:
+    recipe = RECIPES["demo" if args.checkpoint is None else "tinyllama"]
+    filled = {f.name: getattr(args, f.name) for f in fields(args)}
+    for key, value in recipe.items():
+        if filled[key] is None:
+            filled[key] = value
+    return FinetuneArgs(**filled)
+
+
+def initial_checkpoint(checkpoint: Optional[Path]) -> Path:
+    """The weights to start from: `checkpoint`, the newest checkpoint of a run folder, or (None) the
+    newest checkpoint of the demo pretraining run."""
+    if checkpoint is None:
+        found = latest_checkpoint(DEMO_PRETRAIN_DIR / "checkpoints")
+        if found is None:
+            raise FileNotFoundError(
+                f"no pretrained demo model: {DEMO_PRETRAIN_DIR / 'checkpoints'} holds no checkpoint. Run "
+                f"`python pretrain/tinyllama.py` first (the demo pretraining), or pass --checkpoint"
+            )
+        return found
+    checkpoint = Path(checkpoint)
+    if (checkpoint / "checkpoints").is_dir():
+        found = latest_checkpoint(checkpoint / "checkpoints")
+        if found is None:
+            raise FileNotFoundError(f"{checkpoint / 'checkpoints'} holds no complete checkpoint")
+        return found
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"--checkpoint {checkpoint} not found")
+    return checkpoint
+
+
+def load_data(args: FinetuneArgs, tokenizer: Tokenizer, max_seq_length: int) -> Tuple[list, list, DataReport]:
+    """Training and validation examples, and the report of what was skipped, truncated or dropped."""
+    report = DataReport()
+    conversations = read_conversations(args.data, args.data_format, args.skip_bad, report)
+    if args.val_data is not None:
+        train, val = conversations, read_conversations(args.val_data, args.data_format, args.skip_bad, report)
+    else:
+        train, val = split_validation(conversations, args.val_fraction, args.seed)
+    encoder, template = SegmentEncoder(tokenizer), get_template(args.template)
+    train_examples = tokenize(train, encoder, template, max_seq_length, args.overlong, report)
+    val_examples = tokenize(val, encoder, template, max_seq_length, args.overlong, report)
+    if not train_examples:
+        raise ValueError(f"{args.data}: no training examples left ({report.summary()})")
+    return train_examples, val_examples, report
+
+
+def finetune(args: FinetuneArgs) -> Dict[str, Any]:
+    args = resolve(args)
+    fabric, kind = build_fabric(
+        args.out_dir, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+        strategy=args.strategy, precision=args.precision, cpu_offload=args.cpu_offload,
+        activation_checkpointing=args.activation_checkpointing, compile=args.compile,
+        tensorboard=args.tensorboard, wandb_project=args.wandb_project, wandb_online=args.wandb_online,
+    )
+    fabric.launch()
+    fabric.seed_everything(args.seed)
+
+    out_dir = Path(args.out_dir)
+    checkpoint_root = out_dir / "checkpoints"
+    resume_from = resume_path(args.resume, checkpoint_root)
+    initial_state = None
+    if resume_from is not None:
+        # a checkpoint carries its model config and tokenizer: the starting weights are not needed again
+        source, config = None, Config.from_file(resume_from / "model_config.yaml")
+        tokenizer = Tokenizer(args.tokenizer_dir or resume_from)
+    else:
+        source = initial_checkpoint(args.checkpoint)
+        initial_state, config = load_initial_weights(source)
+        tokenizer = Tokenizer(args.tokenizer_dir or (source if source.is_dir() else source.parent))
+    if args.kernels:
+        config = Config.from_dict({**config.to_dict(), "kernels": args.kernels})
+    if tokenizer.vocab_size > config.padded_vocab_size:
+        raise ValueError(f"the tokenizer ({tokenizer.vocab_size} ids) does not fit the model's vocabulary "
+                         f"({config.padded_vocab_size}); pass the tokenizer the model was trained with")
+    max_seq_length = args.max_seq_length or config.block_size
+    if not 1 <= max_seq_length <= config.block_size:
+        raise ValueError(f"max_seq_length {max_seq_length} must be in [1, the model's block size {config.block_size}]")
+    args = dataclasses.replace(args, max_seq_length=max_seq_length)
+
+    train_examples, val_examples, report = load_data(args, tokenizer, max_seq_length)
+    fabric.print(f"data: {report.summary()}; {len(train_examples)} training and {len(val_examples)} validation "
+                 f"examples, template {args.template}")
+    plan = plan_batches(args.micro_batch_size, fabric.world_size, max_seq_length, args.global_batch_size)
+    steps_per_epoch = max(1, len(train_examples) // plan.global_batch_size)
+    max_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+    warmup = args.warmup_steps if args.warmup_steps is not None else round(args.warmup_fraction * max_steps)
+    schedule = LRSchedule(args.lr, args.min_lr, min(warmup, max_steps - 1), max_steps)
+    train_loader = ChatBatches(train_examples, args.micro_batch_size, max_seq_length, seed=args.seed,
+                               rank=fabric.global_rank, world_size=fabric.world_size)
+    val_loader = validation_batches(val_examples, args.micro_batch_size, max_seq_length, fabric.global_rank,
+                                    fabric.world_size) if val_examples else None
+
+    model = setup_model(fabric, config, sharded=kind == "fsdp", activation_checkpointing=args.activation_checkpointing,
+                        compile=args.compile, initial_state=initial_state)
+    del initial_state
+    optimizer = setup_optimizer(fabric, model, args.lr, args.weight_decay, args.beta1, args.beta2)
+
+    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()}
+    run_config["initial_weights"] = str(source) if source else None
+    state: Dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
+    remove_stale_temporaries(checkpoint_root)
+    if resume_from is not None:
+        saved = load_checkpoint(resume_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
+        check_resumable(saved["config"], run_config, FIXED_ON_RESUME)
+        run_config["initial_weights"] = saved["config"].get("initial_weights")
+        train_loader.load_state_dict(saved["data"])
+        state = {k: saved[k] for k in state}
+        fabric.print(f"resumed from {resume_from} at step {state['step']}")
+    else:
+        fabric.print(f"starting from {source}")
+
+    if fabric.global_rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "model_config.yaml")
+        (out_dir / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+        # the chat template travels in every checkpoint, so the Hugging Face export carries it
+        tokenizer_config = hf_tokenizer_config(tokenizer, TEMPLATES[args.template], config.block_size)
+        (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    fabric.barrier()
+    extra_files = {Path(f).name: Path(f) for f in tokenizer.files}
+    extra_files.update({name: out_dir / name for name in ("model_config.yaml", "tokenizer_config.json")})
+
+    fpt = flops_per_token(config, max_seq_length)
+    fabric.print(
+        f"{config.name}: fine-tuning on {fabric.world_size} device(s) ({kind}); global batch "
+        f"{plan.global_batch_size} conversations, micro batch {plan.micro_batch_size}, accumulation "
+        f"{plan.grad_accum_steps}; {max_steps:,} steps ({max_steps / steps_per_epoch:.2f} epochs), lr {args.lr:g}"
+    )
+    settings = LoopSettings(max_steps=max_steps, grad_clip=args.grad_clip, log_interval=args.log_interval,
+                            eval_interval=args.eval_interval, save_interval=args.save_interval,
+                            keep_last=args.keep_last, max_consecutive_nonfinite=args.max_consecutive_nonfinite)
+    state = fit(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state, checkpoint_root,
+                extra_files, fpt, run_config, split_batch=split_chat_batch)
+    last = latest_checkpoint(checkpoint_root)
+    if last is not None:
+        fabric.print(f"chat with it: python sft/chat.py --checkpoint {last}\n"
+                     f"Hugging Face folder (with the chat template): python scripts/convert_lit_checkpoint.py "
+                     f"--checkpoint {last} --output_dir {out_dir / 'hf'}")
+    return state

@@ -1,0 +1,35 @@
+"""Full-parameter fine-tuning of a pretrained Llama-family model on chat data, with Lightning Fabric
+(single device, DDP or FSDP2) and the pretraining loop: loss on the assistant's tokens only,
+length-bucketed batches, cosine schedule, validation, checkpoints with exact resume.
+
+With no arguments it fine-tunes the demo pretraining run's newest checkpoint (`python
+pretrain/tinyllama.py` makes it in out/demo) on data/chat_sample with the Zephyr template, for a couple
+of minutes on a CPU. For a real model: `python sft/finetune.py --checkpoint checkpoints/tinyllama
+--data guanaco.jsonl --template guanaco`. See SFT.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lit_gpt.sft.finetune import FinetuneArgs, finetune  # noqa: E402
+
+
+def parse_args(argv=None) -> FinetuneArgs:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], default_config_files=[])
+    parser.add_argument("--config", action=ActionConfigFile, help="A YAML file of these options.")
+    parser.add_class_arguments(FinetuneArgs, nested_key=None, as_group=False)
+    ns = parser.parse_args(argv)
+    return FinetuneArgs(**{f.name: getattr(ns, f.name) for f in fields(FinetuneArgs)})
+
+
+if __name__ == "__main__":
+    torch.set_float32_matmul_precision("high")
+    finetune(parse_args())
