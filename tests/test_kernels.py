@@ -255,3 +255,24 @@ def test_liger_backend_is_optional():
             ref_ops.get_ops("liger")
     else:
         pytest.skip("liger-kernel is installed; tests/test_kernels_cuda.py checks it on a GPU")
+
+
+def test_linear_cross_entropy_under_autocast_matches_the_reference():
+    """Under autocast the fused op computes in the autocast dtype and returns fp32 gradients to fp32
+    leaves, as the reference does (the pretraining loop's bf16-mixed path)."""
+    torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
+    hidden = torch.randn(29, 16, requires_grad=True)
+    weight = torch.randn(131, 16, requires_grad=True)
+    targets = torch.randint(0, 131, (29,))
+    targets[3] = -100
+    grads = []
+    for fn in (kernels.OPS.linear_cross_entropy, ref_ops.linear_cross_entropy):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = fn(hidden, weight, targets)
+        loss.backward()
+        grads.append((loss.detach(), hidden.grad.clone(), weight.grad.clone()))
+        hidden.grad = weight.grad = None
+    (l1, h1, w1), (l2, h2, w2) = grads
+    assert h1.dtype == w1.dtype == torch.float32
+    assert torch.allclose(l1, l2, rtol=2e-2)
+    assert (h1 - h2).norm() / h2.norm() < 2e-2 and (w1 - w2).norm() / w2.norm() < 2e-2

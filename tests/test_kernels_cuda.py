@@ -286,9 +286,9 @@ def test_liger_backend_matches_reference(gen):
     )
 
 
-def _train_losses(kernels: str, steps: int = 50, seed: int = 0) -> list:
-    """50 AdamW steps of a 4-layer model (tiny_LLaMA_1b widths) in bf16 autocast on a fixed set of
-    batches, with the given kernels backend; the model and data are identical for every backend."""
+def _train_losses(kernels: str, bf16: bool = True, steps: int = 50, seed: int = 0) -> list:
+    """50 AdamW steps of a 4-layer model (tiny_LLaMA_1b widths) on a fixed pool of batches with the given
+    kernels backend, in bf16 autocast or in fp32; the initial weights and the data are the same for all."""
     from lit_gpt.config import Config
     from lit_gpt.model import GPT
     from lit_gpt.training.trainer import grad_norm_and_clip, make_optimizer
@@ -297,14 +297,14 @@ def _train_losses(kernels: str, steps: int = 50, seed: int = 0) -> list:
     torch.manual_seed(seed)
     with torch.device("cuda"):
         model = GPT(config)
-    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    optimizer = make_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95))
     gen = torch.Generator(device="cuda").manual_seed(seed)
     # a small pool of batches seen repeatedly, so the loss falls well within 50 steps
     data = torch.randint(0, 2000, (4, 4, config.block_size + 1), generator=gen, device="cuda")
     losses = []
     for step in range(steps):
         batch = data[step % len(data)]
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             loss = model(batch[:, :-1], targets=batch[:, 1:])
         loss.backward()
         grad_norm_and_clip(model, 1.0)
@@ -315,9 +315,15 @@ def _train_losses(kernels: str, steps: int = 50, seed: int = 0) -> list:
 
 
 def test_fifty_training_steps_match_the_reference_within_bf16_noise():
+    """bf16 noise measured, not guessed: the fused run may stray from the fp32 reference run by no more
+    than the plain-PyTorch bf16 run does (1.5x, plus a little)."""
+    exact = _train_losses("torch", bf16=False)
     reference, fused = _train_losses("torch"), _train_losses("triton")
-    assert all(map(lambda x: x == x, fused)), "NaN loss"
+    assert all(x == x for x in fused), "NaN loss"
     assert reference[-1] < reference[0] - 2.0 and fused[-1] < fused[0] - 2.0  # both really train
-    worst = max(abs(a - b) / abs(a) for a, b in zip(reference, fused))
-    print(f"max relative loss difference over 50 steps: {worst:.2e}; final {reference[-1]:.4f} vs {fused[-1]:.4f}")
-    assert worst < 2e-2
+    noise = sum(abs(a - b) for a, b in zip(reference, exact)) / len(exact)
+    fused_error = sum(abs(a - b) for a, b in zip(fused, exact)) / len(exact)
+    print(f"mean |loss - fp32 loss| over 50 steps: torch bf16 {noise:.4f}, triton bf16 {fused_error:.4f}; "
+          f"final fp32 {exact[-1]:.4f}, torch {reference[-1]:.4f}, triton {fused[-1]:.4f}")
+    assert fused_error <= 1.5 * noise + 1e-3
+    assert abs(fused[-1] - reference[-1]) / reference[-1] < 1e-2

@@ -179,6 +179,13 @@ def linear_cross_entropy(
     """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` over non-ignored positions
     (plus ``z_loss * mean(lse**2)``), computed chunk by chunk; ``chunk_size`` rows per chunk
     (default: see ``MAX_CHUNK_BYTES``)."""
+    if torch.is_autocast_enabled(hidden.device.type):
+        # Under autocast the matmuls below would mix dtypes (in-place addmm_ is not autocast): do them
+        # in the autocast dtype explicitly, autocast off; the casts stay in the autograd graph.
+        dtype = torch.get_autocast_dtype(hidden.device.type)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return linear_cross_entropy(hidden.to(dtype), weight.to(dtype), targets, ignore_index, z_loss,
+                                        chunk_size=chunk_size)
     n_embd = hidden.shape[-1]
     hidden2 = hidden.reshape(-1, n_embd)
     targets2 = targets.reshape(-1)

@@ -16,6 +16,7 @@ from lit_gpt.config import Config
 from lit_gpt.model import flops_per_token
 from lit_gpt.sft.data import (ChatBatches, DataReport, read_conversations, split_chat_batch, split_validation,
                               tokenize, validation_batches)
+from lit_gpt.sft.inference import find_checkpoint
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder, get_template, hf_tokenizer_config
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.checkpointing import (check_resumable, latest_checkpoint, load_checkpoint,
@@ -157,28 +158,6 @@ def resolve(args: FinetuneArgs) -> FinetuneArgs:
     return FinetuneArgs(**filled)
 
 
-def initial_checkpoint(checkpoint: Optional[Path]) -> Path:
-    """The weights to start from: `checkpoint`, the newest checkpoint of a run folder, or (None) the
-    newest checkpoint of the demo pretraining run."""
-    if checkpoint is None:
-        found = latest_checkpoint(DEMO_PRETRAIN_DIR / "checkpoints")
-        if found is None:
-            raise FileNotFoundError(
-                f"no pretrained demo model: {DEMO_PRETRAIN_DIR / 'checkpoints'} holds no checkpoint. Run "
-                f"`python pretrain/tinyllama.py` first (the demo pretraining), or pass --checkpoint"
-            )
-        return found
-    checkpoint = Path(checkpoint)
-    if (checkpoint / "checkpoints").is_dir():
-        found = latest_checkpoint(checkpoint / "checkpoints")
-        if found is None:
-            raise FileNotFoundError(f"{checkpoint / 'checkpoints'} holds no complete checkpoint")
-        return found
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"--checkpoint {checkpoint} not found")
-    return checkpoint
-
-
 def load_data(args: FinetuneArgs, tokenizer: Tokenizer, max_seq_length: int) -> Tuple[list, list, DataReport]:
     """Training and validation examples, and the report of what was skipped, truncated or dropped."""
     report = DataReport()
@@ -215,7 +194,8 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
         source, config = None, Config.from_file(resume_from / "model_config.yaml")
         tokenizer = Tokenizer(args.tokenizer_dir or resume_from)
     else:
-        source = initial_checkpoint(args.checkpoint)
+        source = find_checkpoint(args.checkpoint, DEMO_PRETRAIN_DIR, hint=(": no pretrained demo model. Run `python "
+                                 "pretrain/tinyllama.py` first (the demo pretraining), or pass --checkpoint"))
         initial_state, config = load_initial_weights(source)
         tokenizer = Tokenizer(args.tokenizer_dir or (source if source.is_dir() else source.parent))
     if args.kernels:

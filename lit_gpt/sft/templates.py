@@ -215,6 +215,23 @@ class SegmentEncoder:
                 mask += [loss] * len(new)
         return ids, mask
 
+    def decode(self, ids: Sequence[int], at_start: bool = False) -> str:
+        """The text of `ids`, special tokens written out: the inverse of `encode` on any run of its ids
+        (`at_start`: the run opens the conversation, where SentencePiece added its "▁" prefix)."""
+        if self.tokenizer.backend != "sentencepiece":
+            return self.tokenizer.processor.decode(list(ids), skip_special_tokens=False)
+        special_text = {i: text for text, i in self.specials.items()}
+        text, run = "", []
+        for i in list(ids) + [None]:
+            if i is None or i in special_text:
+                if run:
+                    text += (self.tokenizer.processor if at_start and not text else self._no_prefix).decode(run)
+                    run = []
+                text += special_text.get(i, "")
+            else:
+                run.append(i)
+        return text
+
     def encode_conversation(self, template: ChatTemplate, messages: Sequence[Message],
                             add_generation_prompt: bool = False) -> Tuple[List[int], List[bool]]:
         return self.encode(render(template, messages, self.bos, self.eos, add_generation_prompt))

@@ -1,0 +1,116 @@
+"""Fine-tuning end to end on the CPU: the loss falls on the chat sample, SIGTERM then resume is exact,
+the exported Hugging Face folder formats prompts as training did, and bad setups stop early."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+
+import pytest
+import yaml
+
+from lit_gpt.sft import finetune as finetune_module
+from lit_gpt.sft.data import ChatBatches
+from lit_gpt.sft.finetune import finetune
+from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder
+from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.training.checkpointing import list_checkpoints
+from lit_gpt.training.metrics import read_metrics
+from lit_gpt.training.schedule import LRSchedule
+
+from .chat_fixtures import ROOT, chat_tokenizer, run_args, tiny_checkpoint  # noqa: F401
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."}],
+    [{"role": "system", "content": "You are a concise assistant."},
+     {"role": "user", "content": "What does math.sqrt do?"}, {"role": "assistant", "content": "It returns the square root."},
+     {"role": "user", "content": "And times 3?"}, {"role": "assistant", "content": "4 * 3 = 12."}],
+]
+
+
+def losses(out_dir) -> dict:
+    return dict(read_metrics(out_dir / "metrics.csv")["loss"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_checkpoint):  # noqa: F811
+    out = tmp_path_factory.mktemp("sft_reference")
+    finetune(run_args(tiny_checkpoint, out))
+    return out
+
+
+def test_loss_falls_and_the_schedule_and_validation_are_logged(reference):
+    series = read_metrics(reference / "metrics.csv")
+    assert [s for s, _ in series["loss"]] == list(range(1, 13))
+    schedule = LRSchedule(3e-3, 3e-4, 2, 12)
+    assert [lr for _, lr in series["lr"]] == pytest.approx([schedule(s - 1) for s in range(1, 13)])
+    assert [s for s, _ in series["val_loss"]] == [6, 12]
+    assert series["loss"][-1][1] < series["loss"][0][1] - 1.0
+    assert series["val_loss"][-1][1] < series["val_loss"][0][1]
+    state = json.loads((list_checkpoints(reference / "checkpoints")[-1][1] / "train_state.json").read_text())
+    assert state["step"] == 12 and state["config"]["template"] == "zephyr" and state["data"]["group"] == 4
+
+
+def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, reference, tiny_checkpoint):  # noqa: F811
+    real_iter = ChatBatches.__iter__
+
+    def preempted(self):  # the scheduler's SIGTERM after the 9th micro batch: inside step 5
+        for n, batch in enumerate(real_iter(self), start=1):
+            yield batch
+            if n == 9:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    out = tmp_path / "interrupted"
+    monkeypatch.setattr(ChatBatches, "__iter__", preempted)
+    finetune(run_args(tiny_checkpoint, out))
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
+    assert max(losses(out)) == 5
+    monkeypatch.setattr(ChatBatches, "__iter__", real_iter)
+    finetune(run_args(tiny_checkpoint, out))
+    assert losses(out) == losses(reference)  # bit for bit, as logged with 9 significant digits
+    with pytest.raises(ValueError, match="template"):
+        finetune(run_args(tiny_checkpoint, out, template="chatml", max_steps=14))
+
+
+def test_export_carries_the_chat_template(tmp_path, monkeypatch, reference):
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = importlib.util.spec_from_file_location("convert_lit_checkpoint", ROOT / "scripts" / "convert_lit_checkpoint.py")
+    convert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convert)
+    checkpoint = list_checkpoints(reference / "checkpoints")[-1][1]
+    convert.convert_lit_checkpoint(checkpoint, tmp_path / "hf")
+    theirs = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    encoder = SegmentEncoder(Tokenizer(checkpoint))
+    for messages in CONVERSATIONS:
+        for prompt in (False, True):
+            conversation = messages[:-1] if prompt else messages
+            ids, _ = encoder.encode_conversation(TEMPLATES["zephyr"], conversation, add_generation_prompt=prompt)
+            text = theirs.apply_chat_template(conversation, tokenize=False, add_generation_prompt=prompt)
+            their_ids = theirs.apply_chat_template(conversation, add_generation_prompt=prompt, return_dict=False)
+            assert theirs.decode(ids) == text and their_ids == ids
+
+
+def test_missing_demo_model_and_bad_options_stop_before_training(tmp_path, monkeypatch, tiny_checkpoint):  # noqa: F811
+    monkeypatch.setattr(finetune_module, "DEMO_PRETRAIN_DIR", tmp_path / "no_demo")
+    with pytest.raises(FileNotFoundError, match="pretrain/tinyllama.py"):
+        finetune(run_args(None, tmp_path / "a"))
+    with pytest.raises(ValueError, match="max_seq_length"):
+        finetune(run_args(tiny_checkpoint, tmp_path / "b", max_seq_length=1000))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        finetune(run_args(tiny_checkpoint, tmp_path / "c", data=tmp_path / "nowhere"))
+    assert not list(tmp_path.glob("*/checkpoints"))
+
+
+def test_command_line_and_yaml(tmp_path):
+    spec = importlib.util.spec_from_file_location("sft_finetune_script", ROOT / "sft" / "finetune.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config = tmp_path / "sft.yaml"
+    config.write_text(yaml.safe_dump({"template": "chatml", "lr": 2e-5, "epochs": 5}))
+    args = script.parse_args(["--config", str(config), "--data", "chats.jsonl", "--skip_bad", "true"])
+    assert (args.template, args.lr, args.epochs, str(args.data), args.skip_bad) == ("chatml", 2e-5, 5, "chats.jsonl", True)
+    assert args.checkpoint is None and args.out_dir is None  # the demo recipe fills them in
