@@ -16,7 +16,7 @@ print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | triton {tri
       f"transformers {transformers.__version__} | lightning {lightning.__version__}")
 PY
 if [[ ,$PARTS, == *,tests,* ]]; then
-  python3 -m pytest -m cuda -q -s tests/test_kernels_cuda.py 2>&1 | tee "$OUT/cuda_tests.txt" | tail -n 25
+  python3 -m pytest -m cuda -q -s tests/test_kernels_cuda.py ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$OUT/cuda_tests.txt" | tail -n 25
 fi
 if [[ ,$PARTS, == *,kernels,* ]]; then
   python3 benchmarks/kernels.py --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt" | tail -n 20
