@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from lit_gpt.sft.templates import ChatTemplate, Message, SegmentEncoder, check_conversation
+from lit_gpt.sft.templates import ChatTemplate, Message, SegmentEncoder, check_conversation, render
 
 Format = Literal["auto", "chat", "guanaco", "alpaca"]
 FORMATS = ("chat", "guanaco", "alpaca")
@@ -38,6 +38,7 @@ class DataReport:
     skipped_at: List[str] = field(default_factory=list)
     truncated: int = 0
     dropped: int = 0
+    boundary_merges: int = 0  # examples whose ids differ from the rendered text's (a merge spans a turn boundary)
 
     def skip(self, where: str, error: "BadRecord") -> None:
         self.skipped[error.kind] += 1
@@ -47,6 +48,9 @@ class DataReport:
     def summary(self) -> str:
         text = (f"{self.conversations} conversations; {sum(self.skipped.values())} bad records skipped; "
                 f"{self.truncated} truncated and {self.dropped} dropped for length")
+        if self.boundary_merges:
+            text += (f"; in {self.boundary_merges} the tokenizer merges across a turn boundary, so their ids differ "
+                     f"from transformers' tokenization of the rendered text")
         if self.skipped:
             text += " (skipped: " + ", ".join(f"{n} {r}" for r, n in self.skipped.items()) + "; first at " \
                     + "; ".join(self.skipped_at) + ")"
@@ -202,7 +206,9 @@ def tokenize(conversations: Sequence[List[Message]], encoder: SegmentEncoder, te
     limit = max_seq_length + 1
     examples = []
     for messages in conversations:
-        ids, loss = encoder.encode_conversation(template, messages)
+        segments = render(template, messages, encoder.bos, encoder.eos)
+        ids, loss = encoder.encode(segments)
+        report.boundary_merges += encoder.encode_text("".join(s.text for s in segments)) != ids
         if len(ids) > limit:
             if overlong == "drop":
                 report.dropped += 1

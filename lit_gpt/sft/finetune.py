@@ -138,9 +138,9 @@ RECIPES: Dict[str, Dict[str, Any]] = {
         save_interval=500,
     ),
     "demo": dict(
-        out_dir=Path("out/demo_sft"), data=CHAT_SAMPLE, epochs=4.0, global_batch_size=16, micro_batch_size=8,
+        out_dir=Path("out/demo_sft"), data=CHAT_SAMPLE, epochs=10.0, global_batch_size=16, micro_batch_size=8,
         lr=1e-3, min_lr=1e-4, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, log_interval=5,
-        eval_interval=25, save_interval=50, keep_last=2,
+        eval_interval=50, save_interval=100, keep_last=2,
     ),
 }
 
@@ -212,6 +212,10 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     fabric.print(f"data: {report.summary()}; {len(train_examples)} training and {len(val_examples)} validation "
                  f"examples, template {args.template}")
     plan = plan_batches(args.micro_batch_size, fabric.world_size, max_seq_length, args.global_batch_size)
+    # The loop counts global_batch_size x block_size tokens a step; with conversations of varied length
+    # the mean input length makes that count (and tokens/s, MFU) about right instead of padded to the maximum.
+    mean_length = max(1, round(sum(len(e) - 1 for e in train_examples) / len(train_examples)))
+    plan = dataclasses.replace(plan, block_size=mean_length)
     steps_per_epoch = max(1, len(train_examples) // plan.global_batch_size)
     max_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
     warmup = args.warmup_steps if args.warmup_steps is not None else round(args.warmup_fraction * max_steps)
@@ -251,11 +255,12 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     extra_files = {Path(f).name: Path(f) for f in tokenizer.files}
     extra_files.update({name: out_dir / name for name in ("model_config.yaml", "tokenizer_config.json")})
 
-    fpt = flops_per_token(config, max_seq_length)
+    fpt = flops_per_token(config, mean_length)
     fabric.print(
         f"{config.name}: fine-tuning on {fabric.world_size} device(s) ({kind}); global batch "
         f"{plan.global_batch_size} conversations, micro batch {plan.micro_batch_size}, accumulation "
-        f"{plan.grad_accum_steps}; {max_steps:,} steps ({max_steps / steps_per_epoch:.2f} epochs), lr {args.lr:g}"
+        f"{plan.grad_accum_steps}; {max_steps:,} steps ({max_steps / steps_per_epoch:.2f} epochs), lr {args.lr:g}; "
+        f"{mean_length} tokens per conversation on average"
     )
     settings = LoopSettings(max_steps=max_steps, grad_clip=args.grad_clip, log_interval=args.log_interval,
                             eval_interval=args.eval_interval, save_interval=args.save_interval,

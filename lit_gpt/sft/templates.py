@@ -12,7 +12,9 @@ tokens (`<s>`, `</s>`, `<unk>`) become single ids, wherever their text appears, 
 transformers does. `SegmentEncoder` tokenizes the segments the way transformers tokenizes the whole
 rendered string (no "▁" prefix after a special token), so the ids agree too, unless a merge of the
 tokenizer spans a boundary between a trained and an untrained segment (a header's last character and
-the answer's first one, say); a boundary next to a space or a special token is always a token boundary.
+the answer's first one, say); a boundary next to a space or a special token is always a token boundary,
+and `tokenize` in data.py counts the examples where this happens. ChatML trains on `<|im_end|>\n`, not
+on `<|im_end|>` alone, because tokenizers that learned code (the demo's) have a `>\n` piece.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ TEMPLATES: Dict[str, ChatTemplate] = {
     ),
     "chatml": ChatTemplate(
         name="chatml", system="<|im_start|>system\n{content}<|im_end|>\n", user="<|im_start|>user\n{content}<|im_end|>\n",
-        assistant_header="<|im_start|>assistant\n", assistant_body="{content}<|im_end|>", assistant_footer="\n",
+        assistant_header="<|im_start|>assistant\n", assistant_body="{content}<|im_end|>\n", assistant_footer="",
         stop_strings=("<|im_end|>",),
     ),
     "zephyr": ChatTemplate(
@@ -214,6 +216,10 @@ class SegmentEncoder:
                 ids += new
                 mask += [loss] * len(new)
         return ids, mask
+
+    def encode_text(self, text: str) -> List[int]:
+        """The ids of a rendered string as one piece: what transformers' tokenizer gives for it."""
+        return self.encode([Segment(text, False)])[0]
 
     def decode(self, ids: Sequence[int], at_start: bool = False) -> str:
         """The text of `ids`, special tokens written out: the inverse of `encode` on any run of its ids

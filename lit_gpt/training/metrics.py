@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from lightning.fabric.loggers import Logger
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 # Dense bf16 peak TFLOP/s by device name fragment (datasheet figures without sparsity); the most specific first.
 PEAK_BF16_TFLOPS = [
@@ -69,6 +70,7 @@ class CSVMetricsLogger(Logger):
     def root_dir(self) -> str:
         return str(self._root)
 
+    @rank_zero_only  # every rank logs the same reduced metrics; one writer keeps the file whole
     def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
         self._root.mkdir(parents=True, exist_ok=True)
         row = {**metrics, "step": step if step is not None else metrics.get("step")}

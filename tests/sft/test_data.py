@@ -3,6 +3,7 @@ over-long examples counted, and the length-bucketed loader: deterministic, shard
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -174,3 +175,18 @@ def test_validation_split_and_batches():
     assert [len(b) for b in per_rank] == [2, 2, 2]  # 7 examples each: one of the 23 is left out
     ids = [i for batches in per_rank for b in batches for i in ids_of(b)]
     assert len(ids) == len(set(ids)) == 21
+
+
+def test_a_merge_across_a_turn_boundary_is_counted(chat_tokenizer):  # noqa: F811
+    tokenizer = Tokenizer(chat_tokenizer)
+    encoder, sp = SegmentEncoder(tokenizer), tokenizer.processor
+    piece = next(p for p in map(sp.id_to_piece, range(sp.vocab_size())) if len(p) == 2 and p.isalpha())
+    # a header ending in the first letter of a piece whose second letter opens the answer
+    template = dataclasses.replace(TEMPLATES["zephyr"], assistant_header="<|assistant|>\n" + piece[0])
+    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": piece[1] + " more"}]
+    report = DataReport()
+    tokenize([conversation], encoder, template, 100, report=report)
+    assert report.boundary_merges == 1 and "merges across a turn boundary" in report.summary()
+    report = DataReport()
+    tokenize([conversation], encoder, TEMPLATES["zephyr"], 100, report=report)
+    assert report.boundary_merges == 0 and "boundary" not in report.summary()

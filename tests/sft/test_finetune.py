@@ -7,6 +7,8 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -114,3 +116,25 @@ def test_command_line_and_yaml(tmp_path):
     args = script.parse_args(["--config", str(config), "--data", "chats.jsonl", "--skip_bad", "true"])
     assert (args.template, args.lr, args.epochs, str(args.data), args.skip_bad) == ("chatml", 2e-5, 5, "chats.jsonl", True)
     assert args.checkpoint is None and args.out_dir is None  # the demo recipe fills them in
+
+
+def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):  # noqa: F811
+    def launch(out, *simulate):
+        args = ["--checkpoint", str(tiny_checkpoint), "--out_dir", str(out), "--accelerator", "cpu", "--devices", "2",
+                "--strategy", "fsdp", "--max_steps", "6", "--global_batch_size", "8", "--micro_batch_size", "2",
+                "--lr", "3e-3", "--min_lr", "3e-4", "--warmup_steps", "1", "--log_interval", "1", "--eval_interval", "3",
+                "--save_interval", "0", "--tensorboard", "false"]
+        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "sft" / "run_finetune.py"), *map(str, simulate),
+                               "--", *args], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        return proc
+
+    launch(tmp_path / "reference")
+    series = read_metrics(tmp_path / "reference" / "metrics.csv")
+    assert [s for s, _ in series["val_loss"]] == [3, 6]
+    out = tmp_path / "interrupted"
+    launch(out, "--sigterm_after_batches", 5)  # 2 micro batches per rank and step: inside step 3
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3]
+    launch(out)
+    assert losses(out) == losses(tmp_path / "reference")

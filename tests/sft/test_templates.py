@@ -48,8 +48,8 @@ def test_exactly_the_assistant_tokens_carry_loss(name, case, chat_tokenizer):  #
                 for m in messages if m["role"] == "assistant"]
     trained = [encoder.decode(ids[a:b]) for a, b in runs(mask)]
     assert trained == expected
-    # the end of every answer is trained: EOS for guanaco and zephyr, <|im_end|> for ChatML
-    assert all(t.endswith(eos if name != "chatml" else "<|im_end|>") for t in trained)
+    # the end of every answer is trained: EOS for guanaco and zephyr, <|im_end|> and its newline for ChatML
+    assert all(t.endswith(eos if name != "chatml" else "<|im_end|>\n") for t in trained)
     # and the untrained rest is everything else, starting with BOS
     assert ids[0] == encoder.tokenizer.bos_id and not mask[0]
     assert encoder.decode(ids, at_start=True) == "".join(s.text for s in render(template, messages, encoder.bos, eos))
