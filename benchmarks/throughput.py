@@ -37,7 +37,7 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
     from lit_gpt.training.trainer import grad_norm_and_clip, make_optimizer
 
     torch.manual_seed(0)
-    device = torch.device("cuda")
+    device = torch.device("cuda", torch.cuda.current_device())
     torch.backends.cuda.matmul.allow_tf32 = True
     if memory_cap_gb:
         total = torch.cuda.get_device_properties(device).total_memory

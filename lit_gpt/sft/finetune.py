@@ -218,12 +218,14 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     plan = dataclasses.replace(plan, block_size=mean_length)
     steps_per_epoch = max(1, len(train_examples) // plan.global_batch_size)
     max_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-    warmup = args.warmup_steps if args.warmup_steps is not None else round(args.warmup_fraction * max_steps)
-    schedule = LRSchedule(args.lr, args.min_lr, min(warmup, max_steps - 1), max_steps)
+    warmup = args.warmup_steps if args.warmup_steps is not None else min(round(args.warmup_fraction * max_steps),
+                                                                          max_steps - 1)
+    schedule = LRSchedule(args.lr, args.min_lr, warmup, max_steps)
     train_loader = ChatBatches(train_examples, args.micro_batch_size, max_seq_length, seed=args.seed,
                                rank=fabric.global_rank, world_size=fabric.world_size)
+    # fewer validation conversations than ranks leave no batch for each: no validation then
     val_loader = validation_batches(val_examples, args.micro_batch_size, max_seq_length, fabric.global_rank,
-                                    fabric.world_size) if val_examples else None
+                                    fabric.world_size) or None
 
     model = setup_model(fabric, config, sharded=kind == "fsdp", activation_checkpointing=args.activation_checkpointing,
                         compile=args.compile, initial_state=initial_state)

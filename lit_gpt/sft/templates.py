@@ -6,7 +6,7 @@ turn headers do not). `ChatTemplate.jinja` writes the same template as the Jinja
 Hugging Face tokenizer_config.json, so `tokenizer.apply_chat_template` produces the same text.
 
 Every conversation starts with the tokenizer's BOS token, as every pretraining document did. The
-markers `<|im_start|>`, `<|user|>`, `### Human:` are no pieces of a Llama SentencePiece vocabulary: they
+markers `<|im_start|>`, `<|user|>`, `### Human:` are not pieces of a Llama SentencePiece vocabulary: they
 are tokenized as the plain text they are (several pieces each). Only the tokenizer's own special
 tokens (`<s>`, `</s>`, `<unk>`) become single ids, wherever their text appears, which is also what
 transformers does. `SegmentEncoder` tokenizes the segments the way transformers tokenizes the whole

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict
 from lit_gpt.sft.inference import ChatSession, StopStream
