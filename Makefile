@@ -9,7 +9,7 @@ TORCH_PIN ?= torch==2.13.0
 TRITON_PIN ?= triton==3.8.0
 OUT ?= out/demo
 
-.PHONY: venv test test-cuda demo clean
+.PHONY: venv test test-cuda demo sft-demo chat-sample clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ test-cuda: $(PY)
 
 demo: $(PY)
 	bash scripts/demo.sh $(PY) $(OUT)
+
+sft-demo: $(PY)
+	test -d $(OUT)/checkpoints || $(PY) pretrain/tinyllama.py --out_dir $(OUT)
+	$(PY) sft/finetune.py
+	$(PY) sft/simple_inference.py --prompt "How do I reverse a list in Python?"
+
+chat-sample: $(PY)
+	$(PY) scripts/build_chat_sample.py
 
 clean:
 	rm -rf $(VENV) out

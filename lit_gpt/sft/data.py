@@ -67,7 +67,7 @@ def _records(path: Path) -> Iterator[Tuple[int, Any]]:
     """(line number, parsed record or a BadRecord) for each record of a .jsonl file or a .json array."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
             if line.strip():
                 try:
                     yield number, json.loads(line)
@@ -76,7 +76,13 @@ def _records(path: Path) -> Iterator[Tuple[int, Any]]:
         return
     # A JSON array, walked element by element so that every record keeps its line number.
     decoder, pos = json.JSONDecoder(), _skip_space(text, 0)
-    line_of = lambda p: text.count("\n", 0, p) + 1  # noqa: E731
+    counted = [0, 1]  # position and line reached so far: lines are counted once, not from the top each time
+
+    def line_of(p: int) -> int:
+        counted[1] += text.count("\n", counted[0], p)
+        counted[0] = p
+        return counted[1]
+
     if not text.startswith("[", pos):
         raise ValueError(f"{path}:{line_of(pos)}: expected a JSON array of records (or use .jsonl, one per line)")
     pos = _skip_space(text, pos + 1)
