@@ -13,23 +13,18 @@ or `torchrun --nproc_per_node 8 pretrain/tinyllama.py ...` (multi-node: PRETRAIN
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from lit_gpt.training.args import parse_args as parse_dataclass_args  # noqa: E402
 from lit_gpt.training.pretraining import PretrainArgs, pretrain  # noqa: E402
 
 
 def parse_args(argv=None) -> PretrainArgs:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], default_config_files=[])
-    parser.add_argument("--config", action=ActionConfigFile, help="A YAML file of these options.")
-    parser.add_class_arguments(PretrainArgs, nested_key=None, as_group=False)
-    ns = parser.parse_args(argv)
-    return PretrainArgs(**{f.name: getattr(ns, f.name) for f in fields(PretrainArgs)})
+    return parse_dataclass_args(PretrainArgs, __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

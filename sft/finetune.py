@@ -11,23 +11,18 @@ of minutes on a CPU. For a real model: `python sft/finetune.py --checkpoint chec
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from lit_gpt.training.args import parse_args as parse_dataclass_args  # noqa: E402
 from lit_gpt.sft.finetune import FinetuneArgs, finetune  # noqa: E402
 
 
 def parse_args(argv=None) -> FinetuneArgs:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], default_config_files=[])
-    parser.add_argument("--config", action=ActionConfigFile, help="A YAML file of these options.")
-    parser.add_class_arguments(FinetuneArgs, nested_key=None, as_group=False)
-    ns = parser.parse_args(argv)
-    return FinetuneArgs(**{f.name: getattr(ns, f.name) for f in fields(FinetuneArgs)})
+    return parse_dataclass_args(FinetuneArgs, __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from lit_gpt.sft.data import (ChatBatches, DataReport, read_conversations, split
 from lit_gpt.sft.inference import find_checkpoint
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder, get_template, hf_tokenizer_config
 from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.training.args import RunArgs
 from lit_gpt.training.checkpointing import (check_resumable, latest_checkpoint, load_checkpoint,
                                             remove_stale_temporaries, resume_path)
 from lit_gpt.training.parallel import unwrap
@@ -33,7 +34,7 @@ DEMO_PRETRAIN_DIR = Path("out/demo")
 
 
 @dataclass
-class FinetuneArgs:
+class FinetuneArgs(RunArgs):
     """Options of a fine-tuning run. Options left at null take the recipe's value: the demo recipe when
     --checkpoint is not given (fine-tune the demo pretraining run's newest checkpoint on
     data/chat_sample), the TinyLlama chat recipe otherwise.
@@ -50,39 +51,8 @@ class FinetuneArgs:
         skip_bad: Skip (and count) bad records instead of stopping at the first one.
         max_seq_length: Longest input in tokens (default: the model's block size).
         overlong: What to do with a longer conversation: "truncate" it or "drop" it (counted either way).
-        out_dir: Where checkpoints, logs and the run config go.
-        resume: "auto" resumes from the newest complete checkpoint in out_dir if there is one; a path
-            resumes from that checkpoint; null starts afresh (and refuses an out_dir with checkpoints).
-        seed: Seed of the data order.
         epochs: Passes over the training conversations (ignored when max_steps is given).
-        max_steps: Optimizer steps to train.
-        global_batch_size: Conversations per optimizer step over all devices.
-        micro_batch_size: Conversations per device per forward/backward; accumulation is derived.
-        lr: Peak learning rate.
-        min_lr: Learning rate at the end of the cosine decay.
-        warmup_steps: Linear warmup in optimizer steps (default: warmup_fraction of the steps).
         warmup_fraction: Warmup as a share of all steps, when warmup_steps is null.
-        weight_decay: AdamW weight decay (never applied to norm weights).
-        beta1: AdamW beta1.
-        beta2: AdamW beta2.
-        grad_clip: Clip the global gradient norm to this (0: no clipping).
-        log_interval: Log every N optimizer steps.
-        eval_interval: Validate every N steps (and at the end).
-        save_interval: Checkpoint every N steps (and at the end and on SIGTERM/SIGINT).
-        keep_last: Keep only the newest K checkpoints (null: keep all).
-        max_consecutive_nonfinite: Stop (after saving) when this many steps in a row are non-finite.
-        accelerator: "auto", "cuda" or "cpu".
-        devices: Devices per node.
-        num_nodes: Nodes.
-        strategy: "auto" (one device: single, more: fsdp), "single", "ddp" or "fsdp" (FSDP2).
-        precision: "bf16-mixed", "bf16-true" or "32-true" (null: bf16-mixed on GPUs with bf16, else 32-true).
-        cpu_offload: FSDP2 only: keep parameters, gradients and optimizer state in CPU memory.
-        activation_checkpointing: Recompute each block in the backward pass to save memory.
-        compile: torch.compile each transformer block.
-        kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
-        tensorboard: Also log to TensorBoard.
-        wandb_project: Also log to Weights & Biases under this project (offline unless wandb_online).
-        wandb_online: Sync W&B logs to the server.
     """
 
     checkpoint: Optional[Path] = None
@@ -95,38 +65,8 @@ class FinetuneArgs:
     skip_bad: bool = False
     max_seq_length: Optional[int] = None
     overlong: Literal["truncate", "drop"] = "truncate"
-    out_dir: Optional[Path] = None
-    resume: Optional[str] = "auto"
-    seed: int = 42
     epochs: Optional[float] = None
-    max_steps: Optional[int] = None
-    global_batch_size: Optional[int] = None
-    micro_batch_size: Optional[int] = None
-    lr: Optional[float] = None
-    min_lr: Optional[float] = None
-    warmup_steps: Optional[int] = None
     warmup_fraction: float = 0.03
-    weight_decay: Optional[float] = None
-    beta1: Optional[float] = None
-    beta2: Optional[float] = None
-    grad_clip: Optional[float] = None
-    log_interval: Optional[int] = None
-    eval_interval: Optional[int] = None
-    save_interval: Optional[int] = None
-    keep_last: Optional[int] = None
-    max_consecutive_nonfinite: int = 10
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
-    precision: Optional[Literal["bf16-mixed", "bf16-true", "32-true"]] = None
-    cpu_offload: bool = False
-    activation_checkpointing: bool = False
-    compile: bool = False
-    kernels: Optional[str] = None
-    tensorboard: bool = True
-    wandb_project: Optional[str] = None
-    wandb_online: bool = False
 
 
 # "tinyllama": TinyLlama chat v0.1's fine-tune (SPEC section 6: lr 1e-5, 5 epochs), decayed to 0;
@@ -176,12 +116,7 @@ def load_data(args: FinetuneArgs, tokenizer: Tokenizer, max_seq_length: int) -> 
 
 def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     args = resolve(args)
-    fabric, kind = build_fabric(
-        args.out_dir, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-        strategy=args.strategy, precision=args.precision, cpu_offload=args.cpu_offload,
-        activation_checkpointing=args.activation_checkpointing, compile=args.compile,
-        tensorboard=args.tensorboard, wandb_project=args.wandb_project, wandb_online=args.wandb_online,
-    )
+    fabric, kind = build_fabric(args)
     fabric.launch()
     fabric.seed_everything(args.seed)
 

@@ -14,6 +14,7 @@ from lit_gpt.config import Config
 from lit_gpt.data import build_train_loader, build_val_loader, check_tokenizer, read_manifest
 from lit_gpt.model import flops_per_token
 from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.training.args import RunArgs
 from lit_gpt.training.checkpointing import check_resumable, load_checkpoint, remove_stale_temporaries, resume_path
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import LRSchedule, plan_batches
@@ -24,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 
 @dataclass
-class PretrainArgs:
+class PretrainArgs(RunArgs):
     """Options of a pretraining run. Options left at null take the recipe's value: the TinyLlama
     recipe when --data_dir is given, the embedded demo otherwise.
 
@@ -33,100 +34,39 @@ class PretrainArgs:
             embedded sample corpus, prepared into `{out_dir}/data` on first use.
         tokenizer_dir: Tokenizer folder the shards were made with; checked against the manifests and
             copied into every checkpoint. Null in the demo: trained into `{out_dir}/tokenizer`.
-        out_dir: Where checkpoints, logs and the run config go.
         model_name: A preset of lit_gpt.config (tiny_LLaMA_1b, tiny_LLaMA_120M, ...).
         model_config: A YAML/JSON model config file instead of a preset.
         initial_checkpoint: Continued pretraining: start from these weights (a lit checkpoint or a
             Hugging Face folder) with a fresh optimizer and schedule.
-        resume: "auto" resumes from the newest complete checkpoint in out_dir if there is one; a path
-            resumes from that checkpoint; null starts afresh (and refuses an out_dir with checkpoints).
         train_sources: Data mix: shard prefix -> sampling weight.
         val_prefix: Shard prefix of the validation set ("": no validation).
-        seed: Seed of initialisation and of the data order.
-        global_batch_size: Sequences per optimizer step over all devices.
-        global_batch_tokens: The same in tokens (instead of global_batch_size).
-        micro_batch_size: Sequences per device per forward/backward; accumulation is derived.
-        max_steps: Optimizer steps to train.
+        global_batch_tokens: The global batch in tokens (instead of global_batch_size).
         max_tokens: Tokens to train (instead of max_steps).
-        lr: Peak learning rate.
-        min_lr: Learning rate at the end of the cosine decay.
-        warmup_steps: Linear warmup, in optimizer steps.
-        weight_decay: AdamW weight decay (never applied to norm weights).
-        beta1: AdamW beta1.
-        beta2: AdamW beta2.
-        grad_clip: Clip the global gradient norm to this (0: no clipping).
-        log_interval: Log every N optimizer steps.
-        eval_interval: Validate every N steps (and at the end).
         eval_batches: Micro batches per rank in the fixed validation set.
-        save_interval: Checkpoint every N steps (and at the end and on SIGTERM/SIGINT).
-        keep_last: Keep only the newest K checkpoints (null: keep all).
-        max_consecutive_nonfinite: Stop (after saving) when this many steps in a row are non-finite.
-        accelerator: "auto", "cuda" or "cpu".
-        devices: Devices per node.
-        num_nodes: Nodes.
-        strategy: "auto" (one device: single, more: fsdp), "single", "ddp" or "fsdp" (FSDP2).
-        precision: "bf16-mixed", "bf16-true" or "32-true" (null: bf16-mixed on GPUs with bf16, else 32-true).
-        cpu_offload: FSDP2 only: keep parameters, gradients and optimizer state in CPU memory.
-        activation_checkpointing: Recompute each block in the backward pass to save memory.
-        compile: torch.compile each transformer block.
-        kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
         num_workers: DataLoader worker processes per rank.
         shuffle_buffer_files: Blocks are shuffled within groups of this many files.
         eval_tasks: Comma-separated lm-eval tasks to score every `eval_tasks_interval` steps (e.g. hellaswag,piqa).
         eval_tasks_interval: Steps between lm-eval runs (0: never).
         eval_tasks_limit: At most this many documents per task (null: all).
         eval_tasks_include_path: A folder of extra lm-eval task YAMLs.
-        tensorboard: Also log to TensorBoard.
-        wandb_project: Also log to Weights & Biases under this project (offline unless wandb_online).
-        wandb_online: Sync W&B logs to the server.
     """
 
     data_dir: Optional[Path] = None
     tokenizer_dir: Optional[Path] = None
-    out_dir: Optional[Path] = None
     model_name: Optional[str] = None
     model_config: Optional[Path] = None
     initial_checkpoint: Optional[Path] = None
-    resume: Optional[str] = "auto"
     train_sources: Optional[Dict[str, float]] = None
     val_prefix: Optional[str] = None
-    seed: int = 42
-    global_batch_size: Optional[int] = None
     global_batch_tokens: Optional[int] = None
-    micro_batch_size: Optional[int] = None
-    max_steps: Optional[int] = None
     max_tokens: Optional[int] = None
-    lr: Optional[float] = None
-    min_lr: Optional[float] = None
-    warmup_steps: Optional[int] = None
-    weight_decay: Optional[float] = None
-    beta1: Optional[float] = None
-    beta2: Optional[float] = None
-    grad_clip: Optional[float] = None
-    log_interval: Optional[int] = None
-    eval_interval: Optional[int] = None
     eval_batches: Optional[int] = None
-    save_interval: Optional[int] = None
-    keep_last: Optional[int] = None
-    max_consecutive_nonfinite: int = 10
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
-    precision: Optional[Literal["bf16-mixed", "bf16-true", "32-true"]] = None
-    cpu_offload: bool = False
-    activation_checkpointing: bool = False
-    compile: bool = False
-    kernels: Optional[str] = None
     num_workers: Optional[int] = None
     shuffle_buffer_files: int = 8
     eval_tasks: Optional[str] = None
     eval_tasks_interval: int = 0
     eval_tasks_limit: Optional[int] = None
     eval_tasks_include_path: Optional[str] = None
-    tensorboard: bool = True
-    wandb_project: Optional[str] = None
-    wandb_online: bool = False
 
 
 # The values an option takes when left unset. "tinyllama" is SPEC section 2 (16 GPUs there: the
@@ -161,7 +101,7 @@ def resolve(args: PretrainArgs) -> PretrainArgs:
     return PretrainArgs(**filled)
 
 
-def model_config_for(args: PretrainArgs, vocab_size: Optional[int], initial_config: Optional[Config]) -> Config:
+def model_config_for(args: PretrainArgs, initial_config: Optional[Config], demo_vocab_size: Optional[int] = None) -> Config:
     overrides = {"kernels": args.kernels} if args.kernels else {}
     if initial_config is not None:
         if args.model_name or args.model_config:
@@ -169,8 +109,8 @@ def model_config_for(args: PretrainArgs, vocab_size: Optional[int], initial_conf
         return Config.from_dict({**initial_config.to_dict(), **overrides})
     if args.model_config is not None:
         return Config.from_dict({**Config.from_file(args.model_config).to_dict(), **overrides})
-    if vocab_size is not None and args.data_dir is None:
-        overrides["vocab_size"] = vocab_size  # the demo model takes the freshly trained tokenizer's size
+    if demo_vocab_size is not None:
+        overrides["vocab_size"] = demo_vocab_size  # the demo model takes the sample tokenizer's size
     return Config.from_name(args.model_name, **overrides)
 
 
@@ -187,12 +127,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     args = resolve(args)
     if args.train_sources is not None and not args.train_sources:
         raise ValueError("train_sources is empty: name at least one shard prefix and its weight")
-    fabric, kind = build_fabric(
-        args.out_dir, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-        strategy=args.strategy, precision=args.precision, cpu_offload=args.cpu_offload,
-        activation_checkpointing=args.activation_checkpointing, compile=args.compile,
-        tensorboard=args.tensorboard, wandb_project=args.wandb_project, wandb_online=args.wandb_online,
-    )
+    fabric, kind = build_fabric(args)
     fabric.launch()
     if demo:
         from lit_gpt.data.demo import prepare_sample
@@ -210,7 +145,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     resume_from = resume_path(args.resume, checkpoint_root)
     if args.initial_checkpoint and resume_from is None:
         initial_state, initial_config = load_initial_weights(args.initial_checkpoint)
-    config = model_config_for(args, tokenizer.vocab_size if tokenizer else None, initial_config)
+    config = model_config_for(args, initial_config, tokenizer.vocab_size if demo else None)
     if demo:
         args = dataclasses.replace(args, model_name=config.name)
     check_data(args, tokenizer, config)

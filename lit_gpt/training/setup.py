@@ -12,44 +12,35 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_
 
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
+from lit_gpt.training.args import RunArgs
 from lit_gpt.training.metrics import CSVMetricsLogger
-from lit_gpt.training.parallel import Precision, build_fabric_strategy, prepare_unsharded, resolve_strategy, unwrap
+from lit_gpt.training.parallel import build_fabric_strategy, prepare_unsharded, resolve_strategy, unwrap
 from lit_gpt.training.trainer import make_optimizer
 
 
-def build_fabric(
-    out_dir: Path,
-    accelerator: str = "auto",
-    devices: int = 1,
-    num_nodes: int = 1,
-    strategy: str = "auto",
-    precision: Optional[Precision] = None,
-    cpu_offload: bool = False,
-    activation_checkpointing: bool = False,
-    compile: bool = False,
-    tensorboard: bool = True,
-    wandb_project: Optional[str] = None,
-    wandb_online: bool = False,
-) -> Tuple[L.Fabric, str]:
-    """Fabric for one run and the strategy kind chosen ("single", "ddp" or "fsdp"); `precision=None`
-    picks bf16-mixed where the device supports bf16, else 32-true."""
+def build_fabric(args: RunArgs) -> Tuple[L.Fabric, str]:
+    """Fabric for one run and the strategy kind chosen ("single", "ddp" or "fsdp"). Precision null picks
+    bf16-mixed where the device supports bf16, else 32-true."""
+    precision = args.precision
+    out_dir = Path(args.out_dir)
     if precision is None:
         precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-    kind = resolve_strategy(strategy, devices, num_nodes)
+    kind = resolve_strategy(args.strategy, args.devices, args.num_nodes)
     fabric_strategy, fabric_precision = build_fabric_strategy(
-        kind, precision, cpu_offload=cpu_offload, activation_checkpointing=activation_checkpointing, compile=compile
+        kind, precision, cpu_offload=args.cpu_offload, activation_checkpointing=args.activation_checkpointing,
+        compile=args.compile,
     )
     loggers: List = [CSVMetricsLogger(out_dir)]
-    if tensorboard:
+    if args.tensorboard:
         from lightning.fabric.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(root_dir=out_dir, name="tensorboard", version=""))
-    if wandb_project:
+    if args.wandb_project:
         from lightning.pytorch.loggers import WandbLogger
 
-        loggers.append(WandbLogger(project=wandb_project, save_dir=str(out_dir), offline=not wandb_online))
-    fabric = L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=fabric_strategy,
-                      precision=fabric_precision, loggers=loggers)
+        loggers.append(WandbLogger(project=args.wandb_project, save_dir=str(out_dir), offline=not args.wandb_online))
+    fabric = L.Fabric(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+                      strategy=fabric_strategy, precision=fabric_precision, loggers=loggers)
     return fabric, kind
 
 

@@ -166,3 +166,40 @@ def test_periodic_lm_eval_tasks_are_logged(tmp_path, prepared_sample, sample_tok
     series = read_metrics(tmp_path / "out" / "metrics.csv")
     assert [s for s, _ in series[f"lm_eval/{TASK}/acc"]] == [2, 4]
     assert all(0 <= v <= 1 for _, v in series[f"lm_eval/{TASK}/acc_norm"])
+
+
+def test_continued_pretraining_starts_from_given_weights(tmp_path, reference, prepared_sample, sample_tokenizer):  # noqa: F811
+    """--initial_checkpoint takes the weights of a training checkpoint or of a Hugging Face folder, with
+    a fresh optimizer and schedule: step 1 of the new run already has the trained model's loss."""
+    from lit_gpt.checkpoint import load_lit_checkpoint, save_hf_checkpoint
+
+    trained = reference / "checkpoints" / "step-000000012"
+    hf = tmp_path / "hf"
+    save_hf_checkpoint(hf, *load_lit_checkpoint(trained), tokenizer_dir=sample_tokenizer)
+    first_reference_loss = losses(reference)[1]
+    for name, source in (("from_lit", trained), ("from_hf", hf)):
+        out = tmp_path / name
+        state = _pretrain_in_process(out, data_dir=prepared_sample, tokenizer_dir=sample_tokenizer,
+                                     initial_checkpoint=source, max_steps=2, log_interval=1)
+        assert state["step"] == 2
+        assert losses(out / "out")[1] < first_reference_loss - 0.3, name
+
+
+def test_the_demo_defaults_prepare_the_sample_and_train(tmp_path):
+    """`python pretrain/tinyllama.py` with no data flags: sample tokenizer, shards, demo model (shortened)."""
+    sys.path.insert(0, str(ROOT / "pretrain"))
+    from tinyllama import parse_args
+
+    from lit_gpt.training.pretraining import pretrain
+
+    out = tmp_path / "demo"
+    args = parse_args(["--out_dir", str(out), "--accelerator", "cpu", "--max_steps", "3", "--warmup_steps", "1",
+                       "--log_interval", "1", "--eval_interval", "3", "--eval_batches", "1", "--tensorboard", "false"])
+    state = pretrain(args)
+    assert state["step"] == 3
+    assert (out / "tokenizer" / "tokenizer.model").is_file()
+    for prefix in ("train_slimpajama", "validation_slimpajama", "train_starcoder"):
+        assert (out / "data" / f"{prefix}.manifest.json").is_file()
+    config = yaml.safe_load((out / "model_config.yaml").read_text())
+    assert config["name"] == "demo_LLaMA_5M" and config["vocab_size"] == 4096
+    assert [s for s, _ in read_metrics(out / "metrics.csv")["val_loss"]] == [3]

@@ -1,0 +1,90 @@
+"""The options every training job shares (pretraining and fine-tuning extend them), and their parser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal, Optional, Sequence, Type, TypeVar
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunArgs:
+    """Options shared by the training jobs. Options left at null take the job's recipe value.
+
+    Args:
+        out_dir: Where checkpoints, logs and the run config go.
+        resume: "auto" resumes from the newest complete checkpoint in out_dir if there is one; a path
+            resumes from that checkpoint; null starts afresh (and refuses an out_dir with checkpoints).
+        seed: Seed of initialisation and of the data order.
+        global_batch_size: Sequences (in fine-tuning: conversations) per optimizer step over all devices.
+        micro_batch_size: Sequences per device per forward/backward; gradient accumulation is derived.
+        max_steps: Optimizer steps to train.
+        lr: Peak learning rate.
+        min_lr: Learning rate at the end of the cosine decay.
+        warmup_steps: Linear warmup, in optimizer steps.
+        weight_decay: AdamW weight decay (never applied to norm weights).
+        beta1: AdamW beta1.
+        beta2: AdamW beta2.
+        grad_clip: Clip the global gradient norm to this (0: no clipping).
+        log_interval: Log every N optimizer steps.
+        eval_interval: Validate every N steps (and at the end).
+        save_interval: Checkpoint every N steps (and at the end and on SIGTERM/SIGINT).
+        keep_last: Keep only the newest K checkpoints (null: keep all).
+        max_consecutive_nonfinite: Stop (after saving) when this many steps in a row are non-finite.
+        accelerator: "auto", "cuda" or "cpu".
+        devices: Devices per node.
+        num_nodes: Nodes.
+        strategy: "auto" (one device: single, more: fsdp), "single", "ddp" or "fsdp" (FSDP2).
+        precision: "bf16-mixed", "bf16-true" or "32-true" (null: bf16-mixed on GPUs with bf16, else 32-true).
+        cpu_offload: FSDP2 only: keep parameters, gradients and optimizer state in CPU memory.
+        activation_checkpointing: Recompute each block in the backward pass to save memory.
+        compile: torch.compile each transformer block.
+        kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
+        tensorboard: Also log to TensorBoard.
+        wandb_project: Also log to Weights & Biases under this project (offline unless wandb_online).
+        wandb_online: Sync W&B logs to the server.
+    """
+
+    out_dir: Optional[Path] = None
+    resume: Optional[str] = "auto"
+    seed: int = 42
+    global_batch_size: Optional[int] = None
+    micro_batch_size: Optional[int] = None
+    max_steps: Optional[int] = None
+    lr: Optional[float] = None
+    min_lr: Optional[float] = None
+    warmup_steps: Optional[int] = None
+    weight_decay: Optional[float] = None
+    beta1: Optional[float] = None
+    beta2: Optional[float] = None
+    grad_clip: Optional[float] = None
+    log_interval: Optional[int] = None
+    eval_interval: Optional[int] = None
+    save_interval: Optional[int] = None
+    keep_last: Optional[int] = None
+    max_consecutive_nonfinite: int = 10
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
+    precision: Optional[Literal["bf16-mixed", "bf16-true", "32-true"]] = None
+    cpu_offload: bool = False
+    activation_checkpointing: bool = False
+    compile: bool = False
+    kernels: Optional[str] = None
+    tensorboard: bool = True
+    wandb_project: Optional[str] = None
+    wandb_online: bool = False
+
+
+def parse_args(cls: Type[T], description: str, argv: Optional[Sequence[str]] = None) -> T:
+    """Flags (and a YAML `--config`) for every field of the dataclass `cls`."""
+    parser = ArgumentParser(description=description, default_config_files=[])
+    parser.add_argument("--config", action=ActionConfigFile, help="A YAML file of these options.")
+    parser.add_class_arguments(cls, nested_key=None, as_group=False)
+    ns = parser.parse_args(argv)
+    return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})
