@@ -67,9 +67,9 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
             for block in model.transformer.h:
                 block.attn.expand_kv_heads = True
         if "ac" in flags:
-            apply_activation_checkpointing(model)
+            apply_activation_checkpointing(model, "block")
         if "ac-mlp" in flags:
-            apply_activation_checkpointing(model, only="mlp")
+            apply_activation_checkpointing(model, "mlp")
         if "compile" in flags:
             apply_compile(model)
 

@@ -41,7 +41,8 @@ class RunArgs:
         strategy: "auto" (one device: single, more: fsdp), "single", "ddp" or "fsdp" (FSDP2).
         precision: "bf16-mixed", "bf16-true" or "32-true" (null: bf16-mixed on GPUs with bf16, else 32-true).
         cpu_offload: FSDP2 only: keep parameters, gradients and optimizer state in CPU memory.
-        activation_checkpointing: Recompute each block in the backward pass to save memory.
+        activation_checkpointing: Recompute activations in the backward pass to save memory: "none",
+            "block" (whole transformer blocks) or "mlp" (only their MLPs).
         compile: torch.compile each transformer block.
         kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
         tensorboard: Also log to TensorBoard.
@@ -73,7 +74,7 @@ class RunArgs:
     strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
     precision: Optional[Literal["bf16-mixed", "bf16-true", "32-true"]] = None
     cpu_offload: bool = False
-    activation_checkpointing: bool = False
+    activation_checkpointing: Literal["none", "block", "mlp"] = "none"
     compile: bool = False
     kernels: Optional[str] = None
     tensorboard: bool = True

@@ -14,7 +14,7 @@ from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.args import RunArgs
 from lit_gpt.training.metrics import CSVMetricsLogger
-from lit_gpt.training.parallel import build_fabric_strategy, prepare_unsharded, resolve_strategy, unwrap
+from lit_gpt.training.parallel import ActivationCheckpointing, build_fabric_strategy, prepare_unsharded, resolve_strategy, unwrap
 from lit_gpt.training.trainer import make_optimizer
 
 
@@ -48,7 +48,7 @@ def setup_model(
     fabric: L.Fabric,
     config: Config,
     sharded: bool,
-    activation_checkpointing: bool = False,
+    activation_checkpointing: ActivationCheckpointing = "none",
     compile: bool = False,
     initial_state: Optional[Dict[str, torch.Tensor]] = None,
 ):
