@@ -25,7 +25,7 @@ from lit_gpt.training.checkpointing import (check_resumable, latest_checkpoint, 
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.pretraining import load_initial_weights
 from lit_gpt.training.schedule import LRSchedule, plan_batches
-from lit_gpt.training.setup import build_fabric, setup_model, setup_optimizer
+from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
 from lit_gpt.training.trainer import LoopSettings, fit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def load_data(args: FinetuneArgs, tokenizer: Tokenizer, max_seq_length: int) -> 
 def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     args = resolve(args)
     fabric, kind = build_fabric(args)
-    fabric.launch()
+    launch(fabric)
     fabric.seed_everything(args.seed)
 
     out_dir = Path(args.out_dir)

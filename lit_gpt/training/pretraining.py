@@ -18,7 +18,7 @@ from lit_gpt.training.args import RunArgs
 from lit_gpt.training.checkpointing import check_resumable, load_checkpoint, remove_stale_temporaries, resume_path
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import LRSchedule, plan_batches
-from lit_gpt.training.setup import build_fabric, setup_model, setup_optimizer
+from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
 from lit_gpt.training.trainer import LoopSettings, fit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     if args.train_sources is not None and not args.train_sources:
         raise ValueError("train_sources is empty: name at least one shard prefix and its weight")
     fabric, kind = build_fabric(args)
-    fabric.launch()
+    launch(fabric)
     if demo:
         from lit_gpt.data.demo import prepare_sample
 

@@ -44,6 +44,15 @@ def build_fabric(args: RunArgs) -> Tuple[L.Fabric, str]:
     return fabric, kind
 
 
+def launch(fabric: L.Fabric) -> None:
+    """Start the other processes, unless `fabric run` has started them already (Fabric then refuses a
+    second launch)."""
+    from lightning.fabric.connector import _is_using_cli
+
+    if not _is_using_cli():
+        fabric.launch()
+
+
 def setup_model(
     fabric: L.Fabric,
     config: Config,

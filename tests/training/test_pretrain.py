@@ -14,43 +14,11 @@ import pytest
 import yaml
 
 from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
+from training.pretrain_fixtures import MAX_STEPS, ROOT, losses, model_config, run  # noqa: F401
 from eval_fixtures import TASK, task_dir  # noqa: F401
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 from lit_gpt.training.schedule import LRSchedule
-
-ROOT = Path(__file__).resolve().parents[2]
-LAUNCHER = ROOT / "tests" / "training" / "run_pretrain.py"
-MAX_STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def model_config(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "model.yaml"
-    path.write_text(yaml.safe_dump(dict(name="test_llama", n_layer=2, n_head=4, n_query_groups=2, n_embd=64,
-                                        intermediate_size=176, vocab_size=1024, block_size=32, kernels="torch")))
-    return path
-
-
-def run(out_dir: Path, data: Path, tokenizer: Path, model_config: Path, *extra: str, devices: int = 1,
-        simulate: tuple = (), expect_rc: int = 0) -> subprocess.CompletedProcess:
-    args = [
-        "--data_dir", str(data), "--tokenizer_dir", str(tokenizer), "--model_config", str(model_config),
-        "--out_dir", str(out_dir), "--accelerator", "cpu", "--devices", str(devices),
-        "--global_batch_size", "8", "--micro_batch_size", "2", "--max_steps", str(MAX_STEPS),
-        "--lr", "3e-3", "--min_lr", "3e-4", "--warmup_steps", "2", "--log_interval", "1",
-        "--eval_interval", "6", "--eval_batches", "2", "--val_prefix", "train_starcoder",
-        "--save_interval", "0", "--tensorboard", "false", *extra,
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(LAUNCHER), *map(str, simulate), "--", *args], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == expect_rc, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
-
-
-def losses(out_dir: Path) -> dict:
-    return dict(read_metrics(out_dir / "metrics.csv")["loss"])
 
 
 @pytest.fixture(scope="module")
