@@ -5,12 +5,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal, Optional
 
 from jsonargparse import CLI
 
-from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_hf_checkpoint, save_lit_checkpoint
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_hf_checkpoint, save_lit_checkpoint  # noqa: E402
 
 
 def convert_hf_checkpoint(checkpoint_dir: Path, output_dir: Path,

@@ -6,13 +6,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal, Optional
 
 from jsonargparse import CLI
 
-from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_lit_checkpoint, save_hf_checkpoint
-from lit_gpt.config import Config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_lit_checkpoint, save_hf_checkpoint  # noqa: E402
+from lit_gpt.config import Config  # noqa: E402
 
 
 def convert_lit_checkpoint(checkpoint: Path, output_dir: Path,

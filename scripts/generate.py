@@ -15,9 +15,11 @@ from typing import Literal, Optional
 import torch
 from jsonargparse import CLI
 
-from lit_gpt.checkpoint import DTYPES, load_lit_checkpoint, model_from_state_dict
-from lit_gpt.generate import generate
-from lit_gpt.tokenizer import Tokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lit_gpt.checkpoint import DTYPES, load_lit_checkpoint, model_from_state_dict  # noqa: E402
+from lit_gpt.generate import generate  # noqa: E402
+from lit_gpt.tokenizer import Tokenizer  # noqa: E402
 
 
 def main(checkpoint_dir: Path, prompt: str = "Once upon a time,", max_new_tokens: int = 100,
