@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 from types import SimpleNamespace
-from typing import Callable, Dict
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -87,23 +87,21 @@ def _load(name: str) -> SimpleNamespace:
     return importlib.import_module(module).OPS
 
 
-def triton_usable() -> bool:
-    """Triton kernels run on CUDA, or on CPU under TRITON_INTERPRET=1 (tests)."""
-    import os
-
+def _triton_installed() -> bool:
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+    return True
 
 
 def get_ops(name: str = "auto") -> SimpleNamespace:
-    """The op namespace for a backend name; ``auto`` is Triton where it can run, else torch."""
+    """The op namespace for a backend name; ``auto`` is Triton on CUDA, else torch. (Triton on a CPU runs
+    only in its interpreter, which the tests use by asking for "triton" explicitly.)"""
     if name not in BACKENDS:
         raise ValueError(f"unknown kernels backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if name == "auto":
-        name = "triton" if triton_usable() and torch.cuda.is_available() else "torch"
+        name = "triton" if torch.cuda.is_available() and _triton_installed() else "torch"
     if name not in _cache:
         try:
             _cache[name] = _load(name)
@@ -111,5 +109,3 @@ def get_ops(name: str = "auto") -> SimpleNamespace:
             raise ImportError(f"kernels backend {name!r} is not available here: {e}") from e
     return _cache[name]
 
-
-OpFn = Callable[..., torch.Tensor]
