@@ -33,6 +33,15 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] 
     _check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
+    probs = torch.softmax(filtered_logits(logits, temperature, top_k, top_p), dim=-1)
+    flat = torch.multinomial(probs.reshape(-1, probs.size(-1)), 1, generator=generator)
+    return flat.view(probs.shape[:-1])
+
+
+def filtered_logits(logits: torch.Tensor, temperature: float, top_k: Optional[int] = None,
+                    top_p: Optional[float] = None) -> torch.Tensor:
+    """float32 `logits / temperature` (temperature > 0) with -inf outside the `top_k` most likely tokens
+    and then outside the nucleus: the fewest most likely tokens whose probability reaches `top_p`."""
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
         top = torch.topk(logits, top_k, dim=-1)
@@ -42,9 +51,7 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] 
         # a token is outside the nucleus when the more likely tokens already reach top_p
         outside = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= top_p
         logits = logits.masked_fill(outside.scatter(-1, order, outside), float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    flat = torch.multinomial(probs.reshape(-1, probs.size(-1)), 1, generator=generator)
-    return flat.view(probs.shape[:-1])
+    return logits
 
 
 def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

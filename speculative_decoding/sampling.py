@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from lit_gpt.checkpoint import has_tokenizer, load_hf_checkpoint, load_lit_checkpoint, model_from_state_dict
-from lit_gpt.generate import _check_sampling
+from lit_gpt.generate import _check_sampling, filtered_logits
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 
@@ -45,16 +45,7 @@ def filtered_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: Option
     _check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).float()
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        top = torch.topk(logits, top_k, dim=-1)
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)
-    if top_p is not None and top_p < 1:
-        sorted_probs, order = torch.sort(torch.softmax(logits, dim=-1), dim=-1, descending=True)
-        # outside the nucleus: the more likely tokens already reach top_p
-        outside = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= top_p
-        logits = logits.masked_fill(outside.scatter(-1, order, outside), float("-inf"))
-    return torch.softmax(logits, dim=-1)
+    return torch.softmax(filtered_logits(logits, temperature, top_k, top_p), dim=-1)
 
 
 def _draw(probs: torch.Tensor, generator: Optional[torch.Generator]) -> int:

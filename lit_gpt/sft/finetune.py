@@ -199,9 +199,7 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
         f"{plan.grad_accum_steps}; {max_steps:,} steps ({max_steps / steps_per_epoch:.2f} epochs), lr {args.lr:g}; "
         f"{mean_length} tokens per conversation on average"
     )
-    settings = LoopSettings(max_steps=max_steps, grad_clip=args.grad_clip, log_interval=args.log_interval,
-                            eval_interval=args.eval_interval, save_interval=args.save_interval,
-                            keep_last=args.keep_last, max_consecutive_nonfinite=args.max_consecutive_nonfinite)
+    settings = LoopSettings.from_args(args, max_steps)
     state = fit(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state, checkpoint_root,
                 extra_files, fpt, run_config, split_batch=split_chat_batch)
     last = latest_checkpoint(checkpoint_root)

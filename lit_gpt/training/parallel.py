@@ -62,7 +62,8 @@ def fsdp_parallelize(
     activation_checkpointing: ActivationCheckpointing = "none",
     compile: bool = False,
 ) -> GPT:
-    """FSDP2: one shard unit per transformer block plus the root (embedding, final norm, head).
+    """FSDP2: one shard unit per transformer block plus the root (embedding, final norm, head); on a
+    2-D mesh, HSDP (parameters sharded along the last dimension, replicated along the first).
     With `mixed_precision`, parameters are gathered in bf16 and gradients reduced in fp32 while the
     sharded master copy stays fp32."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
@@ -70,7 +71,8 @@ def fsdp_parallelize(
     apply_activation_checkpointing(model, activation_checkpointing)
     if compile:
         apply_compile(model)
-    mesh = device_mesh["data_parallel"]
+    # a 2-D (replicate, shard) mesh without a "data_parallel" dimension is used as is: hybrid sharding
+    mesh = device_mesh["data_parallel"] if "data_parallel" in (device_mesh.mesh_dim_names or ()) else device_mesh
     kwargs = dict(
         mesh=mesh,
         mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)

@@ -12,7 +12,7 @@ import yaml
 
 from lit_gpt.config import Config
 from lit_gpt.data import build_train_loader, build_val_loader, check_tokenizer, read_manifest
-from lit_gpt.model import flops_per_token
+from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs
 from lit_gpt.training.checkpointing import check_resumable, load_checkpoint, remove_stale_temporaries, resume_path
@@ -145,6 +145,9 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     resume_from = resume_path(args.resume, checkpoint_root)
     if args.initial_checkpoint and resume_from is None:
         initial_state, initial_config = load_initial_weights(args.initial_checkpoint)
+    elif args.initial_checkpoint:
+        # resuming a run that started from --initial_checkpoint: its model config is saved in the checkpoint
+        initial_config = Config.from_file(Path(resume_from) / "model_config.yaml")
     config = model_config_for(args, initial_config, tokenizer.vocab_size if demo else None)
     if demo:
         args = dataclasses.replace(args, model_name=config.name)
@@ -191,15 +194,12 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
 
     fpt = flops_per_token(config)
     fabric.print(
-        f"{config.name}: {sum(p.numel() for p in unwrap(model).parameters()) * (fabric.world_size if kind == 'fsdp' else 1):,}"
-        f" parameters, {fpt / 1e9:.3g} GFLOP/token; {kind} on {fabric.world_size} device(s); global batch "
+        f"{config.name}: {num_parameters(config):,} parameters, {fpt / 1e9:.3g} GFLOP/token; {kind} on {fabric.world_size} device(s); global batch "
         f"{plan.global_batch_size} x {config.block_size} = {plan.tokens_per_step:,} tokens, micro batch "
         f"{plan.micro_batch_size}, accumulation {plan.grad_accum_steps}; {max_steps:,} steps"
     )
-    settings = LoopSettings(max_steps=max_steps, grad_clip=args.grad_clip, log_interval=args.log_interval,
-                            eval_interval=args.eval_interval, save_interval=args.save_interval,
-                            keep_last=args.keep_last, max_consecutive_nonfinite=args.max_consecutive_nonfinite,
-                            extra_eval_interval=args.eval_tasks_interval if args.eval_tasks else 0)
+    settings = LoopSettings.from_args(args, max_steps,
+                                      extra_eval_interval=args.eval_tasks_interval if args.eval_tasks else 0)
     extra_eval = None
     if args.eval_tasks:
         if tokenizer is None:

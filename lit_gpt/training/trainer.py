@@ -39,6 +39,13 @@ class LoopSettings:
     max_consecutive_nonfinite: int = 10
     extra_eval_interval: int = 0  # call `extra_eval` every N steps (0: never)
 
+    @classmethod
+    def from_args(cls, args, max_steps: int, **extra: Any) -> "LoopSettings":
+        """The loop's settings from a job's resolved options (a `RunArgs`)."""
+        return cls(max_steps=max_steps, grad_clip=args.grad_clip, log_interval=args.log_interval,
+                   eval_interval=args.eval_interval, save_interval=args.save_interval, keep_last=args.keep_last,
+                   max_consecutive_nonfinite=args.max_consecutive_nonfinite, **extra)
+
 
 class StopRequest:
     """Turns SIGTERM/SIGINT (preemption, Ctrl-C) into a request that the loop honours at the next
