@@ -2,7 +2,10 @@
 # The GPU checks and timings of one device session, in one call; the tables come last.
 #   bash benchmarks/gpu_session.sh tests,kernels,throughput "hf,torch,triton,triton+compile" "8"
 # Parts: tests (pytest -m cuda), kernels (benchmarks/kernels.py), throughput (benchmarks/throughput.py
-# with the given variants and micro batches), capped (the 24 GB emulation).
+# with the given variants and micro batches), capped (the 24 GB emulation); on 2+ GPUs: scaling
+# (benchmarks/scaling.py: full/no_shard/hybrid on 1 vs 2 GPUs, micro batch SCALING_MICRO, default 8),
+# parity (benchmarks/parity_1v2.py: 1 vs 2 GPUs, 2->1 and 1->2 resumes, PNG into $OUT and
+# benchmarks/results), coverage (benchmarks/data_coverage.py on 2 ranks x 2 workers of the sample corpus).
 set -uo pipefail
 PARTS=${1:-tests,kernels,throughput}
 VARIANTS=${2:-hf,torch,triton,triton+compile}
@@ -28,4 +31,17 @@ fi
 if [[ ,$PARTS, == *,capped,* ]]; then
   python3 benchmarks/throughput.py --memory_cap_gb 24 --variants "${CAPPED_VARIANTS:-triton+compile+ac}" \
     --micro_batches "${CAPPED_MICRO:-4,8}" --json "$OUT/capped.json" 2>&1 | tee "$OUT/capped.txt" | tail -n 12
+fi
+if [[ ,$PARTS, == *,scaling,* ]]; then
+  python3 benchmarks/scaling.py --gpus 1,2 --modes "${SCALING_MODES:-full,no_shard,hybrid}" \
+    --micro_batches "${SCALING_MICRO:-8}" ${SCALING_FLAGS:-} --json "$OUT/scaling.json" 2>&1 | tee "$OUT/scaling.txt" | tail -n 12
+fi
+if [[ ,$PARTS, == *,parity,* ]]; then
+  python3 benchmarks/parity_1v2.py --out_dir "${WORK:-/tmp/gpu_work}/parity_runs" --png benchmarks/results/parity_1v2.png \
+    --json "$OUT/parity.json" ${PARITY_FLAGS:-} 2>&1 | tee "$OUT/parity.txt" | tail -n 8
+  cp benchmarks/results/parity_1v2.png "$OUT/"
+fi
+if [[ ,$PARTS, == *,coverage,* ]]; then
+  python3 benchmarks/data_coverage.py --data_dir "${WORK:-/tmp/gpu_work}/parity_runs/sample/data" --ranks 2 --workers 2 \
+    --micro_batch 4 --block_size 2048 --log "$OUT/data_coverage.csv" 2>&1 | tee "$OUT/coverage.txt" | tail -n 4
 fi

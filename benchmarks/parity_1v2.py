@@ -143,6 +143,7 @@ def main(argv=None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out_dir or Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
         if args.data_dir is None:
             from lit_gpt.data.demo import prepare_sample
 

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 MODES = ("full", "no_shard", "hybrid")
 
 
-def run_one(args, mode: str, micro_batch: int) -> dict | None:
-    """One torchrun process of a measurement; returns the result row on rank 0."""
+def run_one(args, mode: str, micro_batch: int) -> None:
+    """One torchrun process of a measurement; rank 0 prints the result row."""
     import torch
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
@@ -112,14 +112,15 @@ def run_one(args, mode: str, micro_batch: int) -> dict | None:
     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
     peak = torch.tensor([torch.cuda.max_memory_allocated() / 1e9 if cuda else _rss_gb()], device=device)
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-    dist.destroy_process_group()
-    if rank:
-        return None
     tps = micro_batch * args.seq_len * args.steps / elapsed.item() * world
-    return dict(mode=mode, gpus=world, micro_batch=micro_batch, seq_len=args.seq_len, model=config.name,
+    row = dict(mode=mode, gpus=world, micro_batch=micro_batch, seq_len=args.seq_len, model=config.name,
                 mesh=list(mesh.shape) if mode != "no_shard" else [world], step_ms=elapsed.item() / args.steps * 1000,
                 tokens_per_sec=tps, tokens_per_sec_per_gpu=tps / world, peak_memory_gb=peak.item(),
                 device=torch.cuda.get_device_name() if cuda else "cpu", torch=torch.__version__)
+    if rank == 0:  # before the teardown, which has been seen to hang under gloo
+        print("RESULT " + json.dumps(row), flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _rss_gb() -> float:
@@ -134,14 +135,16 @@ def measure(args, mode: str, gpus: int, micro_batch: int) -> dict:
     env = {**os.environ, "NCCL_NVLS_ENABLE": "0", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return dict(mode=mode, gpus=gpus, micro_batch=micro_batch, error=f"timeout after {args.timeout}s")
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+        stdout, stderr = out.stdout, out.stderr
+    except subprocess.TimeoutExpired as e:  # a result printed before a hang still counts
+        stdout, stderr = (t.decode() if isinstance(t, bytes) else (t or "") for t in (e.stdout, e.stderr))
+        stderr += f"\ntimeout after {args.timeout}s"
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
     if lines:
         return json.loads(lines[-1][7:])
-    err = [ln for ln in (out.stderr + out.stdout).splitlines() if ln.strip()]
+    err = [ln for ln in (stderr + stdout).splitlines() if ln.strip()]
     oom = any("OutOfMemory" in ln or "out of memory" in ln for ln in err)
-    culprit = next((ln for ln in reversed(err) if "Error" in ln and "ChildFailedError" not in ln), err[-1] if err else "?")
+    culprit = next((ln for ln in reversed(err) if ("Error" in ln or "timeout after" in ln) and "ChildFailedError" not in ln), err[-1] if err else "?")
     return dict(mode=mode, gpus=gpus, micro_batch=micro_batch, error="OOM" if oom else culprit.strip()[:200])
 
 
@@ -192,9 +195,7 @@ def main(argv=None) -> list | None:
 
     if args.one:
         mode, mb = args.one.rsplit(":", 1)
-        row = run_one(args, mode, int(mb))
-        if row:
-            print("RESULT " + json.dumps(row), flush=True)
+        run_one(args, mode, int(mb))
         return None
     modes = args.modes.split(",")
     if unknown := set(modes) - set(MODES):
