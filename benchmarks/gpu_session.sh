@@ -42,6 +42,6 @@ if [[ ,$PARTS, == *,parity,* ]]; then
   cp benchmarks/results/parity_1v2.png "$OUT/"
 fi
 if [[ ,$PARTS, == *,coverage,* ]]; then
-  python3 benchmarks/data_coverage.py --data_dir "${WORK:-/tmp/gpu_work}/parity_runs/sample/data" --ranks 2 --workers 2 \
+  python3 benchmarks/data_coverage.py --data_dir "${COVERAGE_DATA:-${WORK:-/tmp/gpu_work}/parity_runs/sample/data}" --ranks 2 --workers 2 \
     --micro_batch 4 --block_size 2048 --log "$OUT/data_coverage.csv" 2>&1 | tee "$OUT/coverage.txt" | tail -n 4
 fi
