@@ -37,6 +37,19 @@ LIT_WEIGHTS = "lit_model.pth"
 LIT_CONFIG = "model_config.yaml"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+
+def default_device_and_dtype(device: Optional[str], dtype: Optional[str]) -> Tuple[torch.device, torch.dtype]:
+    """`device` None/"auto": CUDA when present; `dtype` None/"auto": bfloat16 on a GPU that has it, else float32."""
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if dtype in (None, "auto"):
+        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return device, DTYPES[dtype]
+
+
 StateDict = Dict[str, torch.Tensor]
 PathLike = Union[str, Path]
 

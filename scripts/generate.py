@@ -17,7 +17,7 @@ from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lit_gpt.checkpoint import DTYPES, load_lit_checkpoint, model_from_state_dict  # noqa: E402
+from lit_gpt.checkpoint import default_device_and_dtype, load_lit_checkpoint, model_from_state_dict  # noqa: E402
 from lit_gpt.generate import generate  # noqa: E402
 from lit_gpt.tokenizer import Tokenizer  # noqa: E402
 
@@ -40,13 +40,11 @@ def main(checkpoint_dir: Path, prompt: str = "Once upon a time,", max_new_tokens
         dtype: weight type (default: bfloat16 on a GPU that has it, else float32).
         tokenizer_dir: where the tokenizer files are (default: the checkpoint's folder).
     """
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    if dtype is None:
-        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    device, torch_dtype = default_device_and_dtype(device, dtype)
     state_dict, config = load_lit_checkpoint(checkpoint_dir)
     tokenizer = Tokenizer(tokenizer_dir or (checkpoint_dir if checkpoint_dir.is_dir() else checkpoint_dir.parent))
     # decoding is bound by weight reads, not by the fused training kernels: the reference ops run anywhere
-    model = model_from_state_dict(state_dict, replace(config, kernels="torch"), device, DTYPES[dtype])
+    model = model_from_state_dict(state_dict, replace(config, kernels="torch"), device, torch_dtype)
     del state_dict
 
     prompt_ids = tokenizer.encode(prompt, bos=True)

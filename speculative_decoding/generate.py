@@ -19,7 +19,7 @@ from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lit_gpt.checkpoint import DTYPES  # noqa: E402
+from lit_gpt.checkpoint import default_device_and_dtype  # noqa: E402
 from lit_gpt.generate import generate  # noqa: E402
 from lit_gpt.tokenizer import Tokenizer  # noqa: E402
 from speculative_decoding.sampling import (  # noqa: E402
@@ -64,11 +64,9 @@ def main(target: Path, draft: Path, prompt: str = "Once upon a time,", max_new_t
         k_max: the largest k with --adaptive (default 2 k).
         tokenizer_dir: where the tokenizer files are (default: the target's or the draft's folder).
     """
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    if dtype is None:
-        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    target_loaded = load_model(target, device, DTYPES[dtype])
-    draft_loaded = load_model(draft, device, DTYPES[dtype])
+    device, torch_dtype = default_device_and_dtype(device, dtype)
+    target_loaded = load_model(target, device, torch_dtype)
+    draft_loaded = load_model(draft, device, torch_dtype)
     found = check_same_tokenizer(target_loaded, draft_loaded)  # raises for a mismatched pair
     tokenizer = Tokenizer(tokenizer_dir) if tokenizer_dir else found
     if tokenizer is None:
@@ -106,7 +104,7 @@ def main(target: Path, draft: Path, prompt: str = "Once upon a time,", max_new_t
         f"{stats.tokens_per_target_pass:.2f} tokens per target forward pass ({stats.target_forward_passes} passes)",
         f"speculative: {len(result.tokens)} tokens in {speculative_s:.2f} s, {speculative_rate:.1f} tokens/s",
         f"target only: {len(baseline)} tokens in {baseline_s:.2f} s, {baseline_rate:.1f} tokens/s",
-        f"speedup: {speculative_rate / baseline_rate:.2f}x (tokens/s; {device.type}, {dtype}, k={k}"
+        f"speedup: {speculative_rate / baseline_rate:.2f}x (tokens/s; {device.type}, {torch_dtype}, k={k}"
         f"{', adaptive' if adaptive else ''}, temperature {temperature})",
     ]
     if temperature == 0:

@@ -33,7 +33,7 @@ from lm_eval.models.utils import normalize_gen_kwargs
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from lit_gpt.checkpoint import DTYPES, load_lit_checkpoint, model_from_state_dict
+from lit_gpt.checkpoint import default_device_and_dtype, load_lit_checkpoint, model_from_state_dict
 from lit_gpt.generate import generate
 from lit_gpt.tokenizer import Tokenizer
 
@@ -41,18 +41,6 @@ log = logging.getLogger(__name__)
 
 # (request key for lm-eval's cache or None, context token ids, continuation token ids)
 TokenRequest = Tuple[Optional[Tuple[str, str]], List[int], List[int]]
-
-
-def default_device_and_dtype(device: Optional[str], dtype: Optional[str]) -> Tuple[torch.device, torch.dtype]:
-    """`device` None/"auto": CUDA when present; `dtype` None/"auto": bfloat16 on a GPU that has it, else float32."""
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if dtype in (None, "auto"):
-        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    return device, DTYPES[dtype]
 
 
 @register_model("lit_gpt")

@@ -11,7 +11,7 @@ from typing import Iterator, List, Optional, Sequence
 
 import torch
 
-from lit_gpt.checkpoint import DTYPES, load_hf_checkpoint, load_lit_checkpoint, model_from_state_dict
+from lit_gpt.checkpoint import default_device_and_dtype, load_hf_checkpoint, load_lit_checkpoint, model_from_state_dict
 from lit_gpt.generate import generate
 from lit_gpt.model import GPT
 from lit_gpt.sft.templates import ChatTemplate, Message, SegmentEncoder, get_template, template_of
@@ -138,13 +138,11 @@ def open_session(checkpoint: Optional[Path] = None, template: Optional[str] = No
     chat_template = get_template(template) if template else template_of(folder)
     if chat_template is None:
         raise ValueError(f"{folder} does not say which chat template it was fine-tuned with: pass --template")
-    torch_device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    if dtype is None:
-        dtype = "bfloat16" if torch_device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    torch_device, torch_dtype = default_device_and_dtype(device, dtype)
     hf_folder = path.is_dir() and (path / "config.json").is_file()
     state_dict, config = load_hf_checkpoint(path) if hf_folder else load_lit_checkpoint(path)
     # decoding is bound by weight reads, not by the fused training kernels: the reference ops run anywhere
-    model = model_from_state_dict(state_dict, replace(config, kernels="torch"), torch_device, DTYPES[dtype]).eval()
+    model = model_from_state_dict(state_dict, replace(config, kernels="torch"), torch_device, torch_dtype).eval()
     print(f"loaded {path} ({config.name or 'model'}, context {config.block_size}), template {chat_template.name}",
           file=sys.stderr)
     return ChatSession(model, Tokenizer(tokenizer_dir or folder), chat_template, system_prompt, max_new_tokens,

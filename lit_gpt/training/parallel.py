@@ -4,7 +4,7 @@ and compilation, applied from outside the model (the model code knows none of it
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal, Optional, Tuple
+from typing import Literal, Tuple
 
 import torch
 import torch.nn as nn
