@@ -5,7 +5,9 @@
 # with the given variants and micro batches), capped (the 24 GB emulation); on 2+ GPUs: scaling
 # (benchmarks/scaling.py: full/no_shard/hybrid on 1 vs 2 GPUs, micro batch SCALING_MICRO, default 8),
 # parity (benchmarks/parity_1v2.py: 1 vs 2 GPUs, 2->1 and 1->2 resumes, PNG into $OUT and
-# benchmarks/results), coverage (benchmarks/data_coverage.py on 2 ranks x 2 workers of the sample corpus).
+# benchmarks/results), coverage (benchmarks/data_coverage.py on 2 ranks x 2 workers of the sample corpus);
+# speculative: trains the pair of benchmarks/configs/spec_*.yaml on the prepared sample (SPEC_DATA, a
+# folder with data/ and tokenizer/; SPEC_STEPS steps each) and runs benchmarks/speculative.py on it.
 set -uo pipefail
 PARTS=${1:-tests,kernels,throughput}
 VARIANTS=${2:-hf,torch,triton,triton+compile}
@@ -44,4 +46,17 @@ fi
 if [[ ,$PARTS, == *,coverage,* ]]; then
   python3 benchmarks/data_coverage.py --data_dir "${COVERAGE_DATA:-${WORK:-/tmp/gpu_work}/parity_runs/sample/data}" --ranks 2 --workers 2 \
     --micro_batch 4 --block_size 2048 --log "$OUT/data_coverage.csv" 2>&1 | tee "$OUT/coverage.txt" | tail -n 4
+fi
+if [[ ,$PARTS, == *,speculative,* ]]; then
+  SPEC_DATA=${SPEC_DATA:-.gpu_data}
+  for m in target_37M draft_5M; do
+    python3 pretrain/tinyllama.py --model_config benchmarks/configs/spec_$m.yaml --data_dir "$SPEC_DATA/data" \
+      --tokenizer_dir "$SPEC_DATA/tokenizer" --out_dir "${WORK:-/tmp/gpu_work}/spec_$m" --global_batch_size 64 \
+      --micro_batch_size 64 --max_steps "${SPEC_STEPS:-600}" --lr 2e-3 --min_lr 2e-4 --warmup_steps "${SPEC_WARMUP:-50}" \
+      --eval_interval "${SPEC_STEPS:-600}" --eval_batches 16 --save_interval "${SPEC_STEPS:-600}" --log_interval 100 \
+      --num_workers 2 --tensorboard false 2>&1 | tee "$OUT/train_$m.txt" | grep -E "step|val" | tail -n 4
+  done
+  last() { ls -d "${WORK:-/tmp/gpu_work}/spec_$1"/checkpoints/step-* | tail -n 1; }
+  python3 benchmarks/speculative.py --target "$(last target_37M)" --draft "$(last draft_5M)" \
+    --json "$OUT/speculative.json" 2>&1 | tee "$OUT/speculative.txt" | tail -n 40
 fi

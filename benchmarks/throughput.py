@@ -9,9 +9,15 @@ baseline. Prints a table last; `--json` keeps the numbers.
     python benchmarks/throughput.py --variants hf,triton+compile --micro_batches 8,16
     python benchmarks/throughput.py --memory_cap_gb 24 --variants triton+compile+ac --micro_batches 4,8
 
-A variant is `hf` or `<kernels>[+compile][+ac|+ac-mlp][+gqa-expand]`: kernels one of torch, triton, liger;
-`compile` compiles each block; `ac` recomputes whole blocks in the backward pass, `ac-mlp` only
-their MLPs; `gqa-expand` repeats key/value heads before attention instead of `enable_gqa`.
+`--grad_accum N` takes N micro batches per optimizer step (as real runs do), for every variant alike.
+
+A variant is `hf` or `<kernels>[+compile|+autotune][+ac|+ac-mlp][+gqa-expand][+docmask]`: kernels one
+of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
+max-autotune-no-cudagraphs); `ac` recomputes whole blocks in the backward pass, `ac-mlp` only their
+MLPs; `gqa-expand` repeats key/value heads before attention instead of `enable_gqa`; `docmask` keeps
+attention inside documents (FlexAttention). `--doc_len N` starts documents (BOS) at random places,
+N tokens apart on average, in every variant's data. `--profile` adds, per configuration, the GPU time
+of one step by kind of kernel (matmul, attention, Triton, optimizer, other, idle) and the top kernels.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps: int, warmup: int,
-            memory_cap_gb: float | None, attention_backend: str | None) -> dict:
+            memory_cap_gb: float | None, attention_backend: str | None, doc_len: int | None = None,
+            profile: bool = False, grad_accum: int = 1) -> dict:
     import torch
 
     from lit_gpt.config import Config
@@ -44,7 +51,8 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
         torch.cuda.set_per_process_memory_fraction(memory_cap_gb * 2**30 / total, device)
     parts = variant.split("+")
     kernels, flags = parts[0], set(parts[1:])
-    config = Config.from_name(model_name, block_size=seq_len, kernels="torch" if kernels == "hf" else kernels)
+    config = Config.from_name(model_name, block_size=seq_len, kernels="torch" if kernels == "hf" else kernels,
+                              document_mask="docmask" in flags)
     if kernels == "hf":
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -70,23 +78,27 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
             apply_activation_checkpointing(model, "block")
         if "ac-mlp" in flags:
             apply_activation_checkpointing(model, "mlp")
-        if "compile" in flags:
-            apply_compile(model)
+        if "compile" in flags or "autotune" in flags:
+            apply_compile(model, mode="max-autotune-no-cudagraphs" if "autotune" in flags else None)
 
         def loss_fn(x, y):
             return model(x, targets=y)
 
     optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))
-    tokens = torch.randint(0, config.vocab_size, (steps + warmup, micro_batch, seq_len + 1), device=device)
+    n_batches = (steps + warmup + (2 if profile else 0)) * grad_accum
+    tokens = torch.randint(2, config.vocab_size, (n_batches, micro_batch, seq_len + 1), device=device)
+    if doc_len:  # documents start (BOS) at random places, doc_len tokens apart on average
+        tokens[torch.rand(tokens.shape, device=device) < 1 / doc_len] = config.bos_id
 
     def step(i: int) -> None:
-        batch = tokens[i]
-        x, y = batch[:, :-1], batch[:, 1:]
-        if kernels == "hf":
-            y = batch[:, :-1]
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = loss_fn(x, y)
-        loss.backward()
+        for j in range(i * grad_accum, (i + 1) * grad_accum):
+            batch = tokens[j]
+            x, y = batch[:, :-1], batch[:, 1:]
+            if kernels == "hf":
+                y = batch[:, :-1]
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = loss_fn(x, y) / grad_accum
+            loss.backward()
         grad_norm_and_clip(model, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -103,16 +115,67 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
             step(i)
         end.record()
         torch.cuda.synchronize()
-    step_s = start.elapsed_time(end) / 1000 / steps
-    tps = micro_batch * seq_len / step_s
+        step_s = start.elapsed_time(end) / 1000 / steps
+        peak_memory = torch.cuda.max_memory_allocated() / 1e9
+        breakdown = _profile(step, warmup + steps, 2) if profile else None
+    tps = grad_accum * micro_batch * seq_len / step_s
     peak = peak_flops(device)
     return dict(
         variant=variant, micro_batch=micro_batch, seq_len=seq_len, step_ms=step_s * 1000, tokens_per_sec=tps,
         mfu=flops_per_token(config, seq_len) * tps / peak if peak else None,
-        peak_memory_gb=torch.cuda.max_memory_allocated() / 1e9, memory_cap_gb=memory_cap_gb,
+        peak_memory_gb=peak_memory, memory_cap_gb=memory_cap_gb, doc_len=doc_len, grad_accum=grad_accum,
         attention_backend=attention_backend, device=torch.cuda.get_device_name(),
-        torch=torch.__version__,
+        torch=torch.__version__, profile=breakdown,
     )
+
+
+def _error_line(stderr_lines: list) -> str:
+    """The exception line of a failed configuration (not the hints printed after it)."""
+    for line in reversed(stderr_lines):
+        if "Error" in line or "Exception" in line:
+            return line.strip()[:200]
+    return stderr_lines[-1][:200] if stderr_lines else "?"
+
+
+def _kernel_kind(name: str) -> str:
+    n = name.lower()
+    if any(s in n for s in ("flash", "fmha", "attention", "attn", "cudnn")):
+        return "attention"
+    if any(s in n for s in ("gemm", "nvjet", "cutlass", "xmma", "_mm_", "splitk")):
+        return "matmul"
+    if any(s in n for s in ("adam", "multi_tensor", "foreach")):
+        return "optimizer"
+    if n.startswith("triton") or n.startswith("_"):
+        return "triton"  # inductor's fused kernels and ours
+    return "other"
+
+
+def _profile(step, first: int, n: int) -> dict:
+    """GPU time per step by kind of kernel, the idle remainder, and the ten longest kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start.record()
+        for i in range(first, first + n):
+            step(i)
+        end.record()
+        torch.cuda.synchronize()
+    wall_ms = start.elapsed_time(end) / n
+    kinds: dict = {}
+    per_kernel: dict = {}
+    for e in prof.events():
+        # record_function ranges (Optimizer.step#...) also appear on the GPU timeline: not kernels
+        if e.device_type != torch.autograd.DeviceType.CUDA or getattr(e, "is_user_annotation", False) or "#" in e.name:
+            continue
+        ms = e.time_range.elapsed_us() / 1000 / n
+        kinds[_kernel_kind(e.name)] = kinds.get(_kernel_kind(e.name), 0.0) + ms
+        per_kernel[e.name] = per_kernel.get(e.name, 0.0) + ms
+    kinds["idle"] = max(wall_ms - sum(kinds.values()), 0.0)
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:10]
+    return dict(step_ms=wall_ms, kinds={k: round(v, 2) for k, v in kinds.items()},
+                top=[(name[:90], round(ms, 2)) for name, ms in top])
 
 
 def _backend(name: str):
@@ -140,6 +203,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--memory_cap_gb", type=float, default=None, help="emulate a smaller card")
     p.add_argument("--attention_backend", default=None, choices=["flash", "cudnn", "efficient", "math"])
+    p.add_argument("--doc_len", type=int, default=None, help="mean document length of the synthetic tokens")
+    p.add_argument("--profile", action="store_true", help="GPU time by kind of kernel for each configuration")
+    p.add_argument("--grad_accum", type=int, default=1, help="micro batches per optimizer step (every variant)")
     p.add_argument("--json", default=None, help="write all rows to this file")
     p.add_argument("--timeout", type=int, default=300, help="seconds per configuration")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration
@@ -148,7 +214,7 @@ def main() -> None:
     if args.one:
         variant, mb = args.one.rsplit(":", 1)
         row = run_one(args.model, variant, int(mb), args.seq_len, args.steps, args.warmup, args.memory_cap_gb,
-                      args.attention_backend)
+                      args.attention_backend, args.doc_len, args.profile, args.grad_accum)
         print("RESULT " + json.dumps(row), flush=True)
         return
 
@@ -161,6 +227,12 @@ def main() -> None:
                 cmd += ["--memory_cap_gb", str(args.memory_cap_gb)]
             if args.attention_backend:
                 cmd += ["--attention_backend", args.attention_backend]
+            if args.doc_len:
+                cmd += ["--doc_len", str(args.doc_len)]
+            if args.profile:
+                cmd += ["--profile"]
+            if args.grad_accum > 1:
+                cmd += ["--grad_accum", str(args.grad_accum)]
             t0 = time.time()
             try:
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -170,7 +242,8 @@ def main() -> None:
                 else:
                     err = out.stderr.strip().splitlines()
                     oom = any("OutOfMemory" in ln or "out of memory" in ln for ln in err)
-                    row = dict(variant=variant, micro_batch=mb, error="OOM" if oom else (err[-1][:160] if err else "?"))
+                    row = dict(variant=variant, micro_batch=mb, error="OOM" if oom else _error_line(err),
+                               stderr_tail=err[-60:])
             except subprocess.TimeoutExpired:
                 row = dict(variant=variant, micro_batch=mb, error=f"timeout after {args.timeout}s")
             row["wall_s"] = round(time.time() - t0, 1)
@@ -188,6 +261,13 @@ def main() -> None:
         mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "-"
         print(f"{r['variant']:28s} {r['micro_batch']:3d} {r['tokens_per_sec']:9,.0f} {mfu:>6s} {ratio:>6s} "
               f"{r['peak_memory_gb']:7.1f} {r['step_ms']:8.1f}")
+    for r in rows:
+        if r.get("profile"):
+            prof = r["profile"]
+            kinds = "  ".join(f"{k} {v:.1f}" for k, v in sorted(prof["kinds"].items(), key=lambda kv: -kv[1]))
+            print(f"\n{r['variant']} mb{r['micro_batch']}: {prof['step_ms']:.1f} ms/step = {kinds}")
+            for name, ms in prof["top"][:6]:
+                print(f"    {ms:7.2f} ms  {name}")
 
 
 if __name__ == "__main__":

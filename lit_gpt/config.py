@@ -29,6 +29,11 @@ class Config:
     rope_condense_ratio: float = 1.0
     # Which implementation of the norm/RoPE/SwiGLU/cross-entropy functions to use (lit_gpt.ops).
     kernels: str = "auto"
+    # Keep attention inside each packed document: a token attends only to earlier tokens after the
+    # latest `bos_id` (every prepared document starts with BOS). Training forward only; generation
+    # with a KV cache sees one prompt and stays plainly causal.
+    document_mask: bool = False
+    bos_id: int = 1
 
     # derived once in __post_init__
     head_size: int = field(init=False)
@@ -55,6 +60,8 @@ class Config:
             fail(f"rope_condense_ratio must be >= 1, got {self.rope_condense_ratio}")
         if self.norm_eps <= 0:
             fail(f"norm_eps must be positive, got {self.norm_eps}")
+        if not isinstance(self.bos_id, int) or self.bos_id < 0:
+            fail(f"bos_id must be a non-negative integer, got {self.bos_id!r}")
         if self.kernels not in BACKENDS:
             fail(f"kernels={self.kernels!r} is not one of {', '.join(BACKENDS)}")
         self.head_size = self.n_embd // self.n_head

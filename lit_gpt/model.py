@@ -14,6 +14,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 from lit_gpt.config import Config
 from lit_gpt.ops import get_ops
@@ -77,8 +79,52 @@ class CausalSelfAttention(nn.Module):
             k = k.repeat_interleave(c.kv_heads_per_group, dim=1)
             v = v.repeat_interleave(c.kv_heads_per_group, dim=1)
             grouped = False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=grouped)
+        if isinstance(mask, BlockMask):
+            # contiguous: compiled with RoPE in the same graph, the (B, T, H, D) -> (B, H, T, D) views
+            # gave wrong FlexAttention output on the CPU (torch 2.13); the copy fuses into RoPE's
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+            flex = flex_attention if torch.compiler.is_compiling() else _compiled_flex_attention()
+            y = flex(q, k, v, block_mask=mask, enable_gqa=grouped)
+        elif self.training or torch.compiler.is_compiling():
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=grouped)
+        else:
+            # Inference meets a new length at nearly every call (each generated token, each lm-eval
+            # request), and cuDNN's attention builds an execution plan per new shape (tens of ms on an
+            # H100): leave it out. One new token sees every cached position: no mask needed then.
+            causal = mask is None
+            if input_pos is not None and T == 1:
+                mask = None
+            with sdpa_kernel(_INFERENCE_BACKENDS):
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=grouped)
         return self.proj(y.transpose(1, 2).reshape(B, T, c.n_head * c.head_size))
+
+
+_INFERENCE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+_FLEX_ATTENTION = None
+
+
+def _compiled_flex_attention():
+    """FlexAttention is only fast compiled (eagerly it materialises the scores); compile it once."""
+    global _FLEX_ATTENTION
+    if _FLEX_ATTENTION is None:
+        _FLEX_ATTENTION = torch.compile(flex_attention, dynamic=False)
+    return _FLEX_ATTENTION
+
+
+def document_causal_mask(idx: torch.Tensor, bos_id: int, flex: Optional[bool] = None):
+    """Causal attention that does not cross the start of a packed document (a `bos_id` token).
+
+    A FlexAttention block mask (the default on CUDA), which skips the tiles between documents
+    entirely; or (FlexAttention has no CPU backward) a dense (B, 1, T, T) boolean mask for SDPA."""
+    B, T = idx.shape
+    doc = torch.cumsum(idx == bos_id, dim=1)  # document number of every position
+    if idx.is_cuda if flex is None else flex:
+        def same_document_causal(b, h, q, kv):
+            return (q >= kv) & (doc[b, q] == doc[b, kv])
+
+        return create_block_mask(same_document_causal, B, None, T, T, device=idx.device)
+    causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+    return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
 
 
 class MLP(nn.Module):
@@ -198,7 +244,8 @@ class GPT(nn.Module):
         if input_pos is None:
             if T > self.max_seq_length:
                 raise ValueError(f"sequence of length {T} exceeds max_seq_length {self.max_seq_length}")
-            cos, sin, mask = self.rope_cos[:T], self.rope_sin[:T], None
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+            mask = document_causal_mask(idx, self.config.bos_id) if self.config.document_mask else None
         else:
             cos, sin = self.rope_cos.index_select(0, input_pos), self.rope_sin.index_select(0, input_pos)
             # attend to every cached position up to each query's own position

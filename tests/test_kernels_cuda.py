@@ -328,3 +328,25 @@ def test_fifty_training_steps_match_the_reference_within_bf16_noise():
     # (single steps of this short, fast-falling run are chaotic: final losses of the two bf16 runs were
     # seen 0.4 apart on an H100, so the check is the mean distance over the run, not the last step)
     assert fused_error <= 1.5 * noise + 1e-3
+
+
+def test_document_mask_flex_attention_against_fp32_dense(gen):
+    """The FlexAttention document mask (compiled, bf16, grouped-query) against SDPA with the dense mask
+    in fp32, forward and gradients, at tiny_LLaMA_1b's head layout."""
+    from lit_gpt.model import _compiled_flex_attention, document_causal_mask
+
+    b = 2
+    idx = torch.randint(2, 1000, (b, T), generator=gen, device="cuda")
+    idx[torch.rand(b, T, generator=gen, device="cuda") < 1 / 300] = 1
+    block, dense = document_causal_mask(idx, 1), document_causal_mask(idx, 1, flex=False)
+    q = randn(gen, b, N_HEAD, T, HEAD_SIZE).requires_grad_()
+    k = randn(gen, b, N_KV, T, HEAD_SIZE).requires_grad_()
+    v = randn(gen, b, N_KV, T, HEAD_SIZE).requires_grad_()
+
+    def flex(q, k, v):
+        return _compiled_flex_attention()(q, k, v, block_mask=block, enable_gqa=True)
+
+    def reference(q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense, enable_gqa=True)
+
+    check_against_fp32(flex, reference, [q, k, v], gen)

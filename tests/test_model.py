@@ -115,3 +115,65 @@ def test_loss_equals_cross_entropy_of_logits():
     logits = model(inputs)
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 128), targets.reshape(-1), ignore_index=-100)
     torch.testing.assert_close(model(inputs, targets=targets), expected)
+
+
+def _packed_documents(bos_id: int, lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    docs = []
+    for n in lengths:
+        doc = torch.randint(2, 128, (n,), generator=g)
+        doc[0] = bos_id
+        docs.append(doc)
+    return docs
+
+
+def test_document_mask_equals_each_document_alone():
+    """With the document mask, a packed row gives every document the logits it has when run alone:
+    RoPE scores depend only on relative positions, so only the mask can make them differ."""
+    config = tiny_config(document_mask=True, bos_id=1)
+    model = random_model(config)
+    plain = random_model(tiny_config())
+    docs = _packed_documents(1, [7, 12, 1, 9])
+    packed = torch.cat(docs)[None]
+    logits = model(packed)[0]
+    alone = torch.cat([plain(d[None])[0] for d in docs])
+    torch.testing.assert_close(logits, alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(plain(packed)[0], alone, atol=1e-3)  # without the mask the documents mix
+    # the loss path and the backward pass work with the mask too (dense SDPA mask on the CPU)
+    targets = torch.roll(packed, -1, dims=1)
+    loss = model(packed, targets=targets)
+    loss.backward()
+    assert torch.isfinite(loss) and model.transformer.h[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_document_block_mask_equals_dense_mask():
+    """The FlexAttention block mask (used on CUDA) and the dense mask (CPU) keep the same pairs."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from lit_gpt.model import document_causal_mask
+
+    idx = torch.cat(_packed_documents(1, [5, 20, 3, 12], seed=1))[None].repeat(2, 1)
+    idx[1, 9] = 1  # the second row holds one more document
+    dense = document_causal_mask(idx, bos_id=1)
+    assert dense.shape == (2, 1, 40, 40)
+    block = document_causal_mask(idx, bos_id=1, flex=True)
+    q, k, v = (torch.randn(2, 4, 40, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    with torch.no_grad():
+        torch.testing.assert_close(flex_attention(q, k, v, block_mask=block),
+                                   torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense))
+
+
+def test_document_mask_compiled_block_equals_dense():
+    """A compiled block with the FlexAttention mask (the CUDA path) gives the dense-mask output."""
+    from lit_gpt.model import document_causal_mask
+
+    model = random_model(tiny_config(n_embd=64, document_mask=True))
+    idx = torch.cat(_packed_documents(1, [9, 14, 9], seed=2))[None].repeat(2, 1)
+    idx[1, 5] = 1
+    x = torch.randn(2, 32, 64, generator=torch.Generator().manual_seed(0))
+    cos, sin = model.rope_cos[:32], model.rope_sin[:32]
+    block = model.transformer.h[0]
+    with torch.no_grad():
+        expected = block(x, cos, sin, document_causal_mask(idx, 1, flex=False))
+        compiled = torch.compile(block, fullgraph=True)(x, cos, sin, document_causal_mask(idx, 1, flex=True))
+    torch.testing.assert_close(compiled, expected, atol=1e-5, rtol=1e-5)

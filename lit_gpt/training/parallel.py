@@ -4,7 +4,7 @@ and compilation, applied from outside the model (the model code knows none of it
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal, Tuple
+from typing import Literal, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -35,10 +35,11 @@ def apply_activation_checkpointing(model: GPT, what: ActivationCheckpointing = "
             blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
 
 
-def apply_compile(model: GPT) -> None:
-    """Compile block by block: one graph serves every layer and the parameter names do not change."""
+def apply_compile(model: GPT, mode: Optional[str] = None) -> None:
+    """Compile block by block: one graph serves every layer and the parameter names do not change.
+    `mode` is torch.compile's (e.g. "max-autotune-no-cudagraphs" also tries Triton matmuls)."""
     for block in model.transformer.h:
-        block.compile(fullgraph=True)
+        block.compile(fullgraph=True, mode=mode)
 
 
 def materialize(model: GPT, device: torch.device) -> None:

@@ -49,6 +49,8 @@ class PretrainArgs(RunArgs):
         eval_tasks_interval: Steps between lm-eval runs (0: never).
         eval_tasks_limit: At most this many documents per task (null: all).
         eval_tasks_include_path: A folder of extra lm-eval task YAMLs.
+        document_mask: Attention stays inside each packed document (a document starts at the
+            tokenizer's BOS); FlexAttention on CUDA, a dense mask elsewhere. Saved in the model config.
     """
 
     data_dir: Optional[Path] = None
@@ -67,6 +69,7 @@ class PretrainArgs(RunArgs):
     eval_tasks_interval: int = 0
     eval_tasks_limit: Optional[int] = None
     eval_tasks_include_path: Optional[str] = None
+    document_mask: bool = False
 
 
 # The values an option takes when left unset. "tinyllama" is SPEC section 2 (16 GPUs there: the
@@ -101,16 +104,21 @@ def resolve(args: PretrainArgs) -> PretrainArgs:
     return PretrainArgs(**filled)
 
 
-def model_config_for(args: PretrainArgs, initial_config: Optional[Config], demo_vocab_size: Optional[int] = None) -> Config:
-    overrides = {"kernels": args.kernels} if args.kernels else {}
+def model_config_for(args: PretrainArgs, initial_config: Optional[Config], tokenizer=None,
+                     demo: bool = False) -> Config:
+    overrides: Dict[str, Any] = {"kernels": args.kernels} if args.kernels else {}
+    if args.document_mask:
+        if tokenizer is None or tokenizer.bos_id is None:
+            raise ValueError("--document_mask finds documents by their BOS token: give a --tokenizer_dir that has one")
+        overrides.update(document_mask=True, bos_id=tokenizer.bos_id)
     if initial_config is not None:
         if args.model_name or args.model_config:
             raise ValueError("--initial_checkpoint brings its own model config; drop --model_name/--model_config")
         return Config.from_dict({**initial_config.to_dict(), **overrides})
     if args.model_config is not None:
         return Config.from_dict({**Config.from_file(args.model_config).to_dict(), **overrides})
-    if demo_vocab_size is not None:
-        overrides["vocab_size"] = demo_vocab_size  # the demo model takes the sample tokenizer's size
+    if demo:
+        overrides["vocab_size"] = tokenizer.vocab_size  # the demo model takes the sample tokenizer's size
     return Config.from_name(args.model_name, **overrides)
 
 
@@ -148,7 +156,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     elif args.initial_checkpoint:
         # resuming a run that started from --initial_checkpoint: its model config is saved in the checkpoint
         initial_config = Config.from_file(Path(resume_from) / "model_config.yaml")
-    config = model_config_for(args, initial_config, tokenizer.vocab_size if demo else None)
+    config = model_config_for(args, initial_config, tokenizer, demo)
     if demo:
         args = dataclasses.replace(args, model_name=config.name)
     check_data(args, tokenizer, config)

@@ -4,6 +4,7 @@ on two gloo processes), resharded resume, a crash while saving, the logged sched
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -122,6 +123,20 @@ def test_bad_input_stops_before_training(tmp_path, prepared_sample, sample_token
         _pretrain_in_process(tmp_path, data_dir=prepared_sample, tokenizer_dir=other, model_config=model_config)
     assert not (tmp_path / "out" / "checkpoints").exists()
 
+
+
+def test_document_mask_option_reaches_the_model(tmp_path, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+    """--document_mask takes the BOS id from the tokenizer into the saved model config (the model's
+    use of it: tests/test_model.py)."""
+    from lit_gpt.config import Config
+    from lit_gpt.tokenizer import Tokenizer
+
+    common = dict(data_dir=prepared_sample, tokenizer_dir=sample_tokenizer, model_config=model_config, max_steps=1,
+                  warmup_steps=0, log_interval=1)
+    _pretrain_in_process(tmp_path / "masked", document_mask=True, **common)
+    config = Config.from_file(tmp_path / "masked" / "out" / "model_config.yaml")
+    assert config.document_mask and config.bos_id == Tokenizer(sample_tokenizer).bos_id
+    assert math.isfinite(losses(tmp_path / "masked" / "out")[1])
 
 
 def test_periodic_lm_eval_tasks_are_logged(tmp_path, prepared_sample, sample_tokenizer, model_config,  # noqa: F811
