@@ -7,7 +7,8 @@
 # parity (benchmarks/parity_1v2.py: 1 vs 2 GPUs, 2->1 and 1->2 resumes, PNG into $OUT and
 # benchmarks/results), coverage (benchmarks/data_coverage.py on 2 ranks x 2 workers of the sample corpus);
 # speculative: trains the pair of benchmarks/configs/spec_*.yaml on the prepared sample (SPEC_DATA, a
-# folder with data/ and tokenizer/; SPEC_STEPS steps each) and runs benchmarks/speculative.py on it.
+# folder with data/ and tokenizer/; SPEC_STEPS steps each) and runs benchmarks/speculative.py on it
+# (extra flags in SPEC_FLAGS, e.g. "--compile --verify_ks ''").
 set -uo pipefail
 PARTS=${1:-tests,kernels,throughput}
 VARIANTS=${2:-hf,torch,triton,triton+compile}
@@ -57,6 +58,6 @@ if [[ ,$PARTS, == *,speculative,* ]]; then
       --num_workers 2 --tensorboard false 2>&1 | tee "$OUT/train_$m.txt" | grep -E "step|val" | tail -n 4
   done
   last() { ls -d "${WORK:-/tmp/gpu_work}/spec_$1"/checkpoints/step-* | tail -n 1; }
-  python3 benchmarks/speculative.py --target "$(last target_37M)" --draft "$(last draft_5M)" \
+  python3 benchmarks/speculative.py --target "$(last target_37M)" --draft "$(last draft_5M)" ${SPEC_FLAGS:-} \
     --json "$OUT/speculative.json" 2>&1 | tee "$OUT/speculative.txt" | tail -n 40
 fi

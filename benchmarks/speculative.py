@@ -16,6 +16,9 @@
     python benchmarks/speculative.py --alphas 0.6,0.7,0.8            # (b) only
     python benchmarks/speculative.py --demo_pair out/a out/b --device cpu   # (a) only, on any two folders
 
+`--compile` decodes through torch.compile with CUDA graphs (lit_gpt.generate.forward_fn) in both parts,
+after a warm-up that compiles every call length the timed runs meet.
+
 `--demo_pair TARGET DRAFT` runs part (a) on two existing folders and trains nothing (no latency part
 unless --latency_target/--latency_draft are given). Prints a short table last; --json keeps everything.
 """
@@ -37,7 +40,7 @@ import torch  # noqa: E402
 
 from lit_gpt.checkpoint import DTYPES  # noqa: E402
 from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.generate import generate  # noqa: E402
+from lit_gpt.generate import forward_fn, generate  # noqa: E402
 from lit_gpt.model import GPT  # noqa: E402
 from speculative_decoding.sampling import check_same_tokenizer, load_model, speculative_generate  # noqa: E402
 
@@ -72,7 +75,8 @@ def wall(device: torch.device, fn: Callable):
 
 # --- (a) a real pair -------------------------------------------------------------------------------
 def bench_pair(target_path: Path, draft_path: Path, prompts: List[str], ks: List[int], temperatures: List[float],
-               max_new_tokens: int, device: torch.device, dtype: torch.dtype, seed: int) -> List[dict]:
+               max_new_tokens: int, device: torch.device, dtype: torch.dtype, seed: int,
+               compile: bool = False) -> List[dict]:
     target, draft = load_model(target_path, device, dtype), load_model(draft_path, device, dtype)
     tokenizer = check_same_tokenizer(target, draft)
     if tokenizer is None:
@@ -84,19 +88,24 @@ def bench_pair(target_path: Path, draft_path: Path, prompts: List[str], ks: List
 
     def run_target(prompt, n, temperature):
         return list(generate(target.model, prompt, n, temperature=temperature, eos_id=None,
-                             generator=torch.Generator(device).manual_seed(seed)))
+                             generator=torch.Generator(device).manual_seed(seed), compile=compile))
 
     def run_speculative(prompt, n, k, temperature):
         return speculative_generate(target.model, draft.model, prompt, n, k=k, temperature=temperature,
-                                    generator=torch.Generator(device).manual_seed(seed))
+                                    generator=torch.Generator(device).manual_seed(seed), compile=compile)
+
+    # compiled, every new call length compiles once: warm up on every prompt, all the way
+    warmup = (encoded, max_new_tokens) if compile else (encoded[:1], 8)
 
     rows = []
     for temperature in temperatures:
-        run_target(encoded[0], 8, temperature)  # warm-up
+        for prompt in warmup[0]:
+            run_target(prompt, warmup[1], temperature)
         # EOS does not stop either way: every run decodes exactly max_new_tokens
         base_s = sum(wall(device, lambda: run_target(p, max_new_tokens, temperature))[1] for p in encoded)
         for k in ks:
-            run_speculative(encoded[0], 8, k, temperature)  # warm-up
+            for prompt in warmup[0]:
+                run_speculative(prompt, warmup[1], k, temperature)
             accepted = proposed = rejected = passes = 0
             spec_s = 0.0
             for prompt in encoded:
@@ -156,15 +165,17 @@ class StepTimer:
 
 @torch.inference_mode()
 def decode_latency(name: str, device: torch.device, dtype: torch.dtype, prompt_len: int, steps: int,
-                   ks: List[int], reps: int = 10) -> dict:
-    longest = prompt_len + steps + max(ks) + 1
+                   ks: List[int], reps: int = 10, compile: bool = False) -> dict:
+    longest = prompt_len + steps + max(ks, default=0) + 1
     model = random_model(name, device, dtype, longest)
     model.setup_kv_cache(batch_size=1, device=device, dtype=dtype)
     vocab = model.config.padded_vocab_size
     tokens = torch.randint(vocab, (1, longest), device=device, generator=torch.Generator(device).manual_seed(0))
 
+    forward = forward_fn(model, compile)
+
     def step(pos: int, n: int = 1) -> None:
-        model(tokens[:, pos:pos + n], input_pos=torch.arange(pos, pos + n, device=device))
+        forward(tokens[:, pos:pos + n], torch.arange(pos, pos + n, device=device))
 
     step(0, prompt_len)  # prefill
     for i in range(3):  # warm-up steps, overwritten by the timed ones
@@ -179,7 +190,7 @@ def decode_latency(name: str, device: torch.device, dtype: torch.dtype, prompt_l
         for _ in range(reps + 2):
             timer(lambda: step(prompt_len, k + 1))
         verify[k] = statistics.median(timer.seconds()[2:])
-    row = dict(model=name, dtype=str(dtype).removeprefix("torch."), prompt_tokens=prompt_len, steps=steps,
+    row = dict(model=name, dtype=str(dtype).removeprefix("torch."), compiled=compile, prompt_tokens=prompt_len, steps=steps,
                median_ms=1e3 * statistics.median(single), mean_ms=1e3 * statistics.fmean(single),
                verify_ms={str(k): 1e3 * v for k, v in verify.items()})
     print(json.dumps(row), flush=True)
@@ -245,8 +256,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     p.add_argument("--latency_draft", default=None, help="(b) draft preset (default tiny_LLaMA_1b)")
     p.add_argument("--latency_prompt", type=int, default=128, help="(b) prompt tokens prefilled")
     p.add_argument("--latency_steps", type=int, default=128, help="(b) single-token steps timed")
+    p.add_argument("--verify_ks", default=None, help="(b) k of the timed (k+1)-token verification passes "
+                                                     "(default: --ks; \"\" for none: each costs a compilation with --compile)")
     p.add_argument("--alphas", default=None, help="(b) acceptance probabilities to imply speedups for when no pair "
                                                   "was measured (default 0.6,0.7,0.8, marked as assumed)")
+    p.add_argument("--compile", action="store_true", help="decode through torch.compile (CUDA graphs on a GPU)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default=None, choices=list(DTYPES), help="default bfloat16 on GPU, float32 on CPU")
     p.add_argument("--json", type=Path, default=None, help="write all results to this file")
@@ -257,6 +271,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     ks = [int(k) for k in args.ks.split(",")]
+    verify_ks = ks if args.verify_ks is None else [int(k) for k in args.verify_ks.split(",") if k]
     temperatures = [float(t) for t in args.temperatures.split(",")]
     pair = args.demo_pair or ((args.target, args.draft) if args.target or args.draft else None)
     if pair and not all(pair):
@@ -266,14 +281,16 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     if pair:
         report["pair"] = bench_pair(pair[0], pair[1], args.prompts, ks, temperatures, args.max_new_tokens, device,
-                                    dtype, args.seed)
+                                    dtype, args.seed, args.compile)
         release_memory(device)
     run_latency = not args.demo_pair or args.latency_target or args.latency_draft
     if run_latency:
         names = (args.latency_target or "Llama-2-7b", args.latency_draft or "tiny_LLaMA_1b")
-        target = decode_latency(names[0], device, dtype, args.latency_prompt, args.latency_steps, ks)
+        target = decode_latency(names[0], device, dtype, args.latency_prompt, args.latency_steps, verify_ks,
+                                compile=args.compile)
         release_memory(device)
-        draft = decode_latency(names[1], device, dtype, args.latency_prompt, args.latency_steps, ks)
+        draft = decode_latency(names[1], device, dtype, args.latency_prompt, args.latency_steps, verify_ks,
+                               compile=args.compile)
         report["latency"] = [target, draft]
         if report["pair"]:
             alphas = [dict(alpha=r["alpha"], k=r["k"], source=f"pair, temp {r['temperature']:g}") for r in report["pair"]]

@@ -7,11 +7,40 @@ choice, since RoPE extends to any length; quality past the trained context is no
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+import weakref
+from typing import Callable, Iterator, Optional
 
 import torch
 
 from lit_gpt.model import GPT
+
+# Calls of more tokens than this (prompt prefills) run eagerly even when decoding is compiled: each new
+# length would cost a compilation and a CUDA graph for one use.
+MAX_COMPILED_TOKENS = 9  # a speculative verification of up to 8 drafted tokens
+_COMPILED: "weakref.WeakKeyDictionary[GPT, Callable]" = weakref.WeakKeyDictionary()
+
+
+def forward_fn(model: GPT, compile: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`f(idx, input_pos)`: the logits of `model(idx, input_pos=input_pos)`, for generation.
+
+    With `compile`, calls of up to MAX_COMPILED_TOKENS tokens (decoding steps, speculative verification)
+    run through `torch.compile` with static shapes, replayed as CUDA graphs on a GPU: eager decoding of
+    a model this size is bound by the host launching kernels, not by the GPU. The first call of each
+    length compiles (seconds to a minute); the compiled step is kept for the model's lifetime."""
+    if not compile:
+        return lambda idx, input_pos: model(idx, input_pos=input_pos)
+    compiled = _COMPILED.get(model)
+    if compiled is None:
+        mode = "reduce-overhead" if model.lm_head.weight.is_cuda else None
+        compiled = _COMPILED[model] = torch.compile(model, mode=mode, fullgraph=True, dynamic=False)
+
+    def step(idx: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        if idx.size(1) > MAX_COMPILED_TOKENS:
+            return model(idx, input_pos=input_pos)
+        # a CUDA graph's output is overwritten by its next replay: keep a copy
+        return compiled(idx, input_pos=input_pos).clone()
+
+    return step
 
 
 def _check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
@@ -56,12 +85,13 @@ def filtered_logits(logits: torch.Tensor, temperature: float, top_k: Optional[in
 
 def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, eos_id: Optional[int] = None,
-             generator: Optional[torch.Generator] = None) -> Iterator[int]:
+             generator: Optional[torch.Generator] = None, compile: bool = False) -> Iterator[int]:
     """Yield up to `max_new_tokens` token ids following `prompt` (T,), one at a time.
 
-    The prompt is prefilled into a fresh KV cache in one forward pass, then each new token is fed
-    alone at its position. An `eos_id` token is yielded and ends the generation. Raises ValueError
-    when T + max_new_tokens exceeds `model.max_seq_length` (set that first to allow more)."""
+    The prompt is prefilled into the KV cache in one forward pass, then each new token is fed alone at
+    its position (compiled with `compile`: see `forward_fn`). An `eos_id` token is yielded and ends
+    the generation. Raises ValueError when T + max_new_tokens exceeds `model.max_seq_length` (set that
+    first to allow more)."""
     if prompt.dim() != 1 or prompt.numel() == 0:
         raise ValueError(f"prompt must be a non-empty 1-D tensor of token ids, got shape {tuple(prompt.shape)}")
     if max_new_tokens < 0:
@@ -73,18 +103,19 @@ def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature:
             f"model.max_seq_length ({model.max_seq_length}); set model.max_seq_length = {needed} to allow it"
         )
     _check_sampling(temperature, top_k, top_p)  # here, not at the first next()
-    return _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id, generator)
+    return _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id, generator, compile)
 
 
 @torch.inference_mode()
-def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id, generator) -> Iterator[int]:
+def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id, generator, compile) -> Iterator[int]:
     device = model.lm_head.weight.device
     model.setup_kv_cache(batch_size=1, device=device)
+    forward = forward_fn(model, compile)
     try:
         tokens = prompt.to(device)
         input_pos = torch.arange(tokens.numel(), device=device)
         for _ in range(max_new_tokens):
-            logits = model(tokens.view(1, -1), input_pos=input_pos)[0, -1]
+            logits = forward(tokens.view(1, -1), input_pos)[0, -1]
             token = sample(logits, temperature, top_k, top_p, generator)
             token_id = int(token)
             yield token_id
@@ -92,4 +123,5 @@ def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id, 
                 return
             tokens, input_pos = token.view(1), input_pos[-1:] + 1
     finally:
-        model.clear_kv_cache()
+        if not compile:  # a compiled step keeps its cache buffers for the next generation
+            model.clear_kv_cache()

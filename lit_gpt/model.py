@@ -220,7 +220,12 @@ class GPT(nn.Module):
         dtype = dtype or self.lm_head.weight.dtype
         shape = (batch_size, c.n_query_groups, self.max_seq_length, c.head_size)
         for block in self.transformer.h:
-            block.attn.kv_cache = KVCache(shape, device=device, dtype=dtype)
+            cache = block.attn.kv_cache
+            # a cache of the same layout is kept (a compiled decoding step keeps its buffers): what it
+            # holds is never read before being rewritten, or is masked out
+            same = cache is not None and (cache.k.shape, cache.k.dtype, cache.k.device) == (shape, dtype, torch.device(device))
+            if not same:
+                block.attn.kv_cache = KVCache(shape, device=device, dtype=dtype)
 
     def clear_kv_cache(self) -> None:
         for block in self.transformer.h:
@@ -248,8 +253,13 @@ class GPT(nn.Module):
             mask = document_causal_mask(idx, self.config.bos_id) if self.config.document_mask else None
         else:
             cos, sin = self.rope_cos.index_select(0, input_pos), self.rope_sin.index_select(0, input_pos)
-            # attend to every cached position up to each query's own position
-            kv_len = int(input_pos[-1]) + 1
+            # attend to every cached position up to each query's own position. Eagerly the keys stop at
+            # the newest position (fewer to read); compiled, the mask spans the whole cache, so that
+            # shapes stay static (one CUDA graph serves every step) and nothing waits for the host.
+            if torch.compiler.is_compiling():
+                kv_len = self.transformer.h[0].attn.kv_cache.k.size(2)
+            else:
+                kv_len = int(input_pos[-1]) + 1
             mask = torch.arange(kv_len, device=idx.device)[None, :] <= input_pos[:, None]
         x = self.transformer.wte(idx)
         for block in self.transformer.h:

@@ -44,7 +44,8 @@ def timed(device: torch.device, fn: Callable):
 def main(target: Path, draft: Path, prompt: str = "Once upon a time,", max_new_tokens: int = 128, k: int = 4,
          temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None, seed: int = 1234,
          device: str = "auto", dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None,
-         adaptive: bool = False, k_max: Optional[int] = None, tokenizer_dir: Optional[Path] = None) -> None:
+         adaptive: bool = False, k_max: Optional[int] = None, tokenizer_dir: Optional[Path] = None,
+         compile: bool = False) -> None:
     """Generate a continuation of `prompt` with `target`, drafted by `draft`.
 
     Args:
@@ -63,6 +64,7 @@ def main(target: Path, draft: Path, prompt: str = "Once upon a time,", max_new_t
         adaptive: adapt k between rounds: up after a fully accepted round, down after early rejections.
         k_max: the largest k with --adaptive (default 2 k).
         tokenizer_dir: where the tokenizer files are (default: the target's or the draft's folder).
+        compile: decode through torch.compile with CUDA graphs (both ways; the warm-up compiles).
     """
     device, torch_dtype = default_device_and_dtype(device, dtype)
     target_loaded = load_model(target, device, torch_dtype)
@@ -81,15 +83,15 @@ def main(target: Path, draft: Path, prompt: str = "Once upon a time,", max_new_t
 
     def run_target(n: int) -> List[int]:
         generator = torch.Generator(device).manual_seed(seed)
-        return list(generate(target_model, prompt_ids, n, generator=generator, **sampling))
+        return list(generate(target_model, prompt_ids, n, generator=generator, compile=compile, **sampling))
 
     def run_speculative(n: int) -> SpeculativeResult:
         generator = torch.Generator(device).manual_seed(seed)
         return speculative_generate(target_model, draft_model, prompt_ids, n, k=k, generator=generator,
-                                    adaptive=adaptive, k_max=k_max, **sampling)
+                                    adaptive=adaptive, k_max=k_max, compile=compile, **sampling)
 
     # warm-up: kernel selection, allocator pools, lazy CUDA initialisation
-    warmup_tokens = min(max_new_tokens, 16)
+    warmup_tokens = max_new_tokens if compile else min(max_new_tokens, 16)  # compiled: meet every length
     run_target(warmup_tokens)
     run_speculative(warmup_tokens)
 

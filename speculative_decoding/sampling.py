@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from lit_gpt.checkpoint import has_tokenizer, load_hf_checkpoint, load_lit_checkpoint, model_from_state_dict
-from lit_gpt.generate import _check_sampling, filtered_logits
+from lit_gpt.generate import _check_sampling, filtered_logits, forward_fn
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 
@@ -101,6 +101,7 @@ class CacheCursor:
 
     model: GPT
     vocab_size: int
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # lit_gpt.generate.forward_fn(model)
     length: int = 0  # positions holding keys/values of the current sequence
     written: int = 0  # one past the highest position written since the last rollback
     forward_passes: int = 0
@@ -109,7 +110,7 @@ class CacheCursor:
         """Append `token_ids` at the next positions; their logits (T, vocab_size)."""
         device = self.model.lm_head.weight.device
         positions = torch.arange(self.length, self.length + len(token_ids), device=device)
-        logits = self.model(torch.tensor([list(token_ids)], device=device), input_pos=positions)[0]
+        logits = self.forward(torch.tensor([list(token_ids)], device=device), positions)[0]
         self.length += len(token_ids)
         self.written = max(self.written, self.length)
         self.forward_passes += 1
@@ -179,8 +180,9 @@ class SpeculativeDecoder:
 
     def __init__(self, target: GPT, draft: GPT, prompt: Sequence[int], temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 generator: Optional[torch.Generator] = None) -> None:
+                 generator: Optional[torch.Generator] = None, compile: bool = False) -> None:
         self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        self.compile = compile
         self.generator = generator
         self.sequence = list(prompt)
         self.stats = SpeculativeStats()
@@ -188,7 +190,8 @@ class SpeculativeDecoder:
         for model in (target, draft):
             model.setup_kv_cache(batch_size=1, device=self.device)
         vocab_size = target.config.vocab_size
-        self.target, self.draft = CacheCursor(target, vocab_size), CacheCursor(draft, vocab_size)
+        self.target = CacheCursor(target, vocab_size, forward_fn(target, compile))
+        self.draft = CacheCursor(draft, vocab_size, forward_fn(draft, compile))
 
     @torch.inference_mode()
     def round(self, k: int) -> List[int]:
@@ -224,18 +227,21 @@ class SpeculativeDecoder:
         return emitted
 
     def close(self) -> None:
-        self.target.model.clear_kv_cache()
-        self.draft.model.clear_kv_cache()
+        if not self.compile:  # compiled steps keep their cache buffers for the next generation
+            self.target.model.clear_kv_cache()
+            self.draft.model.clear_kv_cache()
 
 
 def speculative_generate(target: GPT, draft: GPT, prompt: torch.Tensor, max_new_tokens: int, k: int = 4,
                          temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
                          eos_id: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                         adaptive: bool = False, k_max: Optional[int] = None) -> SpeculativeResult:
+                         adaptive: bool = False, k_max: Optional[int] = None,
+                         compile: bool = False) -> SpeculativeResult:
     """Up to `max_new_tokens` tokens following `prompt` (T,), distributed as `target`'s own sampling.
 
     `k` draft tokens per round (the first k when `adaptive`, which then moves it within [1, k_max],
-    k_max defaulting to 2 k). Stops after an `eos_id` token (kept). Both models must share the device
+    k_max defaulting to 2 k). `compile`: both models' short calls run compiled (lit_gpt.generate.forward_fn).
+    Stops after an `eos_id` token (kept). Both models must share the device
     and the vocabulary, and have `max_seq_length` >= T + max_new_tokens."""
     if prompt.dim() != 1 or prompt.numel() == 0:
         raise ValueError(f"prompt must be a non-empty 1-D tensor of token ids, got shape {tuple(prompt.shape)}")
@@ -256,7 +262,7 @@ def speculative_generate(target: GPT, draft: GPT, prompt: torch.Tensor, max_new_
 
     new: List[int] = []
     with torch.inference_mode():
-        decoder = SpeculativeDecoder(target, draft, prompt.tolist(), temperature, top_k, top_p, generator)
+        decoder = SpeculativeDecoder(target, draft, prompt.tolist(), temperature, top_k, top_p, generator, compile)
         try:
             while len(new) < max_new_tokens:
                 # a round yields up to k_round + 1 tokens: never propose past max_new_tokens

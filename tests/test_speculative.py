@@ -84,6 +84,19 @@ def test_greedy_output_equals_target_only_greedy(draft_kind):
         assert accepted < proposed
 
 
+def test_compiled_speculative_decoding_keeps_the_greedy_output():
+    """compile=True runs both models' short calls compiled over static shapes (the whole cache under a
+    mask), with rollbacks in between: the output is still the target's own greedy output."""
+    target = random_model(tiny_config(), seed=0)
+    draft = perturbed_copy(target, 0.01, seed=1)
+    prompt = PROMPTS[0]
+    for model in (target, draft):
+        model.max_seq_length = prompt.numel() + 30
+    expected = list(generate(target, prompt, 30, temperature=0))
+    result = speculative_generate(target, draft, prompt, 30, k=3, temperature=0, compile=True)
+    assert result.tokens == expected and 0 < result.stats.accepted < result.stats.proposed
+
+
 def test_adaptive_k_moves_within_bounds_and_keeps_the_output():
     assert [next_k(4, a, 8) for a in (4, 3, 2, 1, 0)] == [5, 4, 4, 3, 3]
     assert next_k(8, 8, 8) == 8 and next_k(1, 0, 8) == 1 and next_k(2, 0, 8) == 1
