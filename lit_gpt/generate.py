@@ -31,6 +31,9 @@ def forward_fn(model: GPT, compile: bool = False) -> Callable[[torch.Tensor, tor
         return lambda idx, input_pos: model(idx, input_pos=input_pos)
     compiled = _COMPILED.get(model)
     if compiled is None:
+        # one compilation per call length and model, all of the same code (GPT.forward): a target and a
+        # draft with their decoding and verification lengths pass Dynamo's default limit of 8
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         mode = "reduce-overhead" if model.lm_head.weight.is_cuda else None
         compiled = _COMPILED[model] = torch.compile(model, mode=mode, fullgraph=True, dynamic=False)
 
