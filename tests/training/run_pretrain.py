@@ -2,11 +2,9 @@
 
     python tests/training/run_pretrain.py [--sigterm_after_batches K] [--sigkill_on_save N] -- <pretrain args>
 
-`--sigterm_after_batches K`: rank 0 sends itself SIGTERM after handing out its K-th training batch, the
-way a scheduler preempts a job; the real signal handler must then save and stop.
-`--sigkill_on_save N`: the process kills itself with SIGKILL in the middle of writing its N-th
-checkpoint (after the shards are written, before the folder is complete).
-Fabric's launcher re-runs this same command line for the other ranks, so every rank is patched alike.
+`--sigterm_after_batches K`: rank 0 sends itself SIGTERM after handing out its K-th training batch
+(tests/preemption.py). `--sigkill_on_save N`: the process kills itself with SIGKILL in the middle of
+writing its N-th checkpoint (after the shards are written, before the folder is complete).
 """
 
 import os
@@ -17,17 +15,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "pretrain"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import lit_gpt.training.checkpointing as checkpointing  # noqa: E402
 import lit_gpt.training.pretraining as pretraining  # noqa: E402
+from preemption import preempting, split_argv  # noqa: E402
 from tinyllama import parse_args  # noqa: E402
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    split = argv.index("--")
-    ours, theirs = argv[:split], argv[split + 1:]
-    options = dict(zip(ours[::2], map(int, ours[1::2])))
+    options, theirs = split_argv(sys.argv[1:])
 
     if "--sigterm_after_batches" in options:
         after = options["--sigterm_after_batches"]
@@ -35,14 +32,8 @@ def main() -> None:
 
         def build_with_preemption(*args, **kwargs):
             loader = build(*args, **kwargs)
-            inner_iter = type(loader).__iter__
-
-            def iterate(self):
-                for n, batch in enumerate(inner_iter(self), start=1):
-                    yield batch
-                    if n == after and kwargs.get("rank", 0) == 0:
-                        os.kill(os.getpid(), signal.SIGTERM)
-
+            rank = kwargs.get("rank", 0)
+            iterate = preempting(type(loader).__iter__, after, lambda _: rank)
             loader.__class__ = type("PreemptedLoader", (type(loader),), {"__iter__": iterate})
             return loader
 
