@@ -170,7 +170,8 @@ def _profile(step, first: int, n: int) -> dict:
         if e.device_type != torch.autograd.DeviceType.CUDA or getattr(e, "is_user_annotation", False) or "#" in e.name:
             continue
         ms = e.time_range.elapsed_us() / 1000 / n
-        kinds[_kernel_kind(e.name)] = kinds.get(_kernel_kind(e.name), 0.0) + ms
+        kind = _kernel_kind(e.name)
+        kinds[kind] = kinds.get(kind, 0.0) + ms
         per_kernel[e.name] = per_kernel.get(e.name, 0.0) + ms
     kinds["idle"] = max(wall_ms - sum(kinds.values()), 0.0)
     top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:10]

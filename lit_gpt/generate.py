@@ -46,6 +46,13 @@ def forward_fn(model: GPT, compile: bool = False) -> Callable[[torch.Tensor, tor
     return step
 
 
+def release_kv_cache(model: GPT, compile: bool) -> None:
+    """After a generation: free the KV cache, unless a compiled step keeps its buffers for the next one
+    (new buffers would cost new CUDA graphs)."""
+    if not compile:
+        model.clear_kv_cache()
+
+
 def _check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -126,5 +133,4 @@ def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id, 
                 return
             tokens, input_pos = token.view(1), input_pos[-1:] + 1
     finally:
-        if not compile:  # a compiled step keeps its cache buffers for the next generation
-            model.clear_kv_cache()
+        release_kv_cache(model, compile)

@@ -223,8 +223,8 @@ class GPT(nn.Module):
             cache = block.attn.kv_cache
             # a cache of the same layout is kept (a compiled decoding step keeps its buffers): what it
             # holds is never read before being rewritten, or is masked out
-            same = cache is not None and (cache.k.shape, cache.k.dtype, cache.k.device) == (shape, dtype, torch.device(device))
-            if not same:
+            layout = (shape, dtype, torch.device(device))
+            if cache is None or (cache.k.shape, cache.k.dtype, cache.k.device) != layout:
                 block.attn.kv_cache = KVCache(shape, device=device, dtype=dtype)
 
     def clear_kv_cache(self) -> None:

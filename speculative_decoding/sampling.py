@@ -31,7 +31,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 
 from lit_gpt.checkpoint import has_tokenizer, load_hf_checkpoint, load_lit_checkpoint, model_from_state_dict
-from lit_gpt.generate import _check_sampling, filtered_logits, forward_fn
+from lit_gpt.generate import _check_sampling, filtered_logits, forward_fn, release_kv_cache
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 
@@ -227,9 +227,8 @@ class SpeculativeDecoder:
         return emitted
 
     def close(self) -> None:
-        if not self.compile:  # compiled steps keep their cache buffers for the next generation
-            self.target.model.clear_kv_cache()
-            self.draft.model.clear_kv_cache()
+        release_kv_cache(self.target.model, self.compile)
+        release_kv_cache(self.draft.model, self.compile)
 
 
 def speculative_generate(target: GPT, draft: GPT, prompt: torch.Tensor, max_new_tokens: int, k: int = 4,
