@@ -20,7 +20,8 @@ setup(
     entry_points={"console_scripts": ["lit-lm-eval = lit_gpt.evaluation.lm_eval_model:lm_eval_cli"]},
     extras_require={
         "test": ["pytest>=8", "transformers>=4.45", "matplotlib>=3.7", "lm-eval>=0.4.13", "accelerate>=0.26",
-                 "gguf>=0.19"],
+                 "gguf>=0.19", "torchao>=0.14"],
+        "float8": ["torchao>=0.14"],
         "gguf": ["gguf>=0.19"],
         "eval": ["lm-eval>=0.4.13"],
         "plot": ["matplotlib>=3.7"],

@@ -41,6 +41,7 @@ def run_one(args, mode: str, micro_batch: int) -> None:
 
     from lit_gpt.config import Config
     from lit_gpt.model import GPT
+    from lit_gpt.training.float8 import after_optimizer_step
     from lit_gpt.training.parallel import fsdp_parallelize, prepare_unsharded
     from lit_gpt.training.trainer import grad_norm_and_clip, make_optimizer
 
@@ -59,7 +60,7 @@ def run_one(args, mode: str, micro_batch: int) -> None:
     if mode == "no_shard":
         with device:
             model = GPT(config)
-        prepare_unsharded(model, device, args.activation_checkpointing, args.compile)
+        prepare_unsharded(model, device, args.activation_checkpointing, args.compile, float8=args.float8)
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     else:
         if mode == "full":
@@ -72,8 +73,9 @@ def run_one(args, mode: str, micro_batch: int) -> None:
         with torch.device("meta"):
             model = GPT(config)
         fsdp_parallelize(model, mesh, mixed_precision=bf16, activation_checkpointing=args.activation_checkpointing,
-                         compile=args.compile)
+                         compile=args.compile, float8=args.float8)
     optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))
+    refresh_float8_scales = after_optimizer_step(model)
     # different tokens on every rank, as in real data parallelism
     gen = torch.Generator().manual_seed(rank)
     steps = args.warmup + args.steps
@@ -88,6 +90,8 @@ def run_one(args, mode: str, micro_batch: int) -> None:
         loss.backward()
         grad_norm_and_clip(model, 1.0)
         optimizer.step()
+        if refresh_float8_scales is not None:
+            refresh_float8_scales()
         optimizer.zero_grad(set_to_none=True)
 
     for i in range(args.warmup):
@@ -113,7 +117,7 @@ def run_one(args, mode: str, micro_batch: int) -> None:
     peak = torch.tensor([torch.cuda.max_memory_allocated() / 1e9 if cuda else _rss_gb()], device=device)
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     tps = micro_batch * args.seq_len * args.steps / elapsed.item() * world
-    row = dict(mode=mode, gpus=world, micro_batch=micro_batch, seq_len=args.seq_len, model=config.name,
+    row = dict(mode=mode, gpus=world, micro_batch=micro_batch, seq_len=args.seq_len, model=config.name, float8=args.float8,
                 mesh=list(mesh.shape) if mode != "no_shard" else [world], step_ms=elapsed.item() / args.steps * 1000,
                 tokens_per_sec=tps, tokens_per_sec_per_gpu=tps / world, peak_memory_gb=peak.item(),
                 device=torch.cuda.get_device_name() if cuda else "cpu", torch=torch.__version__)
@@ -151,7 +155,7 @@ def measure(args, mode: str, gpus: int, micro_batch: int) -> dict:
 def _forwarded(args) -> list:
     out = []
     for name in ("model", "seq_len", "steps", "warmup", "device", "precision", "kernels", "shard_size",
-                 "activation_checkpointing"):
+                 "activation_checkpointing", "float8"):
         value = getattr(args, name)
         if value is not None:
             out += [f"--{name}", str(value)]
@@ -187,6 +191,8 @@ def main(argv=None) -> list | None:
     p.add_argument("--kernels", default=None, help="kernel backend (torch, triton, liger); default: the config's")
     p.add_argument("--compile", action="store_true", help="compile each block")
     p.add_argument("--activation_checkpointing", default="none", choices=["none", "block", "mlp"])
+    p.add_argument("--float8", default=None, choices=["tensorwise", "rowwise"],
+                   help="float8 block linears (tensorwise under FSDP2: float8 weight all-gather)")
     p.add_argument("--shard_size", type=int, default=None, help="hybrid: devices per shard group (default: per node)")
     p.add_argument("--json", default=None, help="write all rows to this file")
     p.add_argument("--timeout", type=int, default=600, help="seconds per configuration")

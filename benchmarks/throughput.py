@@ -11,9 +11,11 @@ baseline. Prints a table last; `--json` keeps the numbers.
 
 `--grad_accum N` takes N micro batches per optimizer step (as real runs do), for every variant alike.
 
-A variant is `hf` or `<kernels>[+compile|+autotune][+ac|+ac-mlp][+gqa-expand][+docmask]`: kernels one
-of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
-max-autotune-no-cudagraphs); `ac` recomputes whole blocks in the backward pass, `ac-mlp` only their
+A variant is `hf` or `<kernels>[+compile|+autotune|+graph][+fp8|+fp8row][+ac|+ac-mlp][+gqa-expand][+docmask]`:
+kernels one of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
+max-autotune-no-cudagraphs; `graph`: the whole model and its loss as one graph); `fp8` / `fp8row` train
+the block linears in float8 (torchao, tensorwise / rowwise scaling; lit_gpt.training.float8's rule, its
+minimum width by `--float8_min_features`); `ac` recomputes whole blocks in the backward pass, `ac-mlp` only their
 MLPs; `gqa-expand` repeats key/value heads before attention instead of `enable_gqa`; `docmask` keeps
 attention inside documents (FlexAttention). `--doc_len N` starts documents (BOS) at random places,
 N tokens apart on average, in every variant's data. `--profile` adds, per configuration, the GPU time
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps: int, warmup: int,
             memory_cap_gb: float | None, attention_backend: str | None, doc_len: int | None = None,
-            profile: bool = False, grad_accum: int = 1) -> dict:
+            profile: bool = False, grad_accum: int = 1, float8_min_features: int = 1024) -> dict:
     import torch
 
     from lit_gpt.config import Config
@@ -74,12 +76,17 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
         if "gqa-expand" in flags:
             for block in model.transformer.h:
                 block.attn.expand_kv_heads = True
+        if "fp8" in flags or "fp8row" in flags:
+            from lit_gpt.training.float8 import convert_to_float8
+
+            convert_to_float8(model, "rowwise" if "fp8row" in flags else "tensorwise", min_features=float8_min_features)
         if "ac" in flags:
             apply_activation_checkpointing(model, "block")
         if "ac-mlp" in flags:
             apply_activation_checkpointing(model, "mlp")
-        if "compile" in flags or "autotune" in flags:
-            apply_compile(model, mode="max-autotune-no-cudagraphs" if "autotune" in flags else None)
+        if "compile" in flags or "autotune" in flags or "graph" in flags:
+            apply_compile(model, mode="max-autotune-no-cudagraphs" if "autotune" in flags else None,
+                          whole_model="graph" in flags)
 
         def loss_fn(x, y):
             return model(x, targets=y)
@@ -207,6 +214,8 @@ def main() -> None:
     p.add_argument("--doc_len", type=int, default=None, help="mean document length of the synthetic tokens")
     p.add_argument("--profile", action="store_true", help="GPU time by kind of kernel for each configuration")
     p.add_argument("--grad_accum", type=int, default=1, help="micro batches per optimizer step (every variant)")
+    p.add_argument("--float8_min_features", type=int, default=1024,
+                   help="fp8 variants: convert block linears at least this wide in both dimensions")
     p.add_argument("--json", default=None, help="write all rows to this file")
     p.add_argument("--timeout", type=int, default=300, help="seconds per configuration")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration
@@ -215,7 +224,7 @@ def main() -> None:
     if args.one:
         variant, mb = args.one.rsplit(":", 1)
         row = run_one(args.model, variant, int(mb), args.seq_len, args.steps, args.warmup, args.memory_cap_gb,
-                      args.attention_backend, args.doc_len, args.profile, args.grad_accum)
+                      args.attention_backend, args.doc_len, args.profile, args.grad_accum, args.float8_min_features)
         print("RESULT " + json.dumps(row), flush=True)
         return
 
@@ -234,6 +243,7 @@ def main() -> None:
                 cmd += ["--profile"]
             if args.grad_accum > 1:
                 cmd += ["--grad_accum", str(args.grad_accum)]
+            cmd += ["--float8_min_features", str(args.float8_min_features)]
             t0 = time.time()
             try:
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)

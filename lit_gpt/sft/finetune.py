@@ -162,8 +162,7 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     val_loader = validation_batches(val_examples, args.micro_batch_size, max_seq_length, fabric.global_rank,
                                     fabric.world_size) or None
 
-    model = setup_model(fabric, config, sharded=kind == "fsdp", activation_checkpointing=args.activation_checkpointing,
-                        compile=args.compile, initial_state=initial_state)
+    model = setup_model(fabric, config, args, sharded=kind == "fsdp", initial_state=initial_state)
     del initial_state
     optimizer = setup_optimizer(fabric, model, args.lr, args.weight_decay, args.beta1, args.beta2)
 

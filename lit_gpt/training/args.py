@@ -43,7 +43,12 @@ class RunArgs:
         cpu_offload: FSDP2 only: keep parameters, gradients and optimizer state in CPU memory.
         activation_checkpointing: Recompute activations in the backward pass to save memory: "none",
             "block" (whole transformer blocks) or "mlp" (only their MLPs).
-        compile: torch.compile each transformer block.
+        compile: torch.compile each transformer block (null: on when training on CUDA GPUs, off on CPUs).
+        float8: Matmuls of the transformer blocks' linears in float8 (torchao): "tensorwise" (fastest) or
+            "rowwise"; null trains in `precision` alone. Needs torchao and a GPU with float8 tensor cores
+            (on a CPU torchao emulates it, slowly). Checkpoints stay in the ordinary format.
+        float8_min_features: float8 only for linears whose both dimensions are at least this (smaller
+            ones lose more to the casts than they gain).
         kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
         tensorboard: Also log to TensorBoard.
         wandb_project: Also log to Weights & Biases under this project (offline unless wandb_online).
@@ -75,7 +80,9 @@ class RunArgs:
     precision: Optional[Literal["bf16-mixed", "bf16-true", "32-true"]] = None
     cpu_offload: bool = False
     activation_checkpointing: Literal["none", "block", "mlp"] = "none"
-    compile: bool = False
+    compile: Optional[bool] = None
+    float8: Optional[Literal["tensorwise", "rowwise"]] = None
+    float8_min_features: int = 1024
     kernels: Optional[str] = None
     tensorboard: bool = True
     wandb_project: Optional[str] = None

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+import torch.nn as nn
+from torch.distributed.tensor import DTensor
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -114,7 +116,7 @@ def save_checkpoint(
         "model": get_model_state_dict(model),
         "optimizer": get_optimizer_state_dict(model, optimizer),
     }
-    dcp.save(state, checkpoint_id=tmp, no_dist=not _distributed())
+    dcp.save(_plain_tensors(state), checkpoint_id=tmp, no_dist=not _distributed())
     (tmp / "rng").mkdir(exist_ok=True)
     torch.save(capture_rng_state(), tmp / "rng" / f"rank_{rank}.pt")
     _barrier()
@@ -130,6 +132,29 @@ def save_checkpoint(
                 shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return final
+
+
+def _plain_tensors(obj: Any) -> Any:
+    """The state with tensor subclasses that wrap one plain tensor (float8 training's weights under FSDP2,
+    and the optimizer states made alike) replaced by that tensor: checkpoints hold ordinary tensors only,
+    loadable without the subclass's code."""
+    if isinstance(obj, dict):
+        return {k: _plain_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain_tensors(v) for v in obj]
+    if isinstance(obj, DTensor):
+        local = obj.to_local()
+        plain = _plain_tensors(local)
+        if plain is local:
+            return obj
+        return DTensor.from_local(plain, obj.device_mesh, obj.placements, run_check=False, shape=obj.shape,
+                                  stride=obj.stride())
+    if isinstance(obj, torch.Tensor) and type(obj) is not torch.Tensor and not isinstance(obj, nn.Parameter) \
+            and hasattr(obj, "__tensor_flatten__"):
+        inner, _ = obj.__tensor_flatten__()
+        if len(inner) == 1:
+            return getattr(obj, inner[0])
+    return obj
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer]) -> Dict[str, Any]:

@@ -11,6 +11,7 @@ import torch.nn as nn
 from lightning.fabric.strategies import ModelParallelStrategy
 
 from lit_gpt.model import GPT
+from lit_gpt.training.float8 import DEFAULT_MIN_FEATURES, convert_to_float8
 
 Strategy = Literal["auto", "single", "ddp", "fsdp"]
 Precision = Literal["bf16-mixed", "bf16-true", "32-true"]
@@ -35,9 +36,14 @@ def apply_activation_checkpointing(model: GPT, what: ActivationCheckpointing = "
             blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
 
 
-def apply_compile(model: GPT, mode: Optional[str] = None) -> None:
+def apply_compile(model: GPT, mode: Optional[str] = None, whole_model: bool = False) -> None:
     """Compile block by block: one graph serves every layer and the parameter names do not change.
+    `whole_model`: one graph for the embedding, every block, the final norm and the loss instead (longer
+    to compile; lets Inductor fuse across block boundaries; not with FSDP2, whose hooks run per block).
     `mode` is torch.compile's (e.g. "max-autotune-no-cudagraphs" also tries Triton matmuls)."""
+    if whole_model:
+        model.compile(fullgraph=True, mode=mode)
+        return
     for block in model.transformer.h:
         block.compile(fullgraph=True, mode=mode)
 
@@ -62,13 +68,18 @@ def fsdp_parallelize(
     cpu_offload: bool = False,
     activation_checkpointing: ActivationCheckpointing = "none",
     compile: bool = False,
+    float8: Optional[str] = None,
+    float8_min_features: int = DEFAULT_MIN_FEATURES,
 ) -> GPT:
     """FSDP2: one shard unit per transformer block plus the root (embedding, final norm, head); on a
     2-D mesh, HSDP (parameters sharded along the last dimension, replicated along the first).
     With `mixed_precision`, parameters are gathered in bf16 and gradients reduced in fp32 while the
-    sharded master copy stays fp32."""
+    sharded master copy stays fp32. With `float8` ("tensorwise"), the converted linears' weights are
+    gathered in float8 instead."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
+    if float8:
+        convert_to_float8(model, float8, sharded=True, min_features=float8_min_features)
     apply_activation_checkpointing(model, activation_checkpointing)
     if compile:
         apply_compile(model)
@@ -123,6 +134,8 @@ def build_fabric_strategy(
     cpu_offload: bool = False,
     activation_checkpointing: ActivationCheckpointing = "none",
     compile: bool = False,
+    float8: Optional[str] = None,
+    float8_min_features: int = DEFAULT_MIN_FEATURES,
 ) -> Tuple[object, str]:
     """The Fabric strategy object (or name) and the precision Fabric itself should apply.
 
@@ -134,6 +147,8 @@ def build_fabric_strategy(
             cpu_offload=cpu_offload,
             activation_checkpointing=activation_checkpointing,
             compile=compile,
+            float8=float8,
+            float8_min_features=float8_min_features,
         )
         # pure data parallelism: every process is one shard of the data-parallel mesh dimension
         return DataParallelModelStrategy(fn), ("32-true" if precision == "bf16-mixed" else precision)
@@ -143,8 +158,11 @@ def build_fabric_strategy(
 
 
 def prepare_unsharded(model: GPT, device: torch.device, activation_checkpointing: ActivationCheckpointing,
-                      compile: bool) -> GPT:
+                      compile: bool, float8: Optional[str] = None,
+                      float8_min_features: int = DEFAULT_MIN_FEATURES) -> GPT:
     """Single-device and DDP runs: the same outside-in treatment as `fsdp_parallelize`, without sharding."""
+    if float8:
+        convert_to_float8(model, float8, min_features=float8_min_features)
     apply_activation_checkpointing(model, activation_checkpointing)
     if compile:
         apply_compile(model)

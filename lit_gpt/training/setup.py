@@ -14,13 +14,15 @@ from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.args import RunArgs
 from lit_gpt.training.metrics import CSVMetricsLogger
-from lit_gpt.training.parallel import ActivationCheckpointing, build_fabric_strategy, prepare_unsharded, resolve_strategy, unwrap
+from lit_gpt.training.float8 import check_float8
+from lit_gpt.training.parallel import build_fabric_strategy, prepare_unsharded, resolve_strategy, unwrap
 from lit_gpt.training.trainer import make_optimizer
 
 
 def build_fabric(args: RunArgs) -> Tuple[L.Fabric, str]:
     """Fabric for one run and the strategy kind chosen ("single", "ddp" or "fsdp"). Precision null picks
     bf16-mixed where the device supports bf16, else 32-true."""
+    check_float8(args.float8, args.accelerator)
     precision = args.precision
     out_dir = Path(args.out_dir)
     if precision is None:
@@ -28,7 +30,7 @@ def build_fabric(args: RunArgs) -> Tuple[L.Fabric, str]:
     kind = resolve_strategy(args.strategy, args.devices, args.num_nodes)
     fabric_strategy, fabric_precision = build_fabric_strategy(
         kind, precision, cpu_offload=args.cpu_offload, activation_checkpointing=args.activation_checkpointing,
-        compile=args.compile,
+        compile=compile_enabled(args), float8=args.float8, float8_min_features=args.float8_min_features,
     )
     loggers: List = [CSVMetricsLogger(out_dir)]
     if args.tensorboard:
@@ -53,21 +55,30 @@ def launch(fabric: L.Fabric) -> None:
         fabric.launch()
 
 
+def compile_enabled(args: RunArgs) -> bool:
+    """`--compile` as given, or by default on whenever the run is on CUDA GPUs (measured faster there:
+    benchmarks/RESULTS.md); off on CPUs, where compiling costs more than it saves in short runs."""
+    if args.compile is not None:
+        return args.compile
+    return args.accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
+
+
 def setup_model(
     fabric: L.Fabric,
     config: Config,
+    args: RunArgs,
     sharded: bool,
-    activation_checkpointing: ActivationCheckpointing = "none",
-    compile: bool = False,
     initial_state: Optional[Dict[str, torch.Tensor]] = None,
 ):
     """Build the model the way the strategy wants it (meta-device init under FSDP2), initialise it with
-    the TinyLlama init, optionally overwrite it with `initial_state` (full, unsharded weights), and
-    hand it to Fabric."""
+    the TinyLlama init, apply float8, activation checkpointing and compilation as `args` ask (under FSDP2
+    the strategy's parallelize function does), optionally overwrite it with `initial_state` (full,
+    unsharded weights), and hand it to Fabric."""
     with fabric.init_module(empty_init=sharded):
         model = GPT(config)
     if not sharded:
-        prepare_unsharded(model, fabric.device, activation_checkpointing, compile)
+        prepare_unsharded(model, fabric.device, args.activation_checkpointing, compile_enabled(args),
+                          float8=args.float8, float8_min_features=args.float8_min_features)
     model = fabric.setup_module(model)
     if initial_state is not None:
         # full weights, loaded by every rank; FSDP2 keeps only each rank's shard

@@ -16,6 +16,7 @@ from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
 from lit_gpt.training.checkpointing import save_checkpoint
+from lit_gpt.training.float8 import after_optimizer_step
 from lit_gpt.training.metrics import peak_flops
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import BatchPlan, LRSchedule
@@ -141,6 +142,8 @@ def fit(
                dynamic_ncols=True, desc="train")
     train_iter = iter(train_loader)
     raw_model, raw_optimizer = unwrap(model), getattr(optimizer, "optimizer", optimizer)
+    # float8 weights gathered by FSDP2 get their scales once per optimizer step
+    refresh_float8_scales = after_optimizer_step(raw_model)
 
     def save(reason: str) -> Path:
         state["elapsed_sec"] = elapsed_before + time.perf_counter() - loop_start
@@ -168,6 +171,8 @@ def fit(
             finite = bool(torch.isfinite(grad_norm).item())
             if finite:
                 optimizer.step()
+                if refresh_float8_scales is not None:
+                    refresh_float8_scales()
                 state["consecutive_nonfinite"] = 0
             else:
                 state["skipped_steps"] += 1

@@ -20,8 +20,12 @@ import pytest
 import torch
 from data_fixtures import load_script
 from eval_fixtures import QUESTIONS, TASK, task_dir  # noqa: F401
-from lm_eval import simple_evaluate
-from lm_eval.api.instance import Instance
+
+# a test extra, always there in CI; a GPU machine running `pytest -m cuda` may lack it
+pytest.importorskip("lm_eval")
+
+from lm_eval import simple_evaluate  # noqa: E402
+from lm_eval.api.instance import Instance  # noqa: E402
 from model_fixtures import random_model, sp_tokenizer_dir, tiny_config  # noqa: F401
 
 from lit_gpt.checkpoint import save_hf_checkpoint, save_lit_checkpoint

@@ -1,0 +1,105 @@
+"""float8 training: the transformer blocks' linears compute their matmuls in float8 (torchao's
+`Float8Linear`), everything else stays as the run's precision says.
+
+Applied from outside the model like sharding and compilation, before both: `convert_to_float8` swaps
+the chosen `nn.Linear`s for torchao's subclass, whose parameters keep their names, shapes and dtype, so
+checkpoints stay in the ordinary format (a float8 run resumes in bf16 and the reverse, and converts to
+Hugging Face and GGUF unchanged).
+
+Recipes (torchao's names): "tensorwise" scales each tensor by one number (fastest on an H100:
+benchmarks/RESULTS.md); under FSDP2 it all-gathers the weights in float8 and computes their scales once
+per optimizer step (`after_optimizer_step`). "rowwise" scales per row, more robust to outliers, slower.
+
+Which linears: those inside the transformer blocks whose both dimensions are multiples of 16 (the
+float8 matmul's requirement) and at least `min_features`. The output head is left alone (its matmul
+lives inside the fused cross-entropy); small matmuls cost more in casts than float8 saves on them
+(measured: benchmarks/RESULTS.md, float8 section).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Optional
+
+import torch
+import torch.nn as nn
+
+Float8Recipe = Literal["tensorwise", "rowwise"]
+RECIPES = ("tensorwise", "rowwise")
+# Smallest linear dimension converted by default: tiny_LLaMA_1b's 2048-wide linears gain, the 768-wide
+# ones of tiny_LLaMA_120M do not (benchmarks/RESULTS.md).
+DEFAULT_MIN_FEATURES = 1024
+# float8 tensor cores: compute capability 8.9 (Ada) and 9.0 (Hopper) and later
+MIN_CAPABILITY = (8, 9)
+
+
+def check_float8(recipe: Optional[str], accelerator: str = "auto") -> None:
+    """Refuse float8 at start-up, with the reason, when it cannot run: unknown recipe, torchao missing, or
+    a GPU without float8 tensor cores. On a CPU torchao emulates the float8 matmuls (for tests; slow)."""
+    if recipe is None:
+        return
+    if recipe not in RECIPES:
+        raise ValueError(f"float8 recipe {recipe!r} is not one of {', '.join(RECIPES)}")
+    try:
+        import torchao.float8  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(
+            f"--float8 {recipe} needs torchao, which is not installed here ({e}). "
+            f"Install it with `pip install 'lit_gpt[float8]'` (or `pip install torchao`), or drop --float8."
+        ) from None
+    if accelerator != "cpu" and torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            capability = torch.cuda.get_device_capability(index)
+            if capability < MIN_CAPABILITY:
+                name = torch.cuda.get_device_name(index)
+                raise RuntimeError(
+                    f"--float8 {recipe} needs float8 tensor cores (compute capability 8.9 or newer: H100, H200, "
+                    f"L4, L40, RTX 40xx); GPU {index} is {name} (compute capability {capability[0]}.{capability[1]}). "
+                    f"Drop --float8 to train in bf16."
+                )
+
+
+def float8_filter(min_features: int = DEFAULT_MIN_FEATURES) -> Callable[[nn.Module, str], bool]:
+    """Which modules to convert: linears inside the transformer blocks, both dimensions multiples of 16
+    and at least `min_features`."""
+
+    def keep(module: nn.Module, fqn: str) -> bool:
+        if not isinstance(module, nn.Linear) or ".h." not in f".{fqn}":
+            return False
+        dims = (module.in_features, module.out_features)
+        return all(d % 16 == 0 and d >= min_features for d in dims)
+
+    return keep
+
+
+def convert_to_float8(model: nn.Module, recipe: Float8Recipe, *, sharded: bool = False,
+                      min_features: int = DEFAULT_MIN_FEATURES) -> int:
+    """Swap the chosen linears of `model` (on any device, the meta device included) for float8 ones, in
+    place. `sharded`: the model is about to be sharded with FSDP2 (tensorwise then all-gathers float8
+    weights). Returns the number of linears converted."""
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    config = Float8LinearConfig.from_recipe_name(recipe)
+    if sharded and recipe == "tensorwise":
+        config = Float8LinearConfig(enable_fsdp_float8_all_gather=True)
+    before = _count_float8(model)
+    convert_to_float8_training(model, module_filter_fn=float8_filter(min_features), config=config)
+    return _count_float8(model) - before
+
+
+def _count_float8(model: nn.Module) -> int:
+    return sum(type(m).__name__ == "Float8Linear" for m in model.modules())
+
+
+def after_optimizer_step(model: nn.Module) -> Optional[Callable[[], None]]:
+    """What the loop must call after every optimizer step, or None: with float8 weights all-gathered by
+    FSDP2, their scales for the next step are computed once here (one fused amax over all weights)
+    instead of inside every forward."""
+    uses_fp8_all_gather = any(
+        getattr(getattr(m, "config", None), "enable_fsdp_float8_all_gather", False)
+        for m in model.modules() if type(m).__name__ == "Float8Linear"
+    )
+    if not uses_fp8_all_gather:
+        return None
+    from torchao.float8 import precompute_float8_dynamic_scale_for_fsdp
+
+    return lambda: precompute_float8_dynamic_scale_for_fsdp(model)

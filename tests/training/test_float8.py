@@ -1,0 +1,108 @@
+"""float8 training on the CPU (torchao emulates the float8 matmuls there): the start-up checks and their
+messages, which linears are converted, and that checkpoints stay in the ordinary format: a float8 run
+(single process and FSDP2 with float8 weight all-gather on two gloo processes) resumes without float8,
+and the reverse. The GPU twins (numerics against bf16, a run on an H100) are in tests/test_float8_cuda.py."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+
+from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
+from training.pretrain_fixtures import losses, model_config, run  # noqa: F401
+from lit_gpt.config import Config
+from lit_gpt.model import GPT
+from lit_gpt.training.checkpointing import list_checkpoints
+from lit_gpt.training.float8 import check_float8, convert_to_float8
+
+pytest.importorskip("torchao")  # a test dependency (setup.py extras "test"); present in CI
+
+
+def test_unknown_recipe_and_missing_torchao_are_refused_with_the_reason(monkeypatch):
+    with pytest.raises(ValueError, match="'blockwise' is not one of tensorwise, rowwise"):
+        check_float8("blockwise")
+    monkeypatch.setitem(sys.modules, "torchao", None)
+    monkeypatch.setitem(sys.modules, "torchao.float8", None)
+    with pytest.raises(RuntimeError, match=r"needs torchao, which is not installed.*pip install"):
+        check_float8("tensorwise")
+    check_float8(None)  # no float8 asked: nothing to check
+
+
+def test_a_gpu_without_float8_tensor_cores_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA A100-SXM4-80GB")
+    with pytest.raises(RuntimeError, match=r"float8 tensor cores.*A100-SXM4-80GB \(compute capability 8\.0\)"):
+        check_float8("tensorwise")
+    check_float8("tensorwise", accelerator="cpu")  # a CPU run emulates float8
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (9, 0))
+    check_float8("rowwise")
+
+
+def test_the_rule_converts_the_large_block_linears_only():
+    def converted(name: str, **kw) -> list:
+        with torch.device("meta"):
+            model = GPT(Config.from_name(name))
+        convert_to_float8(model, "tensorwise", **kw)
+        return sorted({n.split(".", 3)[-1] for n, m in model.named_modules() if type(m).__name__ == "Float8Linear"})
+
+    # tiny_LLaMA_1b: every linear of every block (2048 and 5632 wide); never the output head
+    with torch.device("meta"):
+        big = GPT(Config.from_name("tiny_LLaMA_1b"))
+    assert convert_to_float8(big, "tensorwise") == 22 * 5
+    assert type(big.lm_head).__name__ == "Linear"
+    # tiny_LLaMA_120M is 768 wide: below the default minimum, nothing converted unless asked
+    assert converted("tiny_LLaMA_120M") == []
+    assert converted("tiny_LLaMA_120M", min_features=0) == ["attn.proj", "attn.qkv", "mlp.fc_gate", "mlp.fc_up",
+                                                            "mlp.proj"]
+
+
+def test_converted_model_keeps_names_and_computes_close_to_the_original():
+    config = Config.from_name("micro_LLaMA", n_embd=64, intermediate_size=128, kernels="torch")
+    torch.manual_seed(0)
+    model = GPT(config)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    idx = torch.randint(0, config.vocab_size, (2, 16))
+    expected = model(idx, targets=idx)
+    assert convert_to_float8(model, "tensorwise", min_features=0) == config.n_layer * 5
+    assert list(model.state_dict()) == list(reference)
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+    got = model(idx, targets=idx)
+    got.backward()
+    assert math.isfinite(got.item()) and got.item() == pytest.approx(expected.item(), rel=0.02)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_float8_run_resumes_without_float8_and_the_reverse(tmp_path, prepared_sample, sample_tokenizer,
+                                                           model_config):  # noqa: F811
+    common = (prepared_sample, sample_tokenizer, model_config)
+    fp8 = ("--float8", "tensorwise", "--float8_min_features", "0", "--num_workers", "0")
+    out = tmp_path / "fp8_then_bf16"
+    run(out, *common, *fp8, "--max_steps", "12", simulate=("--sigterm_after_batches", 18))
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
+    run(out, *common, "--num_workers", "0")  # resumed without float8: same checkpoint format
+    series = losses(out)
+    assert sorted(series) == list(range(1, 13)) and all(math.isfinite(v) for v in series.values())
+
+    back = tmp_path / "bf16_then_fp8"
+    run(back, *common, "--num_workers", "0", simulate=("--sigterm_after_batches", 18))
+    proc = run(back, *common, *fp8)
+    assert "resumed from" in proc.stdout and sorted(losses(back)) == list(range(1, 13))
+
+
+def test_fsdp2_float8_all_gather_trains_and_resumes_on_one_process(tmp_path, prepared_sample, sample_tokenizer,
+                                                                   model_config):  # noqa: F811
+    """Two gloo processes with float8 weights all-gathered (scales refreshed after each optimizer step),
+    stopped at step 4, then continued on one process in plain fp32."""
+    common = (prepared_sample, sample_tokenizer, model_config)
+    out = tmp_path / "fsdp_fp8"
+    run(out, *common, "--strategy", "fsdp", "--float8", "tensorwise", "--float8_min_features", "0",
+        "--num_workers", "0", devices=2, simulate=("--sigterm_after_batches", 7))
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [4]
+    run(out, *common, "--num_workers", "0", devices=1)
+    series = losses(out)
+    assert sorted(series) == list(range(1, 13)) and series[12] < series[1]
