@@ -35,7 +35,7 @@ def pretrain(args, out: Path, float8: str | None) -> float:
            "--save_interval", "0", "--tensorboard", "false", "--num_workers", "2", "--resume", "null"]
     if float8:
         cmd += ["--float8", float8, "--float8_min_features", str(args.float8_min_features)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     (out / "stdout.txt").parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def pretrain(args, out: Path, devices: int, sigterm_after: int | None = None) ->
             "--min_lr", str(args.lr / 10), "--warmup_steps", str(args.warmup_steps), "--log_interval", "1",
             "--val_prefix", "", "--save_interval", "0", "--tensorboard", "false", "--num_workers", str(args.num_workers)]
     cmd += ["--initial_checkpoint", str(args.initial_checkpoint)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "NCCL_NVLS_ENABLE": "0"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "NCCL_NVLS_ENABLE": "0"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode:
         raise RuntimeError(f"{out.name} on {devices} devices: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")

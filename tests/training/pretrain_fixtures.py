@@ -38,7 +38,7 @@ def pretrain_args(out_dir: Path, data: Path, tokenizer: Path, model_config: Path
     return args
 
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def run(out_dir: Path, data: Path, tokenizer: Path, model_config: Path, *extra: str, devices: int = 1,
