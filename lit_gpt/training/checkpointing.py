@@ -35,6 +35,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
+
 STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAIN_STATE = "train_state.json"
 
@@ -74,7 +76,14 @@ def _barrier() -> None:
 
 
 def capture_rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The random states as tensors and plain values only, so that they load with weights_only=True."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),  # (version, tuple of ints, float or None)
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -82,7 +91,9 @@ def capture_rng_state() -> Dict[str, Any]:
 
 def restore_rng_state(state: Dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -141,16 +152,17 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torc
         raise FileNotFoundError(
             f"{path} is not a complete training checkpoint (expected .metadata and {TRAIN_STATE} inside)"
         )
+    read_dcp_metadata(path / ".metadata")  # refuses a crafted file with a clear error before DCP wraps it
     state: Dict[str, Any] = {"model": get_model_state_dict(model)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
-    dcp.load(state, checkpoint_id=path, no_dist=not _distributed())
+    dcp.load(state, storage_reader=SafeFileSystemReader(path), no_dist=not _distributed())
     set_model_state_dict(model, state["model"], options=StateDictOptions(strict=True))
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
     rng_file = path / "rng" / f"rank_{_rank()}.pt"
     if rng_file.is_file():
-        restore_rng_state(torch.load(rng_file, weights_only=False))
+        restore_rng_state(load_torch_file(rng_file, what="random state"))
     return json.loads((path / TRAIN_STATE).read_text())
 
 
