@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lit_gpt.data.shards import ShardInfo, open_shard, read_header
+from lit_gpt.data.workers import ignore_stop_signals
 
 MIX_CHUNK = 65536
 # Distinct seed-sequence tags so the file, block and mix generators never share a stream.
@@ -206,7 +207,8 @@ class TrainLoader:
     def __iter__(self) -> Iterator[torch.Tensor]:
         self.dataset.start = (self.g, self.counts.tolist())
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers else {}
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory, **extra)
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            worker_init_fn=ignore_stop_signals, **extra)
         for batch in loader:
             picked = self.mixture.choices(self.g, self.g + self.global_batch)
             self.counts += np.bincount(picked, minlength=len(self.counts))
