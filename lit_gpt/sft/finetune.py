@@ -25,6 +25,7 @@ from lit_gpt.training.checkpointing import (check_resumable, latest_checkpoint, 
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.pretraining import load_initial_weights
 from lit_gpt.training.schedule import LRSchedule, plan_batches
+from lit_gpt.training.run_lock import hold_run_lock
 from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
 from lit_gpt.training.trainer import LoopSettings, fit
 
@@ -118,6 +119,7 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     args = resolve(args)
     fabric, kind = build_fabric(args)
     launch(fabric)
+    hold_run_lock(fabric, Path(args.out_dir))  # one writer per out_dir
     fabric.seed_everything(args.seed)
 
     out_dir = Path(args.out_dir)

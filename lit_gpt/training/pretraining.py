@@ -18,6 +18,7 @@ from lit_gpt.training.args import RunArgs
 from lit_gpt.training.checkpointing import check_resumable, load_checkpoint, remove_stale_temporaries, resume_path
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import LRSchedule, plan_batches
+from lit_gpt.training.run_lock import hold_run_lock
 from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
 from lit_gpt.training.trainer import LoopSettings, fit
 
@@ -137,6 +138,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
         raise ValueError("train_sources is empty: name at least one shard prefix and its weight")
     fabric, kind = build_fabric(args)
     launch(fabric)
+    hold_run_lock(fabric, Path(args.out_dir))  # one writer per out_dir
     if demo:
         from lit_gpt.data.demo import prepare_sample
 
