@@ -4,22 +4,26 @@ FSDP2, loadable on any number of ranks), plus a JSON train state and per-rank ra
 Layout of `{out_dir}/checkpoints/step-{step:09d}/`:
     .metadata, __*.distcp   model and optimizer (DCP; keys "model.*", "optimizer.*")
     train_state.json        step, tokens, data-stream state, counters, the full run config
+    files.json              written last: size of every other file, SHA-256 of the small ones
     model_config.yaml       the model's Config (the converters read it)
     rng/rank_{r}.pt         Python, NumPy, torch CPU and CUDA random states of rank r
     tokenizer files         copied, so the folder converts and generates on its own
 
 A checkpoint is written into `step-N.tmp` and renamed into place only once every rank has written its
-part, so a crash mid-write leaves the previous checkpoints untouched; `--resume auto` only ever sees
-whole ones. Steps are compared as integers, never as strings.
+part, so a crash mid-write leaves the previous checkpoints untouched. A folder damaged later (a full
+disk, a copy cut short) no longer matches its `files.json`: `--resume auto` skips it with a warning
+and takes the newest whole one. Steps are compared as integers, never as strings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -133,6 +137,7 @@ def save_checkpoint(
         for name, src in extra_files.items():
             shutil.copyfile(src, tmp / name)
         _write_json(tmp / TRAIN_STATE, train_state)
+        write_completeness_record(tmp)  # last: its presence says every other file is in place
         if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -177,10 +182,13 @@ def resume_path(resume: Optional[str], checkpoint_root: Path) -> Optional[Path]:
             )
         return None
     if resume == "auto":
-        return latest_checkpoint(checkpoint_root)
+        return newest_whole_checkpoint(checkpoint_root)
     path = Path(resume)
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
+    problem = damage(path)
+    if problem:
+        raise ValueError(f"--resume {resume}: the checkpoint is damaged ({problem})")
     return path
 
 
@@ -204,3 +212,59 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     os.replace(tmp, path)
+
+
+# --- completeness -----------------------------------------------------------------------------------
+FILES_RECORD = "files.json"
+_HASHED_BELOW = 1 << 20  # small files (metadata, states, configs, tokenizer) get a checksum too: cheap
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_completeness_record(folder: Path) -> None:
+    """`files.json`: every file of the checkpoint folder with its size, and the SHA-256 of those under 1 MiB."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != FILES_RECORD:
+            size = p.stat().st_size
+            files[p.relative_to(folder).as_posix()] = {"size": size, **({"sha256": _sha256(p)} if size < _HASHED_BELOW else {})}
+    _write_json(folder / FILES_RECORD, {"files": files})
+
+
+def damage(folder: Path) -> Optional[str]:
+    """What is wrong with a checkpoint folder (the first damaged file and how), or None if it is whole.
+    A folder from before completeness records is taken as whole when its train state parses."""
+    folder = Path(folder)
+    record_path = folder / FILES_RECORD
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())["files"]
+        except (ValueError, KeyError, TypeError) as e:
+            return f"{record_path}: unreadable ({e})"
+        for name, expected in record.items():
+            p = folder / name
+            if not p.is_file():
+                return f"{p}: missing"
+            size = p.stat().st_size
+            if size != expected["size"]:
+                return f"{p}: {size} bytes, {expected['size']} when saved"
+            if "sha256" in expected and _sha256(p) != expected["sha256"]:
+                return f"{p}: contents changed since it was saved (checksum)"
+        return None
+    try:
+        json.loads((folder / TRAIN_STATE).read_text())
+    except (OSError, ValueError) as e:
+        return f"{folder / TRAIN_STATE}: unreadable ({e})"
+    return None
+
+
+def newest_whole_checkpoint(checkpoint_root: Path) -> Optional[Path]:
+    """The newest checkpoint that matches its completeness record; each damaged newer one is named in a warning."""
+    for step, path in reversed(list_checkpoints(checkpoint_root)):
+        problem = damage(path)
+        if problem is None:
+            return path
+        warnings.warn(f"skipping damaged checkpoint {path}: {problem}")
+    return None
