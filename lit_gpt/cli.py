@@ -4,14 +4,16 @@ Exit codes (PRETRAIN.md, "Exit codes"):
     0    finished: trained to max_steps
     75   stopped by SIGTERM/SIGINT after saving a checkpoint; run again with --resume auto to continue
     2    a user error (bad option, missing or damaged file); the line printed says what and where
+    1    the disk ran full while saving ("no space left on PATH"; the earlier checkpoints are kept), or a crash
     130  interrupted by a second Ctrl-C without saving
-Anything else is a crash (a traceback is printed).
+A crash prints its traceback.
 
 Kept free of heavy imports: `--help` of an entry point must not wait for torch.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import sys
@@ -46,6 +48,11 @@ def run_training(job: Callable[[], Optional[dict]]) -> NoReturn:
         if _rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(USER_ERROR)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or os.environ.get("LIT_GPT_TRACEBACK"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     stopped_by: Any = (state or {}).get("stopped_by")
     if stopped_by:
         if _rank() == 0:

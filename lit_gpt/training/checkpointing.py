@@ -39,6 +39,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from lit_gpt.training.disk import NoSpaceLeft, estimated_checkpoint_bytes, free_bytes, out_of_space, warn_if_short_of_space
 from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -120,24 +121,38 @@ def save_checkpoint(
     final = step_dir(checkpoint_root, step)
     tmp = final.with_name(final.name + ".tmp")
     rank = _rank()
+    needed = estimated_checkpoint_bytes(model)
     if rank == 0:
         if tmp.exists():
             shutil.rmtree(tmp)  # left over from a crash while writing this very step
+        warn_if_short_of_space(checkpoint_root, needed, f"saving step {step}")
         tmp.mkdir(parents=True)
     _barrier()
-    state = {
-        "model": get_model_state_dict(model),
-        "optimizer": get_optimizer_state_dict(model, optimizer),
-    }
-    dcp.save(state, checkpoint_id=tmp, no_dist=not _distributed())
-    (tmp / "rng").mkdir(exist_ok=True)
-    torch.save(capture_rng_state(), tmp / "rng" / f"rank_{rank}.pt")
-    _barrier()
+    try:
+        state = {
+            "model": get_model_state_dict(model),
+            "optimizer": get_optimizer_state_dict(model, optimizer),
+        }
+        dcp.save(state, checkpoint_id=tmp, no_dist=not _distributed())
+        (tmp / "rng").mkdir(exist_ok=True)
+        torch.save(capture_rng_state(), tmp / "rng" / f"rank_{rank}.pt")
+        _barrier()
+        if rank == 0:
+            for name, src in extra_files.items():
+                shutil.copyfile(src, tmp / name)
+            _write_json(tmp / TRAIN_STATE, train_state)
+            write_completeness_record(tmp)  # last: its presence says every other file is in place
+    except BaseException as e:  # torch's CheckpointException derives from BaseException
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if out_of_space(e, checkpoint_root, needed):
+            kept = latest_checkpoint(checkpoint_root)
+            raise NoSpaceLeft(
+                f"no space left on {checkpoint_root} while saving step {step} (about {needed / 1e9:.2f} GB needed, "
+                f"{free_bytes(checkpoint_root) / 1e9:.2f} GB free); removed the partial {tmp.name}, kept the earlier "
+                f"checkpoints ({kept.name if kept else 'none yet'})") from e
+        raise
     if rank == 0:
-        for name, src in extra_files.items():
-            shutil.copyfile(src, tmp / name)
-        _write_json(tmp / TRAIN_STATE, train_state)
-        write_completeness_record(tmp)  # last: its presence says every other file is in place
         if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -18,6 +18,7 @@ from lit_gpt.training.args import RunArgs
 from lit_gpt.training.checkpointing import check_resumable, load_checkpoint, remove_stale_temporaries, resume_path
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import LRSchedule, plan_batches
+from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
 from lit_gpt.training.run_lock import hold_run_lock
 from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
 from lit_gpt.training.trainer import LoopSettings, fit
@@ -181,6 +182,8 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     model = setup_model(fabric, config, sharded=kind == "fsdp", activation_checkpointing=args.activation_checkpointing,
                         compile=args.compile, initial_state=initial_state)
     optimizer = setup_optimizer(fabric, model, args.lr, args.weight_decay, args.beta1, args.beta2)
+    if fabric.global_rank == 0:
+        warn_if_short_of_space(checkpoint_root, estimated_checkpoint_bytes(model), "at start")
 
     out_dir = Path(args.out_dir)
     run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()}
