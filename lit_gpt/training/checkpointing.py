@@ -216,6 +216,33 @@ def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], fixed: Seque
                          + "; ".join(changed) + ")")
 
 
+def read_train_state(path: Path) -> Dict[str, Any]:
+    """A checkpoint's train_state.json, cheaply, before any weights are read."""
+    state_file = Path(path) / TRAIN_STATE
+    try:
+        return json.loads(state_file.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{state_file}: unreadable train state ({e})") from e
+
+
+# Model-config fields that may differ on resume: they choose kernels, not what the weights mean.
+_RUNTIME_CONFIG_FIELDS = ("kernels",)
+
+
+def check_model_config(path: Path, config) -> None:
+    """Refuse to resume from `path` when its saved model config differs in content from `config` (a
+    config file edited in place included), before any weights are read."""
+    from lit_gpt.config import Config
+
+    saved = Config.from_file(Path(path) / "model_config.yaml").to_dict()
+    current = config.to_dict()
+    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+               if k not in _RUNTIME_CONFIG_FIELDS and saved.get(k) != current.get(k)]
+    if changed:
+        raise ValueError(f"cannot resume from {path}: the model config differs from the checkpoint's ("
+                         + "; ".join(changed) + "); resume with the same model or start a new --out_dir")
+
+
 def remove_stale_temporaries(checkpoint_root: Path) -> None:
     """Drop half-written `*.tmp` checkpoint folders of an earlier, interrupted run (rank 0 only)."""
     if _rank() == 0 and checkpoint_root.is_dir():

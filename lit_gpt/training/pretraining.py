@@ -15,7 +15,8 @@ from lit_gpt.data import build_train_loader, build_val_loader, check_tokenizer, 
 from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs
-from lit_gpt.training.checkpointing import check_resumable, load_checkpoint, remove_stale_temporaries, resume_path
+from lit_gpt.training.checkpointing import (check_model_config, check_resumable, load_checkpoint, read_train_state,
+                                            remove_stale_temporaries, resume_path)
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import LRSchedule, plan_batches
 from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
@@ -190,8 +191,10 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     state: Dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
     remove_stale_temporaries(checkpoint_root)
     if resume_from is not None:
+        # the saved configs first: a changed model must not surface as a missing key in the weights
+        check_model_config(resume_from, config)
+        check_resumable(read_train_state(resume_from)["config"], run_config, _FIXED_ON_RESUME)
         saved = load_checkpoint(resume_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
-        check_resumable(saved["config"], run_config, _FIXED_ON_RESUME)
         train_loader.load_state_dict(saved["data"])
         state = {k: saved[k] for k in state}
         fabric.print(f"resumed from {resume_from} at step {state['step']} ({state['tokens']:,} tokens)")
