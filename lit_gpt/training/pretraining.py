@@ -12,6 +12,8 @@ import yaml
 
 from lit_gpt.config import Config
 from lit_gpt.data import build_train_loader, build_val_loader, check_tokenizer, read_manifest
+from lit_gpt.data.integrity import check_shards
+from lit_gpt.data.manifest import manifest_path
 from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs
@@ -130,7 +132,9 @@ def check_data(args: PretrainArgs, tokenizer, config: Config) -> None:
     prefixes = list(args.train_sources) + ([args.val_prefix] if args.val_prefix else [])  # "" = no validation
     for prefix in prefixes:
         manifest = read_manifest(args.data_dir, prefix)
-        check_tokenizer(manifest, tokenizer.identity() if tokenizer else None, config.padded_vocab_size)
+        check_tokenizer(manifest, tokenizer.identity() if tokenizer else None, config.padded_vocab_size,
+                        source=str(manifest_path(args.data_dir, prefix)))
+        check_shards(args.data_dir, prefix, manifest)
 
 
 def pretrain(args: PretrainArgs) -> Dict[str, Any]:
@@ -172,13 +176,13 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     train_loader = build_train_loader(
         args.data_dir, args.train_sources, config.block_size, args.micro_batch_size, seed=args.seed,
         rank=fabric.global_rank, world_size=fabric.world_size, num_workers=args.num_workers,
-        shuffle_buffer_files=args.shuffle_buffer_files,
+        shuffle_buffer_files=args.shuffle_buffer_files, vocab_size=config.padded_vocab_size,
     )
     val_loader = None
     if args.val_prefix:
         val_loader = build_val_loader(args.data_dir, args.val_prefix, config.block_size, args.micro_batch_size,
                                       rank=fabric.global_rank, world_size=fabric.world_size,
-                                      num_batches=args.eval_batches)
+                                      num_batches=args.eval_batches, vocab_size=config.padded_vocab_size)
 
     model = setup_model(fabric, config, sharded=kind == "fsdp", activation_checkpointing=args.activation_checkpointing,
                         compile=args.compile, initial_state=initial_state)
