@@ -510,5 +510,9 @@ def save_hf_checkpoint(folder: PathLike, state_dict: StateDict, config: Config,
     _write_json(folder / "config.json", config_to_hf(config, dtype, bos_id, eos_id))
     generation = {"bos_token_id": bos_id, "eos_token_id": eos_id}
     _write_json(folder / "generation_config.json", {k: v for k, v in generation.items() if v is not None})
-    if tokenizer is not None and not (folder / "tokenizer_config.json").is_file():
-        _write_json(folder / "tokenizer_config.json", _hf_tokenizer_config(tokenizer, config.block_size))
+    if tokenizer is not None:
+        # A tokenizer_config.json copied with the tokenizer (special tokens only, or the fine-tuning's chat
+        # template) keeps its entries; ours adds what transformers needs to encode as we do, BOS included.
+        path = folder / "tokenizer_config.json"
+        copied = _read_json(path) if path.is_file() else {}
+        _write_json(path, {**_hf_tokenizer_config(tokenizer, config.block_size), **copied})
