@@ -22,6 +22,7 @@ from lit_gpt.training.checkpointing import (check_model_config, check_resumable,
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import LRSchedule, plan_batches
 from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
+from lit_gpt.training.option_checks import check_pretrain_options
 from lit_gpt.training.run_lock import hold_run_lock
 from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
 from lit_gpt.training.trainer import LoopSettings, fit
@@ -142,6 +143,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     args = resolve(args)
     if args.train_sources is not None and not args.train_sources:
         raise ValueError("train_sources is empty: name at least one shard prefix and its weight")
+    check_pretrain_options(args)  # before any data, tokenizer or process work
     fabric, kind = build_fabric(args)
     launch(fabric)
     hold_run_lock(fabric, Path(args.out_dir))  # one writer per out_dir

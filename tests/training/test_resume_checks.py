@@ -34,3 +34,24 @@ def test_a_changed_model_config_is_refused_before_loading_weights(tmp_path, prep
     other.write_text(yaml.safe_dump({**edited, "rope_base": 10000, "n_layer": 3}))
     with pytest.raises(ValueError, match=r"cannot resume .*n_layer: 2 -> 3"):
         short_run(out, prepared_sample, sample_tokenizer, other, max_steps=2)
+
+
+def test_the_non_finite_stop_names_the_checkpoint_before_the_divergence(tmp_path, monkeypatch, prepared_sample,  # noqa: F811
+                                                                        sample_tokenizer, model_config):  # noqa: F811
+    import torch
+
+    import lit_gpt.training.trainer as trainer
+
+    real, calls = trainer.grad_norm_and_clip, []
+
+    def diverging_from_step_3(model, max_norm):
+        calls.append(1)
+        norm = real(model, max_norm)
+        return norm if len(calls) < 3 else torch.full_like(norm, float("nan"))
+
+    monkeypatch.setattr(trainer, "grad_norm_and_clip", diverging_from_step_3)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match=r"saved .*step-000000004 \(diverged: do not resume from it\).*--resume "
+                                           r".*step-000000002 and a lower --lr"):
+        short_run(out, prepared_sample, sample_tokenizer, model_config, max_steps=10, save_interval=2,
+                  max_consecutive_nonfinite=2)
