@@ -142,6 +142,10 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".tmp.{path.name}")
     try:
         write(tmp)
+        # some writers (safetensors) create private 0600 files: give it the mode any new file gets here
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -33,3 +33,17 @@ def test_autotokenizer_and_greedy_generation_match_ours(tmp_path, sample_tokeniz
     model.max_seq_length = prompt.shape[1] + 12
     our_out = list(generate(model, torch.tensor(list(ours.encode("def fibonacci(n):", bos=True))), 12, temperature=0.0))
     assert hf_out.tolist() == our_out
+
+
+def test_exported_files_get_the_usual_mode(tmp_path):
+    import os
+
+    from model_fixtures import tiny_config
+
+    umask = os.umask(0o022)
+    try:
+        model = random_model(tiny_config())
+        save_hf_checkpoint(tmp_path / "hf", model.state_dict(), model.config)
+    finally:
+        os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "hf").iterdir()} == {"0o644"}
