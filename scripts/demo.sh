@@ -17,7 +17,7 @@ fi
 CKPT=$(ls -d "$OUT"/checkpoints/step-* | sort -V | tail -n 1)
 "$PY" scripts/plot_run.py --run_dir "$OUT"
 "$PY" scripts/convert_lit_checkpoint.py --checkpoint "$CKPT" --output_dir "$OUT/hf"
-"$PY" scripts/generate.py --checkpoint_dir "$CKPT" --prompt "The Python language" --max_new_tokens 60 \
+"$PY" scripts/generate.py --checkpoint "$CKPT" --prompt "The Python language" --max_new_tokens 60 \
     --temperature 0.8 --top_k 50 --seed 0
 "$PY" - "$OUT/hf" <<'PYEOF'
 import sys
