@@ -31,6 +31,7 @@ import torch.distributed as dist
 
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
+from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
 from lit_gpt.tokenizer import Tokenizer
 
 LIT_WEIGHTS = "lit_model.pth"
@@ -141,6 +142,10 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".tmp.{path.name}")
     try:
         write(tmp)
+        # some writers (safetensors) create private 0600 files: give it the mode any new file gets here
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -210,7 +215,7 @@ def load_lit_checkpoint(path: PathLike, config: Optional[Config] = None) -> Tupl
 
 
 def _load_pth(path: Path) -> StateDict:
-    obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    obj = load_torch_file(path, what="weights file")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict):
@@ -227,7 +232,7 @@ def _load_dcp(folder: Path, config: Config) -> StateDict:
     {"model": ..., "optimizer": ...}); it is found from the metadata."""
     import torch.distributed.checkpoint as dcp
 
-    stored = dcp.FileSystemReader(str(folder)).read_metadata().state_dict_metadata
+    stored = read_dcp_metadata(folder / ".metadata").state_dict_metadata
     probe = "transformer.wte.weight"
     prefixes = [key[: -len(probe)] for key in stored if key.endswith(probe)]
     if len(prefixes) != 1:
@@ -247,7 +252,7 @@ def _load_dcp(folder: Path, config: Config) -> StateDict:
     to_load = {prefix + name: tensor for name, tensor in state_dict.items()}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
-        dcp.load(to_load, checkpoint_id=str(folder), no_dist=not (dist.is_available() and dist.is_initialized()))
+        dcp.load(to_load, storage_reader=SafeFileSystemReader(folder), no_dist=not (dist.is_available() and dist.is_initialized()))
     return state_dict
 
 
@@ -373,7 +378,9 @@ def _iter_hf_tensors(folder: Path) -> Iterator[Tuple[Path, str, torch.Tensor]]:
                     yield path, key, f.get_tensor(key)
         else:
             # mmap: tensors are read from disk when touched, not all at once
-            tensors = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            tensors = load_torch_file(path, what="weights file")
+            if not isinstance(tensors, dict):
+                raise ValueError(f"{path}: expected a dict of tensors, got {type(tensors).__name__}")
             for key in list(tensors):
                 yield path, key, tensors.pop(key)
 
@@ -507,5 +514,9 @@ def save_hf_checkpoint(folder: PathLike, state_dict: StateDict, config: Config,
     _write_json(folder / "config.json", config_to_hf(config, dtype, bos_id, eos_id))
     generation = {"bos_token_id": bos_id, "eos_token_id": eos_id}
     _write_json(folder / "generation_config.json", {k: v for k, v in generation.items() if v is not None})
-    if tokenizer is not None and not (folder / "tokenizer_config.json").is_file():
-        _write_json(folder / "tokenizer_config.json", _hf_tokenizer_config(tokenizer, config.block_size))
+    if tokenizer is not None:
+        # A tokenizer_config.json copied with the tokenizer (special tokens only, or the fine-tuning's chat
+        # template) keeps its entries; ours adds what transformers needs to encode as we do, BOS included.
+        path = folder / "tokenizer_config.json"
+        copied = _read_json(path) if path.is_file() else {}
+        _write_json(path, {**_hf_tokenizer_config(tokenizer, config.block_size), **copied})

@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from lit_gpt.cli import run_training  # noqa: E402
 from lit_gpt.training.args import parse_args as parse_dataclass_args  # noqa: E402
 from lit_gpt.training.pretraining import PretrainArgs, pretrain  # noqa: E402
 
@@ -27,6 +28,13 @@ def parse_args(argv=None) -> PretrainArgs:
     return parse_dataclass_args(PretrainArgs, __doc__.split("\n\n")[0], argv)
 
 
-if __name__ == "__main__":
+def main(argv=None) -> None:
+    """Train, then exit 0 when finished, 75 when stopped by a signal after saving, 2 on a user error
+    (lit_gpt/cli.py)."""
+    args = parse_args(argv)
     torch.set_float32_matmul_precision("high")
-    pretrain(parse_args())
+    run_training(lambda: pretrain(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -7,11 +7,17 @@ PY=${1:-python}
 OUT=${2:-out/demo}
 cd "$(dirname "$0")/.."
 
-"$PY" pretrain/tinyllama.py --out_dir "$OUT"
+rc=0
+"$PY" pretrain/tinyllama.py --out_dir "$OUT" || rc=$?
+if [ "$rc" -eq 75 ]; then  # stopped by a signal after saving (PRETRAIN.md, "Exit codes")
+    echo "pretraining stopped and saved; run the demo again to continue it" >&2
+    exit 75
+fi
+[ "$rc" -eq 0 ] || exit "$rc"
 CKPT=$(ls -d "$OUT"/checkpoints/step-* | sort -V | tail -n 1)
 "$PY" scripts/plot_run.py --run_dir "$OUT"
 "$PY" scripts/convert_lit_checkpoint.py --checkpoint "$CKPT" --output_dir "$OUT/hf"
-"$PY" scripts/generate.py --checkpoint_dir "$CKPT" --prompt "The Python language" --max_new_tokens 60 \
+"$PY" scripts/generate.py --checkpoint "$CKPT" --prompt "The Python language" --max_new_tokens 60 \
     --temperature 0.8 --top_k 50 --seed 0
 "$PY" - "$OUT/hf" <<'PYEOF'
 import sys

@@ -1,6 +1,6 @@
 """Sample text from a checkpoint, printing it as the tokens arrive.
 
-    python scripts/generate.py --checkpoint_dir checkpoints/TinyLlama --prompt "The capital of France" \\
+    python scripts/generate.py --checkpoint checkpoints/TinyLlama --prompt "The capital of France" \\
         --max_new_tokens 100 --temperature 0.8 --top_k 50
 """
 
@@ -19,17 +19,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from lit_gpt.checkpoint import default_device_and_dtype, load_lit_checkpoint, model_from_state_dict  # noqa: E402
 from lit_gpt.generate import generate  # noqa: E402
+from lit_gpt.sft.inference import find_checkpoint  # noqa: E402
 from lit_gpt.tokenizer import Tokenizer  # noqa: E402
 
 
-def main(checkpoint_dir: Path, prompt: str = "Once upon a time,", max_new_tokens: int = 100,
+def main(checkpoint: Optional[Path] = None, prompt: str = "Once upon a time,", max_new_tokens: int = 100,
          temperature: float = 0.8, top_k: Optional[int] = 50, top_p: Optional[float] = None, seed: int = 1234,
          device: str = "auto", dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None,
-         tokenizer_dir: Optional[Path] = None, compile: bool = False) -> None:
+         tokenizer_dir: Optional[Path] = None, compile: bool = False, checkpoint_dir: Optional[Path] = None) -> None:
     """Generate a continuation of `prompt`.
 
     Args:
-        checkpoint_dir: a lit checkpoint folder (or a .pth file / pretraining DCP folder with model_config.yaml).
+        checkpoint: a lit checkpoint folder, a .pth file, a pretraining/fine-tuning checkpoint folder, or a run
+            folder (its newest whole checkpoint), as sft/chat.py takes it.
         prompt: the text to continue; encoded with BOS first.
         max_new_tokens: the most tokens to generate; EOS stops earlier.
         temperature: 0 for greedy decoding.
@@ -41,7 +43,11 @@ def main(checkpoint_dir: Path, prompt: str = "Once upon a time,", max_new_tokens
         tokenizer_dir: where the tokenizer files are (default: the checkpoint's folder).
         compile: decode through torch.compile (CUDA graphs on a GPU): faster per token after a
             compilation of up to a minute; pays off for long generations.
+        checkpoint_dir: the former name of --checkpoint.
     """
+    if (checkpoint is None) == (checkpoint_dir is None):
+        raise SystemExit("error: give --checkpoint (a checkpoint or run folder)")
+    checkpoint_dir = find_checkpoint(checkpoint or checkpoint_dir, hint="")
     device, torch_dtype = default_device_and_dtype(device, dtype)
     state_dict, config = load_lit_checkpoint(checkpoint_dir)
     tokenizer = Tokenizer(tokenizer_dir or (checkpoint_dir if checkpoint_dir.is_dir() else checkpoint_dir.parent))

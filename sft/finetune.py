@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from lit_gpt.cli import run_training  # noqa: E402
 from lit_gpt.training.args import parse_args as parse_dataclass_args  # noqa: E402
 from lit_gpt.sft.finetune import FinetuneArgs, finetune  # noqa: E402
 
@@ -25,6 +26,13 @@ def parse_args(argv=None) -> FinetuneArgs:
     return parse_dataclass_args(FinetuneArgs, __doc__.split("\n\n")[0], argv)
 
 
-if __name__ == "__main__":
+def main(argv=None) -> None:
+    """Fine-tune, then exit 0 when finished, 75 when stopped by a signal after saving, 2 on a user error
+    (lit_gpt/cli.py)."""
+    args = parse_args(argv)
     torch.set_float32_matmul_precision("high")
-    finetune(parse_args())
+    run_training(lambda: finetune(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -105,7 +105,7 @@ def test_generate_script_end_to_end(tmp_path, sp_tokenizer_dir):
     run("convert_hf_checkpoint.py", "--checkpoint_dir", tmp_path / "hf", "--output_dir", tmp_path / "back")
     assert (tmp_path / "back" / "tokenizer.model").is_file()
     prompt = "the model learns"
-    result = run("generate.py", "--checkpoint_dir", tmp_path / "back", "--prompt", prompt, "--max_new_tokens", 20,
+    result = run("generate.py", "--checkpoint", tmp_path / "back", "--prompt", prompt, "--max_new_tokens", 20,
                  "--temperature", 0, "--device", "cpu")
 
     tokenizer = Tokenizer(tmp_path / "back")

@@ -195,7 +195,9 @@ def prepare(
         "dropped": dict(sum((Counter(r["dropped"]) for r in records), Counter())),
         "separators": {"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "layout": SEPARATORS},
         "tokenizer": identity,
-        "shards": [{"file": n, "tokens": t} for r in records for n, t in r["shards"]],
+        # sizes too: training checks them at start (lit_gpt/data/integrity.py)
+        "shards": [{"file": n, "tokens": t, "bytes": (Path(destination) / n).stat().st_size}
+                   for r in records for n, t in r["shards"]],
     }
     write_json_atomic(manifest_path(destination, prefix), manifest)
     return manifest

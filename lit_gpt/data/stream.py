@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lit_gpt.data.integrity import check_ids
 from lit_gpt.data.shards import ShardInfo, open_shard, read_header
+from lit_gpt.data.workers import ignore_stop_signals
 
 MIX_CHUNK = 65536
 # Distinct seed-sequence tags so the file, block and mix generators never share a stream.
@@ -73,8 +75,9 @@ class _LRU(OrderedDict):
 class Source:
     """One source's shuffled, epoch-by-epoch sequence of blocks (see the module docstring)."""
 
-    def __init__(self, prefix: str, shards: list[ShardInfo], block_size: int, seed: int, shuffle_buffer_files: int = 8) -> None:
-        self.prefix, self.shards, self.seed = prefix, shards, seed
+    def __init__(self, prefix: str, shards: list[ShardInfo], block_size: int, seed: int, shuffle_buffer_files: int = 8,
+                 vocab_size: int | None = None) -> None:
+        self.prefix, self.shards, self.seed, self.vocab_size = prefix, shards, seed, vocab_size
         self.sample_len = block_size + 1
         self.buffer_files = shuffle_buffer_files
         self.blocks = np.array([s.tokens // self.sample_len for s in shards], np.int64)
@@ -119,6 +122,7 @@ class Source:
     def read(self, file: int, block: int, out: np.ndarray) -> None:
         tokens = self._maps.get_or(file, lambda: open_shard(self.shards[file]))
         out[:] = tokens[block * self.sample_len : (block + 1) * self.sample_len]
+        check_ids(out, self.vocab_size, self.shards[file].path, block)
 
 
 class Mixture:
@@ -206,7 +210,8 @@ class TrainLoader:
     def __iter__(self) -> Iterator[torch.Tensor]:
         self.dataset.start = (self.g, self.counts.tolist())
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers else {}
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory, **extra)
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            worker_init_fn=ignore_stop_signals, **extra)
         for batch in loader:
             picked = self.mixture.choices(self.g, self.g + self.global_batch)
             self.counts += np.bincount(picked, minlength=len(self.counts))
@@ -262,13 +267,15 @@ def build_train_loader(
     num_workers: int = 2,
     shuffle_buffer_files: int = 8,
     pin_memory: bool = False,
+    vocab_size: int | None = None,
 ) -> TrainLoader:
     """The training loader over `{data_dir}/{prefix}_*.bin` for each source prefix, mixed by weight
-    (default: SlimPajama 0.693584, Starcoder 0.306416)."""
+    (default: SlimPajama 0.693584, Starcoder 0.306416). `vocab_size`: every block read is checked against it."""
     sources = DEFAULT_SOURCES if sources is None else sources
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world size {world_size})")
-    streams = [Source(prefix, find_shards(data_dir, prefix), block_size, seed, shuffle_buffer_files) for prefix in sources]
+    streams = [Source(prefix, find_shards(data_dir, prefix), block_size, seed, shuffle_buffer_files, vocab_size)
+               for prefix in sources]
     dataset = ShardStream(streams, Mixture(list(sources.values()), seed), micro_batch_size, rank, world_size)
     return TrainLoader(dataset, num_workers, seed, shuffle_buffer_files, pin_memory=pin_memory)
 
@@ -277,7 +284,9 @@ class ValLoader:
     """A fixed list of batches: the blocks of the sorted files in order, rank r taking global samples
     g = l * R + r. Every iteration yields the same batches."""
 
-    def __init__(self, shards: list[ShardInfo], block_size: int, micro_batch_size: int, rank: int, world_size: int, num_batches: int) -> None:
+    def __init__(self, shards: list[ShardInfo], block_size: int, micro_batch_size: int, rank: int, world_size: int, num_batches: int,
+                 vocab_size: int | None = None) -> None:
+        self.vocab_size = vocab_size
         self.sample_len, self.batch, self.rank, self.world_size = block_size + 1, micro_batch_size, rank, world_size
         self.shards, self._maps = shards, _LRU(32)
         blocks = np.array([s.tokens // self.sample_len for s in shards], np.int64)
@@ -302,8 +311,10 @@ class ValLoader:
                 f = int(np.searchsorted(self.file_start, g, "right")) - 1
                 block = g - self.file_start[f]
                 out[row] = self._maps.get_or(f, lambda: open_shard(self.shards[f]))[block * self.sample_len : (block + 1) * self.sample_len]
+                check_ids(out[row], self.vocab_size, self.shards[f].path, int(block))
             yield torch.from_numpy(out)
 
 
-def build_val_loader(data_dir: str | Path, prefix: str, block_size: int, micro_batch_size: int, rank: int, world_size: int, num_batches: int) -> ValLoader:
-    return ValLoader(find_shards(data_dir, prefix), block_size, micro_batch_size, rank, world_size, num_batches)
+def build_val_loader(data_dir: str | Path, prefix: str, block_size: int, micro_batch_size: int, rank: int, world_size: int, num_batches: int,
+                     vocab_size: int | None = None) -> ValLoader:
+    return ValLoader(find_shards(data_dir, prefix), block_size, micro_batch_size, rank, world_size, num_batches, vocab_size)

@@ -25,6 +25,8 @@ from lit_gpt.training.checkpointing import (check_resumable, latest_checkpoint, 
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.pretraining import load_initial_weights
 from lit_gpt.training.schedule import LRSchedule, plan_batches
+from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
+from lit_gpt.training.run_lock import hold_run_lock
 from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
 from lit_gpt.training.trainer import LoopSettings, fit
 
@@ -118,6 +120,7 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     args = resolve(args)
     fabric, kind = build_fabric(args)
     launch(fabric)
+    hold_run_lock(fabric, Path(args.out_dir))  # one writer per out_dir
     fabric.seed_everything(args.seed)
 
     out_dir = Path(args.out_dir)
@@ -165,6 +168,8 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     model = setup_model(fabric, config, args, sharded=kind == "fsdp", initial_state=initial_state)
     del initial_state
     optimizer = setup_optimizer(fabric, model, args.lr, args.weight_decay, args.beta1, args.beta2)
+    if fabric.global_rank == 0:
+        warn_if_short_of_space(checkpoint_root, estimated_checkpoint_bytes(model), "at start")
 
     run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()}
     run_config["initial_weights"] = str(source) if source else None

@@ -16,7 +16,7 @@ from lit_gpt.generate import generate
 from lit_gpt.model import GPT
 from lit_gpt.sft.templates import ChatTemplate, Message, SegmentEncoder, get_template, template_of
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training.checkpointing import latest_checkpoint
+from lit_gpt.training.checkpointing import newest_whole_checkpoint
 
 DEMO_SFT_DIR = Path("out/demo_sft")
 
@@ -118,7 +118,7 @@ def find_checkpoint(path: Optional[Path], default_run: Path = DEMO_SFT_DIR,
     """`path`, or its newest checkpoint when it is a run folder; None: the newest of `default_run`."""
     root = default_run if path is None else Path(path)
     if path is None or (root / "checkpoints").is_dir():
-        found = latest_checkpoint(root / "checkpoints")
+        found = newest_whole_checkpoint(root / "checkpoints")
         if found is None:
             raise FileNotFoundError(f"{root / 'checkpoints'} holds no complete checkpoint" + (hint if path is None else ""))
         return found

@@ -4,22 +4,26 @@ FSDP2, loadable on any number of ranks), plus a JSON train state and per-rank ra
 Layout of `{out_dir}/checkpoints/step-{step:09d}/`:
     .metadata, __*.distcp   model and optimizer (DCP; keys "model.*", "optimizer.*")
     train_state.json        step, tokens, data-stream state, counters, the full run config
+    files.json              written last: size of every other file, SHA-256 of the small ones
     model_config.yaml       the model's Config (the converters read it)
     rng/rank_{r}.pt         Python, NumPy, torch CPU and CUDA random states of rank r
     tokenizer files         copied, so the folder converts and generates on its own
 
 A checkpoint is written into `step-N.tmp` and renamed into place only once every rank has written its
-part, so a crash mid-write leaves the previous checkpoints untouched; `--resume auto` only ever sees
-whole ones. Steps are compared as integers, never as strings.
+part, so a crash mid-write leaves the previous checkpoints untouched. A folder damaged later (a full
+disk, a copy cut short) no longer matches its `files.json`: `--resume auto` skips it with a warning
+and takes the newest whole one. Steps are compared as integers, never as strings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -36,6 +40,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+
+from lit_gpt.training.disk import NoSpaceLeft, estimated_checkpoint_bytes, free_bytes, out_of_space, warn_if_short_of_space
+from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAIN_STATE = "train_state.json"
@@ -76,7 +83,14 @@ def _barrier() -> None:
 
 
 def capture_rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The random states as tensors and plain values only, so that they load with weights_only=True."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),  # (version, tuple of ints, float or None)
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -84,7 +98,9 @@ def capture_rng_state() -> Dict[str, Any]:
 
 def restore_rng_state(state: Dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -107,23 +123,38 @@ def save_checkpoint(
     final = step_dir(checkpoint_root, step)
     tmp = final.with_name(final.name + ".tmp")
     rank = _rank()
+    needed = estimated_checkpoint_bytes(model)
     if rank == 0:
         if tmp.exists():
             shutil.rmtree(tmp)  # left over from a crash while writing this very step
+        warn_if_short_of_space(checkpoint_root, needed, f"saving step {step}")
         tmp.mkdir(parents=True)
     _barrier()
-    state = {
-        "model": get_model_state_dict(model),
-        "optimizer": get_optimizer_state_dict(model, optimizer),
-    }
-    dcp.save(_plain_tensors(state), checkpoint_id=tmp, no_dist=not _distributed())
-    (tmp / "rng").mkdir(exist_ok=True)
-    torch.save(capture_rng_state(), tmp / "rng" / f"rank_{rank}.pt")
-    _barrier()
+    try:
+        state = {
+            "model": get_model_state_dict(model),
+            "optimizer": get_optimizer_state_dict(model, optimizer),
+        }
+        dcp.save(_plain_tensors(state), checkpoint_id=tmp, no_dist=not _distributed())
+        (tmp / "rng").mkdir(exist_ok=True)
+        torch.save(capture_rng_state(), tmp / "rng" / f"rank_{rank}.pt")
+        _barrier()
+        if rank == 0:
+            for name, src in extra_files.items():
+                shutil.copyfile(src, tmp / name)
+            _write_json(tmp / TRAIN_STATE, train_state)
+            write_completeness_record(tmp)  # last: its presence says every other file is in place
+    except BaseException as e:  # torch's CheckpointException derives from BaseException
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if out_of_space(e, checkpoint_root, needed):
+            kept = latest_checkpoint(checkpoint_root)
+            raise NoSpaceLeft(
+                f"no space left on {checkpoint_root} while saving step {step} (about {needed / 1e9:.2f} GB needed, "
+                f"{free_bytes(checkpoint_root) / 1e9:.2f} GB free); removed the partial {tmp.name}, kept the earlier "
+                f"checkpoints ({kept.name if kept else 'none yet'})") from e
+        raise
     if rank == 0:
-        for name, src in extra_files.items():
-            shutil.copyfile(src, tmp / name)
-        _write_json(tmp / TRAIN_STATE, train_state)
         if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -166,16 +197,17 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torc
         raise FileNotFoundError(
             f"{path} is not a complete training checkpoint (expected .metadata and {TRAIN_STATE} inside)"
         )
+    read_dcp_metadata(path / ".metadata")  # refuses a crafted file with a clear error before DCP wraps it
     state: Dict[str, Any] = {"model": get_model_state_dict(model)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
-    dcp.load(state, checkpoint_id=path, no_dist=not _distributed())
+    dcp.load(state, storage_reader=SafeFileSystemReader(path), no_dist=not _distributed())
     set_model_state_dict(model, state["model"], options=StateDictOptions(strict=True))
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
     rng_file = path / "rng" / f"rank_{_rank()}.pt"
     if rng_file.is_file():
-        restore_rng_state(torch.load(rng_file, weights_only=False))
+        restore_rng_state(load_torch_file(rng_file, what="random state"))
     return json.loads((path / TRAIN_STATE).read_text())
 
 
@@ -190,10 +222,13 @@ def resume_path(resume: Optional[str], checkpoint_root: Path) -> Optional[Path]:
             )
         return None
     if resume == "auto":
-        return latest_checkpoint(checkpoint_root)
+        return newest_whole_checkpoint(checkpoint_root)
     path = Path(resume)
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
+    problem = damage(path)
+    if problem:
+        raise ValueError(f"--resume {resume}: the checkpoint is damaged ({problem})")
     return path
 
 
@@ -204,6 +239,33 @@ def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], fixed: Seque
     if changed:
         raise ValueError("cannot resume: options that fix the model or the data stream changed ("
                          + "; ".join(changed) + ")")
+
+
+def read_train_state(path: Path) -> Dict[str, Any]:
+    """A checkpoint's train_state.json, cheaply, before any weights are read."""
+    state_file = Path(path) / TRAIN_STATE
+    try:
+        return json.loads(state_file.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{state_file}: unreadable train state ({e})") from e
+
+
+# Model-config fields that may differ on resume: they choose kernels, not what the weights mean.
+_RUNTIME_CONFIG_FIELDS = ("kernels",)
+
+
+def check_model_config(path: Path, config) -> None:
+    """Refuse to resume from `path` when its saved model config differs in content from `config` (a
+    config file edited in place included), before any weights are read."""
+    from lit_gpt.config import Config
+
+    saved = Config.from_file(Path(path) / "model_config.yaml").to_dict()
+    current = config.to_dict()
+    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+               if k not in _RUNTIME_CONFIG_FIELDS and saved.get(k) != current.get(k)]
+    if changed:
+        raise ValueError(f"cannot resume from {path}: the model config differs from the checkpoint's ("
+                         + "; ".join(changed) + "); resume with the same model or start a new --out_dir")
 
 
 def remove_stale_temporaries(checkpoint_root: Path) -> None:
@@ -217,3 +279,59 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     os.replace(tmp, path)
+
+
+# --- completeness -----------------------------------------------------------------------------------
+FILES_RECORD = "files.json"
+_HASHED_BELOW = 1 << 20  # small files (metadata, states, configs, tokenizer) get a checksum too: cheap
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_completeness_record(folder: Path) -> None:
+    """`files.json`: every file of the checkpoint folder with its size, and the SHA-256 of those under 1 MiB."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != FILES_RECORD:
+            size = p.stat().st_size
+            files[p.relative_to(folder).as_posix()] = {"size": size, **({"sha256": _sha256(p)} if size < _HASHED_BELOW else {})}
+    _write_json(folder / FILES_RECORD, {"files": files})
+
+
+def damage(folder: Path) -> Optional[str]:
+    """What is wrong with a checkpoint folder (the first damaged file and how), or None if it is whole.
+    A folder from before completeness records is taken as whole when its train state parses."""
+    folder = Path(folder)
+    record_path = folder / FILES_RECORD
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())["files"]
+        except (ValueError, KeyError, TypeError) as e:
+            return f"{record_path}: unreadable ({e})"
+        for name, expected in record.items():
+            p = folder / name
+            if not p.is_file():
+                return f"{p}: missing"
+            size = p.stat().st_size
+            if size != expected["size"]:
+                return f"{p}: {size} bytes, {expected['size']} when saved"
+            if "sha256" in expected and _sha256(p) != expected["sha256"]:
+                return f"{p}: contents changed since it was saved (checksum)"
+        return None
+    try:
+        json.loads((folder / TRAIN_STATE).read_text())
+    except (OSError, ValueError) as e:
+        return f"{folder / TRAIN_STATE}: unreadable ({e})"
+    return None
+
+
+def newest_whole_checkpoint(checkpoint_root: Path) -> Optional[Path]:
+    """The newest checkpoint that matches its completeness record; each damaged newer one is named in a warning."""
+    for step, path in reversed(list_checkpoints(checkpoint_root)):
+        problem = damage(path)
+        if problem is None:
+            return path
+        warnings.warn(f"skipping damaged checkpoint {path}: {problem}")
+    return None

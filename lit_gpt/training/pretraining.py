@@ -13,12 +13,18 @@ import yaml
 
 from lit_gpt.config import Config
 from lit_gpt.data import build_train_loader, build_val_loader, check_tokenizer, read_manifest
+from lit_gpt.data.integrity import check_shards
+from lit_gpt.data.manifest import manifest_path
 from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs
-from lit_gpt.training.checkpointing import check_resumable, load_checkpoint, remove_stale_temporaries, resume_path
+from lit_gpt.training.checkpointing import (check_model_config, check_resumable, load_checkpoint, read_train_state,
+                                            remove_stale_temporaries, resume_path)
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import LRSchedule, plan_batches
+from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
+from lit_gpt.training.option_checks import check_pretrain_options
+from lit_gpt.training.run_lock import hold_run_lock
 from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
 from lit_gpt.training.trainer import LoopSettings, fit
 
@@ -144,7 +150,9 @@ def check_data(args: PretrainArgs, tokenizer, config: Config) -> None:
     prefixes = list(args.train_sources) + ([args.val_prefix] if args.val_prefix else [])  # "" = no validation
     for prefix in prefixes:
         manifest = read_manifest(args.data_dir, prefix)
-        check_tokenizer(manifest, tokenizer.identity() if tokenizer else None, config.padded_vocab_size)
+        check_tokenizer(manifest, tokenizer.identity() if tokenizer else None, config.padded_vocab_size,
+                        source=str(manifest_path(args.data_dir, prefix)))
+        check_shards(args.data_dir, prefix, manifest)
 
 
 def pretrain(args: PretrainArgs) -> Dict[str, Any]:
@@ -152,8 +160,10 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     args = resolve(args)
     if args.train_sources is not None and not args.train_sources:
         raise ValueError("train_sources is empty: name at least one shard prefix and its weight")
+    check_pretrain_options(args)  # before any data, tokenizer or process work
     fabric, kind = build_fabric(args)
     launch(fabric)
+    hold_run_lock(fabric, Path(args.out_dir))  # one writer per out_dir
     if demo:
         from lit_gpt.data.demo import prepare_sample
 
@@ -185,24 +195,28 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     train_loader = build_train_loader(
         args.data_dir, args.train_sources, config.block_size, args.micro_batch_size, seed=args.seed,
         rank=fabric.global_rank, world_size=fabric.world_size, num_workers=args.num_workers,
-        shuffle_buffer_files=args.shuffle_buffer_files,
+        shuffle_buffer_files=args.shuffle_buffer_files, vocab_size=config.padded_vocab_size,
     )
     val_loader = None
     if args.val_prefix:
         val_loader = build_val_loader(args.data_dir, args.val_prefix, config.block_size, args.micro_batch_size,
                                       rank=fabric.global_rank, world_size=fabric.world_size,
-                                      num_batches=args.eval_batches)
+                                      num_batches=args.eval_batches, vocab_size=config.padded_vocab_size)
 
     model = setup_model(fabric, config, args, sharded=kind == "fsdp", initial_state=initial_state)
     optimizer = setup_optimizer(fabric, model, args.lr, args.weight_decay, args.beta1, args.beta2)
+    if fabric.global_rank == 0:
+        warn_if_short_of_space(checkpoint_root, estimated_checkpoint_bytes(model), "at start")
 
     out_dir = Path(args.out_dir)
     run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()}
     state: Dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
     remove_stale_temporaries(checkpoint_root)
     if resume_from is not None:
+        # the saved configs first: a changed model must not surface as a missing key in the weights
+        check_model_config(resume_from, config)
+        check_resumable(read_train_state(resume_from)["config"], run_config, _FIXED_ON_RESUME)
         saved = load_checkpoint(resume_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
-        check_resumable(saved["config"], run_config, _FIXED_ON_RESUME)
         train_loader.load_state_dict(saved["data"])
         state = {k: saved[k] for k in state}
         fabric.print(f"resumed from {resume_from} at step {state['step']} ({state['tokens']:,} tokens)")

@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
-from lit_gpt.training.checkpointing import save_checkpoint
+from lit_gpt.training.checkpointing import latest_checkpoint, save_checkpoint
 from lit_gpt.training.float8 import after_optimizer_step
 from lit_gpt.training.metrics import peak_flops
 from lit_gpt.training.parallel import unwrap
@@ -189,11 +189,15 @@ def fit(
                 fabric.print(f"step {step}: non-finite gradient norm ({grad_norm.item()}); update skipped "
                              f"({state['consecutive_nonfinite']} in a row, {state['skipped_steps']} in all)")
                 if state["consecutive_nonfinite"] >= settings.max_consecutive_nonfinite:
-                    save("non-finite")
+                    before = latest_checkpoint(checkpoint_root)  # the last one saved before the divergence
+                    saved = save("non-finite")
+                    advice = (f"resume from the last checkpoint before it with --resume {before} and a lower --lr, "
+                              f"or check the data" if before else "no checkpoint precedes it: start again with a lower "
+                              "--lr, or check the data")
                     raise RuntimeError(
                         f"{state['consecutive_nonfinite']} consecutive optimizer steps had a non-finite loss or "
-                        f"gradient (last at step {step}); saved a checkpoint and stopped. Lower the learning rate "
-                        f"or check the data, then resume."
+                        f"gradient (last at step {step}); saved {saved} (diverged: do not resume from it) and "
+                        f"stopped. To go on, {advice}."
                     )
 
             if step % settings.log_interval == 0 or last or stop:
@@ -237,6 +241,7 @@ def fit(
             if stop:
                 name = signal.Signals(stop_request.signum).name if stop_request.signum else "a signal on another rank"
                 save(f"stopped by {name}")
+                state["stopped_by"] = name  # the entry point exits with lit_gpt.cli.STOPPED_AND_SAVED
                 break
             if last or (settings.save_interval and step % settings.save_interval == 0):
                 save("end" if last else "interval")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lit_gpt.cli import STOPPED_AND_SAVED  # noqa: F401  (the exit code of a run stopped by a signal)
 from lit_gpt.training.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +45,9 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filt
 def run(out_dir: Path, data: Path, tokenizer: Path, model_config: Path, *extra: str, devices: int = 1,
         simulate: tuple = (), expect_rc: int = 0) -> subprocess.CompletedProcess:
     args = pretrain_args(out_dir, data, tokenizer, model_config, *extra, devices=devices)
+    # a session of its own: a simulated group-wide SIGTERM reaches the run, not pytest
     proc = subprocess.run([sys.executable, str(LAUNCHER), *map(str, simulate), "--", *args], env=ENV,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, start_new_session=True)
     assert proc.returncode == expect_rc, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 

@@ -1,9 +1,9 @@
 """Launch pretrain/tinyllama.py for the tests, optionally with a simulated preemption or crash.
 
-    python tests/training/run_pretrain.py [--sigterm_after_batches K] [--sigkill_on_save N] -- <pretrain args>
+    python tests/training/run_pretrain.py [--sigterm_(group_)after_batches K] [--sigkill_on_save N] -- <pretrain args>
 
 `--sigterm_after_batches K`: rank 0 sends itself SIGTERM after handing out its K-th training batch
-(tests/preemption.py). `--sigkill_on_save N`: the process kills itself with SIGKILL in the middle of
+(tests/preemption.py); `--sigterm_group_after_batches K`: the same to its whole process group. `--sigkill_on_save N`: the process kills itself with SIGKILL in the middle of
 writing its N-th checkpoint (after the shards are written, before the folder is complete).
 """
 
@@ -20,24 +20,28 @@ sys.path.insert(0, str(ROOT / "tests"))
 import lit_gpt.training.checkpointing as checkpointing  # noqa: E402
 import lit_gpt.training.pretraining as pretraining  # noqa: E402
 from preemption import preempting, split_argv  # noqa: E402
-from tinyllama import parse_args  # noqa: E402
+from tinyllama import main as main_of_script  # noqa: E402
+
+
+def patch_loader(after: int, whole_group: bool) -> None:
+    build = pretraining.build_train_loader
+
+    def build_with_preemption(*args, **kwargs):
+        loader = build(*args, **kwargs)
+        rank = kwargs.get("rank", 0)
+        iterate = preempting(type(loader).__iter__, after, lambda _: rank, whole_group)
+        loader.__class__ = type("PreemptedLoader", (type(loader),), {"__iter__": iterate})
+        return loader
+
+    pretraining.build_train_loader = build_with_preemption
 
 
 def main() -> None:
     options, theirs = split_argv(sys.argv[1:])
 
-    if "--sigterm_after_batches" in options:
-        after = options["--sigterm_after_batches"]
-        build = pretraining.build_train_loader
-
-        def build_with_preemption(*args, **kwargs):
-            loader = build(*args, **kwargs)
-            rank = kwargs.get("rank", 0)
-            iterate = preempting(type(loader).__iter__, after, lambda _: rank)
-            loader.__class__ = type("PreemptedLoader", (type(loader),), {"__iter__": iterate})
-            return loader
-
-        pretraining.build_train_loader = build_with_preemption
+    for option, whole_group in (("--sigterm_after_batches", False), ("--sigterm_group_after_batches", True)):
+        if option in options:
+            patch_loader(options[option], whole_group)
 
     if "--sigkill_on_save" in options:
         nth = options["--sigkill_on_save"]
@@ -52,7 +56,7 @@ def main() -> None:
 
         checkpointing.dcp.save = save_then_die
 
-    pretraining.pretrain(parse_args(theirs))
+    main_of_script(theirs)  # exits with the script's exit code
 
 
 if __name__ == "__main__":

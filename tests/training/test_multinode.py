@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import ENV, ROOT, losses, model_config, pretrain_args, run  # noqa: F401
+from training.pretrain_fixtures import ENV, ROOT, STOPPED_AND_SAVED, losses, model_config, pretrain_args, run  # noqa: F401
 from lit_gpt.training.checkpointing import list_checkpoints
 
 SCRIPT = str(ROOT / "pretrain" / "tinyllama.py")
@@ -74,7 +74,7 @@ def test_one_process_checkpoint_resumes_on_two(tmp_path, prepared_sample, sample
     run(reference, prepared_sample, sample_tokenizer, model_config, "--num_workers", "0")
     out = tmp_path / "single_then_two"
     run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "0",
-        simulate=("--sigterm_after_batches", 14))  # in step 4 (4 micro batches a step)
+        simulate=("--sigterm_after_batches", 14), expect_rc=STOPPED_AND_SAVED)  # in step 4 (4 micro batches a step)
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [4]
     run(out, prepared_sample, sample_tokenizer, model_config, *FSDP, devices=2)
     expected, got = losses(reference), losses(out)

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ import pytest
 import yaml
 
 from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import MAX_STEPS, ROOT, losses, model_config, run  # noqa: F401
+from training.pretrain_fixtures import (  # noqa: F401
+    ENV, MAX_STEPS, ROOT, STOPPED_AND_SAVED, losses, model_config, pretrain_args, run,
+)
 from eval_fixtures import TASK, task_dir  # noqa: F401
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
@@ -49,12 +52,47 @@ def test_sigterm_then_resume_is_exact_with_loader_workers(tmp_path, reference, p
     out = tmp_path / "interrupted"
     # preempted after 18 micro batches: inside step 5 (4 micro batches a step), so it saves at step 5
     proc = run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2",
-               simulate=("--sigterm_after_batches", 18))
+               simulate=("--sigterm_after_batches", 18), expect_rc=STOPPED_AND_SAVED)
     assert "stopped by SIGTERM" in proc.stdout + proc.stderr
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
     assert max(losses(out)) == 5
     run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2")
     assert losses(out) == losses(reference)  # bit for bit, as printed with 9 significant digits
+
+
+def test_sigterm_to_the_whole_process_group_saves_and_resumes_exactly(tmp_path, reference, prepared_sample,
+                                                                      sample_tokenizer, model_config):  # noqa: F811
+    """SLURM and torchrun signal the whole group: the two loader workers must outlive it until the save."""
+    out = tmp_path / "group"
+    proc = run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2",
+               simulate=("--sigterm_group_after_batches", 18), expect_rc=STOPPED_AND_SAVED)
+    assert "stopped by SIGTERM" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
+    run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2")
+    assert losses(out) == losses(reference)
+
+
+def test_sigterm_to_a_fabric_run_launcher_saves(tmp_path, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+    """`fabric run` of two processes with two loader workers each; SIGTERM to the launcher alone (torchrun
+    passes it to each rank's whole process group)."""
+    fabric_cli = Path(sys.executable).with_name("fabric")
+    out = tmp_path / "fabric_run"
+    args = pretrain_args(out, prepared_sample, sample_tokenizer, model_config, "--strategy", "ddp", "--num_workers", "2",
+                         "--max_steps", "10000", "--eval_interval", "0", devices=2)
+    launcher = subprocess.Popen([str(fabric_cli), "run", "--accelerator", "cpu", "--devices", "2",
+                                 str(ROOT / "pretrain" / "tinyllama.py"), "--", *args], env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    for line in launcher.stdout:
+        seen.append(line)
+        if line.startswith("step 2/"):
+            launcher.send_signal(signal.SIGTERM)
+            break
+    text = "".join(seen) + launcher.communicate(timeout=120)[0]
+    saved = list_checkpoints(out / "checkpoints")
+    assert len(saved) == 1 and 2 <= saved[0][0] < 10000, text[-5000:]
+    state = json.loads((saved[0][1] / "train_state.json").read_text())
+    assert state["reason"] == "stopped by SIGTERM", text[-5000:]
 
 
 def test_fsdp2_two_processes_resume_exactly_and_reshard_to_one(tmp_path, prepared_sample, sample_tokenizer,
@@ -65,7 +103,7 @@ def test_fsdp2_two_processes_resume_exactly_and_reshard_to_one(tmp_path, prepare
     run(ref, *common.values(), *fsdp, devices=2)
     out = tmp_path / "fsdp_interrupted"
     # 2 micro batches per rank and step: rank 0's 7th batch is in step 4
-    run(out, *common.values(), *fsdp, devices=2, simulate=("--sigterm_after_batches", 7))
+    run(out, *common.values(), *fsdp, devices=2, simulate=("--sigterm_after_batches", 7), expect_rc=STOPPED_AND_SAVED)
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [4]
     resharded = tmp_path / "fsdp_to_single"
     shutil.copytree(out, resharded)
