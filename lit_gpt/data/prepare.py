@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import re
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +49,10 @@ class _Job:
 _tokenizer: Tokenizer | None = None
 
 
-def _init_worker(tokenizer_path: Path) -> None:
+def _init_worker(tokenizer_path: Path, tokenizer: Tokenizer | None = None) -> None:
     global _tokenizer
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one core per process
-    _tokenizer = Tokenizer(tokenizer_path)
+    _tokenizer = tokenizer or Tokenizer(tokenizer_path)
 
 
 def _run_unit(job: _Job) -> dict:
@@ -136,6 +137,9 @@ def prepare(
     tokenizer = Tokenizer(tokenizer_path)
     if tokenizer.bos_id is None or tokenizer.eos_id is None:
         raise ValueError(f"{tokenizer.path}: BOS and EOS tokens are needed as document separators")
+    if tokenizer.backend == "sentencepiece" and tokenizer.fast_encoder is None:
+        # said once per run, here in the main process: the workers take the same (slower) path silently
+        warnings.warn(f"{tokenizer.path}: fast tokenization is off, {tokenizer.fast_encoder_refusal}; encoding with SentencePiece itself (same ids, slower)")
     identity = tokenizer.identity()
     files = [p.relative_to(source_root).as_posix() for p in inputs]
     config = {"prefix": prefix, "chunk_size": chunk_size, "tokenizer_sha256": identity["sha256"], "files": files}
@@ -165,7 +169,7 @@ def prepare(
     pool = multiprocessing.get_context("spawn").Pool(num_processes, _init_worker, (tokenizer_path,)) if num_processes > 1 else None
     try:
         if pool is None:
-            _init_worker(tokenizer_path)
+            _init_worker(tokenizer_path, tokenizer)
         results = pool.imap_unordered(_run_unit, jobs) if pool else map(_run_unit, jobs)
         for record in results:
             _append(journal, record)
