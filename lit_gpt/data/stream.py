@@ -44,14 +44,16 @@ def _rng(*key: int) -> np.random.Generator:
 
 
 def find_shards(data_dir: str | Path, prefix: str) -> list[ShardInfo]:
-    """The validated headers of `{data_dir}/{prefix}_{counter}.bin`, in sorted order."""
+    """The validated headers of `{data_dir}/{prefix}_{counter}.bin`, in sorted order. Also found:
+    `{prefix}_{process}_{counter}.bin`, the names TinyLlama's preparation gives (one prefix per
+    preparing process), so such folders train as they are."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: data folder not found")
-    name = re.compile(rf"{re.escape(prefix)}_\d+\.bin")
+    name = re.compile(rf"{re.escape(prefix)}(_\d+)?_\d+\.bin")
     files = sorted(p for p in data_dir.glob(f"{prefix}_*.bin") if name.fullmatch(p.name))
     if not files:
-        raise FileNotFoundError(f"{data_dir}: no shard files {prefix}_*.bin for source {prefix!r}")
+        raise FileNotFoundError(f"{data_dir}: no shard files {prefix}_*.bin for source {prefix!r} (names {prefix}_<counter>.bin or {prefix}_<process>_<counter>.bin)")
     return [read_header(p) for p in files]
 
 

@@ -4,6 +4,7 @@ run, resume if asked, train."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -11,7 +12,7 @@ from typing import Any, Dict, Optional
 import yaml
 
 from lit_gpt.config import Config
-from lit_gpt.data import build_train_loader, build_val_loader, check_tokenizer, read_manifest
+from lit_gpt.data import build_train_loader, build_val_loader, check_source
 from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs
@@ -126,8 +127,9 @@ def check_data(args: PretrainArgs, tokenizer, config: Config) -> None:
     """Refuse, before any training, data the model cannot read or that another tokenizer made."""
     prefixes = list(args.train_sources) + ([args.val_prefix] if args.val_prefix else [])  # "" = no validation
     for prefix in prefixes:
-        manifest = read_manifest(args.data_dir, prefix)
-        check_tokenizer(manifest, tokenizer.identity() if tokenizer else None, config.padded_vocab_size)
+        unchecked = check_source(args.data_dir, prefix, tokenizer.identity() if tokenizer else None, config.padded_vocab_size)
+        if unchecked:
+            warnings.warn(unchecked)
 
 
 def pretrain(args: PretrainArgs) -> Dict[str, Any]:
