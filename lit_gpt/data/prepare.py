@@ -125,10 +125,12 @@ def prepare(
     num_processes: int | None = None,
     strict: bool = False,
     check_every: int = 64,
+    settings: dict | None = None,
 ) -> dict:
     """Tokenize `inputs` (each read with `read`) into `{destination}/{prefix}_*.bin`; returns the manifest.
 
     `check_every`: every n-th document is also encoded by the reference tokenizer and compared (0: never).
+    `settings`: what else decides the output (the reader's options); a resumed run must have the same.
     Raises BadInputError on bad input when `strict`.
     """
     if not inputs:
@@ -142,7 +144,7 @@ def prepare(
         warnings.warn(f"{tokenizer.path}: fast tokenization is off, {tokenizer.fast_encoder_refusal}; encoding with SentencePiece itself (same ids, slower)")
     identity = tokenizer.identity()
     files = [p.relative_to(source_root).as_posix() for p in inputs]
-    config = {"prefix": prefix, "chunk_size": chunk_size, "tokenizer_sha256": identity["sha256"], "files": files}
+    config = {"prefix": prefix, "chunk_size": chunk_size, "tokenizer_sha256": identity["sha256"], "files": files, **(settings or {})}
 
     journal = destination / f"{prefix}.progress.jsonl"
     name = re.compile(rf"\.?{re.escape(prefix)}_(\d+)\.bin(\.tmp)?")
@@ -199,6 +201,7 @@ def prepare(
         "dropped": dict(sum((Counter(r["dropped"]) for r in records), Counter())),
         "separators": {"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "layout": SEPARATORS},
         "tokenizer": identity,
+        **({"settings": settings} if settings else {}),
         "shards": [{"file": n, "tokens": t} for r in records for n, t in r["shards"]],
     }
     write_json_atomic(manifest_path(destination, prefix), manifest)
