@@ -44,7 +44,8 @@ class PretrainArgs(RunArgs):
         global_batch_tokens: The global batch in tokens (instead of global_batch_size).
         max_tokens: Tokens to train (instead of max_steps).
         eval_batches: Micro batches per rank in the fixed validation set.
-        num_workers: DataLoader worker processes per rank.
+        num_workers: DataLoader worker processes per rank (null: from the CPUs per rank, see
+            lit_gpt.data.default_num_workers).
         shuffle_buffer_files: Blocks are shuffled within groups of this many files.
         eval_tasks: Comma-separated lm-eval tasks to score every `eval_tasks_interval` steps (e.g. hellaswag,piqa).
         eval_tasks_interval: Steps between lm-eval runs (0: never).
@@ -81,7 +82,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
         train_sources={"train_slimpajama": 0.693584, "train_starcoder": 0.306416},
         val_prefix="validation_slimpajama", global_batch_size=1024, micro_batch_size=8, max_steps=1_430_512,
         lr=4e-4, min_lr=4e-5, warmup_steps=2000, weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
-        log_interval=10, eval_interval=5000, eval_batches=100, save_interval=5000, num_workers=2,
+        log_interval=10, eval_interval=5000, eval_batches=100, save_interval=5000, num_workers=None,
     ),
     "demo": dict(
         out_dir=Path("out/demo"), model_name="demo_LLaMA_5M",

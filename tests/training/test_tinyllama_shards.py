@@ -13,6 +13,7 @@ import pytest
 from data_fixtures import sample_tokenizer  # noqa: F401
 from training.pretrain_fixtures import ROOT, losses, model_config  # noqa: F401
 from lit_gpt.data import check_source, find_shards, write_shard
+from lit_gpt.training.metrics import read_metrics
 
 
 def write_tinyllama_folder(folder, processes=2, files_per_process=2, chunk_size=33 * 16, vocab_size=1024):
@@ -46,6 +47,8 @@ def test_tinyllama_named_shards_train_with_the_default_sources(tmp_path, sample_
     said = [str(w.message) for w in caught if "manifest" in str(w.message)]
     assert len(said) == 2 and all("cannot be checked" in m and "4 of 4 files" in m for m in said)
     assert state["step"] == 3 and all(math.isfinite(v) for v in losses(tmp_path / "out").values())
+    waits = [v for _, v in read_metrics(tmp_path / "out" / "metrics.csv")["data_wait_fraction"]]
+    assert len(waits) == 3 and all(0 < v < 1 for v in waits)  # the time each step waited for its batches
 
 
 def test_without_a_manifest_token_ids_are_checked_against_the_vocabulary(tmp_path):
