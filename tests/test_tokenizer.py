@@ -155,6 +155,8 @@ def _edited(tmp_path, folder, edit):
     (lambda m: setattr(m.pieces[259], "score", 0.0), "not all one score"),
     (lambda m: [setattr(p, "score", 1e9) for p in m.pieces if set(p.piece) == {"▁"}], "not below every other piece"),
     (lambda m: setattr(m.pieces[300], "piece", "▁▁zq"), "holds a whitespace run"),
+    # a piece no merge sequence reaches: tiktoken would return it for the word itself, SentencePiece not
+    (lambda m: setattr(m.pieces[300], "piece", "▁ЖqЖqЖq"), "does not encode the word '▁ЖqЖqЖq' as its own piece"),
 ])
 def test_fast_encoder_refuses_ties_it_cannot_reproduce(tmp_path, llama2_shaped_tokenizer, edit, reason):
     tok = _edited(tmp_path, llama2_shaped_tokenizer, edit)
