@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -28,14 +28,24 @@ class TiktokenBPE:
 
     SentencePiece BPE starts from the characters of the normalised text (spaces become U+2581 "▁",
     one "▁" is prepended) and repeatedly merges the adjacent pair whose concatenation is the piece
-    with the highest score, leftmost first on ties; characters outside the vocabulary become byte
-    pieces `<0xXX>`. tiktoken repeatedly merges the adjacent pair whose bytes have the lowest rank,
-    leftmost first. So the ranks are: the 256 single bytes, then every UTF-8 prefix of the vocabulary's
-    multi-byte characters (each character is assembled from its bytes before any real merge), then
-    the multi-character pieces in descending score. Tokens that are no SentencePiece piece (lone
-    bytes, prefixes of unknown characters) expand to byte pieces. tiktoken's pre-split into words
-    (a run of "▁" plus what follows up to the next "▁") is only a speed-up and changes nothing because
-    no piece crosses such a boundary, which the constructor checks.
+    with the highest score, leftmost first on equal scores; characters outside the vocabulary become
+    byte pieces `<0xXX>`. tiktoken repeatedly merges the adjacent pair whose bytes have the lowest
+    rank, leftmost first. So the ranks are: the 256 single bytes, then every UTF-8 prefix of the
+    vocabulary's multi-byte characters (each character is assembled from its bytes before any real
+    merge), then the multi-character pieces in descending score. Tokens that are no SentencePiece
+    piece (lone bytes, prefixes of unknown characters) expand to byte pieces. tiktoken's pre-split
+    into words (a run of "▁" plus what follows up to the next "▁") changes nothing because no piece
+    crosses such a boundary. When a whole word is a piece tiktoken returns it without merging, so
+    every piece that can be a whole word must also be what SentencePiece makes of it.
+
+    Equal scores: "leftmost first" ranks pairs by position, which no fixed token ranking can do in
+    general. Llama 2's tokenizer gives its whitespace-run pieces ("▁▁" ... 16 x "▁") one shared score
+    (-1e9) below every other piece, and that case is exact: all other merges finish first (a run
+    piece joins nothing else, since no other piece holds "▁▁"), leaving each word's leading run of
+    single "▁"; with the run lengths 2..K all present, leftmost-first grows the leftmost block one
+    "▁" at a time up to K, then starts the next, and tiktoken does the same when the longer run
+    pieces rank first. Any other tie is refused. The constructor checks all of this and raises
+    ValueError naming the first condition that fails.
     """
 
     WORD = "▁+[^▁]*|[^▁]+"
@@ -49,25 +59,26 @@ class TiktokenBPE:
         model = sentencepiece_model_pb2.ModelProto.FromString(model_proto)
         Piece, norm, trainer = model.SentencePiece, model.normalizer_spec, model.trainer_spec
         types = {p.type for p in model.pieces}
-        if (
-            trainer.model_type != trainer.BPE
-            or norm.name != "identity"
-            or norm.remove_extra_whitespaces
-            or not norm.escape_whitespaces
-            or trainer.treat_whitespace_as_suffix
-            or not trainer.byte_fallback
-            or types & {Piece.USER_DEFINED, Piece.UNUSED}
-        ):
-            raise ValueError("only identity-normalised byte-fallback BPE models without user-defined or unused pieces are supported")
+        if trainer.model_type != trainer.BPE:
+            raise ValueError("not a BPE model")
+        if norm.name != "identity" or norm.normalization_rule_tsv or norm.precompiled_charsmap:
+            raise ValueError(f"normalisation {norm.name!r} is not the identity")
+        if norm.remove_extra_whitespaces or not norm.escape_whitespaces or trainer.treat_whitespace_as_suffix:
+            raise ValueError("whitespace is collapsed, not escaped as U+2581, or treated as a suffix")
+        if not trainer.byte_fallback:
+            raise ValueError("no byte fallback (unknown characters would become <unk>)")
+        if types & {Piece.USER_DEFINED, Piece.UNUSED}:
+            raise ValueError("user-defined or unused pieces")
         self.dummy_prefix = norm.add_dummy_prefix
         normal = {p.piece: i for i, p in enumerate(model.pieces) if p.type == Piece.NORMAL}
         byte_ids = {int(p.piece[3:5], 16): i for i, p in enumerate(model.pieces) if p.type == Piece.BYTE}
+        if len(byte_ids) != 256:
+            raise ValueError(f"{len(byte_ids)} byte pieces instead of 256")
         multi = [p for p in model.pieces if p.type == Piece.NORMAL and len(p.piece) > 1]
-        if len({p.score for p in multi}) != len(multi):
-            raise ValueError("pieces with equal scores: merge order is not a strict ranking")
         word = re.compile(self.WORD)
-        if any(word.fullmatch(p.piece) is None for p in multi):
-            raise ValueError("a piece crosses a word boundary")
+        if crossing := next((p.piece for p in multi if word.fullmatch(p.piece) is None), None):
+            raise ValueError(f"piece {crossing!r} crosses a word boundary")
+        ordered = self._merge_order(multi)
 
         ranks = {bytes([b]): b for b in range(256)}
         expansion = [[normal[chr(b)]] if b < 128 and chr(b) in normal else [byte_ids[b]] for b in range(256)]
@@ -78,15 +89,53 @@ class TiktokenBPE:
                     ranks[raw[:k]] = len(ranks)
                     expansion.append([byte_ids[b] for b in raw[:k]])
             expansion[ranks[raw]] = [normal[char]]
-        for piece in sorted(multi, key=lambda p: -p.score):
-            ranks[piece.piece.encode()] = len(ranks)
-            expansion.append([normal[piece.piece]])
+        for piece in ordered:
+            ranks[piece.encode()] = len(ranks)
+            expansion.append([normal[piece]])
         self.encoding = tiktoken.Encoding("sentencepiece-bpe", pat_str=self.WORD, mergeable_ranks=ranks, special_tokens={})
         # Flat expansion table: rank r -> flat[offset[r] : offset[r] + length[r]].
         self.length = np.array([len(e) for e in expansion], np.int64)
         self.offset = np.cumsum(self.length) - self.length
         self.flat = np.array([i for e in expansion for i in e], np.int64)
         self.direct = np.where(self.length == 1, self.flat[self.offset], -1)
+        self._check_whole_words(model, multi, normal)
+
+    @staticmethod
+    def _merge_order(multi) -> list[str]:
+        """The multi-character pieces in merge order (see the class docstring); ValueError on a tie
+        that SentencePiece's leftmost-first rule could resolve differently."""
+        if len({p.score for p in multi}) == len(multi):
+            return [p.piece for p in sorted(multi, key=lambda p: -p.score)]
+        runs = [p for p in multi if set(p.piece) == {"▁"}]
+        others = [p for p in multi if set(p.piece) != {"▁"}]
+        seen: dict[float, str] = {}
+        for p in others:
+            if p.score in seen or p.score in {r.score for r in runs}:
+                other = seen.get(p.score) or next(r.piece for r in runs if r.score == p.score)
+                raise ValueError(f"pieces {other!r} and {p.piece!r} share the score {p.score}: merge order is not a strict ranking")
+            seen[p.score] = p.piece
+        if len({r.score for r in runs}) != 1:
+            raise ValueError("whitespace-run pieces share scores, but not all one score")
+        tie = runs[0].score
+        if others and tie >= min(p.score for p in others):
+            raise ValueError(f"the whitespace-run pieces' shared score {tie} is not below every other piece's")
+        lengths = sorted(len(r.piece) for r in runs)
+        if lengths != list(range(2, len(lengths) + 2)):
+            raise ValueError(f"whitespace-run pieces of lengths {lengths}, not every length from 2 up")
+        if inner := next((p.piece for p in others if "▁▁" in p.piece), None):
+            raise ValueError(f"piece {inner!r} holds a whitespace run")
+        return [p.piece for p in sorted(others, key=lambda p: -p.score)] + ["▁" * n for n in reversed(lengths)]
+
+    def _check_whole_words(self, model, multi, normal) -> None:
+        """tiktoken returns a word that is itself a piece as that piece; SentencePiece must agree."""
+        import sentencepiece
+
+        model.normalizer_spec.add_dummy_prefix = False
+        reference = sentencepiece.SentencePieceProcessor(model_proto=model.SerializeToString())
+        words = [p.piece for p in multi if self.dummy_prefix is False or p.piece.startswith("▁")]
+        encoded = reference.encode([w.replace("▁", " ") for w in words])
+        if bad := next((w for w, ids in zip(words, encoded) if ids != [normal[w]]), None):
+            raise ValueError(f"SentencePiece does not encode the word {bad!r} as its own piece")
 
     def encode(self, text: str) -> np.ndarray:
         if not text:
@@ -98,6 +147,17 @@ class TiktokenBPE:
         lengths = self.length[ranks]
         ends = np.cumsum(lengths)
         return self.flat[np.repeat(self.offset[ranks] - ends + lengths, lengths) + np.arange(ends[-1])]
+
+
+@lru_cache(maxsize=2)
+def _fast_encoder_for(model_proto: bytes) -> tuple[TiktokenBPE | None, str | None]:
+    """One TiktokenBPE per model and process (building one takes a fraction of a second); or why not."""
+    try:
+        return TiktokenBPE(model_proto), None
+    except ImportError as err:
+        return None, f"tiktoken is not installed ({err})"
+    except ValueError as err:
+        return None, f"the model is not eligible: {err}"
 
 
 def _read_json(path: Path) -> dict:
@@ -128,13 +188,15 @@ class Tokenizer:
 
     @cached_property
     def fast_encoder(self) -> TiktokenBPE | None:
-        """The tiktoken encoder for an eligible SentencePiece model, else None (built on first use)."""
+        """The tiktoken encoder for an eligible SentencePiece model, else None (built on first use;
+        `fast_encoder_refusal` then says why)."""
         if self.backend != "sentencepiece":
+            self.fast_encoder_refusal = "Hugging Face tokenizers encodes natively (no tiktoken path)"
             return None
-        try:
-            return TiktokenBPE(self.processor.serialized_model_proto())
-        except (ImportError, ValueError, KeyError):  # tiktoken missing or model not eligible: SentencePiece it is
-            return None
+        encoder, self.fast_encoder_refusal = _fast_encoder_for(self.processor.serialized_model_proto())
+        return encoder
+
+    fast_encoder_refusal: str | None = None
 
     @staticmethod
     def _valid(token_id: int) -> int | None:
@@ -201,8 +263,9 @@ class Tokenizer:
                     raise RuntimeError(f"{self.path}: the tiktoken encoder differs from SentencePiece on {text[:80]!r}")
         elif self.backend == "sentencepiece":
             arrays = self.processor.encode(list(texts), num_threads=1, return_type="numpy")
-        else:
-            arrays = [np.asarray(e.ids, dtype) for e in self.processor.encode_batch(list(texts), add_special_tokens=False)]
+        else:  # the offset-free batch call: faster than encode per document, which encode_batch is not
+            batch = getattr(self.processor, "encode_batch_fast", self.processor.encode_batch)
+            arrays = [np.asarray(e.ids, dtype) for e in batch(list(texts), add_special_tokens=False)]
         if not (bos or eos):
             return np.concatenate(arrays).astype(dtype, copy=False)
         lengths = np.fromiter((len(a) for a in arrays), np.int64, len(arrays)) + bos + eos

@@ -55,3 +55,30 @@ def prepared_sample(tmp_path_factory, sample_tokenizer) -> Path:
     load_script("prepare_slimpajama").prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1)
     load_script("prepare_starcoder").prepare_starcoder(SAMPLE / "starcoder", sample_tokenizer, out, chunk_size=100_000, num_processes=1)
     return out
+
+
+def hard_texts() -> list[str]:
+    """Texts where a tokenizer shortcut would show: long whitespace runs (indentation up to 40
+    spaces, runs at the start, end and between words), digits, non-Latin scripts in and outside the
+    vocabulary (CJK, Hangul, Thai, Arabic, emoji: byte fallback), control characters, "▁" itself."""
+    texts = [" " * n for n in range(1, 41)] + ["x" + " " * n + "y" for n in range(1, 41)]
+    texts += [f"def f{n}():\n" + " " * n + "return 0\n" + " " * (2 * n) + "# done" for n in range(1, 21)]
+    texts += ["1234567890 3.14159 -42 1e10 2024-11-26 0x1F 007", "  12  345   6789    ", "価格は1234円です。 日本語の文章", "한국어 텍스트 똠방각하 힣",
+              "ภาษาไทย  สวัสดี", "مرحبا بالعالم", "\U0001f600\U0001f680 emoji  \U0001f9ea", "a\u2581b \u2581\u2581 c", "x\x00y\x7f\r\n\t\x0b",
+              "e\u0301 Ｆｕｌｌ ½ ﬁ", "tab\tseparated\t\tvalues", "trailing spaces   ", "   leading", ""]
+    return texts
+
+
+@pytest.fixture(scope="session")
+def llama2_shaped_tokenizer(tmp_path_factory) -> Path:
+    """A SentencePiece tokenizer of the Llama 2 tokenizer's shape (32,000 pieces, byte fallback at
+    ids 3-258, split digits, whitespace-run pieces tied at score -1e9), trained on the sample corpus."""
+    import json
+
+    from lit_gpt.data.tokenizer_training import llama2_shaped_model, training_text
+
+    out = tmp_path_factory.mktemp("llama2_shaped")
+    texts = training_text(SAMPLE / "slimpajama" / "train", SAMPLE / "starcoder", max_chars=1_000_000, max_piece_chars=2000)
+    (out / "tokenizer.model").write_bytes(llama2_shaped_model(texts))
+    (out / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>"}))
+    return out

@@ -61,3 +61,46 @@ def check_tokenizer(manifest: dict, tokenizer_identity: dict | None, model_vocab
         raise ValueError(
             f"data {prefix!r}{where} uses a vocabulary of {made['vocab_size']} tokens, larger than the model's padded vocabulary of {model_vocab_size}"
         )
+
+
+def check_source(data_dir: str | Path, prefix: str, tokenizer_identity: dict | None, model_vocab_size: int,
+                 sampled_files: int = 64, span: int = 1 << 16) -> str | None:
+    """Check source `prefix` before training: against its manifest, or, without one (folders made by
+    TinyLlama's or lit-gpt's scripts), by sampling token ids from the shards. Raises ValueError on
+    data that cannot be used; returns what could not be checked (None when there is a manifest).
+
+    Without a manifest the ids of up to `sampled_files` files (spread over the set; `span` tokens at
+    the start, middle and end of each) must lie in the tokenizer's vocabulary (the model's padded
+    vocabulary when no tokenizer is given).
+    """
+    if manifest_path(data_dir, prefix).is_file():
+        from lit_gpt.data.integrity import check_shards
+
+        manifest = read_manifest(data_dir, prefix)
+        check_tokenizer(manifest, tokenizer_identity, model_vocab_size, source=str(manifest_path(data_dir, prefix)))
+        check_shards(data_dir, prefix, manifest)
+        return None
+    import numpy as np
+
+    from lit_gpt.data.shards import open_shard
+    from lit_gpt.data.stream import find_shards
+
+    shards = find_shards(data_dir, prefix)
+    limit = min(model_vocab_size, tokenizer_identity["vocab_size"]) if tokenizer_identity else model_vocab_size
+    n = len(shards)
+    picked = range(n) if n <= sampled_files else sorted({i * (n - 1) // (sampled_files - 1) for i in range(sampled_files)})
+    for info in (shards[i] for i in picked):
+        tokens = open_shard(info)
+        for start in sorted({0, max(len(tokens) // 2 - span // 2, 0), max(len(tokens) - span, 0)}):
+            ids = np.asarray(tokens[start : start + span])
+            bad = np.flatnonzero((ids < 0) | (ids >= limit)) if len(ids) else ()
+            if len(bad):
+                raise ValueError(
+                    f"{info.path}: token {start + int(bad[0])} is id {int(ids[bad[0]])}, outside the vocabulary of {limit} "
+                    "(tokenizer or model); was the data made with another tokenizer?"
+                )
+    return (
+        f"{Path(data_dir) / prefix}_*.bin: no {manifest_path(data_dir, prefix).name}, so the tokenizer the data was made with, "
+        f"its separators (BOS/EOS) and its skipped input cannot be checked; token ids of {len(picked)} of {len(shards)} "
+        f"files were sampled and lie in the vocabulary of {limit}"
+    )

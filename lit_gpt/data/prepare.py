@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import re
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +49,10 @@ class _Job:
 _tokenizer: Tokenizer | None = None
 
 
-def _init_worker(tokenizer_path: Path) -> None:
+def _init_worker(tokenizer_path: Path, tokenizer: Tokenizer | None = None) -> None:
     global _tokenizer
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one core per process
-    _tokenizer = Tokenizer(tokenizer_path)
+    _tokenizer = tokenizer or Tokenizer(tokenizer_path)
 
 
 def _run_unit(job: _Job) -> dict:
@@ -124,10 +125,12 @@ def prepare(
     num_processes: int | None = None,
     strict: bool = False,
     check_every: int = 64,
+    settings: dict | None = None,
 ) -> dict:
     """Tokenize `inputs` (each read with `read`) into `{destination}/{prefix}_*.bin`; returns the manifest.
 
     `check_every`: every n-th document is also encoded by the reference tokenizer and compared (0: never).
+    `settings`: what else decides the output (the reader's options); a resumed run must have the same.
     Raises BadInputError on bad input when `strict`.
     """
     if not inputs:
@@ -136,9 +139,12 @@ def prepare(
     tokenizer = Tokenizer(tokenizer_path)
     if tokenizer.bos_id is None or tokenizer.eos_id is None:
         raise ValueError(f"{tokenizer.path}: BOS and EOS tokens are needed as document separators")
+    if tokenizer.backend == "sentencepiece" and tokenizer.fast_encoder is None:
+        # said once per run, here in the main process: the workers take the same (slower) path silently
+        warnings.warn(f"{tokenizer.path}: fast tokenization is off, {tokenizer.fast_encoder_refusal}; encoding with SentencePiece itself (same ids, slower)")
     identity = tokenizer.identity()
     files = [p.relative_to(source_root).as_posix() for p in inputs]
-    config = {"prefix": prefix, "chunk_size": chunk_size, "tokenizer_sha256": identity["sha256"], "files": files}
+    config = {"prefix": prefix, "chunk_size": chunk_size, "tokenizer_sha256": identity["sha256"], "files": files, **(settings or {})}
 
     journal = destination / f"{prefix}.progress.jsonl"
     name = re.compile(rf"\.?{re.escape(prefix)}_(\d+)\.bin(\.tmp)?")
@@ -165,7 +171,7 @@ def prepare(
     pool = multiprocessing.get_context("spawn").Pool(num_processes, _init_worker, (tokenizer_path,)) if num_processes > 1 else None
     try:
         if pool is None:
-            _init_worker(tokenizer_path)
+            _init_worker(tokenizer_path, tokenizer)
         results = pool.imap_unordered(_run_unit, jobs) if pool else map(_run_unit, jobs)
         for record in results:
             _append(journal, record)
@@ -195,6 +201,7 @@ def prepare(
         "dropped": dict(sum((Counter(r["dropped"]) for r in records), Counter())),
         "separators": {"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "layout": SEPARATORS},
         "tokenizer": identity,
+        **({"settings": settings} if settings else {}),
         # sizes too: training checks them at start (lit_gpt/data/integrity.py)
         "shards": [{"file": n, "tokens": t, "bytes": (Path(destination) / n).stat().st_size}
                    for r in records for n, t in r["shards"]],

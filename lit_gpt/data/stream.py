@@ -9,8 +9,10 @@ One global sample sequence, independent of world size and worker count:
 - The mix: global sample g comes from the source drawn for it by a generator seeded from
   (seed, g // 65536); it is that source's sample number "picks of that source before g".
 - Rank r of R gets global samples g = l * R + r (l its local index); local batch k holds local samples
-  [k * B, (k + 1) * B) and comes from DataLoader worker k % W, which is the order in which torch's
-  DataLoader takes batches from its workers.
+  [k * B, (k + 1) * B). Batches travel in chunks of C = 16 (one tensor, one inter-process transfer
+  for 16 batches, which is what makes workers worth having): chunk m, counted from where the
+  iteration starts, holds local batches [m * C, (m + 1) * C) and comes from DataLoader worker m % W,
+  the order in which torch's DataLoader takes items from its workers.
 
 So every block is read by exactly one (rank, worker) per epoch, and resuming needs only g and the
 per-source pick counts at g: no data is read again, and the world size or the worker count may
@@ -19,6 +21,7 @@ change as long as g stays a multiple of the new global batch B * R.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 import zlib
@@ -46,14 +49,16 @@ def _rng(*key: int) -> np.random.Generator:
 
 
 def find_shards(data_dir: str | Path, prefix: str) -> list[ShardInfo]:
-    """The validated headers of `{data_dir}/{prefix}_{counter}.bin`, in sorted order."""
+    """The validated headers of `{data_dir}/{prefix}_{counter}.bin`, in sorted order. Also found:
+    `{prefix}_{process}_{counter}.bin`, the names TinyLlama's preparation gives (one prefix per
+    preparing process), so such folders train as they are."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: data folder not found")
-    name = re.compile(rf"{re.escape(prefix)}_\d+\.bin")
+    name = re.compile(rf"{re.escape(prefix)}(_\d+)?_\d+\.bin")
     files = sorted(p for p in data_dir.glob(f"{prefix}_*.bin") if name.fullmatch(p.name))
     if not files:
-        raise FileNotFoundError(f"{data_dir}: no shard files {prefix}_*.bin for source {prefix!r}")
+        raise FileNotFoundError(f"{data_dir}: no shard files {prefix}_*.bin for source {prefix!r} (names {prefix}_<counter>.bin or {prefix}_<process>_<counter>.bin)")
     return [read_header(p) for p in files]
 
 
@@ -108,21 +113,30 @@ class Source:
         buffer_start = file_start[:: self.buffer_files]
         return order, file_start, buffer_start
 
-    def locate(self, index: int) -> tuple[int, int]:
-        """Sample `index` of this source -> (file number in sorted order, block within that file)."""
-        epoch, j = divmod(index, self.total)
-        order, file_start, buffer_start = self._epochs.get_or(epoch, lambda: self._epoch(epoch))
-        b = int(np.searchsorted(buffer_start, j, "right")) - 1
-        buffer_end = buffer_start[b + 1] if b + 1 < len(buffer_start) else self.total
-        perm = self._perms.get_or((epoch, b), lambda: _rng(self.seed, _BLOCKS, self.key, epoch, b).permutation(buffer_end - buffer_start[b]))
-        q = buffer_start[b] + perm[j - buffer_start[b]]
-        k = int(np.searchsorted(file_start, q, "right")) - 1
-        return int(order[k]), int(q - file_start[k])
+    def locate(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Samples `index` of this source -> (file numbers in sorted order, blocks within those files)."""
+        index = np.asarray(index, np.int64)
+        epochs, j = np.divmod(index, self.total)
+        files, blocks = np.empty_like(index), np.empty_like(index)
+        for epoch in np.unique(epochs).tolist():
+            sel = epochs == epoch
+            order, file_start, buffer_start = self._epochs.get_or(epoch, lambda: self._epoch(epoch))
+            je = j[sel]
+            b = np.searchsorted(buffer_start, je, "right") - 1
+            q = np.empty_like(je)
+            for buffer in np.unique(b).tolist():
+                start = int(buffer_start[buffer])
+                end = int(buffer_start[buffer + 1]) if buffer + 1 < len(buffer_start) else self.total
+                perm = self._perms.get_or((epoch, buffer), lambda: _rng(self.seed, _BLOCKS, self.key, epoch, buffer).permutation(end - start))
+                mine = b == buffer
+                q[mine] = start + perm[je[mine] - start]
+            k = np.searchsorted(file_start, q, "right") - 1
+            files[sel], blocks[sel] = order[k], q - file_start[k]
+        return files, blocks
 
-    def read(self, file: int, block: int, out: np.ndarray) -> None:
-        tokens = self._maps.get_or(file, lambda: open_shard(self.shards[file]))
-        out[:] = tokens[block * self.sample_len : (block + 1) * self.sample_len]
-        check_ids(out, self.vocab_size, self.shards[file].path, block)
+    def tokens(self, file: int) -> np.ndarray:
+        # A plain ndarray view of the memory map: slicing it skips np.memmap's per-slice overhead.
+        return self._maps.get_or(file, lambda: np.asarray(open_shard(self.shards[file])))
 
 
 class Mixture:
@@ -150,8 +164,11 @@ class Mixture:
 
 
 class ShardStream(IterableDataset):
-    """Yields this rank's local batches (LongTensor of shape (B, block_size + 1)) forever; in a
-    DataLoader worker w of W it yields local batches w, w + W, ... counted from `start`."""
+    """Yields this rank's local batches forever, in chunks of CHUNK batches (LongTensor of shape
+    (CHUNK, B, block_size + 1)); in a DataLoader worker w of W it yields chunks w, w + W, ...
+    counted from `start`."""
+
+    CHUNK = 16  # batches assembled, and sent from a worker, together (see the module docstring)
 
     def __init__(self, sources: list[Source], mixture: Mixture, micro_batch_size: int, rank: int, world_size: int) -> None:
         self.sources, self.mixture = sources, mixture
@@ -159,30 +176,36 @@ class ShardStream(IterableDataset):
         self.start = (0, [0] * len(sources))  # (global sample g, picks per source before g)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        """Chunks of C local batches, LongTensor (C, B, block_size + 1), this worker's share."""
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        B, R = self.batch, self.world_size
+        B, R, C = self.batch, self.world_size, self.CHUNK
         pos, picks = self.start[0], np.array(self.start[1], np.int64)
-        first_batch = pos // (B * R)
         sample_len = self.sources[0].sample_len
-        for k in count(first_batch + worker, workers):
-            wanted = (np.arange(k * B, (k + 1) * B) * R + self.rank)
-            # Advance the pick counts through every global sample up to this batch's last one.
+        k = pos // (B * R) + worker * C  # the first local batch of this worker's first chunk
+        while True:
+            # Where the samples of the chunk's batches are, found for all of them at once.
+            wanted = (((k + np.arange(C))[:, None] * B + np.arange(B)) * R + self.rank).ravel()
+            # Advance the pick counts through every global sample up to the last wanted one.
             chosen = self.mixture.choices(pos, int(wanted[-1]) + 1)
             rel = wanted - pos
             src = chosen[rel]
-            index = np.empty(B, np.int64)
-            for s in range(len(self.sources)):
+            files, blocks = np.empty(len(wanted), np.int64), np.empty(len(wanted), np.int64)
+            for s, source in enumerate(self.sources):
                 hits = np.cumsum(chosen == s)
                 mine = src == s
-                index[mine] = picks[s] + hits[rel[mine]] - 1
+                files[mine], blocks[mine] = source.locate(picks[s] + hits[rel[mine]] - 1)
                 picks[s] += hits[-1]
-            pos = int(wanted[-1]) + 1
-            out = np.empty((B, sample_len), np.int64)
-            for row, (s, i) in enumerate(zip(src.tolist(), index.tolist())):
-                source = self.sources[s]
-                source.read(*source.locate(i), out[row])
-            yield torch.from_numpy(out)
+            pos, k = int(wanted[-1]) + 1, k + workers * C
+            out = np.empty((C * B, sample_len), np.int64)
+            for row, (s, f, start) in enumerate(zip(src.tolist(), files.tolist(), (blocks * sample_len).tolist())):
+                out[row] = self.sources[s].tokens(f)[start : start + sample_len]
+            vocab_size = self.sources[0].vocab_size
+            if vocab_size is not None and (out.max() >= vocab_size or out.min() < 0):
+                # one check for the whole chunk; the slow search for the culprit only when it fails
+                for row, (s, f, b) in enumerate(zip(src.tolist(), files.tolist(), blocks.tolist())):
+                    check_ids(out[row], vocab_size, self.sources[s].shards[f].path, b)
+            yield torch.from_numpy(out).view(C, B, sample_len)
 
 
 class TrainLoader:
@@ -212,11 +235,12 @@ class TrainLoader:
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers else {}
         loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             worker_init_fn=ignore_stop_signals, **extra)
-        for batch in loader:
-            picked = self.mixture.choices(self.g, self.g + self.global_batch)
-            self.counts += np.bincount(picked, minlength=len(self.counts))
-            self.g += self.global_batch
-            yield batch
+        for chunk in loader:
+            for batch in chunk:
+                picked = self.mixture.choices(self.g, self.g + self.global_batch)
+                self.counts += np.bincount(picked, minlength=len(self.counts))
+                self.g += self.global_batch
+                yield batch
 
     @property
     def mixture(self) -> Mixture:
@@ -264,20 +288,35 @@ def build_train_loader(
     seed: int = 42,
     rank: int = 0,
     world_size: int = 1,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     shuffle_buffer_files: int = 8,
-    pin_memory: bool = False,
+    pin_memory: bool | None = None,
     vocab_size: int | None = None,
 ) -> TrainLoader:
     """The training loader over `{data_dir}/{prefix}_*.bin` for each source prefix, mixed by weight
-    (default: SlimPajama 0.693584, Starcoder 0.306416). `vocab_size`: every block read is checked against it."""
+    (default: SlimPajama 0.693584, Starcoder 0.306416). `num_workers` None: `default_num_workers()`;
+    `pin_memory` None: pinned when CUDA is there. `vocab_size`: every block read is checked against it."""
     sources = DEFAULT_SOURCES if sources is None else sources
+    num_workers = default_num_workers() if num_workers is None else num_workers
+    pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world size {world_size})")
     streams = [Source(prefix, find_shards(data_dir, prefix), block_size, seed, shuffle_buffer_files, vocab_size)
                for prefix in sources]
     dataset = ShardStream(streams, Mixture(list(sources.values()), seed), micro_batch_size, rank, world_size)
     return TrainLoader(dataset, num_workers, seed, shuffle_buffer_files, pin_memory=pin_memory)
+
+
+def default_num_workers() -> int:
+    """Loader workers per rank from the CPUs there are: with CUDA, one CPU per rank stays with the
+    training process and up to 4 of the others load ahead (hiding slow storage); without CUDA, or with
+    no CPU to spare, none, since the main process assembles a batch in well under a millisecond
+    (benchmarks/RESULTS.md) and a worker would take a core from the CPU training."""
+    if not torch.cuda.is_available():
+        return 0
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or torch.cuda.device_count() or 1)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cpus // ranks - 1))
 
 
 class ValLoader:

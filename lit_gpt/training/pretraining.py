@@ -4,6 +4,7 @@ run, resume if asked, train."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -12,9 +13,7 @@ import torch
 import yaml
 
 from lit_gpt.config import Config
-from lit_gpt.data import build_train_loader, build_val_loader, check_tokenizer, read_manifest
-from lit_gpt.data.integrity import check_shards
-from lit_gpt.data.manifest import manifest_path
+from lit_gpt.data import build_train_loader, build_val_loader, check_source
 from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs
@@ -50,7 +49,8 @@ class PretrainArgs(RunArgs):
         global_batch_tokens: The global batch in tokens (instead of global_batch_size).
         max_tokens: Tokens to train (instead of max_steps).
         eval_batches: Micro batches per rank in the fixed validation set.
-        num_workers: DataLoader worker processes per rank.
+        num_workers: DataLoader worker processes per rank (null: from the CPUs per rank, see
+            lit_gpt.data.default_num_workers).
         shuffle_buffer_files: Blocks are shuffled within groups of this many files.
         eval_tasks: Comma-separated lm-eval tasks to score every `eval_tasks_interval` steps (e.g. hellaswag,piqa).
         eval_tasks_interval: Steps between lm-eval runs (0: never).
@@ -87,7 +87,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
         train_sources={"train_slimpajama": 0.693584, "train_starcoder": 0.306416},
         val_prefix="validation_slimpajama", global_batch_size=1024, micro_batch_size=8, max_steps=1_430_512,
         lr=4e-4, min_lr=4e-5, warmup_steps=2000, weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
-        log_interval=10, eval_interval=5000, eval_batches=100, save_interval=5000, num_workers=2,
+        log_interval=10, eval_interval=5000, eval_batches=100, save_interval=5000, num_workers=None,
     ),
     "demo": dict(
         out_dir=Path("out/demo"), model_name="demo_LLaMA_5M",
@@ -149,10 +149,9 @@ def check_data(args: PretrainArgs, tokenizer, config: Config) -> None:
     """Refuse, before any training, data the model cannot read or that another tokenizer made."""
     prefixes = list(args.train_sources) + ([args.val_prefix] if args.val_prefix else [])  # "" = no validation
     for prefix in prefixes:
-        manifest = read_manifest(args.data_dir, prefix)
-        check_tokenizer(manifest, tokenizer.identity() if tokenizer else None, config.padded_vocab_size,
-                        source=str(manifest_path(args.data_dir, prefix)))
-        check_shards(args.data_dir, prefix, manifest)
+        unchecked = check_source(args.data_dir, prefix, tokenizer.identity() if tokenizer else None, config.padded_vocab_size)
+        if unchecked:
+            warnings.warn(unchecked)
 
 
 def pretrain(args: PretrainArgs) -> Dict[str, Any]:

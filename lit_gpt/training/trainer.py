@@ -138,6 +138,7 @@ def fit(
     start_step, loop_start = state["step"], time.perf_counter()
     elapsed_before = state["elapsed_sec"]
     last_log_time, last_log_tokens = loop_start, state["tokens"]
+    data_wait = 0.0  # seconds spent in next(train_iter) since the last log line
     bar = tqdm(total=settings.max_steps, initial=state["step"], disable=fabric.global_rank != 0,
                dynamic_ncols=True, desc="train")
     train_iter = iter(train_loader)
@@ -161,7 +162,10 @@ def fit(
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=fabric.device)
             for micro in range(plan.grad_accum_steps):
-                x, y = split_batch(fabric.to_device(next(train_iter)))
+                waited = time.perf_counter()
+                batch = next(train_iter)
+                data_wait += time.perf_counter() - waited  # a slow loader shows up in every run's log
+                x, y = split_batch(fabric.to_device(batch))
                 with fabric.no_backward_sync(model, enabled=micro < plan.grad_accum_steps - 1):
                     loss = model(x, targets=y)
                     fabric.backward(loss / plan.grad_accum_steps)
@@ -203,12 +207,14 @@ def fit(
             if step % settings.log_interval == 0 or last or stop:
                 now = time.perf_counter()
                 loss_value = fabric.all_reduce(loss_sum / plan.grad_accum_steps, reduce_op="mean").item()
+                data_wait_fraction, data_wait = data_wait / (now - last_log_time), 0.0
                 tps = (state["tokens"] - last_log_tokens) / (now - last_log_time)
                 last_log_time, last_log_tokens = now, state["tokens"]
                 metrics = {
                     "tokens": state["tokens"], "loss": loss_value, "lr": lr, "grad_norm": grad_norm.item(),
                     "tokens_per_sec": tps, "tokens_per_sec_per_device": tps / world,
                     "skipped_steps": state["skipped_steps"],
+                    "data_wait_fraction": data_wait_fraction,
                     "elapsed_sec": elapsed_before + now - loop_start,
                 }
                 if peak:
