@@ -4,7 +4,7 @@ weights to start from. Shared by pretraining and fine-tuning."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import lightning as L
 import torch
@@ -60,12 +60,15 @@ def setup_model(
     activation_checkpointing: ActivationCheckpointing = "none",
     compile: bool = False,
     initial_state: Optional[Dict[str, torch.Tensor]] = None,
+    transform: Optional[Callable[[GPT], object]] = None,
 ):
     """Build the model the way the strategy wants it (meta-device init under FSDP2), initialise it with
     the TinyLlama init, optionally overwrite it with `initial_state` (full, unsharded weights), and
-    hand it to Fabric."""
+    hand it to Fabric. `transform` changes the freshly built model first (e.g. adds LoRA adapters)."""
     with fabric.init_module(empty_init=sharded):
         model = GPT(config)
+        if transform is not None:
+            transform(model)
     if not sharded:
         prepare_unsharded(model, fabric.device, activation_checkpointing, compile)
     model = fabric.setup_module(model)
