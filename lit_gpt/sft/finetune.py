@@ -17,7 +17,7 @@ from lit_gpt.config import Config
 from lit_gpt.lora import (TARGETS, LoRASettings, apply_lora, check_qlora_available, lora_init_state, quantize_base,
                           trainable_parameters)
 from lit_gpt.model import flops_per_token
-from lit_gpt.sft.data import (ChatBatches, DataReport, read_conversations, split_chat_batch, split_validation,
+from lit_gpt.sft.data import (ChatBatches, DataReport, PackedBatches, read_conversations, split_chat_batch, split_validation,
                               tokenize, validation_batches)
 from lit_gpt.sft.inference import find_checkpoint
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder, get_template, hf_tokenizer_config
@@ -64,6 +64,8 @@ class FinetuneArgs(RunArgs):
         lora_dropout: Dropout on the adapters' input.
         lora_targets: Linears that get adapters, among attn.qkv, attn.proj, mlp.fc_gate, mlp.fc_up, mlp.proj
             (null: all of them).
+        packed: Pack whole conversations into full rows of max_seq_length tokens (attention kept inside
+            each conversation) instead of length-bucketed, padded batches; global_batch_size then counts rows.
     """
 
     checkpoint: Optional[Path] = None
@@ -83,6 +85,7 @@ class FinetuneArgs(RunArgs):
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
     lora_targets: Optional[List[str]] = None
+    packed: bool = False
 
 
 # "tinyllama": TinyLlama chat v0.1's fine-tune (SPEC section 6: lr 1e-5, 5 epochs), decayed to 0;
@@ -102,7 +105,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 
 # Options that must not change across a resume: the data stream and the targets depend on them.
 FIXED_ON_RESUME = ("data", "data_format", "val_data", "val_fraction", "template", "skip_bad", "max_seq_length",
-                   "overlong", "seed", "global_batch_size", "method", "lora_r", "lora_alpha", "lora_targets")
+                   "overlong", "seed", "global_batch_size", "method", "lora_r", "lora_alpha", "lora_targets", "packed")
 # LoRA trains far fewer weights from a zero update: it takes a larger learning rate than full fine-tuning
 LORA_LR = 2e-4
 
@@ -184,6 +187,12 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
             initial_state = {**initial_state, **lora_init_state(config, lora, args.seed)}
     if args.kernels:
         config = Config.from_dict({**config.to_dict(), "kernels": args.kernels})
+    if args.packed:
+        # the document mask starts a new conversation at each BOS: every rendered conversation begins with one
+        if tokenizer.bos_id is None:
+            raise ValueError("packed fine-tuning needs a tokenizer with a BOS token (it marks where each "
+                             "conversation starts); pass --packed false")
+        config = Config.from_dict({**config.to_dict(), "document_mask": True, "bos_id": tokenizer.bos_id})
     if tokenizer.vocab_size > config.padded_vocab_size:
         raise ValueError(f"the tokenizer ({tokenizer.vocab_size} ids) does not fit the model's vocabulary "
                          f"({config.padded_vocab_size}); pass the tokenizer the model was trained with")
@@ -196,17 +205,24 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     fabric.print(f"data: {report.summary()}; {len(train_examples)} training and {len(val_examples)} validation "
                  f"examples, template {args.template}")
     plan = plan_batches(args.micro_batch_size, fabric.world_size, max_seq_length, args.global_batch_size)
-    # The loop counts global_batch_size x block_size tokens a step; with conversations of varied length
-    # the mean input length makes that count (and tokens/s, MFU) about right instead of padded to the maximum.
-    mean_length = max(1, round(sum(len(e) - 1 for e in train_examples) / len(train_examples)))
+    if args.packed:
+        train_loader = PackedBatches(train_examples, args.micro_batch_size, max_seq_length, seed=args.seed,
+                                     rank=fabric.global_rank, world_size=fabric.world_size)
+        units, unit_name = train_loader.rows_in_epoch(0), "rows"
+        mean_length = max(1, round(train_loader.real_tokens_per_row()))
+    else:
+        train_loader = ChatBatches(train_examples, args.micro_batch_size, max_seq_length, seed=args.seed,
+                                   rank=fabric.global_rank, world_size=fabric.world_size)
+        units, unit_name = len(train_examples), "conversations"
+        mean_length = max(1, round(sum(len(e) - 1 for e in train_examples) / len(train_examples)))
+    # The loop counts global_batch_size x block_size tokens a step; the mean real (non-padding) tokens of a
+    # row makes that count (and tokens/s, MFU) about right instead of padded to the maximum.
     plan = dataclasses.replace(plan, block_size=mean_length)
-    steps_per_epoch = max(1, len(train_examples) // plan.global_batch_size)
+    steps_per_epoch = max(1, units // plan.global_batch_size)
     max_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
     warmup = args.warmup_steps if args.warmup_steps is not None else min(round(args.warmup_fraction * max_steps),
                                                                           max_steps - 1)
     schedule = LRSchedule(args.lr, args.min_lr, warmup, max_steps)
-    train_loader = ChatBatches(train_examples, args.micro_batch_size, max_seq_length, seed=args.seed,
-                               rank=fabric.global_rank, world_size=fabric.world_size)
     # fewer validation conversations than ranks leave no batch for each: no validation then
     val_loader = validation_batches(val_examples, args.micro_batch_size, max_seq_length, fabric.global_rank,
                                     fabric.world_size) or None
@@ -252,9 +268,9 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     fpt = flops_per_token(config, mean_length)
     fabric.print(
         f"{config.name}: fine-tuning on {fabric.world_size} device(s) ({kind}); global batch "
-        f"{plan.global_batch_size} conversations, micro batch {plan.micro_batch_size}, accumulation "
+        f"{plan.global_batch_size} {unit_name}, micro batch {plan.micro_batch_size}, accumulation "
         f"{plan.grad_accum_steps}; {max_steps:,} steps ({max_steps / steps_per_epoch:.2f} epochs), lr {args.lr:g}; "
-        f"{mean_length} tokens per conversation on average"
+        f"{mean_length} real tokens per {unit_name[:-1]} on average"
     )
     settings = LoopSettings.from_args(args, max_steps)
     state = fit(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state, checkpoint_root,
