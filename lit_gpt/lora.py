@@ -84,7 +84,8 @@ class LoRALinear(nn.Linear):
         if self.quantized:
             import bitsandbytes as bnb
 
-            base = bnb.matmul_4bit(x, self.weight.t(), quant_state=self.weight.quant_state)
+            # NF4 blocks dequantise to bfloat16 (quantize_base): compute in it whatever the run's precision
+            base = bnb.matmul_4bit(x.to(torch.bfloat16), self.weight.t(), quant_state=self.weight.quant_state).to(x.dtype)
         else:
             base = F.linear(x, self.weight)
         update = F.linear(F.linear(self.lora_dropout(x), self.lora_a.to(x.dtype)), self.lora_b.to(x.dtype))
@@ -180,8 +181,8 @@ def quantize_base(model: nn.Module, device: torch.device) -> None:
 
     for module in model.modules():
         if isinstance(module, LoRALinear) and not module.quantized:
-            data = module.weight.data.to(torch.float16 if module.weight.dtype == torch.float32 else module.weight.dtype)
-            module.weight = bnb.nn.Params4bit(data.cpu(), requires_grad=False, quant_type="nf4").to(device)
+            data = module.weight.data.to(torch.bfloat16).cpu()
+            module.weight = bnb.nn.Params4bit(data, requires_grad=False, quant_type="nf4").to(device)
             module.quantized = True
 
 
