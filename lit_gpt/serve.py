@@ -313,7 +313,7 @@ async function send(event) {
   text.value = ""; messages.push({role: "user", content}); bubble("user", content);
   const out = bubble("assistant", ""); let answer = "";
   const response = await fetch("/v1/chat/completions", {method: "POST", headers: {"Content-Type": "application/json"},
-    body: JSON.stringify({model, messages, stream: true, max_tokens: 256, temperature: 0.7})});
+    body: JSON.stringify({model, messages, stream: true, temperature: 0.7})});  // max_tokens: the rest of the context
   if (!response.ok) { out.textContent = "error: " + (await response.json()).error.message; messages.pop(); return; }
   const reader = response.body.getReader(), decoder = new TextDecoder(); let buffer = "";
   for (;;) {
@@ -332,6 +332,9 @@ async function send(event) {
 document.getElementById("form").addEventListener("submit", send);
 text.addEventListener("keydown", e => { if (e.key === "Enter" && !e.shiftKey) send(e); });
 document.getElementById("reset").addEventListener("click", () => { messages = []; log.textContent = ""; });
+// /?q=... opens the page with that message sent (a link that asks a question)
+const asked = new URLSearchParams(location.search).get("q");
+if (asked) { text.value = asked; send(new Event("submit")); }
 </script></body></html>
 """
 
