@@ -20,9 +20,11 @@ setup(
     entry_points={"console_scripts": ["lit-lm-eval = lit_gpt.evaluation.lm_eval_model:lm_eval_cli"]},
     extras_require={
         "test": ["pytest>=8", "transformers>=4.45", "matplotlib>=3.7", "lm-eval>=0.4.13", "accelerate>=0.26",
-                 "gguf>=0.19", "torchao>=0.14"],
+                 "gguf>=0.19", "torchao>=0.14", "fastapi>=0.110", "uvicorn>=0.29", "openai>=1.30"],
         "float8": ["torchao>=0.14"],
         "gguf": ["gguf>=0.19"],
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29"],
+        "qlora": ["bitsandbytes>=0.43"],
         "eval": ["lm-eval>=0.4.13"],
         "plot": ["matplotlib>=3.7"],
         "wandb": ["wandb>=0.17"],

@@ -92,7 +92,7 @@ class CausalSelfAttention(nn.Module):
             # request), and cuDNN's attention builds an execution plan per new shape (tens of ms on an
             # H100): leave it out. One new token sees every cached position: no mask needed then.
             causal = mask is None
-            if input_pos is not None and T == 1:
+            if input_pos is not None and T == 1 and mask.dim() == 2:  # a per-row (padding) mask stays
                 mask = None
             with sdpa_kernel(_INFERENCE_BACKENDS):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=grouped)
@@ -238,12 +238,15 @@ class GPT(nn.Module):
         targets: Optional[torch.Tensor] = None,
         input_pos: Optional[torch.Tensor] = None,
         ignore_index: int = -100,
+        attn_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Logits (B, T, padded_vocab) or, with `targets`, the mean cross-entropy loss computed
         without materialising the logits when the ops backend fuses it.
 
         `input_pos` (T,) gives the positions of `idx` in the KV cache (ascending); without it the
-        call is a plain causal forward over positions 0..T-1.
+        call is a plain causal forward over positions 0..T-1. `attn_mask`, with `input_pos` only: a
+        boolean mask broadcastable to (B, 1, T, cache length), False where a query must not attend to a
+        cached position (the left padding of a batch of prompts of different lengths), on top of causality.
         """
         B, T = idx.shape
         if input_pos is None:
@@ -261,6 +264,8 @@ class GPT(nn.Module):
             else:
                 kv_len = int(input_pos[-1]) + 1
             mask = torch.arange(kv_len, device=idx.device)[None, :] <= input_pos[:, None]
+            if attn_mask is not None:
+                mask = mask & attn_mask[..., :kv_len]
         x = self.transformer.wte(idx)
         for block in self.transformer.h:
             x = block(x, cos, sin, mask, input_pos)

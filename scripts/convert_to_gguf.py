@@ -5,7 +5,10 @@
 
 The checkpoint is a lit checkpoint (folder, `.pth` file or pretraining DCP folder, read by
 `load_lit_checkpoint`) or a Hugging Face Llama folder (config.json without model_config.yaml). The
-tokenizer must be a SentencePiece `tokenizer.model`, from the checkpoint's folder or `--tokenizer_dir`.
+tokenizer is a SentencePiece `tokenizer.model` or a byte-level BPE `tokenizer.json` (GPT-2 style), from
+the checkpoint's folder or `--tokenizer_dir`; the `chat_template` of its `tokenizer_config.json` (every
+fine-tuning checkpoint has one) goes into `tokenizer.chat_template`, which llama.cpp's chat mode uses.
+K-quants (Q4_K, Q6_K) are not offered: the gguf package (0.19) dequantizes them but does not quantize.
 
 Layout. GGUF stores a matrix of PyTorch shape (out, in) as ggml dims (in, out): the same bytes, so
 weights are written as they are, except the query and key rows. Our fused qkv weight is
@@ -123,6 +126,62 @@ def add_sentencepiece_vocab(writer: gguf.GGUFWriter, tokenizer_model: Path) -> i
     return len(proto.pieces)
 
 
+def add_byte_level_bpe_vocab(writer: gguf.GGUFWriter, tokenizer_json: Path, special_ids: Dict[str, Optional[int]]) -> int:
+    """Tokens, merges, types and special ids of a byte-level BPE `tokenizer.json` (GPT-2 style, as
+    Hugging Face `tokenizers` writes it); returns the vocabulary size."""
+    import json
+
+    spec = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE":
+        raise ValueError(f"{tokenizer_json}: model type {model.get('type')!r}; only BPE vocabularies convert")
+    if "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")) + json.dumps(spec.get("decoder")):
+        raise ValueError(f"{tokenizer_json}: not a byte-level BPE (no ByteLevel pre-tokenizer or decoder); "
+                         f"llama.cpp reads a SentencePiece-style BPE from tokenizer.model instead")
+    vocab: Dict[str, int] = dict(model["vocab"])
+    added = {t["content"]: t for t in spec.get("added_tokens", [])}
+    for content, token in added.items():
+        vocab[content] = token["id"]
+    size = max(vocab.values()) + 1
+    by_id: Dict[int, str] = {i: t for t, i in vocab.items()}
+    tokens, types = [], []
+    for i in range(size):
+        token = by_id.get(i)
+        if token is None:  # a hole in the ids: a placeholder llama.cpp never produces
+            tokens.append(f"[PAD{i}]".encode())
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        tokens.append(token.encode("utf-8"))
+        info = added.get(token)
+        types.append(gguf.TokenType.NORMAL if info is None else
+                     gguf.TokenType.CONTROL if info.get("special") else gguf.TokenType.USER_DEFINED)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    writer.add_tokenizer_model("gpt2")  # llama.cpp's name for a byte-level BPE vocabulary
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    for kind, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id)):
+        if special_ids.get(kind) is not None:
+            add(special_ids[kind])
+    writer.add_add_bos_token(special_ids.get("bos") is not None)
+    writer.add_add_eos_token(False)
+    return size
+
+
+def chat_template_of(folder: Path) -> Optional[str]:
+    """The Jinja chat template of tokenizer_config.json in `folder` (fine-tuning checkpoints carry one)."""
+    import json
+
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+    if template is not None and not isinstance(template, str):
+        raise ValueError(f"{path}: chat_template must be one Jinja string (named templates are not supported)")
+    return template
+
+
 # --- conversion ------------------------------------------------------------------------------------
 def load_checkpoint(checkpoint: Path) -> Tuple[Dict[str, torch.Tensor], Config]:
     is_hf = checkpoint.is_dir() and (checkpoint / "config.json").is_file() and not (checkpoint / "model_config.yaml").is_file()
@@ -137,15 +196,17 @@ def convert_to_gguf(checkpoint: Path, output: Path, outtype: OutType = "f16", to
         checkpoint: a lit checkpoint (folder, .pth or pretraining DCP folder) or a Hugging Face Llama folder.
         output: the GGUF file to write.
         outtype: f32, f16, q8_0 or q4_0 for the matrices (norm weights stay f32).
-        tokenizer_dir: the folder with tokenizer.model (default: the checkpoint's folder).
+        tokenizer_dir: the folder with tokenizer.model (SentencePiece) or tokenizer.json (byte-level BPE), and
+            optionally tokenizer_config.json, whose chat_template is embedded (default: the checkpoint's folder).
         name: general.name in the file (default: the config's name or the checkpoint's folder name).
     """
     checkpoint, output = Path(checkpoint), Path(output)
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    tokenizer_model = Path(tokenizer_dir or folder) / "tokenizer.model"
-    if not tokenizer_model.is_file():
-        raise FileNotFoundError(f"{tokenizer_model} not found: the GGUF file needs the SentencePiece tokenizer "
-                                f"(pass --tokenizer_dir)")
+    tokenizer_folder = Path(tokenizer_dir or folder)
+    tokenizer_model = tokenizer_folder / "tokenizer.model"
+    if not tokenizer_model.is_file() and not (tokenizer_folder / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{tokenizer_folder}: no tokenizer.model (SentencePiece) or tokenizer.json (byte-level "
+                                f"BPE): the GGUF file needs the tokenizer (pass --tokenizer_dir)")
     if outtype not in OUTTYPES:
         raise ValueError(f"outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
     qtype, file_type = OUTTYPES[outtype]
@@ -157,9 +218,19 @@ def convert_to_gguf(checkpoint: Path, output: Path, outtype: OutType = "f16", to
     writer.add_file_type(file_type)
     if qtype not in (QType.F32, QType.F16):
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    n_vocab = add_sentencepiece_vocab(writer, tokenizer_model)
+    if tokenizer_model.is_file():
+        n_vocab = add_sentencepiece_vocab(writer, tokenizer_model)
+    else:
+        from lit_gpt.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(tokenizer_folder)
+        n_vocab = add_byte_level_bpe_vocab(writer, tokenizer_folder / "tokenizer.json",
+                                           {"bos": tokenizer.bos_id, "eos": tokenizer.eos_id})
+    template = chat_template_of(tokenizer_folder)
+    if template is not None:
+        writer.add_chat_template(template)  # tokenizer.chat_template: llama.cpp's chat mode formats with it
     if n_vocab > c.padded_vocab_size:
-        raise ValueError(f"{tokenizer_model} has {n_vocab} tokens but the model's embedding only "
+        raise ValueError(f"{tokenizer_folder} has {n_vocab} tokens but the model's embedding only "
                          f"{c.padded_vocab_size} rows")
     writer.add_vocab_size(n_vocab)
     writer.add_context_length(c.block_size)

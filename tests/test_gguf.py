@@ -219,3 +219,61 @@ def test_hf_folder_padded_vocab_and_condensed_rope(tmp_path, sp_tokenizer_dir): 
     save_lit_checkpoint(tmp_path / "bare", model.state_dict(), model.config)
     with pytest.raises(FileNotFoundError, match="tokenizer.model"):
         convert.convert_to_gguf(tmp_path / "bare", tmp_path / "bare.gguf")
+
+
+def byte_level_bpe_dir(folder: Path, template: str) -> Path:
+    """A GPT-2 style byte-level BPE tokenizer.json (bos <s> and eos </s> as special added tokens) and a
+    tokenizer_config.json with a chat template."""
+    import json
+
+    from model_fixtures import SAMPLE_LINES
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tokenizer = HFTokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(SAMPLE_LINES, trainer)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "chat_template": template, "tokenizer_class": "PreTrainedTokenizerFast"}))
+    return folder
+
+
+def test_byte_level_bpe_vocabulary_and_chat_template_read_back(tmp_path):
+    import json
+
+    from lit_gpt.sft.templates import TEMPLATES
+    from lit_gpt.tokenizer import Tokenizer
+
+    template = TEMPLATES["chatml"].jinja
+    tokenizer_dir = byte_level_bpe_dir(tmp_path / "tok", template)
+    spec = json.loads((tokenizer_dir / "tokenizer.json").read_text())
+    save_lit_checkpoint(tmp_path / "ckpt", random_model(tiny_config(vocab_size=400)).state_dict(),
+                        tiny_config(vocab_size=400), tokenizer_dir=tokenizer_dir)
+    path = convert.convert_to_gguf(tmp_path / "ckpt", tmp_path / "bpe.gguf", "f16")
+    reader = gguf.GGUFReader(path)
+    assert field(reader, "tokenizer.ggml.model") == "gpt2"
+    assert field(reader, "tokenizer.chat_template") == template
+    vocab = {**spec["model"]["vocab"], **{t["content"]: t["id"] for t in spec["added_tokens"]}}
+    assert field(reader, "tokenizer.ggml.tokens") == sorted(vocab, key=vocab.get)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    assert field(reader, "tokenizer.ggml.merges") == merges and len(merges) > 100
+    ours = Tokenizer(tokenizer_dir)
+    assert (field(reader, "tokenizer.ggml.bos_token_id"), field(reader, "tokenizer.ggml.eos_token_id")) == (ours.bos_id, ours.eos_id)
+    types = field(reader, "tokenizer.ggml.token_type")
+    assert types[ours.bos_id] == gguf.TokenType.CONTROL and types[vocab["a"]] == gguf.TokenType.NORMAL
+
+    # transformers' GGUF loader rebuilds the tokenizer from these fields alone: it must tokenize as ours
+    from transformers import AutoTokenizer
+
+    hf_tokenizer = AutoTokenizer.from_pretrained(tmp_path, gguf_file="bpe.gguf")
+    text = "the model learns café naïve tokens 🙂"
+    assert hf_tokenizer(text, add_special_tokens=False).input_ids == ours.encode(text)
+    spec["model"]["type"] = "Unigram"
+    (tmp_path / "unigram.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="only BPE"):
+        convert.add_byte_level_bpe_vocab(gguf.GGUFWriter(tmp_path / "bad.gguf", "llama"), tmp_path / "unigram.json", {})

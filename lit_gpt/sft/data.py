@@ -305,8 +305,11 @@ class ChatBatches:
             while self.batch < len(plan):
                 indices = plan[self.batch]
                 self.batch += 1  # before the yield: a checkpoint taken after this batch resumes after it
-                yield collate([self.examples[i] for i in indices], self.max_seq_length, self.pad_id)
+                yield self.collate(indices)
             self.epoch, self.batch = self.epoch + 1, 0
+
+    def collate(self, indices) -> Dict[str, torch.Tensor]:
+        return collate([self.examples[i] for i in indices], self.max_seq_length, self.pad_id)
 
     def state_dict(self) -> Dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch, "group": self.micro_batch_size * self.world_size}
@@ -330,3 +333,84 @@ def validation_batches(examples: Sequence[Example], micro_batch_size: int, max_s
     mine = order[rank::world_size][:per_rank]
     return [collate([examples[i] for i in mine[s:s + micro_batch_size]], max_seq_length, pad_id)
             for s in range(0, per_rank, micro_batch_size)]
+
+
+def pack(lengths: Sequence[int], capacity: int) -> List[List[int]]:
+    """Rows of example indices, each row's lengths summing to at most `capacity`: first fit, in the given
+    order (a shuffled order keeps rows a mix of lengths)."""
+    rows: List[List[int]] = []
+    room: List[int] = []
+    for i, n in enumerate(lengths):
+        if n > capacity:
+            raise ValueError(f"an example of {n} tokens does not fit a row of {capacity}")
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - n)
+    return rows
+
+
+def collate_packed(rows: Sequence[Sequence[Example]], max_seq_length: int, pad_id: int = 0) -> Dict[str, torch.Tensor]:
+    """Rows of whole conversations laid end to end, (B, max_seq_length + 1), padded at the end. Each
+    conversation's first token (BOS) is never a target, so no target crosses from one into the next;
+    the model's document mask keeps attention inside each."""
+    width = max_seq_length + 1
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for e in row:
+            ids = torch.from_numpy(e.ids)
+            input_ids[r, at:at + len(e)] = ids
+            labels[r, at:at + len(e)] = ids.masked_fill(~torch.from_numpy(e.loss), IGNORE)
+            at += len(e)
+    return {"input_ids": input_ids, "labels": labels}
+
+
+class PackedBatches(ChatBatches):
+    """Like ChatBatches, but a micro batch holds `micro_batch_size` full rows of max_seq_length + 1
+    tokens, each packed with whole conversations (no padding but at a row's end). Each epoch shuffles
+    the conversations and packs them first fit; rank r takes the r-th slice of each global micro batch
+    of rows; the rows an epoch cannot fill a global batch with are left out of it. Deterministic in
+    (seed, epoch) and resumable exactly, like ChatBatches."""
+
+    def __init__(self, examples: Sequence[Example], micro_batch_size: int, max_seq_length: int, seed: int,
+                 rank: int = 0, world_size: int = 1, pad_id: int = 0) -> None:
+        self.examples, self.micro_batch_size, self.max_seq_length = list(examples), micro_batch_size, max_seq_length
+        self.seed, self.rank, self.world_size, self.pad_id = seed, rank, world_size, pad_id
+        self.lengths = np.array([len(e) for e in self.examples])
+        self.epoch, self.batch = 0, 0
+        self._plan = None
+        if self.rows_in_epoch(0) < micro_batch_size * world_size:
+            raise ValueError(f"{len(self.examples)} training examples pack into {self.rows_in_epoch(0)} rows of "
+                             f"{max_seq_length + 1} tokens, too few for one global micro batch of "
+                             f"{micro_batch_size} x {world_size}")
+
+    def _rows(self, epoch: int) -> List[np.ndarray]:
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+        return [order[row] for row in pack(self.lengths[order].tolist(), self.max_seq_length + 1)]
+
+    def rows_in_epoch(self, epoch: int) -> int:
+        return len(self._rows(epoch))
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.rows_in_epoch(self.epoch) // (self.micro_batch_size * self.world_size)
+
+    def epoch_plan(self, epoch: int) -> List[List[np.ndarray]]:
+        rows = self._rows(epoch)
+        group = self.micro_batch_size * self.world_size
+        lo = self.rank * self.micro_batch_size
+        return [rows[start + lo:start + lo + self.micro_batch_size]
+                for start in range(0, len(rows) // group * group, group)]
+
+    def collate(self, rows) -> Dict[str, torch.Tensor]:
+        return collate_packed([[self.examples[i] for i in row] for row in rows], self.max_seq_length, self.pad_id)
+
+    def real_tokens_per_row(self) -> float:
+        """Mean tokens of conversation (not padding) in a row of epoch 0."""
+        return float(self.lengths.sum()) / self.rows_in_epoch(0)

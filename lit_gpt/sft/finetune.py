@@ -7,20 +7,23 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
 
 from lit_gpt.config import Config
+from lit_gpt.lora import (TARGETS, LoRASettings, apply_lora, check_qlora_available, lora_init_state, quantize_base,
+                          trainable_parameters)
 from lit_gpt.model import flops_per_token
-from lit_gpt.sft.data import (ChatBatches, DataReport, read_conversations, split_chat_batch, split_validation,
+from lit_gpt.sft.data import (ChatBatches, DataReport, PackedBatches, read_conversations, split_chat_batch, split_validation,
                               tokenize, validation_batches)
 from lit_gpt.sft.inference import find_checkpoint
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder, get_template, hf_tokenizer_config
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs
-from lit_gpt.training.checkpointing import (check_resumable, latest_checkpoint, load_checkpoint,
+from lit_gpt.training.checkpointing import (TRAIN_STATE, check_resumable, latest_checkpoint, load_checkpoint,
                                             remove_stale_temporaries, resume_path)
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.pretraining import load_initial_weights
@@ -55,6 +58,16 @@ class FinetuneArgs(RunArgs):
         overlong: What to do with a longer conversation: "truncate" it or "drop" it (counted either way).
         epochs: Passes over the training conversations (ignored when max_steps is given).
         warmup_fraction: Warmup as a share of all steps, when warmup_steps is null.
+        method: "full" (every weight trains), "lora" (low-rank adapters on frozen weights; checkpoints hold
+            the adapter alone: fold it in with scripts/merge_lora.py) or "qlora" (LoRA over a 4-bit NF4 base
+            through bitsandbytes; one CUDA device).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator (the update is scaled by alpha / r).
+        lora_dropout: Dropout on the adapters' input.
+        lora_targets: Linears that get adapters, among attn.qkv, attn.proj, mlp.fc_gate, mlp.fc_up, mlp.proj
+            (null: all of them).
+        packed: Pack whole conversations into full rows of max_seq_length tokens (attention kept inside
+            each conversation) instead of length-bucketed, padded batches; global_batch_size then counts rows.
     """
 
     checkpoint: Optional[Path] = None
@@ -69,6 +82,12 @@ class FinetuneArgs(RunArgs):
     overlong: Literal["truncate", "drop"] = "truncate"
     epochs: Optional[float] = None
     warmup_fraction: float = 0.03
+    method: Literal["full", "lora", "qlora"] = "full"
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: Optional[List[str]] = None
+    packed: bool = False
 
 
 # "tinyllama": TinyLlama chat v0.1's fine-tune (SPEC section 6: lr 1e-5, 5 epochs), decayed to 0;
@@ -88,11 +107,15 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 
 # Options that must not change across a resume: the data stream and the targets depend on them.
 FIXED_ON_RESUME = ("data", "data_format", "val_data", "val_fraction", "template", "skip_bad", "max_seq_length",
-                   "overlong", "seed", "global_batch_size")
+                   "overlong", "seed", "global_batch_size", "method", "lora_r", "lora_alpha", "lora_targets", "packed")
+# LoRA trains far fewer weights from a zero update: it takes a larger learning rate than full fine-tuning
+LORA_LR = 2e-4
 
 
 def resolve(args: FinetuneArgs) -> FinetuneArgs:
-    recipe = RECIPES["demo" if args.checkpoint is None else "tinyllama"]
+    recipe = dict(RECIPES["demo" if args.checkpoint is None else "tinyllama"])
+    if args.method != "full" and args.checkpoint is not None:
+        recipe.update(lr=LORA_LR, min_lr=LORA_LR / 10)
     filled = {f.name: getattr(args, f.name) for f in fields(args)}
     for key, value in recipe.items():
         if filled[key] is None:
@@ -116,6 +139,23 @@ def load_data(args: FinetuneArgs, tokenizer: Tokenizer, max_seq_length: int) -> 
     return train_examples, val_examples, report
 
 
+def lora_settings(args: FinetuneArgs) -> Optional[LoRASettings]:
+    if args.method == "full":
+        return None
+    return LoRASettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                        targets=tuple(args.lora_targets or TARGETS), quantize="nf4" if args.method == "qlora" else None)
+
+
+def base_of(checkpoint: Path) -> Path:
+    """The base weights an adapter checkpoint was trained on (recorded in its train state)."""
+    saved = json.loads((Path(checkpoint) / TRAIN_STATE).read_text())["config"]
+    base = saved.get("initial_weights")
+    if not base or not Path(base).exists():
+        raise FileNotFoundError(f"{checkpoint}: the LoRA base weights {base!r} it was trained on are not there "
+                                f"(the adapter checkpoint needs them)")
+    return Path(base)
+
+
 def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     args = resolve(args)
     fabric, kind = build_fabric(args)
@@ -123,21 +163,39 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     hold_run_lock(fabric, Path(args.out_dir))  # one writer per out_dir
     fabric.seed_everything(args.seed)
 
+    lora = lora_settings(args)
+    if args.method == "qlora":
+        if kind != "single":
+            raise ValueError("QLoRA runs on one device (strategy 'single'): its 4-bit weights are not sharded")
+        check_qlora_available(fabric.device)
     out_dir = Path(args.out_dir)
     checkpoint_root = out_dir / "checkpoints"
     resume_from = resume_path(args.resume, checkpoint_root)
     initial_state = None
     if resume_from is not None:
-        # a checkpoint carries its model config and tokenizer: the starting weights are not needed again
+        # a checkpoint carries its model config and tokenizer: the starting weights are not needed again,
+        # but for LoRA's frozen base, which its checkpoints leave out
         source, config = None, Config.from_file(resume_from / "model_config.yaml")
         tokenizer = Tokenizer(args.tokenizer_dir or resume_from)
+        if lora is not None:
+            source = base_of(resume_from)
+            initial_state, _ = load_initial_weights(source)
+            initial_state.update(lora_init_state(config, lora, args.seed))  # overwritten by the checkpoint's
     else:
         source = find_checkpoint(args.checkpoint, DEMO_PRETRAIN_DIR, hint=(": no pretrained demo model. Run `python "
                                  "pretrain/tinyllama.py` first (the demo pretraining), or pass --checkpoint"))
         initial_state, config = load_initial_weights(source)
         tokenizer = Tokenizer(args.tokenizer_dir or (source if source.is_dir() else source.parent))
+        if lora is not None:
+            initial_state = {**initial_state, **lora_init_state(config, lora, args.seed)}
     if args.kernels:
         config = Config.from_dict({**config.to_dict(), "kernels": args.kernels})
+    if args.packed:
+        # the document mask starts a new conversation at each BOS: every rendered conversation begins with one
+        if tokenizer.bos_id is None:
+            raise ValueError("packed fine-tuning needs a tokenizer with a BOS token (it marks where each "
+                             "conversation starts); pass --packed false")
+        config = Config.from_dict({**config.to_dict(), "document_mask": True, "bos_id": tokenizer.bos_id})
     if tokenizer.vocab_size > config.padded_vocab_size:
         raise ValueError(f"the tokenizer ({tokenizer.vocab_size} ids) does not fit the model's vocabulary "
                          f"({config.padded_vocab_size}); pass the tokenizer the model was trained with")
@@ -150,34 +208,49 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     fabric.print(f"data: {report.summary()}; {len(train_examples)} training and {len(val_examples)} validation "
                  f"examples, template {args.template}")
     plan = plan_batches(args.micro_batch_size, fabric.world_size, max_seq_length, args.global_batch_size)
-    # The loop counts global_batch_size x block_size tokens a step; with conversations of varied length
-    # the mean input length makes that count (and tokens/s, MFU) about right instead of padded to the maximum.
-    mean_length = max(1, round(sum(len(e) - 1 for e in train_examples) / len(train_examples)))
+    if args.packed:
+        train_loader = PackedBatches(train_examples, args.micro_batch_size, max_seq_length, seed=args.seed,
+                                     rank=fabric.global_rank, world_size=fabric.world_size)
+        units, unit_name = train_loader.rows_in_epoch(0), "rows"
+        mean_length = max(1, round(train_loader.real_tokens_per_row()))
+    else:
+        train_loader = ChatBatches(train_examples, args.micro_batch_size, max_seq_length, seed=args.seed,
+                                   rank=fabric.global_rank, world_size=fabric.world_size)
+        units, unit_name = len(train_examples), "conversations"
+        mean_length = max(1, round(sum(len(e) - 1 for e in train_examples) / len(train_examples)))
+    # The loop counts global_batch_size x block_size tokens a step; the mean real (non-padding) tokens of a
+    # row makes that count (and tokens/s, MFU) about right instead of padded to the maximum.
     plan = dataclasses.replace(plan, block_size=mean_length)
-    steps_per_epoch = max(1, len(train_examples) // plan.global_batch_size)
+    steps_per_epoch = max(1, units // plan.global_batch_size)
     max_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
     warmup = args.warmup_steps if args.warmup_steps is not None else min(round(args.warmup_fraction * max_steps),
                                                                           max_steps - 1)
     schedule = LRSchedule(args.lr, args.min_lr, warmup, max_steps)
-    train_loader = ChatBatches(train_examples, args.micro_batch_size, max_seq_length, seed=args.seed,
-                               rank=fabric.global_rank, world_size=fabric.world_size)
     # fewer validation conversations than ranks leave no batch for each: no validation then
     val_loader = validation_batches(val_examples, args.micro_batch_size, max_seq_length, fabric.global_rank,
                                     fabric.world_size) or None
 
-    model = setup_model(fabric, config, args, sharded=kind == "fsdp", initial_state=initial_state)
+    model = setup_model(fabric, config, args, sharded=kind == "fsdp", initial_state=initial_state,
+                        transform=None if lora is None else partial(apply_lora, settings=lora))
     del initial_state
+    if lora is not None:
+        if lora.quantize:
+            quantize_base(unwrap(model), fabric.device)
+        trainable, total = trainable_parameters(unwrap(model))
+        fabric.print(f"{args.method}: rank {lora.r}, alpha {lora.alpha:g} on {', '.join(lora.targets)}; "
+                     f"{trainable:,} trainable of {total:,} parameters (on this rank)")
     optimizer = setup_optimizer(fabric, model, args.lr, args.weight_decay, args.beta1, args.beta2)
     if fabric.global_rank == 0:
         warn_if_short_of_space(checkpoint_root, estimated_checkpoint_bytes(model), "at start")
 
     run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()}
-    run_config["initial_weights"] = str(source) if source else None
+    run_config["initial_weights"] = str(source.resolve()) if source else None
     state: Dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
     remove_stale_temporaries(checkpoint_root)
     if resume_from is not None:
+        # before loading: a changed LoRA rank would otherwise fail there on a shape, less clearly
+        check_resumable(json.loads((resume_from / TRAIN_STATE).read_text())["config"], run_config, FIXED_ON_RESUME)
         saved = load_checkpoint(resume_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
-        check_resumable(saved["config"], run_config, FIXED_ON_RESUME)
         run_config["initial_weights"] = saved["config"].get("initial_weights")
         train_loader.load_state_dict(saved["data"])
         state = {k: saved[k] for k in state}
@@ -199,15 +272,18 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     fpt = flops_per_token(config, mean_length)
     fabric.print(
         f"{config.name}: fine-tuning on {fabric.world_size} device(s) ({kind}); global batch "
-        f"{plan.global_batch_size} conversations, micro batch {plan.micro_batch_size}, accumulation "
+        f"{plan.global_batch_size} {unit_name}, micro batch {plan.micro_batch_size}, accumulation "
         f"{plan.grad_accum_steps}; {max_steps:,} steps ({max_steps / steps_per_epoch:.2f} epochs), lr {args.lr:g}; "
-        f"{mean_length} tokens per conversation on average"
+        f"{mean_length} real tokens per {unit_name[:-1]} on average"
     )
     settings = LoopSettings.from_args(args, max_steps)
     state = fit(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state, checkpoint_root,
                 extra_files, fpt, run_config, split_batch=split_chat_batch)
     last = latest_checkpoint(checkpoint_root)
-    if last is not None:
+    if last is not None and lora is not None:
+        fabric.print(f"the checkpoints hold the adapter alone; fold it into the base weights with: python "
+                     f"scripts/merge_lora.py --checkpoint {last} --output_dir {out_dir / 'merged'}")
+    elif last is not None:
         fabric.print(f"chat with it: python sft/chat.py --checkpoint {last}\n"
                      f"Hugging Face folder (with the chat template): python scripts/convert_lit_checkpoint.py "
                      f"--checkpoint {last} --output_dir {out_dir / 'hf'}")

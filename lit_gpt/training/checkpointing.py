@@ -132,7 +132,7 @@ def save_checkpoint(
     _barrier()
     try:
         state = {
-            "model": get_model_state_dict(model),
+            "model": get_model_state_dict(model, options=_model_options(model)),
             "optimizer": get_optimizer_state_dict(model, optimizer),
         }
         dcp.save(_plain_tensors(state), checkpoint_id=tmp, no_dist=not _distributed())
@@ -188,6 +188,13 @@ def _plain_tensors(obj: Any) -> Any:
     return obj
 
 
+def _model_options(model: torch.nn.Module) -> StateDictOptions:
+    """A model with frozen parameters (LoRA) checkpoints only its trainable ones (the adapter): the frozen
+    base is loaded again from its own files on resume."""
+    frozen = any(not p.requires_grad for p in model.parameters())
+    return StateDictOptions(ignore_frozen_params=frozen)
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer]) -> Dict[str, Any]:
     """Load model (and optimizer) in place from a checkpoint folder written by `save_checkpoint`, on
     any number of ranks (DCP reshards); restore this rank's random state when the folder has one.
@@ -198,11 +205,13 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torc
             f"{path} is not a complete training checkpoint (expected .metadata and {TRAIN_STATE} inside)"
         )
     read_dcp_metadata(path / ".metadata")  # refuses a crafted file with a clear error before DCP wraps it
-    state: Dict[str, Any] = {"model": get_model_state_dict(model)}
+    options = _model_options(model)
+    state: Dict[str, Any] = {"model": get_model_state_dict(model, options=options)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
+    # fails on any key the checkpoint lacks
     dcp.load(state, storage_reader=SafeFileSystemReader(path), no_dist=not _distributed())
-    set_model_state_dict(model, state["model"], options=StateDictOptions(strict=True))
+    set_model_state_dict(model, state["model"], options=StateDictOptions(strict=not options.ignore_frozen_params))
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
     rng_file = path / "rng" / f"rank_{_rank()}.pt"

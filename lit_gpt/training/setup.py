@@ -4,7 +4,7 @@ weights to start from. Shared by pretraining and fine-tuning."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import lightning as L
 import torch
@@ -69,13 +69,17 @@ def setup_model(
     args: RunArgs,
     sharded: bool,
     initial_state: Optional[Dict[str, torch.Tensor]] = None,
+    transform: Optional[Callable[[GPT], object]] = None,
 ):
     """Build the model the way the strategy wants it (meta-device init under FSDP2), initialise it with
     the TinyLlama init, apply float8, activation checkpointing and compilation as `args` ask (under FSDP2
     the strategy's parallelize function does), optionally overwrite it with `initial_state` (full,
-    unsharded weights), and hand it to Fabric."""
+    unsharded weights), and hand it to Fabric. `transform` changes the freshly built model first (e.g.
+    adds LoRA adapters)."""
     with fabric.init_module(empty_init=sharded):
         model = GPT(config)
+        if transform is not None:
+            transform(model)
     if not sharded:
         prepare_unsharded(model, fabric.device, args.activation_checkpointing, compile_enabled(args),
                           float8=args.float8, float8_min_features=args.float8_min_features)
