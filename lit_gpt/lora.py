@@ -202,13 +202,15 @@ def load_adapter(checkpoint) -> Dict[str, torch.Tensor]:
     folder = Path(checkpoint)
     if not (folder / ".metadata").is_file():
         raise FileNotFoundError(f"{folder}: not a training checkpoint folder (no .metadata)")
-    stored = dcp.FileSystemReader(str(folder)).read_metadata().state_dict_metadata
+    from lit_gpt.safe_load import SafeFileSystemReader, read_dcp_metadata
+
+    stored = read_dcp_metadata(folder / ".metadata").state_dict_metadata  # data only: never runs pickled code
     wanted = {key: meta for key, meta in stored.items()
               if key.startswith("model.") and key.endswith((".lora_a", ".lora_b")) and hasattr(meta, "size")}
     if not wanted:
         raise ValueError(f"{folder}: holds no LoRA adapter (was it trained with --method lora?)")
     tensors = {key: torch.empty(meta.size, dtype=meta.properties.dtype) for key, meta in wanted.items()}
-    dcp.load(tensors, checkpoint_id=str(folder), no_dist=True)
+    dcp.load(tensors, storage_reader=SafeFileSystemReader(folder), no_dist=True)
     return {key.removeprefix("model."): t for key, t in tensors.items()}
 
 
