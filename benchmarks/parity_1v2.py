@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lit_gpt.cli import STOPPED_AND_SAVED  # noqa: E402
 from lit_gpt.training.checkpointing import list_checkpoints  # noqa: E402
 from lit_gpt.training.metrics import read_metrics  # noqa: E402
 
@@ -48,7 +49,8 @@ def pretrain(args, out: Path, devices: int, sigterm_after: int | None = None) ->
     cmd += ["--initial_checkpoint", str(args.initial_checkpoint)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "NCCL_NVLS_ENABLE": "0"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-    if proc.returncode:
+    # a run stopped by the signal saves and exits with STOPPED_AND_SAVED, a finished one with 0
+    if proc.returncode != (STOPPED_AND_SAVED if sigterm_after else 0):
         raise RuntimeError(f"{out.name} on {devices} devices: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 

@@ -2,8 +2,9 @@
 # The float8 / bf16 speed checks of one device session; tables last. Logs: $OUT/logs.tgz.
 #   bash benchmarks/speed_session.sh grid      # one GPU: HF baseline, bf16, float8 (throughput.py), the
 #                                              # 24 GiB cap pair, and the real trainer in bf16 and float8
-#   bash benchmarks/speed_session.sh pair      # two GPUs: cuda tests + the 1,000-step bf16/float8 quality pair
-#                                              # (one per GPU lane), then FSDP2 bf16 vs float8 on 1 and 2 GPUs
+#   bash benchmarks/speed_session.sh lanes     # two GPUs at once: cuda tests, packing and server benchmarks on
+#                                              # GPU 0, the 1,000-step bf16/float8 quality pair on GPU 1
+#   bash benchmarks/speed_session.sh scaling   # FSDP2 bf16 vs float8 on 1 and 2 GPUs
 # Needs the prepared sample in DATA (default .gpu_data: data/ and tokenizer/).
 set -uo pipefail
 PART=${1:-grid}
@@ -12,7 +13,8 @@ DATA=${DATA:-.gpu_data}
 WORK=${WORK:-/dev/shm/lit_gpt_work}
 LOGS=$WORK/logs
 mkdir -p "$OUT" "$LOGS"
-trap 'tar czf "$OUT/logs.tgz" -C "$WORK" logs 2>/dev/null' EXIT
+snap() { tar czf "$OUT/.logs.$BASHPID.tmp" -C "$WORK" logs 2>/dev/null && mv "$OUT/.logs.$BASHPID.tmp" "$OUT/logs.tgz"; }
+trap snap EXIT
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 TOKENIZERS_PARALLELISM=false
 python3 - <<'PY' | tee "$LOGS/versions.txt"
 import torch, triton, transformers, lightning, torchao
@@ -43,23 +45,29 @@ if [[ $PART == grid ]]; then
   for f in bf16 fp8; do echo "trainer $f:"; grep -E "micro batch|step (8|12|16)/" "$LOGS/trainer_$f.txt" | cut -c1-170 | tail -n 4; done
 fi
 
-if [[ $PART == pair ]]; then
-  (
+if [[ $PART == lanes ]]; then
+  (  # GPU 0: the cuda tests, then the fine-tuning packing and server-load benchmarks
     export CUDA_VISIBLE_DEVICES=0
-    python3 -m pytest -m cuda -q -p no:cacheprovider tests > "$LOGS/cuda_tests.txt" 2>&1
+    timeout 150 python3 -m pytest -m cuda -q -p no:cacheprovider tests > "$LOGS/cuda_tests.txt" 2>&1; snap
+    timeout 160 python3 benchmarks/sft_packing.py --model_name tiny_LLaMA_1b --max_seq_length 2048 --micro_batch_size 8 \
+      --steps 20 > "$LOGS/sft_packing.txt" 2>&1; snap
+    timeout 130 python3 benchmarks/serve_load.py --clients 16 --max_batch 16 --seconds 20 > "$LOGS/serve_load.txt" 2>&1; snap
   ) &
-  (
+  (  # GPU 1: the 1,000-step bf16 / float8 quality pair (its metrics also carry the loader's data-wait share)
     export CUDA_VISIBLE_DEVICES=1
-    python3 benchmarks/float8_quality.py --data_dir "$DATA/data" --tokenizer_dir "$DATA/tokenizer" \
+    timeout 420 python3 benchmarks/float8_quality.py --data_dir "$DATA/data" --tokenizer_dir "$DATA/tokenizer" \
       --out_dir "$WORK/quality" --steps 1000 --png "$OUT/float8_quality.png" --json "$OUT/float8_quality.json" \
       > "$LOGS/quality.txt" 2>&1
+    for d in "$WORK"/quality/*/; do cp "$d/metrics.csv" "$LOGS/metrics_$(basename "$d").csv"; done; snap
   ) &
   wait
+  tail -n 4 "$LOGS/cuda_tests.txt"; tail -n 3 "$LOGS/quality.txt"; tail -n 3 "$LOGS/sft_packing.txt"; tail -n 2 "$LOGS/serve_load.txt"
+fi
+
+if [[ $PART == scaling ]]; then
   for f8 in "" tensorwise; do
-    python3 benchmarks/scaling.py --gpus 1,2 --modes full --micro_batches 8 --compile ${f8:+--float8 $f8} \
-      --json "$LOGS/scaling_${f8:-bf16}.json" > "$LOGS/scaling_${f8:-bf16}.txt" 2>&1
+    timeout 150 python3 benchmarks/scaling.py --gpus 1,2 --modes full --micro_batches 8 --compile --steps 8 --warmup 3 \
+      ${f8:+--float8 $f8} --json "$LOGS/scaling_${f8:-bf16}.json" > "$LOGS/scaling_${f8:-bf16}.txt" 2>&1; snap
   done
-  tail -n 4 "$LOGS/cuda_tests.txt"
-  tail -n 3 "$LOGS/quality.txt"
   for f in bf16 tensorwise; do echo "scaling $f:"; tail -n 3 "$LOGS/scaling_$f.txt"; done
 fi

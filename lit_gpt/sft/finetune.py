@@ -158,6 +158,9 @@ def base_of(checkpoint: Path) -> Path:
 
 def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     args = resolve(args)
+    if args.float8 and args.method != "full":
+        raise ValueError(f"--float8 applies to full fine-tuning; with --method {args.method} the adapted linears stay "
+                         f"in bf16 (drop --float8)")
     fabric, kind = build_fabric(args)
     launch(fabric)
     hold_run_lock(fabric, Path(args.out_dir))  # one writer per out_dir

@@ -63,7 +63,8 @@ def float8_filter(min_features: int = DEFAULT_MIN_FEATURES) -> Callable[[nn.Modu
     and at least `min_features`."""
 
     def keep(module: nn.Module, fqn: str) -> bool:
-        if not isinstance(module, nn.Linear) or ".h." not in f".{fqn}":
+        # plain linears only: subclasses (LoRA's) carry more than a weight, which the swap would drop
+        if type(module) is not nn.Linear or ".h." not in f".{fqn}":
             return False
         dims = (module.in_features, module.out_features)
         return all(d % 16 == 0 and d >= min_features for d in dims)

@@ -13,6 +13,7 @@ import torch
 
 from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
 from training.pretrain_fixtures import losses, model_config, run  # noqa: F401
+from lit_gpt.cli import STOPPED_AND_SAVED
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.checkpointing import list_checkpoints
@@ -82,14 +83,14 @@ def test_float8_run_resumes_without_float8_and_the_reverse(tmp_path, prepared_sa
     common = (prepared_sample, sample_tokenizer, model_config)
     fp8 = ("--float8", "tensorwise", "--float8_min_features", "0", "--num_workers", "0")
     out = tmp_path / "fp8_then_bf16"
-    run(out, *common, *fp8, "--max_steps", "12", simulate=("--sigterm_after_batches", 18))
+    run(out, *common, *fp8, "--max_steps", "12", simulate=("--sigterm_after_batches", 18), expect_rc=STOPPED_AND_SAVED)
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
     run(out, *common, "--num_workers", "0")  # resumed without float8: same checkpoint format
     series = losses(out)
     assert sorted(series) == list(range(1, 13)) and all(math.isfinite(v) for v in series.values())
 
     back = tmp_path / "bf16_then_fp8"
-    run(back, *common, "--num_workers", "0", simulate=("--sigterm_after_batches", 18))
+    run(back, *common, "--num_workers", "0", simulate=("--sigterm_after_batches", 18), expect_rc=STOPPED_AND_SAVED)
     proc = run(back, *common, *fp8)
     assert "resumed from" in proc.stdout and sorted(losses(back)) == list(range(1, 13))
 
@@ -101,8 +102,28 @@ def test_fsdp2_float8_all_gather_trains_and_resumes_on_one_process(tmp_path, pre
     common = (prepared_sample, sample_tokenizer, model_config)
     out = tmp_path / "fsdp_fp8"
     run(out, *common, "--strategy", "fsdp", "--float8", "tensorwise", "--float8_min_features", "0",
-        "--num_workers", "0", devices=2, simulate=("--sigterm_after_batches", 7))
+        "--num_workers", "0", devices=2, simulate=("--sigterm_after_batches", 7), expect_rc=STOPPED_AND_SAVED)
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [4]
     run(out, *common, "--num_workers", "0", devices=1)
     series = losses(out)
     assert sorted(series) == list(range(1, 13)) and series[12] < series[1]
+
+
+def test_lora_linears_are_left_alone():
+    """Only plain nn.Linear is swapped: LoRA's subclass carries adapters the swap would drop."""
+    from lit_gpt.lora import LoRASettings, apply_lora
+
+    config = Config.from_name("micro_LLaMA", n_embd=64, intermediate_size=128, kernels="torch")
+    model = GPT(config)
+    apply_lora(model, LoRASettings(targets=("attn.qkv", "mlp.proj")))
+    assert convert_to_float8(model, "tensorwise", min_features=0) == config.n_layer * 3
+    assert all(type(block.attn.qkv).__name__ == "LoRALinear" for block in model.transformer.h)
+    assert all(type(block.mlp.fc_up).__name__ == "Float8Linear" for block in model.transformer.h)
+
+
+def test_float8_with_lora_fine_tuning_is_refused_at_start(tmp_path):
+    from lit_gpt.sft.finetune import FinetuneArgs, finetune
+
+    with pytest.raises(ValueError, match="--float8 applies to full fine-tuning"):
+        finetune(FinetuneArgs(out_dir=tmp_path, method="lora", float8="tensorwise", accelerator="cpu"))
+    assert not any(tmp_path.iterdir())  # refused before anything was written
