@@ -85,6 +85,16 @@ def test_float8_run_resumes_without_float8_and_the_reverse(tmp_path, prepared_sa
     out = tmp_path / "fp8_then_bf16"
     run(out, *common, *fp8, "--max_steps", "12", simulate=("--sigterm_after_batches", 18), expect_rc=STOPPED_AND_SAVED)
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
+    # the float8 run's checkpoint holds plain tensors under the usual names: it converts like any other
+    from lit_gpt.checkpoint import load_hf_checkpoint, load_lit_checkpoint, save_hf_checkpoint
+
+    state, config = load_lit_checkpoint(out / "checkpoints" / "step-000000005")
+    assert all(type(t) is torch.Tensor for t in state.values())
+    assert set(state) == set(GPT(config).state_dict())
+    save_hf_checkpoint(tmp_path / "hf", state, config, tokenizer_dir=sample_tokenizer)
+    hf_state, _ = load_hf_checkpoint(tmp_path / "hf")
+    assert all(torch.equal(hf_state[k].float(), state[k].float()) for k in state)
+
     run(out, *common, "--num_workers", "0")  # resumed without float8: same checkpoint format
     series = losses(out)
     assert sorted(series) == list(range(1, 13)) and all(math.isfinite(v) for v in series.values())
