@@ -33,6 +33,17 @@ def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
 
 
+def run_command(job: Callable[[], Any]) -> Any:
+    """Run a command-line job (evaluation, conversion): a user error prints one line and exits 2."""
+    try:
+        return job()
+    except USER_ERRORS as e:
+        if os.environ.get("LIT_GPT_TRACEBACK"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(USER_ERROR)
+
+
 def run_training(job: Callable[[], Optional[dict]]) -> NoReturn:
     """Run a training job (pretrain, finetune) and exit with the code that says how it ended."""
     try:
