@@ -33,6 +33,24 @@ def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
 
 
+def _error_line(e: BaseException) -> str:
+    """`error: ...`, with the rank when several processes run: a user error met by one rank alone (its own
+    shard, its own device) must still be seen, so every rank prints its own."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    return f"error (rank {_rank()}): {e}" if world > 1 else f"error: {e}"
+
+
+def run_command(job: Callable[[], Any]) -> Any:
+    """Run a command-line job (evaluation, conversion): a user error prints one line and exits 2."""
+    try:
+        return job()
+    except USER_ERRORS as e:
+        if os.environ.get("LIT_GPT_TRACEBACK"):
+            raise
+        print(_error_line(e), file=sys.stderr)
+        sys.exit(USER_ERROR)
+
+
 def run_training(job: Callable[[], Optional[dict]]) -> NoReturn:
     """Run a training job (pretrain, finetune) and exit with the code that says how it ended."""
     try:
@@ -44,14 +62,12 @@ def run_training(job: Callable[[], Optional[dict]]) -> NoReturn:
     except USER_ERRORS as e:
         if os.environ.get("LIT_GPT_TRACEBACK"):
             raise
-        # every rank meets the same bad option or file: rank 0 speaks for all of them
-        if _rank() == 0:
-            print(f"error: {e}", file=sys.stderr)
+        print(_error_line(e), file=sys.stderr)
         sys.exit(USER_ERROR)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT) or os.environ.get("LIT_GPT_TRACEBACK"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(_error_line(e), file=sys.stderr)
         sys.exit(1)
     stopped_by: Any = (state or {}).get("stopped_by")
     if stopped_by:

@@ -15,23 +15,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from lit_gpt.cli import run_training  # noqa: E402
 from lit_gpt.training.args import parse_args as parse_dataclass_args  # noqa: E402
-from lit_gpt.training.pretraining import PretrainArgs, pretrain  # noqa: E402
+# the options alone, without torch: `--help` answers at once; the training machinery loads in main()
+from lit_gpt.training.pretrain_args import RECIPES, PretrainArgs  # noqa: E402
 
 
 def parse_args(argv=None) -> PretrainArgs:
-    return parse_dataclass_args(PretrainArgs, __doc__.split("\n\n")[0], argv)
+    return parse_dataclass_args(PretrainArgs, __doc__.split("\n\n")[0], argv,
+                                recipes={"TinyLlama recipe": RECIPES["tinyllama"], "demo": RECIPES["demo"]})
 
 
 def main(argv=None) -> None:
     """Train, then exit 0 when finished, 75 when stopped by a signal after saving, 2 on a user error
     (lit_gpt/cli.py)."""
     args = parse_args(argv)
+    import torch
+
+    from lit_gpt.training.pretraining import pretrain
+
     torch.set_float32_matmul_precision("high")
     run_training(lambda: pretrain(args))
 

@@ -13,8 +13,6 @@ from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_hf_checkpoint, save_lit_checkpoint  # noqa: E402
-
 
 def convert_hf_checkpoint(checkpoint_dir: Path, output_dir: Path,
                           dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None) -> None:
@@ -25,6 +23,8 @@ def convert_hf_checkpoint(checkpoint_dir: Path, output_dir: Path,
         output_dir: the lit checkpoint folder to write.
         dtype: cast the weights to this type (default: keep the stored type).
     """
+    from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_hf_checkpoint, save_lit_checkpoint  # here, not at the top: `--help` must not wait for torch
+
     state_dict, config = load_hf_checkpoint(checkpoint_dir, dtype=DTYPES[dtype] if dtype else None)
     save_lit_checkpoint(output_dir, state_dict, config,
                         tokenizer_dir=checkpoint_dir if has_tokenizer(checkpoint_dir) else None)

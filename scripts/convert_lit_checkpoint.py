@@ -1,6 +1,7 @@
 """Convert a lit checkpoint (folder, .pth file or pretraining DCP folder) into a Hugging Face Llama folder.
 
-    python scripts/convert_lit_checkpoint.py --checkpoint out/run/step-00010000 --output_dir hf_model \\
+    python scripts/convert_lit_checkpoint.py --checkpoint out/run --output_dir hf_model      # newest checkpoint
+    python scripts/convert_lit_checkpoint.py --checkpoint out/run/checkpoints/step-000010000 --output_dir hf_model \\
         --tokenizer_dir checkpoints/tokenizer --dtype bfloat16
 """
 
@@ -14,9 +15,6 @@ from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_lit_checkpoint, save_hf_checkpoint  # noqa: E402
-from lit_gpt.config import Config  # noqa: E402
-
 
 def convert_lit_checkpoint(checkpoint: Path, output_dir: Path,
                            dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None,
@@ -25,13 +23,19 @@ def convert_lit_checkpoint(checkpoint: Path, output_dir: Path,
     """Write config.json, generation_config.json, safetensors weights and the tokenizer files.
 
     Args:
-        checkpoint: a lit checkpoint folder, a .pth file, or a torch.distributed.checkpoint folder.
+        checkpoint: a lit checkpoint folder, a .pth file, a torch.distributed.checkpoint folder, or a run
+            folder (its newest whole checkpoint).
         output_dir: the Hugging Face folder to write.
         dtype: weight type in the output (default: the checkpoint's).
         tokenizer_dir: tokenizer to ship with the model (default: the checkpoint's folder, if it has one).
         model_config: model_config.yaml to use instead of the one beside the checkpoint.
         max_shard_size: split the weights into files of at most this size, e.g. 2GB.
     """
+    from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_lit_checkpoint, save_hf_checkpoint  # here, not at the top: `--help` must not wait for torch
+    from lit_gpt.config import Config
+    from lit_gpt.sft.inference import find_checkpoint
+
+    checkpoint = find_checkpoint(checkpoint, hint="")
     config = Config.from_file(model_config) if model_config else None
     state_dict, config = load_lit_checkpoint(checkpoint, config)
     if tokenizer_dir is None:

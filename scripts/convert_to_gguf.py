@@ -193,14 +193,17 @@ def convert_to_gguf(checkpoint: Path, output: Path, outtype: OutType = "f16", to
     """Write `output` (a .gguf file) for llama.cpp.
 
     Args:
-        checkpoint: a lit checkpoint (folder, .pth or pretraining DCP folder) or a Hugging Face Llama folder.
+        checkpoint: a lit checkpoint (folder, .pth or pretraining DCP folder), a run folder (its newest whole
+            checkpoint) or a Hugging Face Llama folder.
         output: the GGUF file to write.
         outtype: f32, f16, q8_0 or q4_0 for the matrices (norm weights stay f32).
         tokenizer_dir: the folder with tokenizer.model (SentencePiece) or tokenizer.json (byte-level BPE), and
             optionally tokenizer_config.json, whose chat_template is embedded (default: the checkpoint's folder).
         name: general.name in the file (default: the config's name or the checkpoint's folder name).
     """
-    checkpoint, output = Path(checkpoint), Path(output)
+    from lit_gpt.sft.inference import find_checkpoint
+
+    checkpoint, output = find_checkpoint(Path(checkpoint), hint=""), Path(output)  # a run folder: its newest
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
     tokenizer_folder = Path(tokenizer_dir or folder)
     tokenizer_model = tokenizer_folder / "tokenizer.model"

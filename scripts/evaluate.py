@@ -5,7 +5,8 @@
     python scripts/evaluate.py --checkpoint ckpt --tasks my_task --include_path my_tasks/
 
 The preset "commonsense" is the seven zero-shot tasks of the TinyLlama / Pythia comparison (EVAL.md).
-lm-eval downloads the task data sets from the Hugging Face hub on first use.
+lm-eval downloads the task data sets from the Hugging Face hub on first use; offline, a task whose data
+is not on disk stops at once (exit 2) with the way to run it as a local task.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def evaluate(checkpoint: Path, tasks: Optional[str] = None, preset: Optional[Lit
     """Run lm-eval on a lit checkpoint; return lm-eval's result dict (with "samples" when `log_samples`).
 
     Args:
-        checkpoint: a lit checkpoint folder, a .pth file or a pretraining checkpoint folder.
+        checkpoint: a lit checkpoint folder, a .pth file, a pretraining checkpoint folder or a run folder (its
+            newest whole checkpoint).
         tasks: comma-separated lm-eval task (or group) names.
         preset: a named list of tasks, added to `tasks`: commonsense (hellaswag, openbookqa, winogrande,
             arc_challenge, arc_easy, boolq, piqa).
@@ -67,17 +69,24 @@ def evaluate(checkpoint: Path, tasks: Optional[str] = None, preset: Optional[Lit
     from lm_eval import simple_evaluate
     from lm_eval.utils import handle_non_serializable
 
-    from lit_gpt.evaluation.lm_eval_model import LitGPTLM
+    from lit_gpt.evaluation.offline import check_task_data_offline
     from lit_gpt.evaluation.periodic import task_manager
 
     names = list(dict.fromkeys([t.strip() for t in (tasks or "").split(",") if t.strip()] + PRESETS.get(preset, [])))
     if not names:
         raise ValueError("name tasks with --tasks and/or --preset")
+    manager = task_manager(str(include_path) if include_path else None, tuple(names))
+    check_task_data_offline(manager, names)  # before the model loads and lm-eval retries the hub
+
+    from lit_gpt.evaluation.lm_eval_model import LitGPTLM
+    from lit_gpt.sft.inference import find_checkpoint
+
+    checkpoint = find_checkpoint(checkpoint, hint="")
     lm = LitGPTLM(checkpoint=checkpoint, tokenizer_dir=tokenizer_dir, device=device, dtype=dtype, batch_size=batch_size)
     results = simple_evaluate(
         model=lm, tasks=names, num_fewshot=num_fewshot,
         limit=None if limit is None else (limit if limit < 1 else int(limit)),
-        task_manager=task_manager(str(include_path) if include_path else None, tuple(names)),
+        task_manager=manager,
         log_samples=log_samples, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
@@ -91,4 +100,6 @@ def evaluate(checkpoint: Path, tasks: Optional[str] = None, preset: Optional[Lit
 
 
 if __name__ == "__main__":
-    CLI(evaluate, as_positional=False)
+    from lit_gpt.cli import run_command
+
+    run_command(lambda: CLI(evaluate, as_positional=False))

@@ -12,15 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal, Optional
 
-import torch
 from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from lit_gpt.checkpoint import default_device_and_dtype, load_lit_checkpoint, model_from_state_dict  # noqa: E402
-from lit_gpt.generate import generate  # noqa: E402
-from lit_gpt.sft.inference import find_checkpoint  # noqa: E402
-from lit_gpt.tokenizer import Tokenizer  # noqa: E402
 
 
 def main(checkpoint: Optional[Path] = None, prompt: str = "Once upon a time,", max_new_tokens: int = 100,
@@ -45,6 +39,13 @@ def main(checkpoint: Optional[Path] = None, prompt: str = "Once upon a time,", m
             compilation of up to a minute; pays off for long generations.
         checkpoint_dir: the former name of --checkpoint.
     """
+    import torch  # here, not at the top: `--help` must not wait for torch
+
+    from lit_gpt.checkpoint import default_device_and_dtype, load_lit_checkpoint, model_from_state_dict
+    from lit_gpt.generate import generate
+    from lit_gpt.sft.inference import find_checkpoint
+    from lit_gpt.tokenizer import Tokenizer
+
     if (checkpoint is None) == (checkpoint_dir is None):
         raise SystemExit("error: give --checkpoint (a checkpoint or run folder)")
     checkpoint_dir = find_checkpoint(checkpoint or checkpoint_dir, hint="")

@@ -21,10 +21,6 @@ from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict  # noqa: E402
-from lit_gpt.evaluation.perplexity import (perplexity_on_shards, perplexity_on_text, read_documents,  # noqa: E402
-                                           single_device_fabric)
-from lit_gpt.tokenizer import Tokenizer  # noqa: E402
 
 def run_config_of(checkpoint: Path) -> dict:
     """The run_config.yaml of the pretraining run a checkpoint belongs to ({out_dir}/checkpoints/step-N),
@@ -45,7 +41,8 @@ def perplexity(checkpoint: Path, text: Optional[Path] = None, text_field: str = 
     pretraining checkpoint, so that the shard numbers equal the validation loss the run logged.
 
     Args:
-        checkpoint: a lit checkpoint folder, a .pth file or a pretraining checkpoint folder.
+        checkpoint: a lit checkpoint folder, a .pth file, a pretraining checkpoint folder or a run folder (its
+            newest whole checkpoint).
         text: score this file instead of shards: .jsonl / .jsonl.zst (one document per line) or any
             other file (one document). Documents are encoded BOS + tokens + EOS and concatenated.
         text_field: the JSONL field holding a document's text.
@@ -59,6 +56,12 @@ def perplexity(checkpoint: Path, text: Optional[Path] = None, text_field: str = 
         precision: as in training (run: precision; default bf16-mixed on a GPU with bf16, else 32-true).
         tokenizer_dir: tokenizer for `text` (default: the checkpoint's folder).
     """
+    from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict  # here, not at the top: `--help` must not wait for torch
+    from lit_gpt.evaluation.perplexity import perplexity_on_shards, perplexity_on_text, read_documents, single_device_fabric
+    from lit_gpt.sft.inference import find_checkpoint
+    from lit_gpt.tokenizer import Tokenizer
+
+    checkpoint = find_checkpoint(checkpoint, hint="")
     run = run_config_of(checkpoint)
     state_dict, config = load_lit_checkpoint(checkpoint)
     block_size = block_size or config.block_size

@@ -16,8 +16,6 @@ from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lit_gpt.serve import serve  # noqa: E402
-
 
 def main(checkpoint: Path, name: Optional[str] = None, template: Optional[str] = None, host: str = "127.0.0.1",
          port: int = 8000, max_batch: int = 8, compile: Literal["auto", "on", "off"] = "auto", device: str = "auto",
@@ -38,6 +36,8 @@ def main(checkpoint: Path, name: Optional[str] = None, template: Optional[str] =
         tokenizer_dir: tokenizer folder (default: the checkpoint's).
         seed: sampling seed.
     """
+    from lit_gpt.serve import serve  # here, not at the top: `--help` must not wait for torch
+
     serve(checkpoint, name=name, template=template, host=host, port=port, max_batch=max_batch, compile=compile,
           device=device, dtype=dtype, tokenizer_dir=tokenizer_dir, seed=seed)
 

@@ -16,8 +16,6 @@ from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lit_gpt.sft.inference import open_session  # noqa: E402
-
 
 def main(checkpoint: Optional[Path] = None, template: Optional[Literal["guanaco", "chatml", "zephyr"]] = None,
          system: Optional[str] = None, max_new_tokens: int = 256, temperature: float = 0.7,
@@ -40,6 +38,8 @@ def main(checkpoint: Optional[Path] = None, template: Optional[Literal["guanaco"
         dtype: weight type (default: bfloat16 on a GPU that has it, else float32).
         tokenizer_dir: where the tokenizer files are (default: the checkpoint's folder).
     """
+    from lit_gpt.sft.inference import open_session  # here, not at the top: `--help` must not wait for torch
+
     session = open_session(checkpoint, template, system, max_new_tokens, temperature, top_k, top_p, seed, device,
                            dtype, tokenizer_dir)
     interactive = sys.stdin.isatty()

@@ -14,24 +14,15 @@ import time
 from pathlib import Path
 from typing import Callable, List, Literal, Optional
 
-import torch
 from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lit_gpt.checkpoint import default_device_and_dtype  # noqa: E402
-from lit_gpt.generate import generate  # noqa: E402
-from lit_gpt.tokenizer import Tokenizer  # noqa: E402
-from speculative_decoding.sampling import (  # noqa: E402
-    SpeculativeResult,
-    check_same_tokenizer,
-    load_model,
-    speculative_generate,
-)
-
 
 def timed(device: torch.device, fn: Callable):
     """(result, seconds), waiting for the GPU's queued work on both sides of the clock."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -50,8 +41,8 @@ def main(target: Path, draft: Path, prompt: str = "Once upon a time,", max_new_t
 
     Args:
         target: the model whose distribution the output follows: a lit checkpoint (folder, .pth, DCP
-            folder) or a Hugging Face Llama folder.
-        draft: the smaller model that proposes tokens; same tokenizer as the target.
+            folder), a run folder (its newest whole checkpoint) or a Hugging Face Llama folder.
+        draft: the smaller model that proposes tokens (the same kinds of path); same tokenizer as the target.
         prompt: the text to continue; encoded with BOS first.
         max_new_tokens: the most tokens to generate; EOS stops earlier.
         k: draft tokens proposed per round (the starting value with --adaptive).
@@ -66,6 +57,15 @@ def main(target: Path, draft: Path, prompt: str = "Once upon a time,", max_new_t
         tokenizer_dir: where the tokenizer files are (default: the target's or the draft's folder).
         compile: decode through torch.compile with CUDA graphs (both ways; the warm-up compiles).
     """
+    import torch  # here, not at the top: `--help` must not wait for torch
+
+    from lit_gpt.checkpoint import default_device_and_dtype
+    from lit_gpt.generate import generate
+    from lit_gpt.sft.inference import find_checkpoint
+    from lit_gpt.tokenizer import Tokenizer
+    from speculative_decoding.sampling import SpeculativeResult, check_same_tokenizer, load_model, speculative_generate
+
+    target, draft = find_checkpoint(target, hint=""), find_checkpoint(draft, hint="")
     device, torch_dtype = default_device_and_dtype(device, dtype)
     target_loaded = load_model(target, device, torch_dtype)
     draft_loaded = load_model(draft, device, torch_dtype)

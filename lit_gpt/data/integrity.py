@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lit_gpt.data.manifest import manifest_path
-from lit_gpt.data.shards import HEADER, ShardError
+from lit_gpt.data.shards import HEADER, ShardError, file_sha256
 
 
 def check_shards(data_dir: str | Path, prefix: str, manifest: dict) -> None:
@@ -32,6 +32,27 @@ def check_shards(data_dir: str | Path, prefix: str, manifest: dict) -> None:
     if extra:
         warnings.warn(f"{data_dir}: {len(extra)} shard file(s) of {prefix!r} not listed in {source} (first {extra[0]}); "
                       f"they are read too")
+
+
+def verify_shards(data_dir: str | Path, prefix: str, manifest: dict) -> int:
+    """check_shards, then every shard's SHA-256 against the manifest: reads every byte, so only on request
+    (scripts/verify_data.py). Raises ShardError naming the first damaged shard; returns the shards verified.
+    Shards of a manifest written before checksums were recorded are named in a warning."""
+    check_shards(data_dir, prefix, manifest)
+    source, unchecked, verified = manifest_path(data_dir, prefix), [], 0
+    for entry in manifest["shards"]:
+        path = Path(data_dir) / entry["file"]
+        if "sha256" not in entry:
+            unchecked.append(entry["file"])
+            continue
+        if file_sha256(path) != entry["sha256"]:
+            raise ShardError(f"{path}: contents differ from the checksum in {source} (same size); the shard is "
+                             f"damaged: restore it or prepare the data again")
+        verified += 1
+    if unchecked:
+        warnings.warn(f"{source}: no checksum recorded for {len(unchecked)} shard(s) (first {unchecked[0]}; prepared "
+                      f"by an older version): their sizes were checked, not their contents")
+    return verified
 
 
 def check_ids(block: np.ndarray, vocab_size: int | None, path: Path, index: int) -> None:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from lit_gpt.data.manifest import manifest_path, write_json_atomic
 from lit_gpt.data.readers import InputLog
-from lit_gpt.data.shards import ShardWriter, token_dtype
+from lit_gpt.data.shards import ShardWriter, file_sha256, token_dtype
 from lit_gpt.tokenizer import Tokenizer
 
 UNIT_STRIDE = 100_000
@@ -84,7 +84,8 @@ def _run_unit(job: _Job) -> dict:
         for name, _ in writer.written:  # an unfinished unit leaves nothing behind
             (job.destination / name).unlink(missing_ok=True)
         raise
-    return {"unit": job.unit, "documents": documents, "tokens": tokens, "shards": shards, "skipped": log.skipped, "dropped": dict(log.dropped)}
+    return {"unit": job.unit, "documents": documents, "tokens": tokens, "shards": shards, "sha256": writer.checksums,
+            "skipped": log.skipped, "dropped": dict(log.dropped)}
 
 
 def _read_journal(path: Path, config: dict) -> dict[int, dict]:
@@ -202,8 +203,10 @@ def prepare(
         "separators": {"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "layout": SEPARATORS},
         "tokenizer": identity,
         **({"settings": settings} if settings else {}),
-        # sizes too: training checks them at start (lit_gpt/data/integrity.py)
-        "shards": [{"file": n, "tokens": t, "bytes": (Path(destination) / n).stat().st_size}
+        # sizes too: training checks them at start; checksums on request (lit_gpt/data/integrity.py). A unit
+        # journaled by an older version has no checksums: its shards are read once here.
+        "shards": [{"file": n, "tokens": t, "bytes": (Path(destination) / n).stat().st_size,
+                    "sha256": r.get("sha256", {}).get(n) or file_sha256(Path(destination) / n)}
                    for r in records for n, t in r["shards"]],
     }
     write_json_atomic(manifest_path(destination, prefix), manifest)

@@ -8,6 +8,7 @@ last file; here a final, shorter file states its real token count instead, so th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -75,17 +76,31 @@ def open_shard(info: ShardInfo) -> np.ndarray:
     return np.memmap(info.path, dtype=info.dtype, mode="r", offset=HEADER.size, shape=(info.tokens,))
 
 
-def write_shard(path: str | Path, tokens: np.ndarray) -> None:
-    """Write one shard atomically: a temporary file renamed into place, so no half-written shard exists."""
+def write_shard(path: str | Path, tokens: np.ndarray) -> str:
+    """Write one shard atomically: a temporary file renamed into place, so no half-written shard exists.
+    Returns the SHA-256 of the file's bytes (taken from memory: no second read), for the manifest."""
     path = Path(path)
     tokens = np.ascontiguousarray(tokens)
     tmp = path.with_name(f".{path.name}.tmp")
+    header, body = HEADER.pack(MAGIC, VERSION, CODES[tokens.dtype], len(tokens)), tokens.tobytes()
     with open(tmp, "wb") as fh:
-        fh.write(HEADER.pack(MAGIC, VERSION, CODES[tokens.dtype], len(tokens)))
-        fh.write(tokens.tobytes())
+        fh.write(header)
+        fh.write(body)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    digest = hashlib.sha256(header)
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 8 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while piece := fh.read(8 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 class ShardWriter:
@@ -102,6 +117,7 @@ class ShardWriter:
         self.buffer = np.empty(chunk_size, self.dtype)
         self.filled = 0
         self.written: list[tuple[str, int]] = []  # (file name, tokens)
+        self.checksums: dict[str, str] = {}  # file name -> SHA-256 of the file
 
     def add(self, tokens: np.ndarray) -> None:
         pos = 0
@@ -117,7 +133,7 @@ class ShardWriter:
         if self.max_files is not None and len(self.written) >= self.max_files:
             raise ValueError(f"{self.prefix}: more than {self.max_files} shards from one writer; raise chunk_size")
         name = shard_name(self.prefix, self.counter)
-        write_shard(self.out_dir / name, self.buffer[: self.filled])
+        self.checksums[name] = write_shard(self.out_dir / name, self.buffer[: self.filled])
         self.written.append((name, self.filled))
         self.counter += 1
         self.filled = 0

@@ -20,6 +20,7 @@ same here and after conversion to `LlamaForCausalLM` (`lm_eval --model hf`):
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -245,6 +246,20 @@ class LitGPTLM(TemplateLM):
 
 def lm_eval_cli() -> None:
     """lm-eval's own command line, with `--model lit_gpt` available (the `lit-lm-eval` console script)."""
+    import argparse
+
     from lm_eval.__main__ import cli_evaluate
 
+    from lit_gpt.cli import run_command
+    from lit_gpt.evaluation.offline import check_task_data_offline
+    from lit_gpt.evaluation.periodic import task_manager
+
+    # offline, a task without its data on disk stops here in one line instead of after lm-eval's retries
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--tasks", "-t")
+    parser.add_argument("--include_path")
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    names = [t.strip() for t in (known.tasks or "").split(",") if t.strip()]
+    if names:
+        run_command(lambda: check_task_data_offline(task_manager(known.include_path, tuple(names)), names))
     cli_evaluate()

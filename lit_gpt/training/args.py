@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal, Optional, Sequence, Type, TypeVar
+from typing import Any, Dict, Literal, Optional, Sequence, Type, TypeVar
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -89,10 +89,30 @@ class RunArgs:
     wandb_online: bool = False
 
 
-def parse_args(cls: Type[T], description: str, argv: Optional[Sequence[str]] = None) -> T:
-    """Flags (and a YAML `--config`) for every field of the dataclass `cls`."""
+def recipe_note(name: str, recipes: Dict[str, Dict[str, Any]]) -> Optional[str]:
+    """What option `name` takes from each recipe when left unset, e.g. "(TinyLlama recipe: 8; demo: 8)"."""
+    values = [f"{label}: {_shown(recipe[name])}" for label, recipe in recipes.items() if name in recipe]
+    return f"(when unset, {'; '.join(values)})" if values else None
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "derived"  # the job computes it (e.g. loader workers from the CPUs per rank)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def parse_args(cls: Type[T], description: str, argv: Optional[Sequence[str]] = None,
+               recipes: Optional[Dict[str, Dict[str, Any]]] = None) -> T:
+    """Flags (and a YAML `--config`) for every field of the dataclass `cls`. `recipes` (label -> option ->
+    value) adds to each option's help the value every recipe gives it when it is left unset."""
     parser = ArgumentParser(description=description, default_config_files=[])
     parser.add_argument("--config", action=ActionConfigFile, help="A YAML file of these options.")
     parser.add_class_arguments(cls, nested_key=None, as_group=False)
+    for action in parser._actions:  # jsonargparse has no public hook for per-option help
+        note = recipe_note(action.dest, recipes or {})
+        if note:
+            action.help = f"{action.help or ''} {note}".strip()
     ns = parser.parse_args(argv)
     return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})

@@ -1,0 +1,81 @@
+"""The options of a fine-tuning run and the recipes that fill the unset ones. Kept free of torch:
+`sft/finetune.py --help` reads them without loading the training machinery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional
+
+from lit_gpt.training.args import RunArgs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHAT_SAMPLE = REPO_ROOT / "data" / "chat_sample"
+
+
+@dataclass
+class FinetuneArgs(RunArgs):
+    """Options of a fine-tuning run. Options left at null take the recipe's value: the demo recipe when
+    --checkpoint is not given (fine-tune the demo pretraining run's newest checkpoint on
+    data/chat_sample), the TinyLlama chat recipe otherwise.
+
+    Args:
+        checkpoint: Weights to start from: a lit checkpoint folder or .pth file, a pretraining checkpoint
+            folder (step-N), a run folder (its newest checkpoint is taken) or a Hugging Face folder.
+        tokenizer_dir: Tokenizer folder (default: the checkpoint's folder).
+        data: A .jsonl/.json file or a folder of them (formats: SFT.md). Null: data/chat_sample.
+        data_format: "auto" (read off each file's first record), "chat", "guanaco" or "alpaca".
+        val_data: Validation file or folder; null holds out `val_fraction` of the training conversations.
+        val_fraction: Share of the conversations held out for validation when val_data is null (0: none).
+        template: Chat template: "guanaco", "chatml" or "zephyr".
+        skip_bad: Skip (and count) bad records instead of stopping at the first one.
+        max_seq_length: Longest input in tokens (default: the model's block size).
+        overlong: What to do with a longer conversation: "truncate" it or "drop" it (counted either way).
+        epochs: Passes over the training conversations (ignored when max_steps is given).
+        warmup_fraction: Warmup as a share of all steps, when warmup_steps is null.
+        method: "full" (every weight trains), "lora" (low-rank adapters on frozen weights; checkpoints hold
+            the adapter alone: fold it in with scripts/merge_lora.py) or "qlora" (LoRA over a 4-bit NF4 base
+            through bitsandbytes; one CUDA device).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator (the update is scaled by alpha / r).
+        lora_dropout: Dropout on the adapters' input.
+        lora_targets: Linears that get adapters, among attn.qkv, attn.proj, mlp.fc_gate, mlp.fc_up, mlp.proj
+            (null: all of them).
+        packed: Pack whole conversations into full rows of max_seq_length tokens (attention kept inside
+            each conversation) instead of length-bucketed, padded batches; global_batch_size then counts rows.
+    """
+
+    checkpoint: Optional[Path] = None
+    tokenizer_dir: Optional[Path] = None
+    data: Optional[Path] = None
+    data_format: Literal["auto", "chat", "guanaco", "alpaca"] = "auto"
+    val_data: Optional[Path] = None
+    val_fraction: float = 0.05
+    template: Literal["guanaco", "chatml", "zephyr"] = "zephyr"
+    skip_bad: bool = False
+    max_seq_length: Optional[int] = None
+    overlong: Literal["truncate", "drop"] = "truncate"
+    epochs: Optional[float] = None
+    warmup_fraction: float = 0.03
+    method: Literal["full", "lora", "qlora"] = "full"
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: Optional[List[str]] = None
+    packed: bool = False
+
+
+# "tinyllama": TinyLlama chat v0.1's fine-tune (SPEC section 6: lr 1e-5, 5 epochs), decayed to 0;
+# "demo": the 5M demo model on data/chat_sample, a couple of minutes on a CPU.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    "tinyllama": dict(
+        out_dir=Path("out/sft"), data=CHAT_SAMPLE, epochs=5.0, global_batch_size=32, micro_batch_size=4, lr=1e-5,
+        min_lr=0.0, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, log_interval=10, eval_interval=100,
+        save_interval=500,
+    ),
+    "demo": dict(
+        out_dir=Path("out/demo_sft"), data=CHAT_SAMPLE, epochs=10.0, global_batch_size=16, micro_batch_size=8,
+        lr=1e-3, min_lr=1e-4, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, log_interval=5,
+        eval_interval=50, save_interval=100, keep_last=2,
+    ),
+}

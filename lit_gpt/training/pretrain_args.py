@@ -1,0 +1,82 @@
+"""The options of a pretraining run and the recipes that fill the unset ones. Kept free of torch:
+`pretrain/tinyllama.py --help` reads them without loading the training machinery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from lit_gpt.training.args import RunArgs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+
+
+@dataclass
+class PretrainArgs(RunArgs):
+    """Options of a pretraining run. Options left at null take the recipe's value: the TinyLlama
+    recipe when --data_dir is given, the embedded demo otherwise.
+
+    Args:
+        data_dir: Folder of packed shards (`{prefix}_*.bin` with `{prefix}.manifest.json`). Null: the
+            embedded sample corpus, prepared into `{out_dir}/data` on first use.
+        tokenizer_dir: Tokenizer folder the shards were made with; checked against the manifests and
+            copied into every checkpoint. Null in the demo: trained into `{out_dir}/tokenizer`.
+        model_name: A preset of lit_gpt.config (tiny_LLaMA_1b, tiny_LLaMA_120M, ...).
+        model_config: A YAML/JSON model config file instead of a preset.
+        initial_checkpoint: Continued pretraining: start from these weights (a lit checkpoint or a
+            Hugging Face folder) with a fresh optimizer and schedule.
+        train_sources: Data mix: shard prefix -> sampling weight.
+        val_prefix: Shard prefix of the validation set ("": no validation).
+        global_batch_tokens: The global batch in tokens (instead of global_batch_size).
+        max_tokens: Tokens to train (instead of max_steps).
+        eval_batches: Micro batches per rank in the fixed validation set.
+        num_workers: DataLoader worker processes per rank (null: from the CPUs per rank, see
+            lit_gpt.data.default_num_workers).
+        shuffle_buffer_files: Blocks are shuffled within groups of this many files.
+        eval_tasks: Comma-separated lm-eval tasks to score every `eval_tasks_interval` steps (e.g. hellaswag,piqa).
+        eval_tasks_interval: Steps between lm-eval runs (0: never).
+        eval_tasks_limit: At most this many documents per task (null: all).
+        eval_tasks_include_path: A folder of extra lm-eval task YAMLs.
+        document_mask: Attention stays inside each packed document (a document starts at the
+            tokenizer's BOS); FlexAttention on CUDA, a dense mask elsewhere. Saved in the model config.
+    """
+
+    data_dir: Optional[Path] = None
+    tokenizer_dir: Optional[Path] = None
+    model_name: Optional[str] = None
+    model_config: Optional[Path] = None
+    initial_checkpoint: Optional[Path] = None
+    train_sources: Optional[Dict[str, float]] = None
+    val_prefix: Optional[str] = None
+    global_batch_tokens: Optional[int] = None
+    max_tokens: Optional[int] = None
+    eval_batches: Optional[int] = None
+    num_workers: Optional[int] = None
+    shuffle_buffer_files: int = 8
+    eval_tasks: Optional[str] = None
+    eval_tasks_interval: int = 0
+    eval_tasks_limit: Optional[int] = None
+    eval_tasks_include_path: Optional[str] = None
+    document_mask: bool = False
+
+
+# The values an option takes when left unset. "tinyllama" is SPEC section 2 (16 GPUs there: the
+# global batch does not depend on the device count here); "demo" trains in minutes on a CPU.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    "tinyllama": dict(
+        out_dir=Path("out/tinyllama_1b"), model_name="tiny_LLaMA_1b",
+        train_sources={"train_slimpajama": 0.693584, "train_starcoder": 0.306416},
+        val_prefix="validation_slimpajama", global_batch_size=1024, micro_batch_size=8, max_steps=1_430_512,
+        lr=4e-4, min_lr=4e-5, warmup_steps=2000, weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
+        log_interval=10, eval_interval=5000, eval_batches=100, save_interval=5000, num_workers=None,
+    ),
+    "demo": dict(
+        out_dir=Path("out/demo"), model_name="demo_LLaMA_5M",
+        train_sources={"train_slimpajama": 0.693584, "train_starcoder": 0.306416},
+        val_prefix="validation_slimpajama", global_batch_size=16, micro_batch_size=8, max_steps=300,
+        lr=2e-3, min_lr=2e-4, warmup_steps=20, weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
+        log_interval=10, eval_interval=100, eval_batches=8, save_interval=100, keep_last=2, num_workers=1,
+    ),
+}
