@@ -7,7 +7,7 @@ import dataclasses
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional
 
 import torch
 import yaml
@@ -20,7 +20,7 @@ from lit_gpt.training.args import RunArgs
 from lit_gpt.training.checkpointing import (check_model_config, check_resumable, load_checkpoint, read_train_state,
                                             remove_stale_temporaries, resume_path)
 from lit_gpt.training.parallel import unwrap
-from lit_gpt.training.schedule import LRSchedule, plan_batches
+from lit_gpt.training.schedule import plan_batches, schedule_from_options
 from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
 from lit_gpt.training.option_checks import check_pretrain_options
 from lit_gpt.training.run_lock import hold_run_lock
@@ -58,6 +58,16 @@ class PretrainArgs(RunArgs):
         eval_tasks_include_path: A folder of extra lm-eval task YAMLs.
         document_mask: Attention stays inside each packed document (a document starts at the
             tokenizer's BOS); FlexAttention on CUDA, a dense mask elsewhere. Saved in the model config.
+        lr_schedule: "cosine" (warmup, then cosine decay to min_lr at max_steps), "wsd" (warmup, constant
+            lr, then a decay to min_lr over the last decay_steps) or "constant" (warmup, then lr).
+        decay_steps: wsd: length of the final decay in steps (or give decay_fraction).
+        decay_fraction: wsd: length of the final decay as a fraction of max_steps.
+        decay_shape: wsd: "linear", "cosine" or "1-sqrt".
+        anneal_from: Annealing: branch off a checkpoint of another run (its weights, optimizer state, data
+            position and step k) into a decay to min_lr over decay_steps steps, written to a new out_dir;
+            options left unset are the original run's. The original run is not touched.
+        allow_mix_change: Resume (or anneal) with a different train_sources mix; each source goes on from
+            the samples it had delivered (PRETRAIN.md, "Changing the data mix").
     """
 
     data_dir: Optional[Path] = None
@@ -77,6 +87,12 @@ class PretrainArgs(RunArgs):
     eval_tasks_limit: Optional[int] = None
     eval_tasks_include_path: Optional[str] = None
     document_mask: bool = False
+    lr_schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    decay_steps: Optional[int] = None
+    decay_fraction: Optional[float] = None
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
+    anneal_from: Optional[Path] = None
+    allow_mix_change: bool = False
 
 
 # The values an option takes when left unset. "tinyllama" is SPEC section 2 (16 GPUs there: the
@@ -190,7 +206,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     plan = plan_batches(args.micro_batch_size, fabric.world_size, config.block_size,
                         args.global_batch_size, args.global_batch_tokens)
     max_steps = args.max_steps if args.max_tokens is None else -(-args.max_tokens // plan.tokens_per_step)
-    schedule = LRSchedule(args.lr, args.min_lr, args.warmup_steps, max_steps)
+    schedule = schedule_from_options(args, max_steps)
     train_loader = build_train_loader(
         args.data_dir, args.train_sources, config.block_size, args.micro_batch_size, seed=args.seed,
         rank=fabric.global_rank, world_size=fabric.world_size, num_workers=args.num_workers,
