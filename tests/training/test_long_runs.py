@@ -92,3 +92,27 @@ def test_a_mix_change_on_resume_needs_the_option(tmp_path, constant_run, prepare
     for prefix, n in saved["source_counts"].items():  # each source went on from its count
         assert after["source_counts"][prefix] >= n
     assert sum(after["source_counts"].values()) == after["g"]
+
+
+def _initial_weights(tmp_path: Path, strategy: str, devices: int, seed: int = 42) -> dict:
+    import torch
+
+    out = tmp_path / f"{strategy}_{devices}_{seed}.pt"
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("initial_weights.py")), str(out), strategy,
+                           str(devices), str(seed)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return torch.load(out, weights_only=True)
+
+
+def test_initial_weights_do_not_depend_on_processes_or_sharding(tmp_path):
+    """The full state dict at step 0: one process unsharded and FSDP2 on two gloo processes (meta-device
+    init; each rank draws every weight whole and keeps its shard), bit for bit (the meta-device init on
+    one process: tests/training/test_parallel.py)."""
+    import torch
+
+    single = _initial_weights(tmp_path, "single", 1)
+    assert "transformer.wte.weight" in single and single["transformer.wte.weight"].shape[0] % 2 == 0
+    sharded = _initial_weights(tmp_path, "fsdp", 2)
+    assert sharded.keys() == single.keys()
+    for name, value in single.items():
+        assert torch.equal(sharded[name], value), name
