@@ -116,3 +116,47 @@ def test_initial_weights_do_not_depend_on_processes_or_sharding(tmp_path):
     assert sharded.keys() == single.keys()
     for name, value in single.items():
         assert torch.equal(sharded[name], value), name
+
+
+@pytest.fixture(scope="module")
+def serial_reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("serial_reference")
+    run(out, prepared_sample, sample_tokenizer, model_config, *SERIAL)
+    return out
+
+
+def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint_and_resumes_exactly(
+        tmp_path, serial_reference, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+    """Checkpoints at steps 3 and 6 written asynchronously while training goes on; the process dies with the
+    step-6 save in flight. Step 3 (itself written in the background) resumes bit for bit."""
+    out = tmp_path / "async_crash"
+    async_options = (*SERIAL, "--save_interval", "3", "--async_checkpoint", "true")
+    run(out, prepared_sample, sample_tokenizer, model_config, *async_options,
+        simulate=("--sigkill_on_async_save", 2), expect_rc=-9)
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3]
+    assert damage(out / "checkpoints" / "step-000000003") is None
+    assert max(losses(out)) >= 6  # training went on while step 3 was written
+    proc = run(out, prepared_sample, sample_tokenizer, model_config, *async_options)
+    assert "resumed from" in proc.stdout and "at step 3" in proc.stdout
+    assert "while training goes on" in proc.stdout
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3, 6, 9, 12]
+    assert not list((out / "checkpoints").glob("*.tmp"))
+    assert losses(out) == losses(serial_reference)
+
+
+def test_fsdp2_resume_from_async_checkpoints_is_exact(tmp_path, prepared_sample, sample_tokenizer,
+                                                      model_config):  # noqa: F811
+    """Two gloo processes, asynchronous interval saves (steps 2 and 4), SIGTERM in step 5: the save then
+    waits for the one in flight, writes step 5 and exits; the resume matches an uninterrupted run."""
+    common = (prepared_sample, sample_tokenizer, model_config)
+    fsdp = ("--strategy", "fsdp", *SERIAL, "--save_interval", "2", "--async_checkpoint", "true")
+    reference = tmp_path / "reference"
+    run(reference, *common, "--strategy", "fsdp", *SERIAL, devices=2)
+    out = tmp_path / "async"
+    # 2 micro batches per rank and step: rank 0's 9th batch is in step 5
+    proc = run(out, *common, *fsdp, devices=2, simulate=("--sigterm_after_batches", 9), expect_rc=75)
+    assert "while training goes on" in proc.stdout
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [2, 4, 5]
+    assert read_train_state(out / "checkpoints" / "step-000000004")["reason"] == "interval"
+    run(out, *common, *fsdp, devices=2)
+    assert losses(out) == losses(reference)
