@@ -235,6 +235,11 @@ class AsyncCheckpointer:
     def in_flight(self) -> bool:
         return self._pending is not None
 
+    @property
+    def written(self) -> bool:
+        """Whether the shards of the save in flight (if any) are all written on this rank."""
+        return self._pending is None or self._pending[0].done()
+
     def wait(self) -> Optional[Path]:
         """Finish the save in flight, if any (on every rank together); return its path."""
         if self._pending is None:
