@@ -8,8 +8,12 @@ The model knows nothing of parallelism, compilation or checkpoint files. Its num
 from __future__ import annotations
 
 import math
+import re
+import zlib
 from types import SimpleNamespace
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
+
+import numpy as np
 
 import torch
 import torch.nn as nn
@@ -19,6 +23,19 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex
 
 from lit_gpt.config import Config
 from lit_gpt.ops import get_ops
+
+
+_WRAPPER_NAMES = re.compile(r"(_checkpoint_wrapped_module|_orig_mod)\.")
+
+
+def parameter_seed(seed: int, name: str) -> int:
+    """The seed of one parameter's generator: from the run's seed and the parameter's name."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seeded_normal_(tensor: torch.Tensor, std: float, seed: int) -> None:
+    """Fill `tensor` from N(0, std^2) with a generator of its device seeded with `seed`."""
+    tensor.normal_(0.0, std, generator=torch.Generator(device=tensor.device).manual_seed(seed))
 
 
 class RMSNorm(nn.Module):
@@ -157,6 +174,8 @@ class GPT(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
+        # drawn before any submodule exists: the same number whether built on the meta device or not
+        self.init_seed = int(torch.randint(0, 2**62, (1,), device="cpu").item())
         self.ops = get_ops(config.kernels)
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
@@ -172,16 +191,26 @@ class GPT(nn.Module):
 
     # --- initialisation ------------------------------------------------------------------------
     @torch.no_grad()
-    def init_weights(self) -> None:
+    def init_weights(self, seed: Optional[int] = None, normal_: Optional[Callable] = None) -> None:
         """TinyLlama's init, plus the RoPE tables. Call it again after `to_empty()` on a model built on
-        the meta device (sharded init): construction there cannot initialise anything."""
+        the meta device (sharded init): construction there cannot initialise anything.
+
+        Each weight is drawn by its own generator, seeded from `seed` (None: `self.init_seed`, drawn from
+        torch's global generator at construction, so `torch.manual_seed` fixes it) and the parameter's name,
+        so the weights do not
+        depend on the order of initialisation or on wrappers. `normal_(tensor, std, seed)` fills one
+        weight (default `seeded_normal_`); a sharded model passes one that draws the whole tensor and
+        keeps its shard (lit_gpt.training.parallel), so every sharding gets the same weights."""
+        seed = self.init_seed if seed is None else seed
+        normal_ = normal_ or seeded_normal_
         d, n_layer = self.config.n_embd, self.config.n_layer
         std = math.sqrt(2.0 / (5 * d))
         residual_std = 1 / math.sqrt(d) / n_layer
         for name, module in self.named_modules():
+            name = _WRAPPER_NAMES.sub("", name)  # activation checkpointing and compile rename modules
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 is_residual_out = name.endswith("attn.proj") or name.endswith("mlp.proj")
-                nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual_out else std)
+                normal_(module.weight, residual_std if is_residual_out else std, parameter_seed(seed, f"{name}.weight"))
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
         self.reset_rope_cache()

@@ -163,3 +163,43 @@ def test_val_loader_is_fixed_sequential_and_split_across_ranks(data_dir):
     with pytest.warns(UserWarning, match="only 86 validation samples, so 10 batches per rank instead of 50"):
         short = build_val_loader(data_dir, "train_b", block_size=7, micro_batch_size=4, rank=1, world_size=2, num_batches=50)
     assert len(short) == 10 == len(list(short))
+
+
+def source_order(data_dir, prefix, n):
+    """The first `n` samples of one source in its own order (which no mix changes)."""
+    return [i for b in islice(loader(data_dir, batch=n, sources={prefix: 1.0}), 1) for i in block_ids(b)]
+
+
+def test_a_mix_change_continues_every_source_where_it_stopped(data_dir):
+    """The documented meaning of --allow_mix_change: from the change on the mixture draws with the new
+    weights; each source goes on with the samples it had not delivered yet (none twice before its epoch
+    ends), a source left out keeps its place for a later return, a new one starts at its beginning."""
+    first = loader(data_dir, batch=10)
+    before = [i for b in islice(first, 5) for i in block_ids(b)]
+    with pytest.raises(ValueError, match="allow_mix_change"):
+        loader(data_dir, batch=10, sources={"train_a": 0.2, "train_b": 0.8}).load_state_dict(first.state_dict())
+    with pytest.raises(ValueError, match="allow_mix_change"):  # the same weights in another order are another mix
+        loader(data_dir, batch=10, sources={"train_b": 0.306416, "train_a": 0.693584}).load_state_dict(first.state_dict())
+
+    changed = loader(data_dir, batch=10, sources={"train_a": 0.2, "train_b": 0.8})
+    changed.load_state_dict(first.state_dict(), allow_mix_change=True)
+    after = [i for b in islice(changed, 12) for i in block_ids(b)]  # 120 samples: past train_b's 86-block epoch
+    from_b = [i for i in after if i >= 10000]
+    assert len(from_b) > 86 - sum(i >= 10000 for i in before) and len(from_b) / len(after) > 0.65  # new weights
+    seen = before + after
+    for prefix, of_source in (("train_a", lambda i: i < 10000), ("train_b", lambda i: i >= 10000)):
+        delivered = [i for i in seen if of_source(i)]
+        assert delivered == source_order(data_dir, prefix, len(delivered)), prefix  # continued, in order
+    b_epoch = source_order(data_dir, "train_b", 86)
+    assert sorted(b_epoch) == all_blocks(BLOCKS_B, 10000)  # so nothing repeats before the epoch ends
+
+    # train_a left out, then back: it resumes where it stopped
+    only_b = loader(data_dir, batch=10, sources={"train_b": 1.0})
+    only_b.load_state_dict(changed.state_dict(), allow_mix_change=True)
+    a_count = changed.state_dict()["source_counts"]["train_a"]
+    assert only_b.state_dict()["retired_sources"]["train_a"]["count"] == a_count
+    list(islice(only_b, 2))
+    back = loader(data_dir, batch=10)
+    back.load_state_dict(only_b.state_dict(), allow_mix_change=True)
+    later_a = [i for b in islice(back, 2) for i in block_ids(b) if i < 10000]
+    assert later_a == source_order(data_dir, "train_a", a_count + len(later_a))[a_count:]

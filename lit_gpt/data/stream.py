@@ -220,6 +220,7 @@ class TrainLoader:
         self.dataset, self.num_workers, self.pin_memory = dataset, num_workers, pin_memory
         self.seed, self.shuffle_buffer_files, self.prefetch_factor = seed, shuffle_buffer_files, prefetch_factor
         self.g, self.counts = 0, np.zeros(len(dataset.sources), np.int64)
+        self.retired: dict = {}  # prefix -> {"count": samples delivered, "fingerprint": ...} of sources left out
 
     @property
     def global_batch(self) -> int:
@@ -258,17 +259,36 @@ class TrainLoader:
             "sources": [s.fingerprint() for s in d.sources],
             "micro_batch_size": d.batch,
             "world_size": d.world_size,
+            # sources an earlier mix change left out: where each stopped, should it come back
+            "retired_sources": self.retired,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, allow_mix_change: bool = False) -> None:
+        """Continue from `state`. With `allow_mix_change`, the sources and weights may differ from the
+        checkpoint's: from sample g on, the mixture draws with the new weights, and every source goes on
+        from the number of samples it had delivered (0 for a new one; a source left out keeps its count
+        for a later return), so none repeats a sample before its epoch ends."""
         mine = self.state_dict()
-        for key in ("seed", "block_size", "shuffle_buffer_files", "weights"):
+        for key in ("seed", "block_size", "shuffle_buffer_files"):
             if state[key] != mine[key]:
                 raise ValueError(f"data loader state: {key} was {state[key]} in the checkpoint and is {mine[key]} now; the sample order would change")
-        if state["sources"] != mine["sources"]:
-            describe = lambda s: f"{s['prefix']!r} ({s['files']} files, {s['blocks']} blocks)"  # noqa: E731
+        # the order counts too: the mixture numbers the sources in it
+        mix_changed = list(state["weights"].items()) != list(mine["weights"].items())
+        if mix_changed and not allow_mix_change:
+            raise ValueError(f"data loader state: the data mix was {state['weights']} in the checkpoint and is {mine['weights']} now; "
+                             f"pass --allow_mix_change to go on with the new mix (PRETRAIN.md, Changing the data mix)")
+        describe = lambda s: f"{s['prefix']!r} ({s['files']} files, {s['blocks']} blocks)"  # noqa: E731
+        if mix_changed:
+            known = {s["prefix"]: s for s in state["sources"]}
+            known.update({p: r["fingerprint"] for p, r in state.get("retired_sources", {}).items() if p not in known})
+            changes = [f"{describe(known[s['prefix']])} is now {describe(s)}" for s in mine["sources"]
+                       if s["prefix"] in known and known[s["prefix"]] != s]
+        elif state["sources"] != mine["sources"]:
             was, now = [describe(s) for s in state["sources"]], [describe(s) for s in mine["sources"]]
             changes = [f"{a} is now {b}" for a, b in zip(was, now) if a != b] if len(was) == len(now) else [f"{was} are now {now}"]
+        else:
+            changes = []
+        if changes:
             raise ValueError(f"data loader state: the sources changed since the checkpoint: {'; '.join(changes)}")
         if state["g"] % self.global_batch:
             raise ValueError(
@@ -276,8 +296,15 @@ class TrainLoader:
                 f"world size {state['world_size']}) is not a multiple of the global batch {self.dataset.batch} x "
                 f"{self.dataset.world_size} = {self.global_batch}; resume with a global batch that divides it"
             )
+        retired = dict(state.get("retired_sources", {}))
+        saved_counts = {**{p: r["count"] for p, r in retired.items()}, **state["source_counts"]}
+        fingerprints = {s["prefix"]: s for s in state["sources"]}
+        for prefix, n in state["source_counts"].items():
+            retired[prefix] = {"count": int(n), "fingerprint": fingerprints[prefix]}
+        current = [s.prefix for s in self.dataset.sources]
+        self.retired = {p: r for p, r in retired.items() if p not in current}
         self.g = int(state["g"])
-        self.counts = np.array([state["source_counts"][s.prefix] for s in self.dataset.sources], np.int64)
+        self.counts = np.array([saved_counts.get(p, 0) for p in current], np.int64)
 
 
 def build_train_loader(

@@ -34,6 +34,10 @@ class RunArgs:
         eval_interval: Validate every N steps (and at the end).
         save_interval: Checkpoint every N steps (and at the end and on SIGTERM/SIGINT).
         keep_last: Keep only the newest K checkpoints (null: keep all).
+        async_checkpoint: Write the interval checkpoints while training goes on: the state is copied to
+            CPU memory (pinned on GPUs) and a thread writes it; it completes (renamed into place) before
+            the next save and before the run ends, a SIGTERM's save included. Costs host memory for one
+            copy of the model and optimizer state (of this rank's shard).
         max_consecutive_nonfinite: Stop (after saving) when this many steps in a row are non-finite.
         accelerator: "auto", "cuda" or "cpu".
         devices: Devices per node.
@@ -72,6 +76,7 @@ class RunArgs:
     eval_interval: Optional[int] = None
     save_interval: Optional[int] = None
     keep_last: Optional[int] = None
+    async_checkpoint: bool = False
     max_consecutive_nonfinite: int = 10
     accelerator: str = "auto"
     devices: int = 1

@@ -120,49 +120,154 @@ def save_checkpoint(
     `model` and `optimizer` are the unwrapped objects (plain, DDP or FSDP2). `extra_files` maps file
     names to copy into the folder (rank 0 copies them). `keep_last` prunes older checkpoints after the
     new one is in place."""
-    final = step_dir(checkpoint_root, step)
-    tmp = final.with_name(final.name + ".tmp")
-    rank = _rank()
-    needed = estimated_checkpoint_bytes(model)
-    if rank == 0:
-        if tmp.exists():
-            shutil.rmtree(tmp)  # left over from a crash while writing this very step
-        warn_if_short_of_space(checkpoint_root, needed, f"saving step {step}")
-        tmp.mkdir(parents=True)
-    _barrier()
+    save = _Save(checkpoint_root, step, train_state, extra_files, keep_last, model)
     try:
-        state = {
-            "model": get_model_state_dict(model, options=_model_options(model)),
-            "optimizer": get_optimizer_state_dict(model, optimizer),
-        }
-        dcp.save(_plain_tensors(state), checkpoint_id=tmp, no_dist=not _distributed())
-        (tmp / "rng").mkdir(exist_ok=True)
-        torch.save(capture_rng_state(), tmp / "rng" / f"rank_{rank}.pt")
-        _barrier()
-        if rank == 0:
-            for name, src in extra_files.items():
-                shutil.copyfile(src, tmp / name)
-            _write_json(tmp / TRAIN_STATE, train_state)
-            write_completeness_record(tmp)  # last: its presence says every other file is in place
+        dcp.save(_training_state(model, optimizer), checkpoint_id=save.tmp, no_dist=not _distributed())
+        save.write_rng_state()
     except BaseException as e:  # torch's CheckpointException derives from BaseException
-        if rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if out_of_space(e, checkpoint_root, needed):
-            kept = latest_checkpoint(checkpoint_root)
+        save.failed(e)
+    return save.complete()
+
+
+class _Save:
+    """One checkpoint on its way: `step-N.tmp` made (rank 0) when created; `complete()`, once every rank
+    has written its shards, adds the train state, the extra files and `files.json` (last) and renames
+    the folder into place, then prunes to `keep_last`."""
+
+    def __init__(self, checkpoint_root: Path, step: int, train_state: Dict[str, Any], extra_files: Dict[str, Path],
+                 keep_last: Optional[int], model: nn.Module) -> None:
+        self.root, self.step, self.train_state = checkpoint_root, step, train_state
+        self.extra_files, self.keep_last = extra_files, keep_last
+        self.final = step_dir(checkpoint_root, step)
+        self.tmp = self.final.with_name(self.final.name + ".tmp")
+        self.rank = _rank()
+        self.needed = estimated_checkpoint_bytes(model)
+        if self.rank == 0:
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)  # left over from a crash while writing this very step
+            warn_if_short_of_space(checkpoint_root, self.needed, f"saving step {step}")
+            self.tmp.mkdir(parents=True)
+        _barrier()
+
+    def write_rng_state(self) -> None:
+        (self.tmp / "rng").mkdir(exist_ok=True)
+        torch.save(capture_rng_state(), self.tmp / "rng" / f"rank_{self.rank}.pt")
+
+    def complete(self) -> Path:
+        try:
+            _barrier()
+            if self.rank == 0:
+                for name, src in self.extra_files.items():
+                    shutil.copyfile(src, self.tmp / name)
+                _write_json(self.tmp / TRAIN_STATE, self.train_state)
+                write_completeness_record(self.tmp)  # last: its presence says every other file is in place
+        except BaseException as e:
+            self.failed(e)
+        if self.rank == 0:
+            if self.final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
+                shutil.rmtree(self.final)
+            os.replace(self.tmp, self.final)
+            if self.keep_last:
+                for _, old in list_checkpoints(self.root)[:-self.keep_last]:
+                    shutil.rmtree(old, ignore_errors=True)
+        _barrier()
+        return self.final
+
+    def failed(self, e: BaseException) -> None:
+        """Remove the partial folder and raise (NoSpaceLeft when the disk ran full)."""
+        if self.rank == 0:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        if out_of_space(e, self.root, self.needed):
+            kept = latest_checkpoint(self.root)
             raise NoSpaceLeft(
-                f"no space left on {checkpoint_root} while saving step {step} (about {needed / 1e9:.2f} GB needed, "
-                f"{free_bytes(checkpoint_root) / 1e9:.2f} GB free); removed the partial {tmp.name}, kept the earlier "
+                f"no space left on {self.root} while saving step {self.step} (about {self.needed / 1e9:.2f} GB needed, "
+                f"{free_bytes(self.root) / 1e9:.2f} GB free); removed the partial {self.tmp.name}, kept the earlier "
                 f"checkpoints ({kept.name if kept else 'none yet'})") from e
-        raise
-    if rank == 0:
-        if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if keep_last:
-            for _, old in list_checkpoints(checkpoint_root)[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
-    _barrier()
-    return final
+        raise e
+
+
+def _training_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
+    return _plain_tensors({
+        "model": get_model_state_dict(model, options=_model_options(model)),
+        "optimizer": get_optimizer_state_dict(model, optimizer),
+    })
+
+
+class AsyncCheckpointer:
+    """Checkpoints written while training goes on (torch's asynchronous DCP save).
+
+    `save()` copies the model and optimizer state into CPU memory (pinned where CUDA is) and returns
+    as soon as that copy is taken; a thread writes the shards. The checkpoint then completes like a
+    synchronous one (train state, files.json, rename of the .tmp folder, pruning) when `wait()` is
+    called: by the next `save()` (at most one save in flight), or by `close()` at the end of training.
+    The background writes use a gloo group of their own, so that their collectives never interleave
+    with training's. A crash before completion leaves a `.tmp` folder and the earlier checkpoints."""
+
+    def __init__(self) -> None:
+        self._pending: Optional[tuple] = None  # (future, _Save)
+        self._group = None
+        self._stager = None
+
+    def save(self, checkpoint_root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+             train_state: Dict[str, Any], extra_files: Dict[str, Path], keep_last: Optional[int] = None) -> Path:
+        """Start writing a checkpoint (after completing the one in flight); return its final path."""
+        from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+        self.wait()
+        if self._stager is None:
+            cuda = torch.cuda.is_available()
+            # staged synchronously: training must not change the weights before they are copied
+            self._stager = DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False,
+                                                        use_async_staging=False, use_non_blocking_copy=cuda))
+        if _distributed() and self._group is None:
+            self._group = dist.new_group(backend="gloo")
+        save = _Save(checkpoint_root, step, train_state, extra_files, keep_last, model)
+        try:
+            future = dcp.async_save(_training_state(model, optimizer), checkpoint_id=save.tmp, process_group=self._group,
+                                    async_stager=self._stager, no_dist=not _distributed())
+            save.write_rng_state()
+        except BaseException as e:
+            save.failed(e)
+        self._pending = (future, save)
+        return save.final
+
+    @property
+    def in_flight(self) -> bool:
+        return self._pending is not None
+
+    @property
+    def written(self) -> bool:
+        """Whether the shards of the save in flight (if any) are all written on this rank."""
+        return self._pending is None or self._pending[0].done()
+
+    def wait(self) -> Optional[Path]:
+        """Finish the save in flight, if any (on every rank together); return its path."""
+        if self._pending is None:
+            return None
+        future, save = self._pending
+        self._pending = None
+        try:
+            future.result()
+        except BaseException as e:
+            save.failed(e)
+        return save.complete()
+
+    def close(self) -> None:
+        self.wait()
+        if self._stager is not None:
+            self._stager.close()
+            self._stager = None
+
+    def abandon(self) -> None:
+        """After an error: let this rank's writes end (files whole on disk) without completing the folder,
+        which stays `.tmp` (other ranks may be gone: no collective here)."""
+        if self._pending is not None:
+            future, _ = self._pending
+            self._pending = None
+            try:
+                future.result()
+            except BaseException:  # the error being raised already says what went wrong
+                pass
 
 
 def _plain_tensors(obj: Any) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lit_gpt.config import PRESETS, Config
-from lit_gpt.training.schedule import LRSchedule, plan_batches
+from lit_gpt.training.schedule import plan_batches, schedule_from_options
 
 
 def check_pretrain_options(args) -> None:
@@ -39,6 +39,7 @@ def check_pretrain_options(args) -> None:
         if args.max_steps is None or args.max_steps < 1:
             raise ValueError(f"--max_steps {args.max_steps}: need at least one step")
         try:
-            LRSchedule(args.lr, args.min_lr, args.warmup_steps, args.max_steps)
+            schedule_from_options(args, args.max_steps)
         except ValueError as e:
-            raise ValueError(f"learning-rate schedule: {e} (set --warmup_steps, --max_steps, --lr, --min_lr)") from None
+            raise ValueError(f"learning-rate schedule: {e} (set --lr_schedule, --warmup_steps, --max_steps, --lr, "
+                             f"--min_lr, --decay_steps)") from None

@@ -10,7 +10,9 @@ import torch
 import torch.nn as nn
 from lightning.fabric.strategies import ModelParallelStrategy
 
-from lit_gpt.model import GPT
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+from lit_gpt.model import GPT, seeded_normal_
 from lit_gpt.training.float8 import DEFAULT_MIN_FEATURES, convert_to_float8
 
 Strategy = Literal["auto", "single", "ddp", "fsdp"]
@@ -55,9 +57,23 @@ def materialize(model: GPT, device: torch.device) -> None:
     silently replaces the TinyLlama init (TinyLlama #88)."""
     if any(t.is_meta for t in model.parameters()):
         model.to_empty(device=device)
-        model.init_weights()
+        sharded = any(isinstance(p, DTensor) for p in model.parameters())
+        model.init_weights(normal_=sharded_normal_ if sharded else None)
     elif model.rope_cos.numel() == 0 or model.rope_cos.device != device:
         model.reset_rope_cache(device)
+
+
+def sharded_normal_(param: torch.Tensor, std: float, seed: int) -> None:
+    """`seeded_normal_` for a parameter sharded as a DTensor: draw the whole tensor on this rank's device
+    and keep this rank's shard, so that the weights are those of an unsharded init (exactly)."""
+    if not isinstance(param, DTensor):
+        seeded_normal_(param, std, seed)
+        return
+    local = param.to_local()
+    full = torch.empty(param.shape, dtype=local.dtype, device=local.device)
+    seeded_normal_(full, std, seed)
+    # src_data_rank=None: each rank cuts its own shard out of its own copy, no communication
+    local.copy_(distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None).to_local())
 
 
 def fsdp_parallelize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional
 
 from lit_gpt.training.args import RunArgs
 
@@ -41,6 +41,16 @@ class PretrainArgs(RunArgs):
         eval_tasks_include_path: A folder of extra lm-eval task YAMLs.
         document_mask: Attention stays inside each packed document (a document starts at the
             tokenizer's BOS); FlexAttention on CUDA, a dense mask elsewhere. Saved in the model config.
+        lr_schedule: "cosine" (warmup, then cosine decay to min_lr at max_steps), "wsd" (warmup, constant
+            lr, then a decay to min_lr over the last decay_steps) or "constant" (warmup, then lr).
+        decay_steps: wsd: length of the final decay in steps (or give decay_fraction).
+        decay_fraction: wsd: length of the final decay as a fraction of max_steps.
+        decay_shape: wsd: "linear", "cosine" or "1-sqrt".
+        anneal_from: Annealing: branch off a checkpoint of another run (its weights, optimizer state, data
+            position and step k) into a decay to min_lr over decay_steps steps, written to a new out_dir;
+            options left unset are the original run's. The original run is not touched.
+        allow_mix_change: Resume (or anneal) with a different train_sources mix; each source goes on from
+            the samples it had delivered (PRETRAIN.md, "Changing the data mix").
     """
 
     data_dir: Optional[Path] = None
@@ -60,6 +70,12 @@ class PretrainArgs(RunArgs):
     eval_tasks_limit: Optional[int] = None
     eval_tasks_include_path: Optional[str] = None
     document_mask: bool = False
+    lr_schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    decay_steps: Optional[int] = None
+    decay_fraction: Optional[float] = None
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
+    anneal_from: Optional[Path] = None
+    allow_mix_change: bool = False
 
 
 # The values an option takes when left unset. "tinyllama" is SPEC section 2 (16 GPUs there: the

@@ -7,7 +7,7 @@ import dataclasses
 import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional
 
 import torch
 import yaml
@@ -21,9 +21,10 @@ from lit_gpt.training.pretrain_args import RECIPES, SAMPLE_DIR, PretrainArgs  # 
 from lit_gpt.training.checkpointing import (check_model_config, check_resumable, load_checkpoint, read_train_state,
                                             remove_stale_temporaries, resume_path)
 from lit_gpt.training.parallel import unwrap
-from lit_gpt.training.schedule import LRSchedule, plan_batches
+from lit_gpt.training.schedule import plan_batches, schedule_from_options
 from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
 from lit_gpt.training.option_checks import check_pretrain_options
+from lit_gpt.training.continuation import anneal_options, check_mix_change
 from lit_gpt.training.run_lock import hold_run_lock
 from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
 from lit_gpt.training.trainer import LoopSettings, fit
@@ -51,7 +52,7 @@ def resolve(args: PretrainArgs) -> PretrainArgs:
     for key, value in recipe.items():
         if filled[key] is None and not (key == "global_batch_size" and args.global_batch_tokens is not None) \
                 and not (key == "max_steps" and args.max_tokens is not None) \
-                and not (key == "model_name" and (args.model_config or args.initial_checkpoint)):
+                and not (key == "model_name" and (args.model_config or args.initial_checkpoint or args.anneal_from)):
             filled[key] = value
     return PretrainArgs(**filled)
 
@@ -84,6 +85,9 @@ def check_data(args: PretrainArgs, tokenizer, config: Config) -> None:
 
 
 def pretrain(args: PretrainArgs) -> Dict[str, Any]:
+    branch_from = None  # an annealing branch's starting checkpoint (PRETRAIN.md, Annealing)
+    if args.anneal_from is not None:
+        args, branch_from = anneal_options(args)
     demo = args.data_dir is None
     args = resolve(args)
     if args.train_sources is not None and not args.train_sources:
@@ -111,6 +115,8 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     elif args.initial_checkpoint:
         # resuming a run that started from --initial_checkpoint: its model config is saved in the checkpoint
         initial_config = Config.from_file(Path(resume_from) / "model_config.yaml")
+    elif branch_from is not None:
+        initial_config = Config.from_file(Path(branch_from) / "model_config.yaml")
     config = model_config_for(args, initial_config, tokenizer, demo)
     if demo:
         args = dataclasses.replace(args, model_name=config.name)
@@ -119,7 +125,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     plan = plan_batches(args.micro_batch_size, fabric.world_size, config.block_size,
                         args.global_batch_size, args.global_batch_tokens)
     max_steps = args.max_steps if args.max_tokens is None else -(-args.max_tokens // plan.tokens_per_step)
-    schedule = LRSchedule(args.lr, args.min_lr, args.warmup_steps, max_steps)
+    schedule = schedule_from_options(args, max_steps)
     train_loader = build_train_loader(
         args.data_dir, args.train_sources, config.block_size, args.micro_batch_size, seed=args.seed,
         rank=fabric.global_rank, world_size=fabric.world_size, num_workers=args.num_workers,
@@ -140,14 +146,22 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()}
     state: Dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
     remove_stale_temporaries(checkpoint_root)
-    if resume_from is not None:
+    load_from = resume_from or branch_from
+    if load_from is not None:
         # the saved configs first: a changed model must not surface as a missing key in the weights
-        check_model_config(resume_from, config)
-        check_resumable(read_train_state(resume_from)["config"], run_config, _FIXED_ON_RESUME)
-        saved = load_checkpoint(resume_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
-        train_loader.load_state_dict(saved["data"])
+        check_model_config(load_from, config)
+        saved_config = read_train_state(load_from)["config"]
+        check_mix_change(saved_config, run_config, args.allow_mix_change)
+        fixed = _FIXED_ON_RESUME if resume_from is not None else _FIXED_ON_BRANCH
+        check_resumable(saved_config, run_config, tuple(k for k in fixed if k != "train_sources"))
+        saved = load_checkpoint(load_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
+        train_loader.load_state_dict(saved["data"], allow_mix_change=args.allow_mix_change)
         state = {k: saved[k] for k in state}
-        fabric.print(f"resumed from {resume_from} at step {state['step']} ({state['tokens']:,} tokens)")
+        if resume_from is not None:
+            fabric.print(f"resumed from {resume_from} at step {state['step']} ({state['tokens']:,} tokens)")
+        else:
+            fabric.print(f"annealing branch from {branch_from} at step {state['step']}: lr {schedule(state['step']):.3g} "
+                         f"-> {args.min_lr:.3g} ({args.decay_shape}) over {args.decay_steps} steps")
 
     if fabric.global_rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +206,9 @@ def load_initial_weights(path: Path):
     return load_lit_checkpoint(path)
 
 
-# Options that must not change across a resume: the model and the data stream depend on them.
+# Options that must not change across a resume: the model and the data stream depend on them
+# (train_sources may, with --allow_mix_change).
 _FIXED_ON_RESUME = ("model_name", "model_config", "train_sources", "seed", "global_batch_size",
                     "global_batch_tokens", "shuffle_buffer_files")
+# An annealing branch takes its model from the checkpoint (compared in content): the data stream's options.
+_FIXED_ON_BRANCH = ("seed", "global_batch_size", "global_batch_tokens", "shuffle_buffer_files")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
@@ -15,7 +16,7 @@ import torch.nn as nn
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
-from lit_gpt.training.checkpointing import latest_checkpoint, save_checkpoint
+from lit_gpt.training.checkpointing import AsyncCheckpointer, latest_checkpoint, save_checkpoint
 from lit_gpt.training.float8 import after_optimizer_step
 from lit_gpt.training.metrics import peak_flops
 from lit_gpt.training.parallel import unwrap
@@ -39,13 +40,16 @@ class LoopSettings:
     keep_last: Optional[int] = None
     max_consecutive_nonfinite: int = 10
     extra_eval_interval: int = 0  # call `extra_eval` every N steps (0: never)
+    async_checkpoint: bool = False  # interval saves written while training goes on
+
 
     @classmethod
     def from_args(cls, args, max_steps: int, **extra: Any) -> "LoopSettings":
         """The loop's settings from a job's resolved options (a `RunArgs`)."""
         return cls(max_steps=max_steps, grad_clip=args.grad_clip, log_interval=args.log_interval,
                    eval_interval=args.eval_interval, save_interval=args.save_interval, keep_last=args.keep_last,
-                   max_consecutive_nonfinite=args.max_consecutive_nonfinite, **extra)
+                   max_consecutive_nonfinite=args.max_consecutive_nonfinite,
+                   async_checkpoint=getattr(args, "async_checkpoint", False), **extra)
 
 
 class StopRequest:
@@ -146,15 +150,26 @@ def fit(
     # float8 weights gathered by FSDP2 get their scales once per optimizer step
     refresh_float8_scales = after_optimizer_step(raw_model)
 
-    def save(reason: str) -> Path:
+    writer = AsyncCheckpointer() if settings.async_checkpoint else None
+
+    def save(reason: str, background: bool = False) -> Path:
+        """`background` (interval saves of an --async_checkpoint run): return once the state is copied."""
         state["elapsed_sec"] = elapsed_before + time.perf_counter() - loop_start
         full = {**state, "data": train_loader.state_dict(), "config": run_config, "reason": reason}
-        path = save_checkpoint(checkpoint_root, state["step"], raw_model, raw_optimizer, full, extra_files,
+        if writer is None:
+            path = save_checkpoint(checkpoint_root, state["step"], raw_model, raw_optimizer, full, extra_files,
+                                   settings.keep_last)
+        else:
+            path = writer.save(checkpoint_root, state["step"], raw_model, raw_optimizer, full, extra_files,
                                settings.keep_last)
+            if background:
+                fabric.print(f"saving checkpoint {path} ({reason}) while training goes on")
+                return path
+            writer.wait()
         fabric.print(f"saved checkpoint {path} ({reason})")
         return path
 
-    with StopRequest() as stop_request:
+    with StopRequest() as stop_request, _finishing(writer):
         while state["step"] < settings.max_steps:
             step = state["step"]
             lr = schedule(step)
@@ -250,10 +265,24 @@ def fit(
                 state["stopped_by"] = name  # the entry point exits with lit_gpt.cli.STOPPED_AND_SAVED
                 break
             if last or (settings.save_interval and step % settings.save_interval == 0):
-                save("end" if last else "interval")
+                save("end" if last else "interval", background=not last)
     bar.close()
     state["elapsed_sec"] = elapsed_before + time.perf_counter() - loop_start
     return state
+
+
+@contextmanager
+def _finishing(writer: Optional[AsyncCheckpointer]):
+    """Leaves no asynchronous save behind: one still in flight is completed when training ends, and
+    only let finish writing (left as .tmp) when it ends in an error."""
+    try:
+        yield
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
+    if writer is not None:
+        writer.close()
 
 
 def _duration(seconds: float) -> str:

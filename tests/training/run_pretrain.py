@@ -5,6 +5,8 @@
 `--sigterm_after_batches K`: rank 0 sends itself SIGTERM after handing out its K-th training batch
 (tests/preemption.py); `--sigterm_group_after_batches K`: the same to its whole process group. `--sigkill_on_save N`: the process kills itself with SIGKILL in the middle of
 writing its N-th checkpoint (after the shards are written, before the folder is complete).
+`--sigkill_on_async_save N`: SIGKILL right after the N-th asynchronous save has started (its shards
+still being written by the background thread, or just written, and the folder not complete).
 """
 
 import os
@@ -55,6 +57,20 @@ def main() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         checkpointing.dcp.save = save_then_die
+
+    if "--sigkill_on_async_save" in options:
+        nth = options["--sigkill_on_async_save"]
+        real_async_save = checkpointing.dcp.async_save
+        started = []
+
+        def async_save_then_die(*args, **kwargs):
+            future = real_async_save(*args, **kwargs)
+            started.append(1)
+            if len(started) == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return future
+
+        checkpointing.dcp.async_save = async_save_then_die
 
     main_of_script(theirs)  # exits with the script's exit code
 

@@ -47,3 +47,24 @@ def test_materialize_applies_the_tinyllama_init_not_pytorchs_default():
     assert model.transformer.h[1].mlp.proj.weight.std().item() == pytest.approx(residual, rel=0.02)
     assert torch.equal(model.transformer.ln_f.weight, torch.ones(config.n_embd))
     assert model.rope_cos.shape == (config.block_size, config.head_size)
+
+
+def test_meta_init_equals_direct_init_under_any_wrapper_and_weights_are_keyed_by_name():
+    """Each weight comes from a generator keyed by the seed and its name (lit_gpt.model.init_weights)."""
+    torch.manual_seed(3)
+    direct = GPT(CONFIG)
+    torch.manual_seed(3)
+    with torch.device("meta"):
+        wrapped = GPT(CONFIG)
+    apply_activation_checkpointing(wrapped, "block")
+    materialize(wrapped, torch.device("cpu"))
+    names = {k.replace("_checkpoint_wrapped_module.", ""): v for k, v in wrapped.state_dict().items()}
+    assert names.keys() == direct.state_dict().keys()
+    for name, value in direct.state_dict().items():
+        assert torch.equal(names[name], value), name
+    # two layers of the same shape draw different weights; re-initialising gives the same ones again
+    h = direct.transformer.h
+    assert not torch.equal(h[0].attn.qkv.weight, h[1].attn.qkv.weight)
+    before = h[1].mlp.proj.weight.clone()
+    direct.init_weights()
+    assert torch.equal(h[1].mlp.proj.weight, before)

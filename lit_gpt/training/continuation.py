@@ -1,0 +1,89 @@
+"""Going on from a checkpoint in another way than resuming it: annealing branches (a decay started from
+any checkpoint of a run, written to a new out_dir) and changes of the data mix."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, Tuple
+
+from lit_gpt.training.checkpointing import damage, read_train_state, resume_path
+from lit_gpt.training.schedule import schedule_from_options
+
+# Options an annealing branch never takes from the original run: they say where the branch comes from
+# and how long it lasts, or the model comes from the checkpoint itself.
+_OWN_TO_THE_BRANCH = ("out_dir", "resume", "initial_checkpoint", "anneal_from", "max_steps", "max_tokens",
+                      "decay_steps", "decay_fraction", "lr_schedule", "model_name", "model_config")
+# The data stream's order depends on these: always the original run's.
+_FROM_THE_ORIGINAL = ("seed", "shuffle_buffer_files")
+
+
+def anneal_options(args) -> Tuple[Any, Path]:
+    """`args` of an annealing branch (`args.anneal_from` set) completed: options left unset are the
+    original run's, the schedule is a WSD decay of `decay_steps` from the checkpoint's step k (max_steps
+    k + decay_steps) starting from the rate the original schedule had at k. Returns the options and the
+    checkpoint the branch starts from: `anneal_from`, or the branch's own newest one when it resumes."""
+    source = Path(args.anneal_from)
+    if args.out_dir is None:
+        raise ValueError("--anneal_from writes a new run: give it its own --out_dir")
+    if args.decay_steps is None or args.decay_steps < 1 or args.decay_fraction is not None:
+        raise ValueError("--anneal_from needs --decay_steps N (N >= 1): the length of the decay in steps")
+    if args.max_steps is not None or args.max_tokens is not None:
+        raise ValueError("--anneal_from ends the branch at the checkpoint's step + --decay_steps: drop --max_steps/--max_tokens")
+    if source.resolve().parent == (Path(args.out_dir) / "checkpoints").resolve():
+        raise ValueError(f"--out_dir {args.out_dir} is the original run's: an annealing branch goes to a new one, "
+                         f"so that the original run stays as it is and can go on")
+    own = resume_path(args.resume, Path(args.out_dir) / "checkpoints")
+    if own is not None:
+        # the branch resumes: its own saved options already say where it decays to
+        saved = read_train_state(own)["config"]
+        return _filled(args, saved, keep=("max_steps", "lr", "min_lr", "warmup_steps")), own
+    if not source.is_dir():
+        raise FileNotFoundError(f"--anneal_from {source}: no such checkpoint folder")
+    problem = damage(source)
+    if problem:
+        raise ValueError(f"--anneal_from {source}: the checkpoint is damaged ({problem})")
+    train_state = read_train_state(source)
+    original, k = train_state["config"], int(train_state["step"])
+    if original.get("out_dir") and Path(original["out_dir"]).resolve() == Path(args.out_dir).resolve():
+        raise ValueError(f"--out_dir {args.out_dir} is the original run's: an annealing branch goes to a new one, "
+                         f"so that the original run stays as it is and can go on")
+    branch = _filled(args, original, keep=("min_lr", "warmup_steps"))
+    if k < branch.warmup_steps or k == 0:
+        raise ValueError(f"--anneal_from {source}: step {k} is inside the warmup ({branch.warmup_steps} steps); "
+                         f"anneal from a checkpoint after it")
+    lr = args.lr
+    if lr is None:
+        # where the original schedule stood at k (its plateau for a WSD or constant run): no jump
+        total = original.get("max_steps")
+        if original.get("max_tokens"):
+            total = math.ceil(original["max_tokens"] / (train_state["tokens"] // k))
+        lr = schedule_from_options(SimpleNamespace(**original), total)(k)
+    return dataclasses.replace(branch, lr=lr, max_steps=k + args.decay_steps), source
+
+
+def _filled(args, saved: Dict[str, Any], keep: Tuple[str, ...]):
+    """`args` with every unset option (and those the data order depends on) taken from `saved`, a run
+    config; of the branch-own options only those in `keep`."""
+    values = {}
+    for field in dataclasses.fields(args):
+        name, value = field.name, getattr(args, field.name)
+        if name in saved and saved[name] is not None and (
+                name in _FROM_THE_ORIGINAL or (value is None and (name not in _OWN_TO_THE_BRANCH or name in keep))):
+            value = saved[name]
+            if "Path" in str(field.type):
+                value = Path(value)
+        values[name] = value
+    values.update(lr_schedule="wsd", model_name=None, model_config=None, initial_checkpoint=None, max_tokens=None)
+    return type(args)(**values)
+
+
+def check_mix_change(saved: Dict[str, Any], current: Dict[str, Any], allowed: bool) -> None:
+    """Refuse a different `train_sources` (sources, weights or their order) on resume unless allowed."""
+    was, now = saved.get("train_sources") or {}, current.get("train_sources") or {}
+    if list(was.items()) != list(now.items()) and not allowed:
+        raise ValueError(f"cannot resume: the data mix changed (train_sources {was} -> {now}); pass --allow_mix_change "
+                         f"to go on with the new mix from here (PRETRAIN.md, Changing the data mix), or give the "
+                         f"checkpoint's mix again")

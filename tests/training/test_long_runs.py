@@ -1,0 +1,162 @@
+"""Long runs: annealing branches from a checkpoint, a change of the data mix on resume, initial weights
+that do not depend on the number of processes, asynchronous checkpoints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
+from training.pretrain_fixtures import ENV, LAUNCHER, losses, model_config, run  # noqa: F401
+from lit_gpt.training.checkpointing import damage, list_checkpoints, read_train_state
+from lit_gpt.training.metrics import read_metrics
+
+SERIAL = ("--num_workers", "0")
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def constant_run(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:  # noqa: F811
+    """8 steps at a constant rate after the warmup, checkpoints at steps 4 and 8."""
+    out = tmp_path_factory.mktemp("constant")
+    run(out, prepared_sample, sample_tokenizer, model_config, *SERIAL, "--lr_schedule", "constant", "--max_steps", "8",
+        "--save_interval", "4")
+    return out
+
+
+def test_annealing_branch_equals_a_wsd_run_that_decays_at_k(tmp_path, constant_run, prepared_sample,
+                                                            sample_tokenizer, model_config):  # noqa: F811
+    wsd = tmp_path / "wsd"  # 12 steps, the last 4 a 1-sqrt decay: it switches to the decay at step 8
+    run(wsd, prepared_sample, sample_tokenizer, model_config, *SERIAL, "--lr_schedule", "wsd", "--decay_steps", "4",
+        "--decay_shape", "1-sqrt")
+    source = constant_run / "checkpoints" / "step-000000008"
+    before = snapshot(constant_run)
+    branch = tmp_path / "branch"
+    # every other option is the original run's
+    proc = subprocess.run([sys.executable, str(LAUNCHER), "--", "--anneal_from", str(source), "--decay_steps", "4",
+                           "--decay_shape", "1-sqrt", "--out_dir", str(branch), "--tensorboard", "false"],
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "annealing branch from" in proc.stdout and "at step 8" in proc.stdout
+    expected, got = losses(wsd), losses(branch)
+    assert sorted(got) == [9, 10, 11, 12]
+    assert {s: expected[s] for s in got} == got  # bit for bit, step for step
+    assert {s: losses(constant_run)[s] for s in range(1, 9)} == {s: expected[s] for s in range(1, 9)}
+    lr = dict(read_metrics(branch / "metrics.csv")["lr"])
+    assert lr == {s: v for s, v in read_metrics(wsd / "metrics.csv")["lr"] if s > 8}
+    assert lr[12] < lr[10] < lr[9] == 3e-3  # the decay starts from the plateau
+    assert [s for s, _ in list_checkpoints(branch / "checkpoints")] == [12]
+    assert read_train_state(branch / "checkpoints" / "step-000000012")["config"]["anneal_from"] == str(source)
+    assert snapshot(constant_run) == before and damage(source) is None  # the original run is untouched
+
+
+def test_annealing_refuses_bad_branches(tmp_path, constant_run):
+    from lit_gpt.training.continuation import anneal_options
+    from lit_gpt.training.pretraining import PretrainArgs
+
+    source = constant_run / "checkpoints" / "step-000000004"
+    for options, message in ((dict(out_dir=constant_run), "original run's"), (dict(out_dir=tmp_path, decay_steps=None), "--decay_steps N"),
+                             (dict(out_dir=tmp_path, decay_steps=2, max_steps=9), "drop --max_steps"),
+                             (dict(out_dir=tmp_path, decay_steps=2, anneal_from=tmp_path / "none"), "no such checkpoint")):
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            anneal_options(PretrainArgs(**{"anneal_from": source, "decay_steps": 4, **options}))
+    args, start = anneal_options(PretrainArgs(anneal_from=source, decay_steps=3, out_dir=tmp_path))
+    assert start == source and (args.max_steps, args.lr_schedule, args.lr, args.warmup_steps) == (7, "wsd", 3e-3, 2)
+
+
+def test_a_mix_change_on_resume_needs_the_option(tmp_path, constant_run, prepared_sample, sample_tokenizer,
+                                                 model_config):  # noqa: F811
+    from lit_gpt.training.pretraining import PretrainArgs, pretrain
+
+    out = tmp_path / "resumed"
+    shutil.copytree(constant_run, out)
+    saved = read_train_state(out / "checkpoints" / "step-000000008")["data"]
+    new_mix = {"train_starcoder": 0.5, "train_slimpajama": 0.5}
+    args = dict(out_dir=out, data_dir=prepared_sample, tokenizer_dir=sample_tokenizer, model_config=model_config,
+                accelerator="cpu", global_batch_size=8, micro_batch_size=2, max_steps=10, lr=3e-3, min_lr=3e-4,
+                warmup_steps=2, lr_schedule="constant", eval_interval=0, val_prefix="", tensorboard=False,
+                num_workers=0, train_sources=new_mix)
+    with pytest.raises(ValueError, match="allow_mix_change"):
+        pretrain(PretrainArgs(**args))
+    pretrain(PretrainArgs(**args, allow_mix_change=True))
+    after = read_train_state(out / "checkpoints" / "step-000000010")["data"]
+    assert after["weights"] == new_mix and after["g"] == saved["g"] + 2 * 8
+    for prefix, n in saved["source_counts"].items():  # each source went on from its count
+        assert after["source_counts"][prefix] >= n
+    assert sum(after["source_counts"].values()) == after["g"]
+
+
+def _initial_weights(tmp_path: Path, strategy: str, devices: int, seed: int = 42) -> dict:
+    import torch
+
+    out = tmp_path / f"{strategy}_{devices}_{seed}.pt"
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("initial_weights.py")), str(out), strategy,
+                           str(devices), str(seed)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return torch.load(out, weights_only=True)
+
+
+def test_initial_weights_do_not_depend_on_processes_or_sharding(tmp_path):
+    """The full state dict at step 0: one process unsharded and FSDP2 on two gloo processes (meta-device
+    init; each rank draws every weight whole and keeps its shard), bit for bit (the meta-device init on
+    one process: tests/training/test_parallel.py)."""
+    import torch
+
+    single = _initial_weights(tmp_path, "single", 1)
+    assert "transformer.wte.weight" in single and single["transformer.wte.weight"].shape[0] % 2 == 0
+    sharded = _initial_weights(tmp_path, "fsdp", 2)
+    assert sharded.keys() == single.keys()
+    for name, value in single.items():
+        assert torch.equal(sharded[name], value), name
+
+
+@pytest.fixture(scope="module")
+def serial_reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("serial_reference")
+    run(out, prepared_sample, sample_tokenizer, model_config, *SERIAL)
+    return out
+
+
+def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint_and_resumes_exactly(
+        tmp_path, serial_reference, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+    """Checkpoints at steps 3 and 6 written asynchronously while training goes on; the process dies with the
+    step-6 save in flight. Step 3 (itself written in the background) resumes bit for bit."""
+    out = tmp_path / "async_crash"
+    async_options = (*SERIAL, "--save_interval", "3", "--async_checkpoint", "true")
+    run(out, prepared_sample, sample_tokenizer, model_config, *async_options,
+        simulate=("--sigkill_on_async_save", 2), expect_rc=-9)
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3]
+    assert damage(out / "checkpoints" / "step-000000003") is None
+    assert max(losses(out)) >= 6  # training went on while step 3 was written
+    proc = run(out, prepared_sample, sample_tokenizer, model_config, *async_options)
+    assert "resumed from" in proc.stdout and "at step 3" in proc.stdout
+    assert "while training goes on" in proc.stdout
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3, 6, 9, 12]
+    assert not list((out / "checkpoints").glob("*.tmp"))
+    assert losses(out) == losses(serial_reference)
+
+
+def test_fsdp2_resume_from_async_checkpoints_is_exact(tmp_path, prepared_sample, sample_tokenizer,
+                                                      model_config):  # noqa: F811
+    """Two gloo processes, asynchronous interval saves (steps 2 and 4), SIGTERM in step 5: the save then
+    waits for the one in flight, writes step 5 and exits; the resume matches an uninterrupted run."""
+    common = (prepared_sample, sample_tokenizer, model_config)
+    fsdp = ("--strategy", "fsdp", *SERIAL, "--save_interval", "2", "--async_checkpoint", "true")
+    reference = tmp_path / "reference"
+    run(reference, *common, "--strategy", "fsdp", *SERIAL, devices=2)
+    out = tmp_path / "async"
+    # 2 micro batches per rank and step: rank 0's 9th batch is in step 5
+    proc = run(out, *common, *fsdp, devices=2, simulate=("--sigterm_after_batches", 9), expect_rc=75)
+    assert "while training goes on" in proc.stdout
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [2, 4, 5]
+    assert read_train_state(out / "checkpoints" / "step-000000004")["reason"] == "interval"
+    run(out, *common, *fsdp, devices=2)
+    assert losses(out) == losses(reference)
