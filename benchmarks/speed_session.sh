@@ -5,6 +5,7 @@
 #   bash benchmarks/speed_session.sh lanes     # two GPUs at once: cuda tests, packing and server benchmarks on
 #                                              # GPU 0, the 1,000-step bf16/float8 quality pair on GPU 1
 #   bash benchmarks/speed_session.sh scaling   # FSDP2 bf16 vs float8 on 1 and 2 GPUs
+#   bash benchmarks/speed_session.sh last      # preparation scaling (CPUs), checkpoint save time (GPU 0), LoRA 7B vs full 1B (GPU 1)
 # Needs the prepared sample in DATA (default .gpu_data: data/ and tokenizer/).
 set -uo pipefail
 PART=${1:-grid}
@@ -70,4 +71,16 @@ if [[ $PART == scaling ]]; then
       ${f8:+--float8 $f8} --json "$LOGS/scaling_${f8:-bf16}.json" > "$LOGS/scaling_${f8:-bf16}.txt" 2>&1; snap
   done
   for f in bf16 tensorwise; do echo "scaling $f:"; tail -n 3 "$LOGS/scaling_$f.txt"; done
+fi
+
+if [[ $PART == last ]]; then  # three at once: preparation scaling on the CPUs, one benchmark per GPU
+  ( timeout 150 python3 benchmarks/prepare_scaling.py --processes '[1,2,4,8,16]' --copies 32 > "$LOGS/prepare_scaling.txt" 2>&1; snap ) &
+  ( export CUDA_VISIBLE_DEVICES=0
+    timeout 210 python3 benchmarks/checkpoint_save.py --model tiny_LLaMA_1b --device cuda --micro_batch_size 4 \
+      --out_dir /tmp/ckpt_bench > "$LOGS/checkpoint_save.txt" 2>&1; snap ) &
+  ( export CUDA_VISIBLE_DEVICES=1
+    timeout 230 python3 benchmarks/finetune_memory.py --tokenizer_dir "$DATA/tokenizer" --work_dir "$WORK/finetune" \
+      --micro_batch 2 --steps 8 --timeout 150 --json "$LOGS/finetune_memory.json" > "$LOGS/finetune_memory.txt" 2>&1; snap ) &
+  wait
+  tail -n 8 "$LOGS/prepare_scaling.txt"; tail -n 6 "$LOGS/checkpoint_save.txt"; tail -n 4 "$LOGS/finetune_memory.txt"
 fi
