@@ -214,6 +214,8 @@ class AsyncCheckpointer:
         from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
         self.wait()
+        if self._stager is not None and not _stager_usable(self._stager):
+            self._stager = None
         if self._stager is None:
             cuda = torch.cuda.is_available()
             # staged synchronously: training must not change the weights before they are copied
@@ -268,6 +270,15 @@ class AsyncCheckpointer:
                 future.result()
             except BaseException:  # the error being raised already says what went wrong
                 pass
+
+
+def _stager_usable(stager) -> bool:
+    """Whether a DCP stager can stage again. Some torch versions (2.11, seen on an H200: the second save
+    failed with `KeyError: <class 'type'>`) close the stager given to `async_save` once its save is done,
+    which empties its copy tables; later ones leave it to the caller. Reused while open (it keeps its
+    pinned buffers), replaced when closed or when its inside is not the one known here."""
+    inner = getattr(stager, "_state_dict_stager", None)
+    return bool(getattr(inner, "_deepcopy_dispatch", None))
 
 
 def _plain_tensors(obj: Any) -> Any:

@@ -160,3 +160,30 @@ def test_fsdp2_resume_from_async_checkpoints_is_exact(tmp_path, prepared_sample,
     assert read_train_state(out / "checkpoints" / "step-000000004")["reason"] == "interval"
     run(out, *common, *fsdp, devices=2)
     assert losses(out) == losses(reference)
+
+
+def test_async_saves_go_on_when_torch_closed_the_stager(tmp_path):
+    """torch 2.11's async_save closes the stager it is given once the save is done (seen on an H200: the
+    next save failed with KeyError: <class 'type'>); the checkpointer then stages with a new one."""
+    import torch
+
+    from lit_gpt.config import Config
+    from lit_gpt.model import GPT
+    from lit_gpt.training.checkpointing import AsyncCheckpointer, list_checkpoints, load_checkpoint
+    from lit_gpt.training.trainer import make_optimizer
+
+    model = GPT(Config.from_name("micro_LLaMA"))
+    optimizer = make_optimizer(model, 1e-3, 0.0, (0.9, 0.95))
+    root = tmp_path / "checkpoints"
+    writer = AsyncCheckpointer()
+    writer.save(root, 1, model, optimizer, {"step": 1}, {})
+    writer.wait()
+    writer._stager.close()  # what torch 2.11 does by itself
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+    writer.save(root, 2, model, optimizer, {"step": 2}, {})
+    writer.close()
+    assert [s for s, _ in list_checkpoints(root)] == [1, 2]
+    restored = GPT(Config.from_name("micro_LLaMA"))
+    load_checkpoint(root / "step-000000002", restored, None)
+    assert torch.equal(restored.lm_head.weight, model.lm_head.weight)
