@@ -13,7 +13,9 @@ part where two candidates were close; how soon depends on the type. The script t
 greedily with the file's own weights, dequantised by the gguf package and run by transformers'
 GGUF loader: that side shares llama.cpp's weights, so it checks the file's encoding (block layout,
 scales) apart from the quantisation error. llama.cpp still differs in arithmetic (it rounds the
-activations to 8 bits for quantised matrix products), so it is reported, not required.
+activations to 8 bits for quantised matrix products), so it is reported, not required; so is the
+relative difference of the logits over the prompt (llama.cpp against ours, and against the file's
+own weights), which shows an encoding mistake (tens of percent) apart from rounding (below 1%).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
 from jsonargparse import CLI
 
@@ -33,35 +36,51 @@ from lit_gpt.generate import generate  # noqa: E402
 from lit_gpt.tokenizer import Tokenizer  # noqa: E402
 
 
-def ours(checkpoint: Path, prompt_ids: List[int], tokens: int) -> List[int]:
+def ours(checkpoint: Path, prompt_ids: List[int], tokens: int) -> Tuple[List[int], np.ndarray]:
+    """Our greedy tokens, and our logits over the prompt (fp32)."""
     state_dict, config = load_lit_checkpoint(checkpoint)
     model = model_from_state_dict(state_dict, replace(config, kernels="torch"), torch.device("cpu"), torch.float32)
     model.max_seq_length = len(prompt_ids) + tokens
-    return list(generate(model, torch.tensor(prompt_ids), tokens, temperature=0.0))
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids]))[0].numpy()
+    return list(generate(model, torch.tensor(prompt_ids), tokens, temperature=0.0)), logits
 
 
-def llama_cpp(gguf: Path, prompt_ids: List[int], tokens: int) -> List[int]:
+def llama_cpp(gguf: Path, prompt_ids: List[int], tokens: int) -> Tuple[List[int], np.ndarray]:
+    """llama.cpp's greedy tokens, and its logits over the prompt."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf), n_ctx=len(prompt_ids) + tokens, n_threads=2, verbose=False)
+    llm = Llama(model_path=str(gguf), n_ctx=len(prompt_ids) + tokens, n_threads=2, logits_all=True, verbose=False)
+    llm.eval(prompt_ids)
+    logits = np.array(llm.scores[:len(prompt_ids)], dtype=np.float32)
+    llm.reset()
     out: List[int] = []
     # top_k=1 is greedy whatever llama.cpp does with temperature; no repetition penalty
     for token in llm.generate(prompt_ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
         out.append(token)
         if len(out) == tokens or token == llm.token_eos():
             break
-    return out
+    return out, logits
 
 
-def dequantized_weights(gguf_path: Path, prompt_ids: List[int], tokens: int) -> List[int]:
-    """Greedy tokens of the GGUF file's own (dequantised) weights, through transformers' GGUF loader."""
+def dequantized_weights(gguf_path: Path, prompt_ids: List[int], tokens: int) -> Tuple[List[int], np.ndarray]:
+    """Greedy tokens and prompt logits of the GGUF file's own (dequantised) weights, through
+    transformers' GGUF loader."""
     from transformers import LlamaForCausalLM
 
     model = LlamaForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32).eval()
     with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids])).logits[0].numpy()
         out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
                              pad_token_id=0)
-    return out[0, len(prompt_ids):].tolist()
+    return out[0, len(prompt_ids):].tolist(), logits
+
+
+def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """||a - b|| / ||b|| over the columns both have (our head may have padding rows past the vocabulary)."""
+    width = min(a.shape[-1], b.shape[-1])
+    a, b = a[..., :width], b[..., :width]
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def agreement(a: List[int], b: List[int]) -> int:
@@ -97,14 +116,18 @@ def main(checkpoint: Path, gguf: Path, prompt: str = "The history of the Roman E
         raise ValueError(f"--agree {agree} must be between 0 and --tokens {tokens}")
     tokenizer = Tokenizer(tokenizer_dir or (checkpoint if checkpoint.is_dir() else checkpoint.parent))
     prompt_ids = tokenizer.encode(prompt, bos=True)
-    a, b = ours(checkpoint, prompt_ids, tokens), llama_cpp(gguf, prompt_ids, tokens)
+    (a, our_logits), (b, their_logits) = ours(checkpoint, prompt_ids, tokens), llama_cpp(gguf, prompt_ids, tokens)
     print(f"prompt ids ({len(prompt_ids)}): {prompt_ids}")
     print(f"ours      : {a}\nllama.cpp : {b}")
     print(f"text (ours): {tokenizer.decode(a)!r}")
+    print(f"prompt logits, llama.cpp vs ours: relative difference {relative_difference(their_logits, our_logits):.2e}")
     if file_is_quantised(gguf):
-        c = dequantized_weights(gguf, prompt_ids, tokens)
+        c, file_logits = dequantized_weights(gguf, prompt_ids, tokens)
         print(f"file's weights (transformers): {c}")
-        print(f"llama.cpp vs the file's own weights: {agreement(b, c)} of {tokens} leading tokens equal")
+        print(f"llama.cpp vs the file's own weights: {agreement(b, c)} of {tokens} leading tokens equal, "
+              f"prompt logits relative difference {relative_difference(their_logits, file_logits):.2e}")
+        print(f"the file's own weights vs ours: {agreement(c, a)} of {tokens} leading tokens equal, "
+              f"prompt logits relative difference {relative_difference(file_logits, our_logits):.2e}")
     same = agreement(a, b)
     print(f"ours vs llama.cpp: {same} of {tokens} leading tokens equal")
     if same < agree:
