@@ -2,13 +2,13 @@
 
     python scripts/convert_to_gguf.py --checkpoint out/TinyLlama --output tinyllama-f16.gguf
     python scripts/convert_to_gguf.py --checkpoint HF_FOLDER --output model-q8_0.gguf --outtype q8_0
+    python scripts/convert_to_gguf.py --checkpoint out/TinyLlama --output tinyllama-q4_k_m.gguf --outtype q4_k_m
 
 The checkpoint is a lit checkpoint (folder, `.pth` file or pretraining DCP folder, read by
 `load_lit_checkpoint`) or a Hugging Face Llama folder (config.json without model_config.yaml). The
 tokenizer is a SentencePiece `tokenizer.model` or a byte-level BPE `tokenizer.json` (GPT-2 style), from
 the checkpoint's folder or `--tokenizer_dir`; the `chat_template` of its `tokenizer_config.json` (every
 fine-tuning checkpoint has one) goes into `tokenizer.chat_template`, which llama.cpp's chat mode uses.
-K-quants (Q4_K, Q6_K) are not offered: the gguf package (0.19) dequantizes them but does not quantize.
 
 Layout. GGUF stores a matrix of PyTorch shape (out, in) as ggml dims (in, out): the same bytes, so
 weights are written as they are, except the query and key rows. Our fused qkv weight is
@@ -18,9 +18,13 @@ each head the rows are interleaved: row i goes to 2i and row i + head_size/2 to 
 then rotate the same way up to one permutation of each head's dimensions, which their dot product
 does not see. The embedding and head keep only the tokenizer's rows (padding rows are no tokens).
 
-Types. Norm weights (1-D) stay f32 in every file, as llama.cpp expects; matrices take the chosen type.
-A quantised type packs blocks of 32 values along each row; a matrix whose rows are not a multiple of
-32 long stays f16.
+Types (`--outtype`; the rule is `tensor_type` in lit_gpt/gguf_quants.py). Norm weights (1-D) stay f32
+in every file, as llama.cpp expects. f32, f16, q8_0, q4_0: every matrix takes that type. K-quant
+files (our encoders in lit_gpt/gguf_quants.py; the gguf package only decodes K-quants):
+q4_k_m: Q4_K, with Q6_K for output and token_embd, and for attn_v and ffn_down in the first and last
+eighth of the layers and every third layer between; q5_k_m: the same with Q5_K; q6_k: Q6_K throughout.
+Q8_0/Q4_0 pack rows in blocks of 32 values, K-quants in super-blocks of 256: a matrix whose rows do
+not fill them falls back to Q8_0 (rows a multiple of 32), else to f16.
 """
 
 from __future__ import annotations
@@ -37,18 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gguf  # noqa: E402
 from gguf import GGMLQuantizationType as QType  # noqa: E402
-from gguf import LlamaFileType, MODEL_TENSOR, TENSOR_NAMES  # noqa: E402
+from gguf import MODEL_TENSOR, TENSOR_NAMES  # noqa: E402
 
 from lit_gpt.checkpoint import load_hf_checkpoint, load_lit_checkpoint  # noqa: E402
 from lit_gpt.config import Config  # noqa: E402
+from lit_gpt.gguf_quants import FILE_TYPES, encode, tensor_type  # noqa: E402
 
-OutType = Literal["f32", "f16", "q8_0", "q4_0"]
-OUTTYPES: Dict[str, Tuple[QType, LlamaFileType]] = {
-    "f32": (QType.F32, LlamaFileType.ALL_F32),
-    "f16": (QType.F16, LlamaFileType.MOSTLY_F16),
-    "q8_0": (QType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
-    "q4_0": (QType.Q4_0, LlamaFileType.MOSTLY_Q4_0),
-}
+OutType = Literal["f32", "f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"]  # the keys of FILE_TYPES
 
 
 def interleave_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -84,21 +83,6 @@ def gguf_tensors(state_dict: Dict[str, torch.Tensor], config: Config, n_vocab: i
         yield gguf_name(MODEL_TENSOR.FFN_DOWN, i), state_dict[layer + "mlp.proj.weight"]
     yield gguf_name(MODEL_TENSOR.OUTPUT_NORM), state_dict["transformer.ln_f.weight"]
     yield gguf_name(MODEL_TENSOR.OUTPUT), state_dict["lm_head.weight"][:n_vocab]
-
-
-def storage_type(shape: Tuple[int, ...], qtype: QType) -> QType:
-    if len(shape) == 1:
-        return QType.F32
-    if qtype in (QType.F32, QType.F16):
-        return qtype
-    block_size = gguf.GGML_QUANT_SIZES[qtype][0]
-    return qtype if shape[-1] % block_size == 0 else QType.F16
-
-
-def encode(tensor: torch.Tensor, qtype: QType) -> np.ndarray:
-    """The bytes GGUF stores: float arrays for f32/f16, uint8 blocks for quantised types."""
-    data = tensor.detach().to(torch.float32).contiguous().numpy()
-    return gguf.quants.quantize(data, qtype)
 
 
 # --- tokenizer -------------------------------------------------------------------------------------
@@ -196,7 +180,8 @@ def convert_to_gguf(checkpoint: Path, output: Path, outtype: OutType = "f16", to
         checkpoint: a lit checkpoint (folder, .pth or pretraining DCP folder), a run folder (its newest whole
             checkpoint) or a Hugging Face Llama folder.
         output: the GGUF file to write.
-        outtype: f32, f16, q8_0 or q4_0 for the matrices (norm weights stay f32).
+        outtype: f32, f16, q8_0, q4_0 (every matrix), or the K-quant mixes q4_k_m, q5_k_m, q6_k (see
+            "Types" above; norm weights stay f32).
         tokenizer_dir: the folder with tokenizer.model (SentencePiece) or tokenizer.json (byte-level BPE), and
             optionally tokenizer_config.json, whose chat_template is embedded (default: the checkpoint's folder).
         name: general.name in the file (default: the config's name or the checkpoint's folder name).
@@ -210,9 +195,9 @@ def convert_to_gguf(checkpoint: Path, output: Path, outtype: OutType = "f16", to
     if not tokenizer_model.is_file() and not (tokenizer_folder / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{tokenizer_folder}: no tokenizer.model (SentencePiece) or tokenizer.json (byte-level "
                                 f"BPE): the GGUF file needs the tokenizer (pass --tokenizer_dir)")
-    if outtype not in OUTTYPES:
-        raise ValueError(f"outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
-    qtype, file_type = OUTTYPES[outtype]
+    if outtype not in FILE_TYPES:
+        raise ValueError(f"outtype {outtype!r} is not one of {', '.join(FILE_TYPES)}")
+    qtype, _, file_type = FILE_TYPES[outtype]
     state_dict, config = load_checkpoint(checkpoint)
     c = config
 
@@ -253,7 +238,7 @@ def convert_to_gguf(checkpoint: Path, output: Path, outtype: OutType = "f16", to
     # Two passes over the weights, one tensor in memory at a time: the header needs every tensor's
     # type and size first, then the data follows in the same order.
     for tensor_name, tensor in gguf_tensors(state_dict, c, n_vocab):
-        stored = storage_type(tuple(tensor.shape), qtype)
+        stored = tensor_type(tensor_name, tuple(tensor.shape), outtype, c.n_layer)
         block_size, block_bytes = gguf.GGML_QUANT_SIZES[stored]  # (1, 4) for f32, (1, 2) for f16
         # the logical shape; raw_dtype, not the numpy dtype, names the stored type
         writer.add_tensor_info(tensor_name, tuple(tensor.shape), np.dtype(np.float32),
@@ -263,7 +248,8 @@ def convert_to_gguf(checkpoint: Path, output: Path, outtype: OutType = "f16", to
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for tensor_name, tensor in gguf_tensors(state_dict, c, n_vocab):
-        writer.write_tensor_data(encode(tensor, storage_type(tuple(tensor.shape), qtype)))
+        data = tensor.detach().to(torch.float32).contiguous().numpy()
+        writer.write_tensor_data(encode(data, tensor_type(tensor_name, tuple(tensor.shape), outtype, c.n_layer)))
     writer.close()
     print(f"wrote {output} ({outtype}, {c.n_layer} layers, vocab {n_vocab}, {output.stat().st_size / 2**20:.1f} MiB)")
     return output
