@@ -20,7 +20,7 @@ $(PY):
 venv: $(PY)
 
 test: $(PY)
-	$(PY) -m pytest -m "not cuda" -q tests
+	$(PY) -m pytest -m "not cuda and not llamacpp" -q tests
 
 test-cuda: $(PY)
 	$(PY) -m pytest -m cuda -q tests

@@ -325,9 +325,10 @@ def test_k_quant_files_read_back_with_their_types_and_shapes(tmp_path, sp_tokeni
     assert seen == ({Q.F32, Q.Q4_K, Q.Q6_K, Q.Q8_0} if outtype == "q4_k_m" else {Q.F32, Q.Q6_K, Q.Q8_0})
 
 
+@pytest.mark.llamacpp
 @pytest.mark.parametrize("outtype", ["q6_k", "q4_k_m"])
 def test_llama_cpp_runs_k_quant_files_as_their_dequantised_weights(tmp_path, sp_tokenizer_dir, outtype):  # noqa: F811
-    """llama.cpp itself (llama-cpp-python, not a dependency: skipped where it is not installed) on a
+    """llama.cpp itself (llama-cpp-python, not a dependency; `pytest -m llamacpp` where it is installed) on a
     K-quant file: its logits over a prompt equal those of the file's own weights, dequantised by the
     gguf package and run by transformers, within llama.cpp's rounding of the activations to 8 bits
     (0.4-0.8% on the trained demo model, benchmarks/RESULTS.md; 2% on these random weights): llama.cpp
