@@ -65,12 +65,14 @@ def run(args, name: str, method: str) -> dict:
     row = dict(model=name, method=method, micro_batch=args.micro_batch, max_seq_length=args.max_seq_length,
                wall_s=round(time.time() - t0, 1))
     lines = LOG_LINE.findall(proc.stdout + proc.stderr)
+    if lines:
+        step, tps, mem = lines[-1]  # the last window: compilation and warm-up are behind it
+        row.update(step=int(step), tokens_per_sec=float(tps.replace(",", "")),
+                   peak_memory_gb=float(mem) if mem else None)
     if proc.returncode or not lines:
-        tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-3:]
+        # the job's own last words (its one-line error or a traceback's end), not its progress lines
+        tail = [ln for ln in proc.stderr.splitlines() if ln.strip() and "tok/s" not in ln][-3:]
         row["error"] = f"exit {proc.returncode}: " + " | ".join(tail)[-400:]
-        return row
-    step, tps, mem = lines[-1]  # the last window: compilation and warm-up are behind it
-    row.update(step=int(step), tokens_per_sec=float(tps.replace(",", "")), peak_memory_gb=float(mem) if mem else None)
     return row
 
 
@@ -96,11 +98,11 @@ def main(argv=None) -> list:
         args.json.write_text(json.dumps(rows, indent=1))
     print(f"\n{'model':16s} {'method':6s} {'tok/s':>9s} {'peak GB':>8s}")
     for r in rows:
-        if "error" in r:
-            print(f"{r['model']:16s} {r['method']:6s} {r['error']}")
-        else:
+        if "tokens_per_sec" in r:
             mem = f"{r['peak_memory_gb']:8.1f}" if r["peak_memory_gb"] is not None else f"{'-':>8s}"
             print(f"{r['model']:16s} {r['method']:6s} {r['tokens_per_sec']:9,.0f} {mem}")
+        if "error" in r:
+            print(f"{r['model']:16s} {r['method']:6s} {r['error']}")
     return rows
 
 
