@@ -54,3 +54,22 @@ def run(out_dir: Path, data: Path, tokenizer: Path, model_config: Path, *extra: 
 
 def losses(out_dir: Path) -> dict:
     return dict(read_metrics(out_dir / "metrics.csv")["loss"])
+
+
+def interrupt_fabric_run(out_dir: Path, data: Path, tokenizer: Path, model_config: Path, signum: int,
+                         num_workers: int) -> tuple:
+    """`fabric run` of two CPU processes (DDP, `num_workers` loader workers each), sent `signum` once rank
+    0 has logged step 2; returns everything it printed and the launcher (finished)."""
+    fabric_cli = Path(sys.executable).with_name("fabric")
+    args = pretrain_args(out_dir, data, tokenizer, model_config, "--strategy", "ddp", "--num_workers", str(num_workers),
+                         "--max_steps", "10000", "--eval_interval", "0", devices=2)
+    launcher = subprocess.Popen([str(fabric_cli), "run", "--accelerator", "cpu", "--devices", "2",
+                                 str(ROOT / "pretrain" / "tinyllama.py"), "--", *args], env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    for line in launcher.stdout:
+        seen.append(line)
+        if line.startswith("step 2/"):
+            launcher.send_signal(signum)
+            break
+    return "".join(seen) + launcher.communicate(timeout=120)[0], launcher

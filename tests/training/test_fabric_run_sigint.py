@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import ENV, ROOT, model_config, pretrain_args  # noqa: F401
+from training.pretrain_fixtures import interrupt_fabric_run, model_config  # noqa: F401
 from lit_gpt.training.checkpointing import list_checkpoints
 
 
 def test_sigint_to_a_fabric_run_launcher_saves_without_a_traceback_from_our_ranks(
         tmp_path, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
-    fabric_cli = Path(sys.executable).with_name("fabric")
     out = tmp_path / "fabric_run"
-    args = pretrain_args(out, prepared_sample, sample_tokenizer, model_config, "--strategy", "ddp", "--num_workers", "1",
-                         "--max_steps", "10000", "--eval_interval", "0", devices=2)
-    launcher = subprocess.Popen([str(fabric_cli), "run", "--accelerator", "cpu", "--devices", "2",
-                                 str(ROOT / "pretrain" / "tinyllama.py"), "--", *args], env=ENV, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    seen = []
-    for line in launcher.stdout:
-        seen.append(line)
-        if line.startswith("step 2/"):
-            launcher.send_signal(signal.SIGINT)
-            break
-    text = "".join(seen) + launcher.communicate(timeout=120)[0]
+    text, launcher = interrupt_fabric_run(out, prepared_sample, sample_tokenizer, model_config, signal.SIGINT,
+                                          num_workers=1)
     saved = list_checkpoints(out / "checkpoints")
     assert len(saved) == 1, text[-5000:]
     state = json.loads((saved[0][1] / "train_state.json").read_text())

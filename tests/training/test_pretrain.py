@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import yaml
 
 from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
 from training.pretrain_fixtures import (  # noqa: F401
-    ENV, MAX_STEPS, ROOT, STOPPED_AND_SAVED, losses, model_config, pretrain_args, run,
+    MAX_STEPS, ROOT, STOPPED_AND_SAVED, interrupt_fabric_run, losses, model_config, run,
 )
 from eval_fixtures import TASK, task_dir  # noqa: F401
 from lit_gpt.training.checkpointing import list_checkpoints
@@ -75,20 +74,8 @@ def test_sigterm_to_the_whole_process_group_saves_and_resumes_exactly(tmp_path, 
 def test_sigterm_to_a_fabric_run_launcher_saves(tmp_path, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
     """`fabric run` of two processes with two loader workers each; SIGTERM to the launcher alone (torchrun
     passes it to each rank's whole process group)."""
-    fabric_cli = Path(sys.executable).with_name("fabric")
     out = tmp_path / "fabric_run"
-    args = pretrain_args(out, prepared_sample, sample_tokenizer, model_config, "--strategy", "ddp", "--num_workers", "2",
-                         "--max_steps", "10000", "--eval_interval", "0", devices=2)
-    launcher = subprocess.Popen([str(fabric_cli), "run", "--accelerator", "cpu", "--devices", "2",
-                                 str(ROOT / "pretrain" / "tinyllama.py"), "--", *args], env=ENV, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    seen = []
-    for line in launcher.stdout:
-        seen.append(line)
-        if line.startswith("step 2/"):
-            launcher.send_signal(signal.SIGTERM)
-            break
-    text = "".join(seen) + launcher.communicate(timeout=120)[0]
+    text, _ = interrupt_fabric_run(out, prepared_sample, sample_tokenizer, model_config, signal.SIGTERM, num_workers=2)
     saved = list_checkpoints(out / "checkpoints")
     assert len(saved) == 1 and 2 <= saved[0][0] < 10000, text[-5000:]
     state = json.loads((saved[0][1] / "train_state.json").read_text())
