@@ -42,14 +42,13 @@ class LoopSettings:
     extra_eval_interval: int = 0  # call `extra_eval` every N steps (0: never)
     async_checkpoint: bool = False  # interval saves written while training goes on
 
-
     @classmethod
     def from_args(cls, args, max_steps: int, **extra: Any) -> "LoopSettings":
         """The loop's settings from a job's resolved options (a `RunArgs`)."""
         return cls(max_steps=max_steps, grad_clip=args.grad_clip, log_interval=args.log_interval,
                    eval_interval=args.eval_interval, save_interval=args.save_interval, keep_last=args.keep_last,
                    max_consecutive_nonfinite=args.max_consecutive_nonfinite,
-                   async_checkpoint=getattr(args, "async_checkpoint", False), **extra)
+                   async_checkpoint=args.async_checkpoint, **extra)
 
 
 class StopRequest:
