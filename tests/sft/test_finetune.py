@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ import yaml
 
 from lit_gpt.sft import finetune as finetune_module
 from lit_gpt.sft.data import ChatBatches
+from preemption import preempting
 from lit_gpt.sft.finetune import finetune
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder
 from lit_gpt.tokenizer import Tokenizer
@@ -58,12 +58,8 @@ def test_loss_falls_and_the_schedule_and_validation_are_logged(reference):
 
 def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, reference, tiny_checkpoint):  # noqa: F811
     real_iter = ChatBatches.__iter__
-
-    def preempted(self):  # the scheduler's SIGTERM after the 9th micro batch: inside step 5
-        for n, batch in enumerate(real_iter(self), start=1):
-            yield batch
-            if n == 9:
-                os.kill(os.getpid(), signal.SIGTERM)
+    # the scheduler's SIGTERM after the 9th micro batch: inside step 5
+    preempted = preempting(real_iter, 9, rank_of=lambda _: 0)
 
     out = tmp_path / "interrupted"
     monkeypatch.setattr(ChatBatches, "__iter__", preempted)

@@ -4,7 +4,6 @@ exact (one process and FSDP2 on two), the merged model exports to Hugging Face, 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict
 from lit_gpt.lora import LoRASettings, apply_lora, load_adapter, lora_init_state, merge_checkpoint, merge_lora_weights
 from lit_gpt.model import GPT
 from lit_gpt.sft.data import ChatBatches
+from preemption import preempting
 from lit_gpt.sft.finetune import finetune
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
@@ -101,12 +101,8 @@ def test_checkpoint_holds_the_adapter_and_merges_exactly(lora_reference, tiny_ch
 
 def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, lora_reference, tiny_checkpoint):  # noqa: F811
     real_iter = ChatBatches.__iter__
-
-    def preempted(self):  # SIGTERM after the 5th micro batch: inside step 3
-        for n, batch in enumerate(real_iter(self), start=1):
-            yield batch
-            if n == 5:
-                os.kill(os.getpid(), signal.SIGTERM)
+    # SIGTERM after the 5th micro batch: inside step 3
+    preempted = preempting(real_iter, 5, rank_of=lambda _: 0)
 
     out = tmp_path / "interrupted"
     monkeypatch.setattr(ChatBatches, "__iter__", preempted)
