@@ -77,6 +77,7 @@ def main() -> None:
         step()
         times.append(time.perf_counter() - t)
     step_time = statistics.median(times)
+    print(f"step {step_time:.3f} s (median of {args.timed_steps})", flush=True)
 
     shutil.rmtree(args.out_dir, ignore_errors=True)
     root = args.out_dir / "checkpoints"
@@ -90,6 +91,7 @@ def main() -> None:
         step()
     end = time.perf_counter()
     rows.append(("sync", saved - start, end - start - args.steps_after * step_time, saved - start))
+    print("row", rows[-1], flush=True)  # each row as it comes: a later failure keeps the earlier ones
 
     # asynchronous: the call returns once the state is copied; training goes on while it is written, for
     # at least --steps_after steps and until the write has finished (as between two saves of a real run)
@@ -110,6 +112,7 @@ def main() -> None:
         end = time.perf_counter()
         lost = trained - start - steps * step_time + (end - trained)
         rows.append((label, returned - start, lost, (written_at or end) - start))
+        print("row", rows[-1], flush=True)
     writer.close()
 
     size = sum(p.stat().st_size for p in (root / "step-000000003").rglob("*") if p.is_file())

@@ -5,6 +5,9 @@
 #   bash benchmarks/speed_session.sh lanes     # two GPUs at once: cuda tests, packing and server benchmarks on
 #                                              # GPU 0, the 1,000-step bf16/float8 quality pair on GPU 1
 #   bash benchmarks/speed_session.sh scaling   # FSDP2 bf16 vs float8 on 1 and 2 GPUs
+#   bash benchmarks/speed_session.sh explore   # two GPUs at once: profiles and probes of the bf16 / float8 step
+#                                              # (fused gate+up, coordinate-descent tuning, max-autotune, micro
+#                                              # batch 24, accumulation 4), then the checkpoint save time
 #   bash benchmarks/speed_session.sh last      # preparation scaling (CPUs), checkpoint save time (GPU 0), LoRA 7B vs full 1B (GPU 1)
 # Needs the prepared sample in DATA (default .gpu_data: data/ and tokenizer/).
 set -uo pipefail
@@ -71,6 +74,29 @@ if [[ $PART == scaling ]]; then
       ${f8:+--float8 $f8} --json "$LOGS/scaling_${f8:-bf16}.json" > "$LOGS/scaling_${f8:-bf16}.txt" 2>&1; snap
   done
   for f in bf16 tensorwise; do echo "scaling $f:"; tail -n 3 "$LOGS/scaling_$f.txt"; done
+fi
+
+if [[ $PART == explore ]]; then
+  lane_a() {
+    tp fp8prof --variants triton+compile+fp8 --micro_batches 16 --grad_accum 2 --steps 6 --profile; snap
+    tp fused --variants triton+compile+fusedmlp,triton+compile+fp8+fusedmlp --micro_batches 16 --grad_accum 2 --steps 6; snap
+    tp big --variants triton+compile+fp8 --micro_batches 24 --grad_accum 2 --steps 6; snap
+    tp accum4 --variants triton+compile,triton+compile+fp8 --micro_batches 16 --grad_accum 4 --steps 4; snap
+  }
+  lane_b() {
+    tp bf16prof --variants triton+compile --micro_batches 16 --grad_accum 2 --steps 6 --profile; snap
+    tp cdt --variants triton+compile+cdt,triton+compile+cdt+fp8 --micro_batches 16 --grad_accum 2 --steps 6 --timeout 400; snap
+    tp autotune --variants triton+autotune+fp8 --micro_batches 16 --grad_accum 2 --steps 6 --timeout 300; snap
+    timeout 200 python3 benchmarks/checkpoint_save.py --model tiny_LLaMA_1b --device cuda --micro_batch_size 4 \
+      --out_dir /tmp/ckpt_bench > "$LOGS/checkpoint_save.txt" 2>&1; snap
+  }
+  if [[ $(python3 -c 'import torch; print(torch.cuda.device_count())') -ge 2 ]]; then
+    ( export CUDA_VISIBLE_DEVICES=0; lane_a ) & ( export CUDA_VISIBLE_DEVICES=1; lane_b ) & wait
+  else
+    lane_a; lane_b
+  fi
+  for f in fp8prof bf16prof fused big accum4 cdt autotune; do echo "== $f"; sed -n '/^variant/,$p' "$LOGS/tp_$f.txt" | grep -v "^ " | head -n 8; done
+  tail -n 7 "$LOGS/checkpoint_save.txt"
 fi
 
 if [[ $PART == last ]]; then  # three at once: preparation scaling on the CPUs, one benchmark per GPU

@@ -11,15 +11,17 @@ baseline. Prints a table last; `--json` keeps the numbers.
 
 `--grad_accum N` takes N micro batches per optimizer step (as real runs do), for every variant alike.
 
-A variant is `hf` or `<kernels>[+compile|+autotune|+graph][+fp8|+fp8row][+ac|+ac-mlp][+gqa-expand][+docmask]`:
+A variant is `hf` or `<kernels>[+compile|+autotune|+graph][+cdt][+fp8|+fp8row][+fusedmlp][+ac|+ac-mlp][+gqa-expand][+docmask]`:
 kernels one of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
-max-autotune-no-cudagraphs; `graph`: the whole model and its loss as one graph); `fp8` / `fp8row` train
+max-autotune-no-cudagraphs; `graph`: the whole model and its loss as one graph; `cdt`: Inductor's
+coordinate-descent tuning of its generated kernels); `fp8` / `fp8row` train
 the block linears in float8 (torchao, tensorwise / rowwise scaling; lit_gpt.training.float8's rule, its
-minimum width by `--float8_min_features`); `ac` recomputes whole blocks in the backward pass, `ac-mlp` only their
+minimum width by `--float8_min_features`); `fusedmlp` replaces each MLP's gate and up projections by one
+linear of twice the width (a probe of that layout; the model keeps two); `ac` recomputes whole blocks in the backward pass, `ac-mlp` only their
 MLPs; `gqa-expand` repeats key/value heads before attention instead of `enable_gqa`; `docmask` keeps
 attention inside documents (FlexAttention). `--doc_len N` starts documents (BOS) at random places,
 N tokens apart on average, in every variant's data. `--profile` adds, per configuration, the GPU time
-of one step by kind of kernel (matmul, attention, Triton, optimizer, other, idle) and the top kernels.
+of one step by kind of kernel (matmul, attention, Triton, optimizer, other, idle) and the 25 longest kernels.
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
         if "gqa-expand" in flags:
             for block in model.transformer.h:
                 block.attn.expand_kv_heads = True
+        if "fusedmlp" in flags:
+            for block in model.transformer.h:
+                block.mlp = _fused_mlp(block.mlp)
         if "fp8" in flags or "fp8row" in flags:
             from lit_gpt.training.float8 import convert_to_float8
 
@@ -84,6 +89,10 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
             apply_activation_checkpointing(model, "block")
         if "ac-mlp" in flags:
             apply_activation_checkpointing(model, "mlp")
+        if "cdt" in flags:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.coordinate_descent_tuning = True
         if "compile" in flags or "autotune" in flags or "graph" in flags:
             apply_compile(model, mode="max-autotune-no-cudagraphs" if "autotune" in flags else None,
                           whole_model="graph" in flags)
@@ -136,6 +145,28 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
     )
 
 
+def _fused_mlp(mlp):
+    """The MLP with its gate and up projections as one linear (weights copied), SwiGLU on the two halves."""
+    import torch
+    import torch.nn.functional as F
+
+    class FusedMLP(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            d, h = mlp.fc_gate.in_features, mlp.fc_gate.out_features
+            w = mlp.fc_gate.weight
+            self.fc = torch.nn.Linear(d, 2 * h, bias=False, device=w.device, dtype=w.dtype)
+            with torch.no_grad():
+                self.fc.weight.copy_(torch.cat([mlp.fc_gate.weight, mlp.fc_up.weight]))
+            self.proj = mlp.proj
+
+        def forward(self, x):
+            gate, up = self.fc(x).chunk(2, dim=-1)
+            return self.proj(F.silu(gate) * up)
+
+    return FusedMLP()
+
+
 def _error_line(stderr_lines: list) -> str:
     """The exception line of a failed configuration (not the hints printed after it)."""
     for line in reversed(stderr_lines):
@@ -181,7 +212,7 @@ def _profile(step, first: int, n: int) -> dict:
         kinds[kind] = kinds.get(kind, 0.0) + ms
         per_kernel[e.name] = per_kernel.get(e.name, 0.0) + ms
     kinds["idle"] = max(wall_ms - sum(kinds.values()), 0.0)
-    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:10]
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:25]
     return dict(step_ms=wall_ms, kinds={k: round(v, 2) for k, v in kinds.items()},
                 top=[(name[:90], round(ms, 2)) for name, ms in top])
 
@@ -277,7 +308,7 @@ def main() -> None:
             prof = r["profile"]
             kinds = "  ".join(f"{k} {v:.1f}" for k, v in sorted(prof["kinds"].items(), key=lambda kv: -kv[1]))
             print(f"\n{r['variant']} mb{r['micro_batch']}: {prof['step_ms']:.1f} ms/step = {kinds}")
-            for name, ms in prof["top"][:6]:
+            for name, ms in prof["top"][:14]:
                 print(f"    {ms:7.2f} ms  {name}")
 
 
