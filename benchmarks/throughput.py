@@ -11,13 +11,12 @@ baseline. Prints a table last; `--json` keeps the numbers.
 
 `--grad_accum N` takes N micro batches per optimizer step (as real runs do), for every variant alike.
 
-A variant is `hf` or `<kernels>[+compile|+autotune|+graph][+fp8|+fp8row][+ac|+ac-mlp][+gqa-expand][+docmask]`:
+A variant is `hf` or `<kernels>[+compile|+autotune|+graph][+fp8|+fp8row][+ac|+ac-mlp][+docmask]`:
 kernels one of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
 max-autotune-no-cudagraphs; `graph`: the whole model and its loss as one graph); `fp8` / `fp8row` train
 the block linears in float8 (torchao, tensorwise / rowwise scaling; lit_gpt.training.float8's rule, its
 minimum width by `--float8_min_features`); `ac` recomputes whole blocks in the backward pass, `ac-mlp` only their
-MLPs; `gqa-expand` repeats key/value heads before attention instead of `enable_gqa`; `docmask` keeps
-attention inside documents (FlexAttention). `--doc_len N` starts documents (BOS) at random places,
+MLPs; `docmask` keeps attention inside documents (FlexAttention). `--doc_len N` starts documents (BOS) at random places,
 N tokens apart on average, in every variant's data. `--profile` adds, per configuration, the GPU time
 of one step by kind of kernel (matmul, attention, Triton, optimizer, other, idle) and the top kernels.
 """
@@ -33,6 +32,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+VARIANT_FLAGS = ("compile", "autotune", "graph", "fp8", "fp8row", "ac", "ac-mlp", "docmask")
+
+
+def check_variant(variant: str) -> None:
+    """Refuse a misspelt (or removed) variant before any configuration runs, rather than run it as another."""
+    kernels, *flags = variant.split("+")
+    if kernels not in ("hf", "torch", "triton", "liger"):
+        raise SystemExit(f"variant {variant!r}: unknown kernels {kernels!r} (hf, torch, triton, liger)")
+    unknown = [f for f in flags if f not in VARIANT_FLAGS]
+    if unknown:
+        raise SystemExit(f"variant {variant!r}: unknown flag(s) {', '.join(unknown)} (known: {', '.join(VARIANT_FLAGS)})")
 
 
 def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps: int, warmup: int,
@@ -73,9 +85,6 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
 
         with device:
             model = GPT(config)
-        if "gqa-expand" in flags:
-            for block in model.transformer.h:
-                block.attn.expand_kv_heads = True
         if "fp8" in flags or "fp8row" in flags:
             from lit_gpt.training.float8 import convert_to_float8
 
@@ -228,6 +237,8 @@ def main() -> None:
         print("RESULT " + json.dumps(row), flush=True)
         return
 
+    for variant in args.variants.split(","):
+        check_variant(variant)
     rows = []
     for variant in args.variants.split(","):
         for mb in [int(m) for m in args.micro_batches.split(",")]:
