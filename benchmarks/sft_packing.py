@@ -83,7 +83,7 @@ def run_one(args) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start, real, padded = time.perf_counter(), 0, 0
+    start, real = time.perf_counter(), 0
     for _ in range(args.steps):
         real += step()
     if device.type == "cuda":

@@ -11,15 +11,15 @@ baseline. Prints a table last; `--json` keeps the numbers.
 
 `--grad_accum N` takes N micro batches per optimizer step (as real runs do), for every variant alike.
 
-A variant is `hf` or `<kernels>[+compile|+autotune|+graph][+cdt][+fp8|+fp8row][+fusedmlp][+ac|+ac-mlp][+gqa-expand][+docmask]`:
+A variant is `hf` or `<kernels>[+compile|+autotune|+graph][+cdt][+fp8|+fp8row][+fusedmlp][+ac|+ac-mlp][+docmask]`:
 kernels one of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
 max-autotune-no-cudagraphs; `graph`: the whole model and its loss as one graph; `cdt`: Inductor's
 coordinate-descent tuning of its generated kernels); `fp8` / `fp8row` train
 the block linears in float8 (torchao, tensorwise / rowwise scaling; lit_gpt.training.float8's rule, its
 minimum width by `--float8_min_features`); `fusedmlp` replaces each MLP's gate and up projections by one
-linear of twice the width (a probe of that layout; the model keeps two); `ac` recomputes whole blocks in the backward pass, `ac-mlp` only their
-MLPs; `gqa-expand` repeats key/value heads before attention instead of `enable_gqa`; `docmask` keeps
-attention inside documents (FlexAttention). `--doc_len N` starts documents (BOS) at random places,
+linear of twice the width (a probe of that layout; the model keeps two); `ac` recomputes whole blocks in
+the backward pass, `ac-mlp` only their MLPs; `docmask` keeps attention inside documents (FlexAttention).
+`--doc_len N` starts documents (BOS) at random places,
 N tokens apart on average, in every variant's data. `--profile` adds, per configuration, the GPU time
 of one step by kind of kernel (matmul, attention, Triton, optimizer, other, idle) and the 25 longest kernels.
 """
@@ -34,7 +34,39 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class FusedMLP(torch.nn.Module):
+    """An MLP with its gate and up projections as one linear of twice the width (weights copied from
+    `mlp`); SwiGLU on the two halves. One class for every block: compiled blocks then share their code."""
+
+    def __init__(self, mlp: torch.nn.Module) -> None:
+        super().__init__()
+        d, h, w = mlp.fc_gate.in_features, mlp.fc_gate.out_features, mlp.fc_gate.weight
+        self.fc = torch.nn.Linear(d, 2 * h, bias=False, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.cat([mlp.fc_gate.weight, mlp.fc_up.weight]))
+        self.proj = mlp.proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.fc(x).chunk(2, dim=-1)
+        return self.proj(torch.nn.functional.silu(gate) * up)
+
+
+VARIANT_FLAGS = ("compile", "autotune", "graph", "cdt", "fp8", "fp8row", "fusedmlp", "ac", "ac-mlp", "docmask")
+
+
+def check_variant(variant: str) -> None:
+    """Refuse a misspelt (or removed) variant before any configuration runs, rather than run it as another."""
+    kernels, *flags = variant.split("+")
+    if kernels not in ("hf", "torch", "triton", "liger"):
+        raise SystemExit(f"variant {variant!r}: unknown kernels {kernels!r} (hf, torch, triton, liger)")
+    unknown = [f for f in flags if f not in VARIANT_FLAGS]
+    if unknown:
+        raise SystemExit(f"variant {variant!r}: unknown flag(s) {', '.join(unknown)} (known: {', '.join(VARIANT_FLAGS)})")
 
 
 def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps: int, warmup: int,
@@ -75,12 +107,9 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
 
         with device:
             model = GPT(config)
-        if "gqa-expand" in flags:
-            for block in model.transformer.h:
-                block.attn.expand_kv_heads = True
         if "fusedmlp" in flags:
             for block in model.transformer.h:
-                block.mlp = _fused_mlp(block.mlp)
+                block.mlp = FusedMLP(block.mlp)
         if "fp8" in flags or "fp8row" in flags:
             from lit_gpt.training.float8 import convert_to_float8
 
@@ -143,28 +172,6 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
         attention_backend=attention_backend, device=torch.cuda.get_device_name(),
         torch=torch.__version__, profile=breakdown,
     )
-
-
-def _fused_mlp(mlp):
-    """The MLP with its gate and up projections as one linear (weights copied), SwiGLU on the two halves."""
-    import torch
-    import torch.nn.functional as F
-
-    class FusedMLP(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            d, h = mlp.fc_gate.in_features, mlp.fc_gate.out_features
-            w = mlp.fc_gate.weight
-            self.fc = torch.nn.Linear(d, 2 * h, bias=False, device=w.device, dtype=w.dtype)
-            with torch.no_grad():
-                self.fc.weight.copy_(torch.cat([mlp.fc_gate.weight, mlp.fc_up.weight]))
-            self.proj = mlp.proj
-
-        def forward(self, x):
-            gate, up = self.fc(x).chunk(2, dim=-1)
-            return self.proj(F.silu(gate) * up)
-
-    return FusedMLP()
 
 
 def _error_line(stderr_lines: list) -> str:
@@ -259,6 +266,8 @@ def main() -> None:
         print("RESULT " + json.dumps(row), flush=True)
         return
 
+    for variant in args.variants.split(","):
+        check_variant(variant)
     rows = []
     for variant in args.variants.split(","):
         for mb in [int(m) for m in args.micro_batches.split(",")]:

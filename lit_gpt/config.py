@@ -38,7 +38,6 @@ class Config:
     # derived once in __post_init__
     head_size: int = field(init=False)
     padded_vocab_size: int = field(init=False)
-    kv_heads_per_group: int = field(init=False)  # query heads served by one key/value head
 
     def __post_init__(self) -> None:
         from lit_gpt.ops import BACKENDS
@@ -65,7 +64,6 @@ class Config:
         if self.kernels not in BACKENDS:
             fail(f"kernels={self.kernels!r} is not one of {', '.join(BACKENDS)}")
         self.head_size = self.n_embd // self.n_head
-        self.kv_heads_per_group = self.n_head // self.n_query_groups
         m = self.padding_multiple
         self.padded_vocab_size = (self.vocab_size + m - 1) // m * m
 

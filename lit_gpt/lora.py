@@ -159,11 +159,6 @@ def merge_lora_weights(base: Dict[str, torch.Tensor], adapter: Dict[str, torch.T
     return merged
 
 
-def adapter_state(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """The adapter tensors of an (unsharded) LoRA model."""
-    return {k: v for k, v in model.state_dict().items() if k.endswith((".lora_a", ".lora_b"))}
-
-
 def check_qlora_available(device: torch.device) -> None:
     """QLoRA needs bitsandbytes' 4-bit kernels, i.e. an NVIDIA GPU and its wheel: say so clearly otherwise."""
     if device.type != "cuda":

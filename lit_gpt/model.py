@@ -64,18 +64,15 @@ class KVCache(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, ops: SimpleNamespace) -> None:
         super().__init__()
         c = config
         # one fused projection: [queries (n_head) | keys (n_query_groups) | values (n_query_groups)] heads
         self.qkv = nn.Linear(c.n_embd, (c.n_head + 2 * c.n_query_groups) * c.head_size, bias=False)
         self.proj = nn.Linear(c.n_head * c.head_size, c.n_embd, bias=False)
         self.config = c
-        self.ops = get_ops(c.kernels)
+        self.ops = ops
         self.kv_cache: Optional[KVCache] = None
-        # Repeat key/value heads before attention instead of SDPA's enable_gqa: costs memory traffic, but
-        # lets SDPA pick backends without grouped-query support (cuDNN).
-        self.expand_kv_heads = False
 
     def forward(self, x, cos, sin, mask=None, input_pos=None):
         c = self.config
@@ -92,10 +89,6 @@ class CausalSelfAttention(nn.Module):
             kv_len = mask.size(-1)
             k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         grouped = c.n_query_groups != c.n_head
-        if grouped and self.expand_kv_heads:
-            k = k.repeat_interleave(c.kv_heads_per_group, dim=1)
-            v = v.repeat_interleave(c.kv_heads_per_group, dim=1)
-            grouped = False
         if isinstance(mask, BlockMask):
             # contiguous: compiled with RoPE in the same graph, the (B, T, H, D) -> (B, H, T, D) views
             # gave wrong FlexAttention output on the CPU (torch 2.13); the copy fuses into RoPE's
@@ -145,25 +138,24 @@ def document_causal_mask(idx: torch.Tensor, bos_id: int, flex: Optional[bool] = 
 
 
 class MLP(nn.Module):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, ops: SimpleNamespace) -> None:
         super().__init__()
         self.fc_gate = nn.Linear(config.n_embd, config.intermediate_size, bias=False)
         self.fc_up = nn.Linear(config.n_embd, config.intermediate_size, bias=False)
         self.proj = nn.Linear(config.intermediate_size, config.n_embd, bias=False)
-        self.ops = get_ops(config.kernels)
+        self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.ops.swiglu(self.fc_gate(x), self.fc_up(x)))
 
 
 class Block(nn.Module):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, ops: SimpleNamespace) -> None:
         super().__init__()
-        ops = get_ops(config.kernels)
         self.norm_1 = RMSNorm(config.n_embd, config.norm_eps, ops)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, ops)
         self.norm_2 = RMSNorm(config.n_embd, config.norm_eps, ops)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, ops)
 
     def forward(self, x, cos, sin, mask=None, input_pos=None):
         x = x + self.attn(self.norm_1(x), cos, sin, mask, input_pos)
@@ -176,10 +168,10 @@ class GPT(nn.Module):
         self.config = config
         # drawn before any submodule exists: the same number whether built on the meta device or not
         self.init_seed = int(torch.randint(0, 2**62, (1,), device="cpu").item())
-        self.ops = get_ops(config.kernels)
+        self.ops = get_ops(config.kernels)  # resolved once, shared by every block
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
-            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            h=nn.ModuleList(Block(config, self.ops) for _ in range(config.n_layer)),
             ln_f=RMSNorm(config.n_embd, config.norm_eps, self.ops),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)

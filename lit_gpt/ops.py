@@ -10,9 +10,9 @@ in by configuration without touching the model. Every backend computes the same 
   ``cos``/``sin`` of shape (T, D) (the angle table already repeated over both halves), returning
   new tensors of the input shapes and dtypes.
 - ``swiglu(gate, up)``: ``silu(gate) * up``.
-- ``linear_cross_entropy(hidden, weight, targets, ignore_index=-100, z_loss=0.0)``: the mean
+- ``linear_cross_entropy(hidden, weight, targets, ignore_index=-100)``: the mean
   cross-entropy of ``hidden @ weight.T`` against ``targets`` over the positions whose target is not
-  ``ignore_index``, plus ``z_loss * mean(logsumexp**2)`` over the same positions when ``z_loss > 0``.
+  ``ignore_index``.
   ``hidden`` is (N, C), ``weight`` (V, C), ``targets`` (N,). A fused backend never holds all N x V
   logits at once.
 """
@@ -59,15 +59,9 @@ def linear_cross_entropy(
     weight: torch.Tensor,
     targets: torch.Tensor,
     ignore_index: int = -100,
-    z_loss: float = 0.0,
 ) -> torch.Tensor:
     logits = (hidden @ weight.t()).float()
-    loss = F.cross_entropy(logits, targets, ignore_index=ignore_index)
-    if z_loss > 0:
-        valid = targets != ignore_index
-        lse = torch.logsumexp(logits, dim=-1)
-        loss = loss + z_loss * (lse.pow(2) * valid).sum() / valid.sum().clamp(min=1)
-    return loss
+    return F.cross_entropy(logits, targets, ignore_index=ignore_index)
 
 
 TORCH_OPS = SimpleNamespace(

@@ -6,11 +6,11 @@ from lit_gpt.config import PRESETS, Config
 def test_presets_and_derived_fields():
     tiny = Config.from_name("tiny_LLaMA_1b")
     assert (tiny.n_layer, tiny.n_head, tiny.n_query_groups, tiny.n_embd, tiny.intermediate_size) == (22, 32, 4, 2048, 5632)
-    assert (tiny.head_size, tiny.kv_heads_per_group, tiny.padded_vocab_size, tiny.block_size) == (64, 8, 32000, 2048)
+    assert (tiny.head_size, tiny.padded_vocab_size, tiny.block_size) == (64, 32000, 2048)
     code = Config.from_name("code_tiny_LLaMA_1b")
     assert (code.block_size, code.rope_condense_ratio, code.n_embd) == (8192, 4.0, 2048)
     llama7b = Config.from_name("Llama-2-7b")
-    assert (llama7b.n_query_groups, llama7b.head_size, llama7b.kv_heads_per_group) == (32, 128, 1)
+    assert (llama7b.n_query_groups, llama7b.head_size) == (32, 128)
     small = Config.from_name("tiny_LLaMA_120M")
     assert (small.n_layer, small.n_query_groups, small.head_size) == (12, 1, 64)
     for name in PRESETS:

@@ -183,26 +183,25 @@ def _ce_inputs(gen, N=29, C=11, V=131, n_ignored=5, ignore_index=-100):
     return hidden, weight, targets.to(DEVICE)
 
 
-@pytest.mark.parametrize("z_loss", [0.0, 1e-2])
 @pytest.mark.parametrize("chunk_size", [8, 29, None])
 @pytest.mark.parametrize("max_block_v", [8192, 32])
-def test_linear_cross_entropy(gen, monkeypatch, z_loss, chunk_size, max_block_v):
+def test_linear_cross_entropy(gen, monkeypatch, chunk_size, max_block_v):
     # 32-wide slices: each row of 131 logits = 4 full slices + a partial one; 8192: one slice
     monkeypatch.setattr(ce_module, "MAX_BLOCK_V", max_block_v)
     hidden, weight, targets = _ce_inputs(gen)
 
-    def fused(h, w, t, ii, z):
-        return OPS.linear_cross_entropy(h, w, t, ii, z, chunk_size=chunk_size)
+    def fused(h, w, t, ii):
+        return OPS.linear_cross_entropy(h, w, t, ii, chunk_size=chunk_size)
 
-    check_fn_and_grads(fused, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100, z_loss), gen)
+    check_fn_and_grads(fused, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100), gen)
 
 
 def test_linear_cross_entropy_custom_ignore_index_3d_and_grad_scale(gen):
     hidden, weight, targets = _ce_inputs(gen, N=2 * 13, ignore_index=-1)
     h3 = hidden.detach().view(2, 13, -1).requires_grad_(True)
     t2 = targets.view(2, 13)
-    loss = OPS.linear_cross_entropy(h3, weight, t2, ignore_index=-1, z_loss=0.5, chunk_size=7)
-    ref = ref_ops.linear_cross_entropy(h3.reshape(-1, h3.shape[-1]), weight, targets, ignore_index=-1, z_loss=0.5)
+    loss = OPS.linear_cross_entropy(h3, weight, t2, ignore_index=-1, chunk_size=7)
+    ref = ref_ops.linear_cross_entropy(h3.reshape(-1, h3.shape[-1]), weight, targets, ignore_index=-1)
     assert_close(loss, ref, "loss")
     got = torch.autograd.grad(loss * 3.5, (h3, weight))
     want = torch.autograd.grad(ref * 3.5, (h3, weight))
@@ -220,8 +219,8 @@ def test_linear_cross_entropy_partial_requires_grad_and_no_grad(gen):
     (gw_ref,) = torch.autograd.grad(ref, (weight,))
     assert_close(gw, gw_ref, "grad weight")
     with torch.no_grad():
-        loss = OPS.linear_cross_entropy(hidden, weight, targets, z_loss=1e-3, chunk_size=10)
-        ref = ref_ops.linear_cross_entropy(hidden, weight, targets, z_loss=1e-3)
+        loss = OPS.linear_cross_entropy(hidden, weight, targets, chunk_size=10)
+        ref = ref_ops.linear_cross_entropy(hidden, weight, targets)
     assert loss.grad_fn is None
     assert_close(loss, ref, "no-grad loss")
 
@@ -229,7 +228,7 @@ def test_linear_cross_entropy_partial_requires_grad_and_no_grad(gen):
 def test_linear_cross_entropy_all_ignored_is_zero(gen):
     hidden, weight, targets = _ce_inputs(gen, N=6)
     targets = torch.full_like(targets, -100)
-    loss = OPS.linear_cross_entropy(hidden, weight, targets, z_loss=1e-2, chunk_size=4)
+    loss = OPS.linear_cross_entropy(hidden, weight, targets, chunk_size=4)
     assert loss.item() == 0.0
     gh, gw = torch.autograd.grad(loss, (hidden, weight))
     assert not gh.any() and not gw.any()

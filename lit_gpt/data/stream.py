@@ -26,7 +26,6 @@ import re
 import warnings
 import zlib
 from collections import OrderedDict
-from itertools import count
 from pathlib import Path
 from typing import Iterator
 

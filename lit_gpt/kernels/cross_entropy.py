@@ -5,10 +5,9 @@ The tokens are processed in chunks. For each chunk:
 1. ``logits = h_chunk @ W.T`` with torch's matmul, in the compute dtype (that of ``hidden``, as the
    reference ``hidden @ weight.t()`` does);
 2. one Triton program per row sweeps the row twice in slices of up to 8192 logits (16 warps): an
-   online logsumexp (running max and rescaled sum, fp32) gives the row's loss
-   ``lse - logit[target] (+ z_loss * lse**2)``; the second sweep, mostly served from L2, overwrites
-   the logits in place with the loss's gradient ``(softmax * (1 + 2 * z_loss * lse) - onehot) / n_valid``
-   (zero for ignored rows). ``n_valid``, the number of non-ignored targets in the whole batch, is
+   online logsumexp (running max and rescaled sum, fp32) gives the row's loss ``lse - logit[target]``;
+   the second sweep, mostly served from L2, overwrites the logits in place with the loss's gradient
+   ``(softmax - onehot) / n_valid`` (zero for ignored rows). ``n_valid``, the number of non-ignored targets in the whole batch, is
    read from device memory: no host sync. (Holding a whole 32k row in registers for a single sweep
    measured no faster on an H100.);
 3. ``grad_hidden[chunk] = grad_logits @ W`` and ``grad_W += grad_logits.T @ h_chunk``.
@@ -45,8 +44,8 @@ MAX_BLOCK_V = 8192
 @triton.jit(do_not_specialize=["first_row"])  # one compiled kernel for every chunk offset
 def _ce_rows_kernel(
     LOGITS, stride_row, TARGETS, LOSS, N_VALID,
-    first_row, n_cols, ignore_index, z_loss,
-    BLOCK_V: tl.constexpr, HAS_Z: tl.constexpr, WRITE_GRAD: tl.constexpr,
+    first_row, n_cols, ignore_index,
+    BLOCK_V: tl.constexpr, WRITE_GRAD: tl.constexpr,
 ):
     # LOGITS holds this chunk's rows; TARGETS and LOSS are the whole batch's, from row first_row on
     row = tl.program_id(0).to(tl.int64)
@@ -70,23 +69,17 @@ def _ce_rows_kernel(
     lse = m + tl.log(s)
 
     loss = lse - target_logit
-    if HAS_Z:
-        loss += z_loss * lse * lse
     tl.store(LOSS + first_row + row, tl.where(valid, loss, 0.0))
 
     if WRITE_GRAD:
         # sweep 2 (mostly served from L2): the gradient over the logits, in place
         n_valid = tl.load(N_VALID).to(tl.float32)
         scale = tl.where(valid, 1.0 / tl.maximum(n_valid, 1.0), 0.0)
-        p_scale = scale
-        if HAS_Z:
-            # d(z * lse^2)/dlogit = 2 * z * lse * softmax
-            p_scale = scale * (1.0 + 2.0 * z_loss * lse)
         for start in range(0, n_cols, BLOCK_V):
             cols = start + offs
             mask = cols < n_cols
             x = tl.load(row_ptr + cols, mask=mask, other=float("-inf")).to(tl.float32)
-            g = tl.exp(x - lse) * p_scale - tl.where(cols == safe_target, scale, 0.0)
+            g = tl.exp(x - lse) * scale - tl.where(cols == safe_target, scale, 0.0)
             tl.store(row_ptr + cols, g.to(LOGITS.dtype.element_ty), mask=mask)
 
 
@@ -102,7 +95,6 @@ def _fused_forward(
     weight: torch.Tensor,
     targets: torch.Tensor,
     ignore_index: int,
-    z_loss: float,
     chunk_rows: int,
     need_grad_hidden: bool,
     need_grad_weight: bool,
@@ -126,8 +118,8 @@ def _fused_forward(
         # kernel's view arguments failed for symbolic shapes (torch 2.11, dynamic=True)
         _ce_rows_kernel[(end - start,)](
             logits, logits.stride(0), targets, loss_rows, n_valid,
-            start, vocab, ignore_index, z_loss,
-            BLOCK_V=block_v, HAS_Z=z_loss > 0, WRITE_GRAD=write_grad, num_warps=num_warps,
+            start, vocab, ignore_index,
+            BLOCK_V=block_v, WRITE_GRAD=write_grad, num_warps=num_warps,
         )
         # `logits` now holds d(loss)/d(logits) for these rows.
         if need_grad_hidden:
@@ -150,9 +142,9 @@ def _fused_forward(
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, ignore_index, z_loss, chunk_rows, need_grad_hidden, need_grad_weight):
+    def forward(ctx, hidden, weight, targets, ignore_index, chunk_rows, need_grad_hidden, need_grad_weight):
         loss, grad_hidden, grad_weight = _fused_forward(
-            hidden, weight, targets, ignore_index, z_loss, chunk_rows, need_grad_hidden, need_grad_weight
+            hidden, weight, targets, ignore_index, chunk_rows, need_grad_hidden, need_grad_weight
         )
         ctx.save_for_backward(grad_hidden, grad_weight)
         return loss
@@ -164,7 +156,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             grad_hidden = grad_hidden * grad_loss.to(grad_hidden.dtype)
         if grad_weight is not None:
             grad_weight = grad_weight * grad_loss.to(grad_weight.dtype)
-        return grad_hidden, grad_weight, None, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -172,19 +164,18 @@ def linear_cross_entropy(
     weight: torch.Tensor,
     targets: torch.Tensor,
     ignore_index: int = -100,
-    z_loss: float = 0.0,
     *,
     chunk_size: Optional[int] = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` over non-ignored positions
-    (plus ``z_loss * mean(lse**2)``), computed chunk by chunk; ``chunk_size`` rows per chunk
+    computed chunk by chunk; ``chunk_size`` rows per chunk
     (default: see ``MAX_CHUNK_BYTES``)."""
     if torch.is_autocast_enabled(hidden.device.type):
         # Under autocast the matmuls below would mix dtypes (in-place addmm_ is not autocast): do them
         # in the autocast dtype explicitly, autocast off; the casts stay in the autograd graph.
         dtype = torch.get_autocast_dtype(hidden.device.type)
         with torch.autocast(hidden.device.type, enabled=False):
-            return linear_cross_entropy(hidden.to(dtype), weight.to(dtype), targets, ignore_index, z_loss,
+            return linear_cross_entropy(hidden.to(dtype), weight.to(dtype), targets, ignore_index,
                                         chunk_size=chunk_size)
     n_embd = hidden.shape[-1]
     hidden2 = hidden.reshape(-1, n_embd)
@@ -199,12 +190,11 @@ def linear_cross_entropy(
         targets2 = targets2.contiguous()
     n_rows = hidden2.shape[0]
     chunk_rows = chunk_size or default_chunk_rows(n_rows, weight.shape[0], hidden.dtype.itemsize)
-    z_loss = float(z_loss)
     need_grad_hidden = hidden.requires_grad and torch.is_grad_enabled()
     need_grad_weight = weight.requires_grad and torch.is_grad_enabled()
     if need_grad_hidden or need_grad_weight:
         return LinearCrossEntropyFunction.apply(
-            hidden2, weight, targets2, ignore_index, z_loss, chunk_rows, need_grad_hidden, need_grad_weight
+            hidden2, weight, targets2, ignore_index, chunk_rows, need_grad_hidden, need_grad_weight
         )
-    loss, _, _ = _fused_forward(hidden2, weight, targets2, ignore_index, z_loss, chunk_rows, False, False)
+    loss, _, _ = _fused_forward(hidden2, weight, targets2, ignore_index, chunk_rows, False, False)
     return loss

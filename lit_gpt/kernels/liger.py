@@ -48,12 +48,12 @@ def linear_cross_entropy(
     weight: torch.Tensor,
     targets: torch.Tensor,
     ignore_index: int = -100,
-    z_loss: float = 0.0,
 ) -> torch.Tensor:
     hidden = hidden.reshape(-1, hidden.shape[-1])
     targets = targets.reshape(-1)
-    # positional: _input, weight, target, bias, ce_weight, ignore_index, lse_square_scale (= z-loss)
-    out = LigerFusedLinearCrossEntropyFunction.apply(hidden, weight, targets, None, None, ignore_index, float(z_loss))
+    # positional: _input, weight, target, bias, ce_weight, ignore_index (the rest keep liger's defaults,
+    # no z-loss among them)
+    out = LigerFusedLinearCrossEntropyFunction.apply(hidden, weight, targets, None, None, ignore_index)
     # liger >= 0.6 returns (loss, z_loss, token_accuracy, ...); older versions the loss alone
     return out[0] if isinstance(out, tuple) else out
 

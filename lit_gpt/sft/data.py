@@ -25,7 +25,6 @@ import torch
 from lit_gpt.sft.templates import ChatTemplate, Message, SegmentEncoder, check_conversation, render
 
 Format = Literal["auto", "chat", "guanaco", "alpaca"]
-FORMATS = ("chat", "guanaco", "alpaca")
 IGNORE = -100
 
 

@@ -234,10 +234,6 @@ class AsyncCheckpointer:
         return save.final
 
     @property
-    def in_flight(self) -> bool:
-        return self._pending is not None
-
-    @property
     def written(self) -> bool:
         """Whether the shards of the save in flight (if any) are all written on this rank."""
         return self._pending is None or self._pending[0].done()
