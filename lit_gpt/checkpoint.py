@@ -33,6 +33,7 @@ from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
 from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.training.checkpointing import find_checkpoint
 
 LIT_WEIGHTS = "lit_model.pth"
 LIT_CONFIG = "model_config.yaml"
@@ -540,3 +541,26 @@ def save_hf_checkpoint(folder: PathLike, state_dict: StateDict, config: Config,
         path = folder / "tokenizer_config.json"
         copied = _read_json(path) if path.is_file() else {}
         _write_json(path, {**tokenizer_config_for_hf(tokenizer, config.block_size), **copied})
+
+
+# --- conversions ----------------------------------------------------------------------------------
+def convert_hf_to_lit(hf_folder: PathLike, output_dir: PathLike, dtype: Optional[torch.dtype] = None) -> Config:
+    """Write a Hugging Face Llama folder as a lit checkpoint folder (its tokenizer too, when it has one)."""
+    state_dict, config = load_hf_checkpoint(hf_folder, dtype=dtype)
+    save_lit_checkpoint(output_dir, state_dict, config, tokenizer_dir=hf_folder if has_tokenizer(hf_folder) else None)
+    return config
+
+
+def convert_lit_to_hf(checkpoint: PathLike, output_dir: PathLike, dtype: Optional[torch.dtype] = None,
+                      tokenizer_dir: Optional[PathLike] = None, config: Optional[Config] = None,
+                      max_shard_size: Union[int, str] = "5GB") -> Optional[Path]:
+    """Write a lit checkpoint (a run folder: its newest whole checkpoint) as a Hugging Face folder, with the
+    tokenizer of `tokenizer_dir`, else of the checkpoint's folder when it has one. `config` replaces the
+    checkpoint's model_config.yaml. Returns the tokenizer folder shipped, None for none."""
+    checkpoint = find_checkpoint(Path(checkpoint))
+    state_dict, config = load_lit_checkpoint(checkpoint, config)
+    folder = checkpoint_folder(checkpoint)
+    tokenizer_dir = tokenizer_dir or (folder if has_tokenizer(folder) else None)
+    save_hf_checkpoint(output_dir, state_dict, config, tokenizer_dir=tokenizer_dir, dtype=dtype,
+                       max_shard_size=max_shard_size)
+    return Path(tokenizer_dir) if tokenizer_dir is not None else None
