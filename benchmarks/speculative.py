@@ -41,8 +41,9 @@ import torch  # noqa: E402
 from lit_gpt.checkpoint import DTYPES  # noqa: E402
 from lit_gpt.config import Config  # noqa: E402
 from lit_gpt.generate import forward_fn, generate  # noqa: E402
+from lit_gpt.inference import load_for_inference  # noqa: E402
 from lit_gpt.model import GPT  # noqa: E402
-from speculative_decoding.sampling import check_same_tokenizer, load_model, speculative_generate  # noqa: E402
+from speculative_decoding.sampling import check_same_tokenizer, speculative_generate  # noqa: E402
 
 FORMULA = "E = (1 - alpha^(k+1)) / (1 - alpha) tokens per round; speedup = E * t_target / (k * t_draft + t_target)"
 DEFAULT_PROMPTS = [
@@ -77,7 +78,7 @@ def wall(device: torch.device, fn: Callable):
 def bench_pair(target_path: Path, draft_path: Path, prompts: List[str], ks: List[int], temperatures: List[float],
                max_new_tokens: int, device: torch.device, dtype: torch.dtype, seed: int,
                compile: bool = False) -> List[dict]:
-    target, draft = load_model(target_path, device, dtype), load_model(draft_path, device, dtype)
+    target, draft = (load_for_inference(p, device, dtype, require_tokenizer=False) for p in (target_path, draft_path))
     tokenizer = check_same_tokenizer(target, draft)
     if tokenizer is None:
         raise ValueError(f"no tokenizer in {target_path} or {draft_path}")

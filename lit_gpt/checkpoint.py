@@ -33,17 +33,21 @@ from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
 from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.training.checkpointing import find_checkpoint
 
 LIT_WEIGHTS = "lit_model.pth"
 LIT_CONFIG = "model_config.yaml"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def default_device_and_dtype(device: Optional[str], dtype: Optional[str]) -> Tuple[torch.device, torch.dtype]:
+def default_device_and_dtype(device: Union[str, torch.device, None],
+                             dtype: Union[str, torch.dtype, None]) -> Tuple[torch.device, torch.dtype]:
     """`device` None/"auto": CUDA when present; `dtype` None/"auto": bfloat16 on a GPU that has it, else float32."""
-    if device in (None, "auto"):
+    if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
+    if isinstance(dtype, torch.dtype):
+        return device, dtype
     if dtype in (None, "auto"):
         dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     if dtype not in DTYPES:
@@ -167,6 +171,18 @@ def _read_json(path: Path) -> dict:
 def has_tokenizer(folder: PathLike) -> bool:
     folder = Path(folder)
     return (folder / "tokenizer.model").is_file() or (folder / "tokenizer.json").is_file()
+
+
+def checkpoint_folder(path: PathLike) -> Path:
+    """Where a checkpoint's config and tokenizer files are: the checkpoint folder, or a weights file's folder."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
+def is_hf_folder(path: PathLike) -> bool:
+    """A Hugging Face folder has a config.json; a lit one a model_config.yaml, which wins when both are there."""
+    path = Path(path)
+    return (path / "config.json").is_file() and not (path / LIT_CONFIG).is_file()
 
 
 def _copy_tokenizer(tokenizer_dir: PathLike, folder: Path) -> Tokenizer:
@@ -425,6 +441,11 @@ def load_hf_checkpoint(folder: PathLike, dtype: Optional[torch.dtype] = None) ->
     return state_dict, config
 
 
+def load_any_checkpoint(path: PathLike) -> Tuple[StateDict, Config]:
+    """The state dict and config of a Hugging Face folder or of any lit checkpoint `load_lit_checkpoint` reads."""
+    return load_hf_checkpoint(path) if is_hf_folder(path) else load_lit_checkpoint(path)
+
+
 def _parse_size(size: Union[int, str]) -> int:
     if isinstance(size, int):
         return size
@@ -443,7 +464,7 @@ def _hf_tensors(state_dict: StateDict, config: Config) -> Iterator[Tuple[str, to
         yield from zip(hf_names, parts)
 
 
-def _hf_tokenizer_config(tokenizer: Tokenizer, block_size: int) -> dict:
+def tokenizer_config_for_hf(tokenizer: Tokenizer, block_size: int) -> dict:
     """A tokenizer_config.json with which transformers' AutoTokenizer loads a bare tokenizer.model
     (as LlamaTokenizer) or tokenizer.json.
 
@@ -519,4 +540,27 @@ def save_hf_checkpoint(folder: PathLike, state_dict: StateDict, config: Config,
         # template) keeps its entries; ours adds what transformers needs to encode as we do, BOS included.
         path = folder / "tokenizer_config.json"
         copied = _read_json(path) if path.is_file() else {}
-        _write_json(path, {**_hf_tokenizer_config(tokenizer, config.block_size), **copied})
+        _write_json(path, {**tokenizer_config_for_hf(tokenizer, config.block_size), **copied})
+
+
+# --- conversions ----------------------------------------------------------------------------------
+def convert_hf_to_lit(hf_folder: PathLike, output_dir: PathLike, dtype: Optional[torch.dtype] = None) -> Config:
+    """Write a Hugging Face Llama folder as a lit checkpoint folder (its tokenizer too, when it has one)."""
+    state_dict, config = load_hf_checkpoint(hf_folder, dtype=dtype)
+    save_lit_checkpoint(output_dir, state_dict, config, tokenizer_dir=hf_folder if has_tokenizer(hf_folder) else None)
+    return config
+
+
+def convert_lit_to_hf(checkpoint: PathLike, output_dir: PathLike, dtype: Optional[torch.dtype] = None,
+                      tokenizer_dir: Optional[PathLike] = None, config: Optional[Config] = None,
+                      max_shard_size: Union[int, str] = "5GB") -> Optional[Path]:
+    """Write a lit checkpoint (a run folder: its newest whole checkpoint) as a Hugging Face folder, with the
+    tokenizer of `tokenizer_dir`, else of the checkpoint's folder when it has one. `config` replaces the
+    checkpoint's model_config.yaml. Returns the tokenizer folder shipped, None for none."""
+    checkpoint = find_checkpoint(Path(checkpoint))
+    state_dict, config = load_lit_checkpoint(checkpoint, config)
+    folder = checkpoint_folder(checkpoint)
+    tokenizer_dir = tokenizer_dir or (folder if has_tokenizer(folder) else None)
+    save_hf_checkpoint(output_dir, state_dict, config, tokenizer_dir=tokenizer_dir, dtype=dtype,
+                       max_shard_size=max_shard_size)
+    return Path(tokenizer_dir) if tokenizer_dir is not None else None

@@ -53,7 +53,8 @@ def release_kv_cache(model: GPT, compile: bool) -> None:
         model.clear_kv_cache()
 
 
-def _check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+    """Raise ValueError for a sampling setting out of range."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -69,7 +70,7 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] 
     temperature 0 takes the argmax. Otherwise the draw is from softmax(logits / temperature), kept to
     the `top_k` most likely tokens and then to the nucleus: the fewest most likely tokens whose
     probability sums to at least `top_p`."""
-    _check_sampling(temperature, top_k, top_p)
+    check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(filtered_logits(logits, temperature, top_k, top_p), dim=-1)
@@ -112,7 +113,7 @@ def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature:
             f"prompt ({prompt.numel()} tokens) + max_new_tokens ({max_new_tokens}) = {needed} exceeds "
             f"model.max_seq_length ({model.max_seq_length}); set model.max_seq_length = {needed} to allow it"
         )
-    _check_sampling(temperature, top_k, top_p)  # here, not at the first next()
+    check_sampling(temperature, top_k, top_p)  # here, not at the first next()
     return _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id, generator, compile)
 
 

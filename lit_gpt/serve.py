@@ -442,22 +442,15 @@ def load_served_model(checkpoint: Path, name: Optional[str] = None, template: Op
                       tokenizer_dir: Optional[Path] = None) -> ServedModel:
     """A lit checkpoint (folder, .pth, pretraining or fine-tuning DCP folder, run folder) or a Hugging Face
     folder, with the chat template it was fine-tuned with (`template` names another; none: completions only)."""
-    from dataclasses import replace
-
-    from lit_gpt.checkpoint import default_device_and_dtype, load_hf_checkpoint, load_lit_checkpoint, model_from_state_dict
-    from lit_gpt.sft.inference import find_checkpoint
+    from lit_gpt.checkpoint import checkpoint_folder
+    from lit_gpt.inference import load_for_inference
     from lit_gpt.sft.templates import get_template, template_of
+    from lit_gpt.training.checkpointing import find_checkpoint
 
-    path = find_checkpoint(Path(checkpoint))
-    folder = path if path.is_dir() else path.parent
-    chat_template = get_template(template) if template else template_of(folder)
-    torch_device, torch_dtype = default_device_and_dtype(device, dtype)
-    hf_folder = path.is_dir() and (path / "config.json").is_file()
-    state_dict, config = load_hf_checkpoint(path) if hf_folder else load_lit_checkpoint(path)
-    # decoding reads weights, it does not need the fused training kernels; no document mask at inference
-    config = replace(config, kernels="torch", document_mask=False)
-    model = model_from_state_dict(state_dict, config, torch_device, torch_dtype).eval()
-    return ServedModel(name or config.name or folder.name, model, Tokenizer(tokenizer_dir or folder), chat_template)
+    path = find_checkpoint(Path(checkpoint))  # the template is checked before the weights load
+    chat_template = get_template(template) if template else template_of(checkpoint_folder(path))
+    loaded = load_for_inference(path, device, dtype, tokenizer_dir)
+    return ServedModel(name or loaded.config.name or loaded.folder.name, loaded.model, loaded.tokenizer, chat_template)
 
 
 def serve(checkpoint: Path, name: Optional[str] = None, template: Optional[str] = None, host: str = "127.0.0.1",

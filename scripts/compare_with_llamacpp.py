@@ -21,7 +21,6 @@ own weights), which shows an encoding mistake (tens of percent) apart from round
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -31,15 +30,13 @@ from jsonargparse import CLI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict  # noqa: E402
 from lit_gpt.generate import generate  # noqa: E402
-from lit_gpt.tokenizer import Tokenizer  # noqa: E402
+from lit_gpt.inference import load_for_inference  # noqa: E402
+from lit_gpt.model import GPT  # noqa: E402
 
 
-def ours(checkpoint: Path, prompt_ids: List[int], tokens: int) -> Tuple[List[int], np.ndarray]:
+def ours(model: GPT, prompt_ids: List[int], tokens: int) -> Tuple[List[int], np.ndarray]:
     """Our greedy tokens, and our logits over the prompt (fp32)."""
-    state_dict, config = load_lit_checkpoint(checkpoint)
-    model = model_from_state_dict(state_dict, replace(config, kernels="torch"), torch.device("cpu"), torch.float32)
     model.max_seq_length = len(prompt_ids) + tokens
     with torch.no_grad():
         logits = model(torch.tensor([prompt_ids]))[0].numpy()
@@ -101,7 +98,8 @@ def main(checkpoint: Path, gguf: Path, prompt: str = "The history of the Roman E
     """Compare the first `tokens` greedy tokens of `checkpoint` (ours) and `gguf` (llama.cpp).
 
     Args:
-        checkpoint: a lit checkpoint (folder, .pth file or pretraining DCP folder).
+        checkpoint: a lit checkpoint (folder, .pth file or pretraining DCP folder), a run folder or a Hugging
+            Face folder.
         gguf: the GGUF file written from it by scripts/convert_to_gguf.py.
         prompt: the text to continue (encoded here, BOS first).
         tokens: how many tokens to generate.
@@ -114,9 +112,10 @@ def main(checkpoint: Path, gguf: Path, prompt: str = "The history of the Roman E
     agree = tokens if agree is None else agree
     if not 0 <= agree <= tokens:
         raise ValueError(f"--agree {agree} must be between 0 and --tokens {tokens}")
-    tokenizer = Tokenizer(tokenizer_dir or (checkpoint if checkpoint.is_dir() else checkpoint.parent))
+    loaded = load_for_inference(checkpoint, "cpu", torch.float32, tokenizer_dir)
+    tokenizer = loaded.tokenizer
     prompt_ids = tokenizer.encode(prompt, bos=True)
-    (a, our_logits), (b, their_logits) = ours(checkpoint, prompt_ids, tokens), llama_cpp(gguf, prompt_ids, tokens)
+    (a, our_logits), (b, their_logits) = ours(loaded.model, prompt_ids, tokens), llama_cpp(gguf, prompt_ids, tokens)
     print(f"prompt ids ({len(prompt_ids)}): {prompt_ids}")
     print(f"ours      : {a}\nllama.cpp : {b}")
     print(f"text (ours): {tokenizer.decode(a)!r}")

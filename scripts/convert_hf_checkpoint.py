@@ -23,13 +23,10 @@ def convert_hf_checkpoint(checkpoint_dir: Path, output_dir: Path,
         output_dir: the lit checkpoint folder to write.
         dtype: cast the weights to this type (default: keep the stored type).
     """
-    from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_hf_checkpoint, save_lit_checkpoint  # here, not at the top: `--help` must not wait for torch
+    from lit_gpt.checkpoint import DTYPES, convert_hf_to_lit  # here, not at the top: `--help` must not wait for torch
 
-    state_dict, config = load_hf_checkpoint(checkpoint_dir, dtype=DTYPES[dtype] if dtype else None)
-    save_lit_checkpoint(output_dir, state_dict, config,
-                        tokenizer_dir=checkpoint_dir if has_tokenizer(checkpoint_dir) else None)
+    config = convert_hf_to_lit(checkpoint_dir, output_dir, DTYPES[dtype] if dtype else None)
     print(f"wrote {output_dir} ({config.n_layer} layers, vocab {config.padded_vocab_size})")
-
 
 if __name__ == "__main__":
     CLI(convert_hf_checkpoint, as_positional=False)

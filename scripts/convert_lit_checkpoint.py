@@ -31,20 +31,12 @@ def convert_lit_checkpoint(checkpoint: Path, output_dir: Path,
         model_config: model_config.yaml to use instead of the one beside the checkpoint.
         max_shard_size: split the weights into files of at most this size, e.g. 2GB.
     """
-    from lit_gpt.checkpoint import DTYPES, has_tokenizer, load_lit_checkpoint, save_hf_checkpoint  # here, not at the top: `--help` must not wait for torch
+    from lit_gpt.checkpoint import DTYPES, convert_lit_to_hf  # here, not at the top: `--help` must not wait for torch
     from lit_gpt.config import Config
-    from lit_gpt.sft.inference import find_checkpoint
 
-    checkpoint = find_checkpoint(checkpoint, hint="")
-    config = Config.from_file(model_config) if model_config else None
-    state_dict, config = load_lit_checkpoint(checkpoint, config)
-    if tokenizer_dir is None:
-        folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-        tokenizer_dir = folder if has_tokenizer(folder) else None
-    save_hf_checkpoint(output_dir, state_dict, config, tokenizer_dir=tokenizer_dir,
-                       dtype=DTYPES[dtype] if dtype else None, max_shard_size=max_shard_size)
-    print(f"wrote {output_dir}" + ("" if tokenizer_dir else " (no tokenizer: pass --tokenizer_dir to include one)"))
-
+    shipped = convert_lit_to_hf(checkpoint, output_dir, DTYPES[dtype] if dtype else None, tokenizer_dir,
+                                Config.from_file(model_config) if model_config else None, max_shard_size)
+    print(f"wrote {output_dir}" + ("" if shipped else " (no tokenizer: pass --tokenizer_dir to include one)"))
 
 if __name__ == "__main__":
     CLI(convert_lit_checkpoint, as_positional=False)

@@ -79,9 +79,9 @@ def evaluate(checkpoint: Path, tasks: Optional[str] = None, preset: Optional[Lit
     check_task_data_offline(manager, names)  # before the model loads and lm-eval retries the hub
 
     from lit_gpt.evaluation.lm_eval_model import LitGPTLM
-    from lit_gpt.sft.inference import find_checkpoint
+    from lit_gpt.training.checkpointing import find_checkpoint
 
-    checkpoint = find_checkpoint(checkpoint, hint="")
+    checkpoint = find_checkpoint(checkpoint)  # the one the record names
     lm = LitGPTLM(checkpoint=checkpoint, tokenizer_dir=tokenizer_dir, device=device, dtype=dtype, batch_size=batch_size)
     results = simple_evaluate(
         model=lm, tasks=names, num_fewshot=num_fewshot,

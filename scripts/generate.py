@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -41,27 +40,20 @@ def main(checkpoint: Optional[Path] = None, prompt: str = "Once upon a time,", m
     """
     import torch  # here, not at the top: `--help` must not wait for torch
 
-    from lit_gpt.checkpoint import default_device_and_dtype, load_lit_checkpoint, model_from_state_dict
     from lit_gpt.generate import generate
-    from lit_gpt.sft.inference import find_checkpoint
-    from lit_gpt.tokenizer import Tokenizer
+    from lit_gpt.inference import load_for_inference
 
     if (checkpoint is None) == (checkpoint_dir is None):
         raise SystemExit("error: give --checkpoint (a checkpoint or run folder)")
-    checkpoint_dir = find_checkpoint(checkpoint or checkpoint_dir, hint="")
-    device, torch_dtype = default_device_and_dtype(device, dtype)
-    state_dict, config = load_lit_checkpoint(checkpoint_dir)
-    tokenizer = Tokenizer(tokenizer_dir or (checkpoint_dir if checkpoint_dir.is_dir() else checkpoint_dir.parent))
-    # decoding is bound by weight reads, not by the fused training kernels: the reference ops run anywhere
-    model = model_from_state_dict(state_dict, replace(config, kernels="torch"), device, torch_dtype)
-    del state_dict
+    loaded = load_for_inference(checkpoint or checkpoint_dir, device, dtype, tokenizer_dir)
+    model, tokenizer, config = loaded.model, loaded.tokenizer, loaded.config
 
     prompt_ids = tokenizer.encode(prompt, bos=True)
     needed = len(prompt_ids) + max_new_tokens
     if needed > config.block_size:
         print(f"note: {needed} tokens exceed the trained context of {config.block_size}", file=sys.stderr)
     model.max_seq_length = needed  # also sizes the KV cache
-    generator = torch.Generator(device).manual_seed(seed)
+    generator = torch.Generator(loaded.device).manual_seed(seed)
 
     # Decode the whole sequence each time and print what is new: pieces that only make sense
     # together (a leading space, a multi-byte character) come out right.

@@ -56,23 +56,23 @@ def perplexity(checkpoint: Path, text: Optional[Path] = None, text_field: str = 
         precision: as in training (run: precision; default bf16-mixed on a GPU with bf16, else 32-true).
         tokenizer_dir: tokenizer for `text` (default: the checkpoint's folder).
     """
-    from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict  # here, not at the top: `--help` must not wait for torch
-    from lit_gpt.evaluation.perplexity import perplexity_on_shards, perplexity_on_text, read_documents, single_device_fabric
-    from lit_gpt.sft.inference import find_checkpoint
-    from lit_gpt.tokenizer import Tokenizer
+    import torch  # here, not at the top: `--help` must not wait for torch
 
-    checkpoint = find_checkpoint(checkpoint, hint="")
+    from lit_gpt.evaluation.perplexity import perplexity_on_shards, perplexity_on_text, read_documents, single_device_fabric
+    from lit_gpt.inference import load_for_inference
+    from lit_gpt.training.checkpointing import find_checkpoint
+
+    checkpoint = find_checkpoint(checkpoint)
     run = run_config_of(checkpoint)
-    state_dict, config = load_lit_checkpoint(checkpoint)
-    block_size = block_size or config.block_size
-    micro_batch_size = micro_batch_size or run.get("micro_batch_size") or 8
     fabric = single_device_fabric(device, precision or run.get("precision"))
-    # float32 weights, as the training run keeps them; the precision setting decides the compute type
-    model = fabric.setup_module(model_from_state_dict(state_dict, config, fabric.device))
-    del state_dict
+    # float32 weights, as the training run keeps them, and its kernels: the precision decides the compute type
+    loaded = load_for_inference(checkpoint, fabric.device, torch.float32, tokenizer_dir,
+                                require_tokenizer=text is not None, kernels=None)
+    model = fabric.setup_module(loaded.model)
+    block_size = block_size or loaded.config.block_size
+    micro_batch_size = micro_batch_size or run.get("micro_batch_size") or 8
     if text is not None:
-        folder = tokenizer_dir or (checkpoint if checkpoint.is_dir() else checkpoint.parent)
-        result = perplexity_on_text(fabric, model, Tokenizer(folder), read_documents(text, text_field), block_size,
+        result = perplexity_on_text(fabric, model, loaded.tokenizer, read_documents(text, text_field), block_size,
                                     micro_batch_size)
     else:
         data_dir = data_dir or run.get("data_dir")

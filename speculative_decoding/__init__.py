@@ -3,18 +3,16 @@
 from speculative_decoding.sampling import (
     CacheCursor,
     SpeculativeDecoder,
-    LoadedModel,
     SpeculativeResult,
     SpeculativeStats,
     check_same_tokenizer,
     filtered_probs,
-    load_model,
     rollback_kv_cache,
     speculative_generate,
     verify_draft,
 )
 
 __all__ = [
-    "CacheCursor", "LoadedModel", "SpeculativeDecoder", "SpeculativeResult", "SpeculativeStats", "check_same_tokenizer", "filtered_probs",
-    "load_model", "rollback_kv_cache", "speculative_generate", "verify_draft",
+    "CacheCursor", "SpeculativeDecoder", "SpeculativeResult", "SpeculativeStats", "check_same_tokenizer", "filtered_probs",
+    "rollback_kv_cache", "speculative_generate", "verify_draft",
 ]

@@ -61,14 +61,13 @@ def main(target: Path, draft: Path, prompt: str = "Once upon a time,", max_new_t
 
     from lit_gpt.checkpoint import default_device_and_dtype
     from lit_gpt.generate import generate
-    from lit_gpt.sft.inference import find_checkpoint
+    from lit_gpt.inference import load_for_inference
     from lit_gpt.tokenizer import Tokenizer
-    from speculative_decoding.sampling import SpeculativeResult, check_same_tokenizer, load_model, speculative_generate
+    from speculative_decoding.sampling import SpeculativeResult, check_same_tokenizer, speculative_generate
 
-    target, draft = find_checkpoint(target, hint=""), find_checkpoint(draft, hint="")
     device, torch_dtype = default_device_and_dtype(device, dtype)
-    target_loaded = load_model(target, device, torch_dtype)
-    draft_loaded = load_model(draft, device, torch_dtype)
+    target_loaded, draft_loaded = (load_for_inference(path, device, torch_dtype, require_tokenizer=False)
+                                   for path in (target, draft))
     found = check_same_tokenizer(target_loaded, draft_loaded)  # raises for a mismatched pair
     tokenizer = Tokenizer(tokenizer_dir) if tokenizer_dir else found
     if tokenizer is None:

@@ -24,14 +24,13 @@ own last proposal, nor the bonus token) feeds the tokens it lacks at the start o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from lit_gpt.checkpoint import has_tokenizer, load_hf_checkpoint, load_lit_checkpoint, model_from_state_dict
-from lit_gpt.generate import _check_sampling, filtered_logits, forward_fn, release_kv_cache
+from lit_gpt.generate import check_sampling, filtered_logits, forward_fn, release_kv_cache
+from lit_gpt.inference import LoadedModel
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 
@@ -42,7 +41,7 @@ def filtered_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: Option
     """The distribution `lit_gpt.generate.sample` draws from, as float32 probabilities (..., vocab):
     softmax(logits / temperature) kept to the top_k most likely tokens, then to the nucleus (the
     fewest most likely tokens reaching top_p), renormalised. Temperature 0 gives the argmax one-hot."""
-    _check_sampling(temperature, top_k, top_p)
+    check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).float()
     return torch.softmax(filtered_logits(logits, temperature, top_k, top_p), dim=-1)
@@ -249,7 +248,7 @@ def speculative_generate(target: GPT, draft: GPT, prompt: torch.Tensor, max_new_
     k_max = k_max if k_max is not None else 2 * k
     if not 1 <= k <= k_max:
         raise ValueError(f"need 1 <= k <= k_max, got k={k}, k_max={k_max}")
-    _check_sampling(temperature, top_k, top_p)
+    check_sampling(temperature, top_k, top_p)
     check_vocab(target.config.vocab_size, draft.config.vocab_size)
     if draft.lm_head.weight.device != target.lm_head.weight.device:
         raise ValueError(f"target on {target.lm_head.weight.device} but draft on {draft.lm_head.weight.device}")
@@ -286,31 +285,12 @@ def check_vocab(target_vocab: int, draft_vocab: int) -> None:
                          f"speculative decoding needs both models to share one tokenizer")
 
 
-@dataclass
-class LoadedModel:
-    model: GPT
-    path: Path
-    tokenizer_dir: Optional[Path]  # the checkpoint's folder when it holds tokenizer files
-
-
-def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
-               dtype: Optional[torch.dtype] = None) -> LoadedModel:
-    """A model for decoding from a lit checkpoint (folder, .pth, pretraining DCP folder) or a Hugging
-    Face Llama folder (config.json without model_config.yaml), with the reference torch ops."""
-    path = Path(path)
-    is_hf = path.is_dir() and (path / "config.json").is_file() and not (path / "model_config.yaml").is_file()
-    state_dict, config = load_hf_checkpoint(path) if is_hf else load_lit_checkpoint(path)
-    # batch-1 decoding is bound by weight reads, not by the fused training kernels
-    model = model_from_state_dict(state_dict, replace(config, kernels="torch"), device, dtype).eval()
-    folder = path if path.is_dir() else path.parent
-    return LoadedModel(model, path, folder if has_tokenizer(folder) else None)
-
-
 def check_same_tokenizer(target: LoadedModel, draft: LoadedModel) -> Optional[Tokenizer]:
-    """Raise ValueError unless the pair shares a vocabulary and, when both folders carry tokenizer
-    files, the same tokenizer (same file contents and special ids). Returns the tokenizer found, if any."""
-    check_vocab(target.model.config.vocab_size, draft.model.config.vocab_size)
-    tokenizers = [Tokenizer(m.tokenizer_dir) if m.tokenizer_dir else None for m in (target, draft)]
+    """Raise ValueError unless the pair (`lit_gpt.inference.load_for_inference(..., require_tokenizer=False)`)
+    shares a vocabulary and, when both carry a tokenizer, the same one (same file contents and special ids).
+    Returns the tokenizer found, if any."""
+    check_vocab(target.config.vocab_size, draft.config.vocab_size)
+    tokenizers = [target.tokenizer, draft.tokenizer]
     if all(tokenizers):
         a, b = (tok.identity() for tok in tokenizers)
         differ = [key for key in a if a[key] != b.get(key)]

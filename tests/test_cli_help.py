@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CLIS = [
     "pretrain/tinyllama.py", "sft/finetune.py", "sft/chat.py", "scripts/generate.py", "scripts/convert_hf_checkpoint.py",
-    "scripts/convert_lit_checkpoint.py", "scripts/evaluate.py", "scripts/perplexity.py", "scripts/prepare_corpus.py",
+    "scripts/convert_lit_checkpoint.py", "scripts/convert_to_gguf.py", "scripts/evaluate.py", "scripts/perplexity.py", "scripts/prepare_corpus.py",
     "scripts/prepare_slimpajama.py", "scripts/prepare_starcoder.py", "scripts/serve.py", "scripts/verify_data.py",
     "speculative_decoding/generate.py",
 ]
@@ -68,3 +68,10 @@ def test_help_names_the_recipe_values():
     assert f"TinyLlama recipe: {tiny}; demo: {demo}" in _option_help("pretrain/tinyllama.py", "warmup_steps")
     tiny, demo = SFT_RECIPES["tinyllama"]["lr"], SFT_RECIPES["demo"]["lr"]
     assert f"TinyLlama chat recipe: {tiny}; demo: {demo}" in _option_help("sft/finetune.py", "lr")
+
+
+def test_gguf_help_offers_every_file_type():
+    pytest.importorskip("gguf")
+    from lit_gpt.gguf_quants import FILE_TYPES
+
+    assert f"{{{','.join(FILE_TYPES)}}}" in _option_help("scripts/convert_to_gguf.py", "outtype")

@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,10 +12,9 @@ from lit_gpt.checkpoint import save_hf_checkpoint, save_lit_checkpoint
 
 gguf = pytest.importorskip("gguf")
 
+from lit_gpt import gguf_export  # noqa: E402  (after the skip: it needs the gguf package)
+
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("convert_to_gguf", REPO / "scripts" / "convert_to_gguf.py")
-convert = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(convert)
 
 
 def rope_rotate_half(x, positions, base=10000.0):
@@ -50,12 +48,12 @@ def test_interleaved_rows_give_llama_cpp_rope_the_same_attention_scores():
     wq, wk = torch.randn(n_head * head_size, n_embd, generator=g).double(), torch.randn(n_kv * head_size, n_embd, generator=g).double()
     x, positions = torch.randn(6, n_embd, generator=g).double(), torch.tensor([0, 1, 2, 7, 30, 100])
     ours = attention_scores(wq, wk, x, positions, n_head, n_kv, rope_rotate_half)
-    theirs = attention_scores(convert.interleave_rope_rows(wq, n_head), convert.interleave_rope_rows(wk, n_kv), x,
+    theirs = attention_scores(gguf_export.interleave_rope_rows(wq, n_head), gguf_export.interleave_rope_rows(wk, n_kv), x,
                               positions, n_head, n_kv, rope_adjacent_pairs)
     torch.testing.assert_close(theirs, ours)
     # the permutation itself: row i of a head to 2i, row i + d/2 to 2i + 1
     rows = torch.arange(n_kv * head_size, dtype=torch.float64)[:, None]
-    assert convert.interleave_rope_rows(rows, n_kv)[:, 0].tolist()[:head_size] == [0, 4, 1, 5, 2, 6, 3, 7]
+    assert gguf_export.interleave_rope_rows(rows, n_kv)[:, 0].tolist()[:head_size] == [0, 4, 1, 5, 2, 6, 3, 7]
     # without the permutation (or with its inverse) the scores differ: the check above can fail
     inverse = lambda w, n: w.view(n, head_size // 2, 2, -1).transpose(1, 2).reshape(w.shape)  # noqa: E731
     for wq2, wk2 in ((wq, wk), (inverse(wq, n_head), inverse(wk, n_kv))):
@@ -100,7 +98,7 @@ def test_f16_file_holds_every_tensor_and_the_tokenizer(lit_checkpoint, tmp_path)
 
     from lit_gpt.checkpoint import load_lit_checkpoint
 
-    path = convert.convert_to_gguf(lit_checkpoint, tmp_path / "model.gguf", "f16")
+    path = gguf_export.write_gguf(lit_checkpoint, tmp_path / "model.gguf", "f16")
     reader = gguf.GGUFReader(path)
     state_dict, c = load_lit_checkpoint(lit_checkpoint)
 
@@ -156,7 +154,7 @@ def test_quantised_files_dequantise_close_to_our_weights(lit_checkpoint, tmp_pat
                         "--output", str(tmp_path / "model.gguf"), "--outtype", outtype], check=True, env=env, timeout=120)
         path = tmp_path / "model.gguf"
     else:
-        path = convert.convert_to_gguf(lit_checkpoint, tmp_path / "model.gguf", outtype)
+        path = gguf_export.write_gguf(lit_checkpoint, tmp_path / "model.gguf", outtype)
     reader = gguf.GGUFReader(path)
     assert field(reader, "general.file_type") == getattr(gguf.LlamaFileType, f"MOSTLY_{qtype}")
     assert field(reader, "general.quantization_version") == gguf.GGML_QUANT_VERSION
@@ -184,7 +182,7 @@ def test_llama_cpp_layout_read_back_by_transformers_gives_our_logits(lit_checkpo
     from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict
     from lit_gpt.tokenizer import Tokenizer
 
-    convert.convert_to_gguf(lit_checkpoint, tmp_path / "model.gguf", "f32")
+    gguf_export.write_gguf(lit_checkpoint, tmp_path / "model.gguf", "f32")
     hf = LlamaForCausalLM.from_pretrained(tmp_path, gguf_file="model.gguf", dtype=torch.float32).eval()
     ours = model_from_state_dict(*load_lit_checkpoint(lit_checkpoint)).eval()
     ids = torch.randint(0, 320, (2, 20), generator=torch.Generator().manual_seed(0))
@@ -201,7 +199,7 @@ def test_hf_folder_padded_vocab_and_condensed_rope(tmp_path, sp_tokenizer_dir): 
     model = random_model(tiny_config(vocab_size=330, rope_condense_ratio=4.0), seed=1)  # padded to 384 rows
     save_lit_checkpoint(tmp_path / "lit", model.state_dict(), model.config, tokenizer_dir=sp_tokenizer_dir)
     save_hf_checkpoint(tmp_path / "hf", model.state_dict(), model.config, tokenizer_dir=sp_tokenizer_dir)
-    readers = [gguf.GGUFReader(convert.convert_to_gguf(tmp_path / src, tmp_path / f"{src}.gguf", "f16", name="m"))
+    readers = [gguf.GGUFReader(gguf_export.write_gguf(tmp_path / src, tmp_path / f"{src}.gguf", "f16", name="m"))
                for src in ("lit", "hf")]
     for reader in readers:
         assert field(reader, "llama.vocab_size") == 320
@@ -218,7 +216,7 @@ def test_hf_folder_padded_vocab_and_condensed_rope(tmp_path, sp_tokenizer_dir): 
     (tmp_path / "bare").mkdir()
     save_lit_checkpoint(tmp_path / "bare", model.state_dict(), model.config)
     with pytest.raises(FileNotFoundError, match="tokenizer.model"):
-        convert.convert_to_gguf(tmp_path / "bare", tmp_path / "bare.gguf")
+        gguf_export.write_gguf(tmp_path / "bare", tmp_path / "bare.gguf")
 
 
 def byte_level_bpe_dir(folder: Path, template: str) -> Path:
@@ -254,7 +252,7 @@ def test_byte_level_bpe_vocabulary_and_chat_template_read_back(tmp_path):
     spec = json.loads((tokenizer_dir / "tokenizer.json").read_text())
     save_lit_checkpoint(tmp_path / "ckpt", random_model(tiny_config(vocab_size=400)).state_dict(),
                         tiny_config(vocab_size=400), tokenizer_dir=tokenizer_dir)
-    path = convert.convert_to_gguf(tmp_path / "ckpt", tmp_path / "bpe.gguf", "f16")
+    path = gguf_export.write_gguf(tmp_path / "ckpt", tmp_path / "bpe.gguf", "f16")
     reader = gguf.GGUFReader(path)
     assert field(reader, "tokenizer.ggml.model") == "gpt2"
     assert field(reader, "tokenizer.chat_template") == template
@@ -276,7 +274,7 @@ def test_byte_level_bpe_vocabulary_and_chat_template_read_back(tmp_path):
     spec["model"]["type"] = "Unigram"
     (tmp_path / "unigram.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="only BPE"):
-        convert.add_byte_level_bpe_vocab(gguf.GGUFWriter(tmp_path / "bad.gguf", "llama"), tmp_path / "unigram.json", {})
+        gguf_export.add_byte_level_bpe_vocab(gguf.GGUFWriter(tmp_path / "bad.gguf", "llama"), tmp_path / "unigram.json", {})
 
 
 @pytest.mark.parametrize("outtype", ["q4_k_m", "q6_k"])
@@ -289,13 +287,7 @@ def test_k_quant_files_read_back_with_their_types_and_shapes(tmp_path, sp_tokeni
 
     config = tiny_config(n_embd=256, intermediate_size=352, vocab_size=320)
     save_lit_checkpoint(tmp_path / "ckpt", random_model(config, seed=1).state_dict(), config, tokenizer_dir=sp_tokenizer_dir)
-    if outtype == "q6_k":  # once through the command line's parser (in this process: no second start-up)
-        from jsonargparse import CLI
-
-        path = CLI(convert.convert_to_gguf, as_positional=False,
-                   args=["--checkpoint", str(tmp_path / "ckpt"), "--output", str(tmp_path / "model.gguf"), "--outtype", outtype])
-    else:
-        path = convert.convert_to_gguf(tmp_path / "ckpt", tmp_path / "model.gguf", outtype)
+    path = gguf_export.write_gguf(tmp_path / "ckpt", tmp_path / "model.gguf", outtype)
     reader = gguf.GGUFReader(path)
     Q = gguf.GGMLQuantizationType
     assert field(reader, "general.file_type") == {"q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M,
@@ -347,7 +339,7 @@ def test_llama_cpp_runs_k_quant_files_as_their_dequantised_weights(tmp_path, sp_
             if p.dim() == 2:
                 p.mul_(0.25)  # logits of a usual size (std ~0.05 weights for rows of 256)
     save_lit_checkpoint(tmp_path / "ckpt", model.state_dict(), config, tokenizer_dir=sp_tokenizer_dir)
-    path = convert.convert_to_gguf(tmp_path / "ckpt", tmp_path / "model.gguf", outtype)
+    path = gguf_export.write_gguf(tmp_path / "ckpt", tmp_path / "model.gguf", outtype)
     ids = [1] + torch.randint(3, 320, (15,), generator=torch.Generator().manual_seed(0)).tolist()
 
     llm = Llama(model_path=str(path), n_ctx=32, n_threads=2, logits_all=True, verbose=False)

@@ -12,12 +12,12 @@ from model_fixtures import SAMPLE_LINES, random_model, sp_tokenizer_dir, tiny_co
 
 from lit_gpt.checkpoint import save_hf_checkpoint, save_lit_checkpoint
 from lit_gpt.generate import generate, sample
+from lit_gpt.inference import load_for_inference
 from lit_gpt.tokenizer import Tokenizer
 from speculative_decoding.sampling import (
     SpeculativeDecoder,
     check_same_tokenizer,
     filtered_probs,
-    load_model,
     next_k,
     rollback_kv_cache,
     speculative_generate,
@@ -244,11 +244,15 @@ def checkpoint_pair(tmp_path_factory, sp_tokenizer_dir):  # noqa: F811
     return folder
 
 
+def load_cpu(path):
+    return load_for_inference(path, "cpu", require_tokenizer=False)
+
+
 def test_pairs_load_from_lit_and_hf_folders_and_must_share_the_tokenizer(checkpoint_pair, tmp_path):
     import sentencepiece
 
-    target = load_model(checkpoint_pair / "target")
-    lit_draft, hf_draft = load_model(checkpoint_pair / "draft"), load_model(checkpoint_pair / "draft_hf")
+    target = load_cpu(checkpoint_pair / "target")
+    lit_draft, hf_draft = load_cpu(checkpoint_pair / "draft"), load_cpu(checkpoint_pair / "draft_hf")
     ids = torch.tensor([[1, 20, 30, 40]])
     with torch.no_grad():
         torch.testing.assert_close(hf_draft.model(ids), lit_draft.model(ids))
@@ -262,11 +266,11 @@ def test_pairs_load_from_lit_and_hf_folders_and_must_share_the_tokenizer(checkpo
         byte_fallback=True, model_type="bpe", character_coverage=1.0, minloglevel=2)
     save_lit_checkpoint(tmp_path / "stranger", lit_draft.model.state_dict(), lit_draft.model.config, tokenizer_dir=other)
     with pytest.raises(ValueError, match="different tokenizers"):
-        check_same_tokenizer(target, load_model(tmp_path / "stranger"))
+        check_same_tokenizer(target, load_cpu(tmp_path / "stranger"))
     small = random_model(tiny_config(vocab_size=256), seed=0)
     save_lit_checkpoint(tmp_path / "small", small.state_dict(), small.config)
     with pytest.raises(ValueError, match="share one tokenizer"):
-        check_same_tokenizer(target, load_model(tmp_path / "small"))
+        check_same_tokenizer(target, load_cpu(tmp_path / "small"))
 
 
 def run_script(*args, timeout=180):
@@ -281,7 +285,7 @@ def test_command_line_prints_the_target_greedy_text_and_the_speedup(checkpoint_p
     result = run_script(REPO / "speculative_decoding" / "generate.py", "--target", checkpoint_pair / "target",
                         "--draft", checkpoint_pair / "draft_hf", "--prompt", prompt, "--max_new_tokens", n,
                         "--temperature", 0, "--k", 3, "--device", "cpu")
-    loaded = load_model(checkpoint_pair / "target")
+    loaded = load_cpu(checkpoint_pair / "target")
     tokenizer = Tokenizer(checkpoint_pair / "target")
     prompt_ids = tokenizer.encode(prompt, bos=True)
     loaded.model.max_seq_length = len(prompt_ids) + n

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import closing
-from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -34,8 +33,8 @@ from lm_eval.models.utils import normalize_gen_kwargs
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from lit_gpt.checkpoint import default_device_and_dtype, load_lit_checkpoint, model_from_state_dict
 from lit_gpt.generate import generate
+from lit_gpt.inference import load_for_inference
 from lit_gpt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -49,8 +48,8 @@ class LitGPTLM(TemplateLM):
     """An lm-eval `LM` over a lit checkpoint (`checkpoint=`) or an in-memory GPT (`model=` and `tokenizer=`).
 
     Args:
-        checkpoint: a lit checkpoint folder, a `.pth` file or a pretraining checkpoint folder (anything
-            `lit_gpt.checkpoint.load_lit_checkpoint` reads).
+        checkpoint: a lit checkpoint folder, a `.pth` file, a pretraining checkpoint folder, a run folder or a
+            Hugging Face folder (anything `lit_gpt.inference.load_for_inference` reads).
         tokenizer_dir: folder of the tokenizer files (default: the checkpoint's folder).
         device: cpu, cuda, cuda:1, ... or auto.
         dtype: float32, bfloat16, float16 or auto (bfloat16 on a GPU that supports it, else float32).
@@ -87,13 +86,8 @@ class LitGPTLM(TemplateLM):
         if self._batch_size < 1 or (max_batch_size is not None and int(max_batch_size) < self._batch_size):
             raise ValueError(f"batch_size must be >= 1 and <= max_batch_size, got {batch_size} and {max_batch_size}")
         if model is None:
-            checkpoint = Path(checkpoint)
-            state_dict, config = load_lit_checkpoint(checkpoint)
-            self._device, torch_dtype = default_device_and_dtype(device, dtype)
-            # eval forwards produce logits, not losses: the reference ops are exact and run anywhere
-            model = model_from_state_dict(state_dict, replace(config, kernels="torch"), self._device, torch_dtype)
-            del state_dict
-            tokenizer = tokenizer or Tokenizer(tokenizer_dir or (checkpoint if checkpoint.is_dir() else checkpoint.parent))
+            loaded = load_for_inference(checkpoint, device, dtype, tokenizer_dir, require_tokenizer=tokenizer is None)
+            model, tokenizer, self._device = loaded.model, tokenizer or loaded.tokenizer, loaded.device
         else:
             if tokenizer is None:
                 if tokenizer_dir is None:

@@ -19,7 +19,7 @@ from lit_gpt.lora import (TARGETS, LoRASettings, apply_lora, check_qlora_availab
 from lit_gpt.model import flops_per_token
 from lit_gpt.sft.data import (ChatBatches, DataReport, PackedBatches, read_conversations, split_chat_batch, split_validation,
                               tokenize, validation_batches)
-from lit_gpt.sft.inference import find_checkpoint
+from lit_gpt.training.checkpointing import find_checkpoint
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder, get_template, hf_tokenizer_config
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.sft.finetune_args import CHAT_SAMPLE, RECIPES, FinetuneArgs  # noqa: F401  (re-exported)

@@ -5,18 +5,18 @@ conversation outgrows the context."""
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
 import torch
 
-from lit_gpt.checkpoint import default_device_and_dtype, load_hf_checkpoint, load_lit_checkpoint, model_from_state_dict
+from lit_gpt.checkpoint import checkpoint_folder
 from lit_gpt.generate import generate
+from lit_gpt.inference import load_for_inference
 from lit_gpt.model import GPT
 from lit_gpt.sft.templates import ChatTemplate, Message, SegmentEncoder, get_template, template_of
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training.checkpointing import newest_whole_checkpoint
+from lit_gpt.training.checkpointing import find_checkpoint
 
 DEMO_SFT_DIR = Path("out/demo_sft")
 
@@ -113,37 +113,19 @@ class ChatSession:
         self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": stream.text.strip()}]
 
 
-def find_checkpoint(path: Optional[Path], default_run: Path = DEMO_SFT_DIR,
-                    hint: str = " (run `python sft/finetune.py` first, or pass --checkpoint)") -> Path:
-    """`path`, or its newest checkpoint when it is a run folder; None: the newest of `default_run`."""
-    root = default_run if path is None else Path(path)
-    if path is None or (root / "checkpoints").is_dir():
-        found = newest_whole_checkpoint(root / "checkpoints")
-        if found is None:
-            raise FileNotFoundError(f"{root / 'checkpoints'} holds no complete checkpoint" + (hint if path is None else ""))
-        return found
-    if not root.exists():
-        raise FileNotFoundError(f"checkpoint {root} not found")
-    return root
-
-
 def open_session(checkpoint: Optional[Path] = None, template: Optional[str] = None, system_prompt: Optional[str] = None,
                  max_new_tokens: int = 256, temperature: float = 0.7, top_k: Optional[int] = 50,
                  top_p: Optional[float] = None, seed: int = 1234, device: str = "auto", dtype: Optional[str] = None,
                  tokenizer_dir: Optional[Path] = None) -> ChatSession:
     """Load a checkpoint (lit, pretraining/fine-tuning DCP, or Hugging Face folder) into a ChatSession,
     with the template it was fine-tuned with unless `template` names one."""
-    path = find_checkpoint(checkpoint)
-    folder = path if path.is_dir() else path.parent
+    path = find_checkpoint(checkpoint, DEMO_SFT_DIR, hint=" (run `python sft/finetune.py` first, or pass --checkpoint)")
+    folder = checkpoint_folder(path)
     chat_template = get_template(template) if template else template_of(folder)
     if chat_template is None:
         raise ValueError(f"{folder} does not say which chat template it was fine-tuned with: pass --template")
-    torch_device, torch_dtype = default_device_and_dtype(device, dtype)
-    hf_folder = path.is_dir() and (path / "config.json").is_file()
-    state_dict, config = load_hf_checkpoint(path) if hf_folder else load_lit_checkpoint(path)
-    # decoding is bound by weight reads, not by the fused training kernels: the reference ops run anywhere
-    model = model_from_state_dict(state_dict, replace(config, kernels="torch"), torch_device, torch_dtype).eval()
-    print(f"loaded {path} ({config.name or 'model'}, context {config.block_size}), template {chat_template.name}",
-          file=sys.stderr)
-    return ChatSession(model, Tokenizer(tokenizer_dir or folder), chat_template, system_prompt, max_new_tokens,
-                       temperature, top_k, top_p, seed)
+    loaded = load_for_inference(path, device, dtype, tokenizer_dir)
+    print(f"loaded {path} ({loaded.config.name or 'model'}, context {loaded.config.block_size}), template "
+          f"{chat_template.name}", file=sys.stderr)
+    return ChatSession(loaded.model, loaded.tokenizer, chat_template, system_prompt, max_new_tokens, temperature, top_k,
+                       top_p, seed)

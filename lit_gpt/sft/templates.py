@@ -246,11 +246,11 @@ class SegmentEncoder:
 def hf_tokenizer_config(tokenizer, template: ChatTemplate, block_size: int) -> dict:
     """The tokenizer_config.json to ship with a chat model: the one the checkpoint converter would write
     (or the tokenizer folder's own, which wins), with `chat_template` set to `template`."""
-    from lit_gpt.checkpoint import _hf_tokenizer_config
+    from lit_gpt.checkpoint import tokenizer_config_for_hf
 
     existing = tokenizer.folder / "tokenizer_config.json"
     own = json.loads(existing.read_text()) if existing.is_file() else {}
-    return {**_hf_tokenizer_config(tokenizer, block_size), **own, "chat_template": template.jinja}
+    return {**tokenizer_config_for_hf(tokenizer, block_size), **own, "chat_template": template.jinja}
 
 
 def write_chat_template(folder: Path, template: ChatTemplate) -> None:

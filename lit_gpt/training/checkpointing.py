@@ -456,3 +456,19 @@ def newest_whole_checkpoint(checkpoint_root: Path) -> Optional[Path]:
             return path
         warnings.warn(f"skipping damaged checkpoint {path}: {problem}")
     return None
+
+
+def find_checkpoint(path: Optional[Path], default_run: Optional[Path] = None, hint: str = "") -> Path:
+    """`path`, or its newest whole checkpoint when it is a run folder (it has `checkpoints/`); without
+    `path`, the newest of `default_run`. `hint` ends the error when `default_run` has none."""
+    if path is None and default_run is None:
+        raise ValueError("no checkpoint given")
+    root = Path(default_run if path is None else path)
+    if path is None or (root / "checkpoints").is_dir():
+        found = newest_whole_checkpoint(root / "checkpoints")
+        if found is None:
+            raise FileNotFoundError(f"{root / 'checkpoints'} holds no complete checkpoint" + (hint if path is None else ""))
+        return found
+    if not root.exists():
+        raise FileNotFoundError(f"checkpoint {root} not found")
+    return root
