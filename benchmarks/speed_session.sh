@@ -8,6 +8,8 @@
 #   bash benchmarks/speed_session.sh explore   # two GPUs at once: profiles and probes of the bf16 / float8 step
 #                                              # (fused gate+up, coordinate-descent tuning, max-autotune, micro
 #                                              # batch 24, accumulation 4), then the checkpoint save time
+#   bash benchmarks/speed_session.sh final     # one GPU: checkpoint save time, then HF, bf16, float8 (tuned and
+#                                              # not) at the recipe's 64 sequences per GPU step, and the trainer
 #   bash benchmarks/speed_session.sh last      # preparation scaling (CPUs), checkpoint save time (GPU 0), LoRA 7B vs full 1B (GPU 1)
 # Needs the prepared sample in DATA (default .gpu_data: data/ and tokenizer/).
 set -uo pipefail
@@ -97,6 +99,18 @@ if [[ $PART == explore ]]; then
   fi
   for f in fp8prof bf16prof fused big accum4 cdt autotune; do echo "== $f"; sed -n '/^variant/,$p' "$LOGS/tp_$f.txt" | grep -v "^ " | head -n 8; done
   tail -n 7 "$LOGS/checkpoint_save.txt"
+fi
+
+if [[ $PART == final ]]; then
+  timeout 200 python3 benchmarks/checkpoint_save.py --model tiny_LLaMA_1b --device cuda --micro_batch_size 4 \
+    --out_dir /tmp/ckpt_bench > "$LOGS/checkpoint_save.txt" 2>&1; snap; rm -rf /tmp/ckpt_bench
+  tp hf --variants hf --micro_batches 8 --grad_accum 4 --steps 6; snap
+  tp main --variants triton+compile,triton+compile+fp8,triton+compile+notune+fp8 --micro_batches 16 --grad_accum 4 \
+    --steps 6 --timeout 240; snap
+  trainer fp8 --float8 tensorwise --global_batch_size 64 --max_steps 12; snap
+  tail -n 7 "$LOGS/checkpoint_save.txt"
+  for f in hf main; do sed -n '/^variant/,$p' "$LOGS/tp_$f.txt"; done
+  echo "trainer fp8:"; grep -E "micro batch|step (8|12)/" "$LOGS/trainer_fp8.txt" | cut -c1-170 | tail -n 3
 fi
 
 if [[ $PART == last ]]; then  # three at once: preparation scaling on the CPUs, one benchmark per GPU

@@ -11,10 +11,11 @@ baseline. Prints a table last; `--json` keeps the numbers.
 
 `--grad_accum N` takes N micro batches per optimizer step (as real runs do), for every variant alike.
 
-A variant is `hf` or `<kernels>[+compile|+autotune|+graph][+cdt][+fp8|+fp8row][+fusedmlp][+ac|+ac-mlp][+docmask]`:
+A variant is `hf` or `<kernels>[+compile|+autotune|+graph][+cdt|+notune][+fp8|+fp8row][+fusedmlp][+ac|+ac-mlp][+docmask]`:
 kernels one of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
 max-autotune-no-cudagraphs; `graph`: the whole model and its loss as one graph; `cdt`: Inductor's
-coordinate-descent tuning of its generated kernels); `fp8` / `fp8row` train
+coordinate-descent tuning of its generated kernels, which float8 variants get without asking, as in the
+trainer; `notune`: without it); `fp8` / `fp8row` train
 the block linears in float8 (torchao, tensorwise / rowwise scaling; lit_gpt.training.float8's rule, its
 minimum width by `--float8_min_features`); `fusedmlp` replaces each MLP's gate and up projections by one
 linear of twice the width (a probe of that layout; the model keeps two); `ac` recomputes whole blocks in
@@ -56,7 +57,7 @@ class FusedMLP(torch.nn.Module):
         return self.proj(torch.nn.functional.silu(gate) * up)
 
 
-VARIANT_FLAGS = ("compile", "autotune", "graph", "cdt", "fp8", "fp8row", "fusedmlp", "ac", "ac-mlp", "docmask")
+VARIANT_FLAGS = ("compile", "autotune", "graph", "cdt", "notune", "fp8", "fp8row", "fusedmlp", "ac", "ac-mlp", "docmask")
 
 
 def check_variant(variant: str) -> None:
@@ -118,13 +119,11 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
             apply_activation_checkpointing(model, "block")
         if "ac-mlp" in flags:
             apply_activation_checkpointing(model, "mlp")
-        if "cdt" in flags:
-            import torch._inductor.config as inductor_config
-
-            inductor_config.coordinate_descent_tuning = True
         if "compile" in flags or "autotune" in flags or "graph" in flags:
+            # float8 variants get Inductor's kernel tuning as the trainer gives it (apply_compile's rule);
+            # `cdt` asks for it in bf16 too
             apply_compile(model, mode="max-autotune-no-cudagraphs" if "autotune" in flags else None,
-                          whole_model="graph" in flags)
+                          whole_model="graph" in flags, tune_kernels=True if "cdt" in flags else False if "notune" in flags else None)
 
         def loss_fn(x, y):
             return model(x, targets=y)

@@ -38,11 +38,21 @@ def apply_activation_checkpointing(model: GPT, what: ActivationCheckpointing = "
             blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
 
 
-def apply_compile(model: GPT, mode: Optional[str] = None, whole_model: bool = False) -> None:
+def apply_compile(model: GPT, mode: Optional[str] = None, whole_model: bool = False,
+                  tune_kernels: Optional[bool] = None) -> None:
     """Compile block by block: one graph serves every layer and the parameter names do not change.
     `whole_model`: one graph for the embedding, every block, the final norm and the loss instead (longer
     to compile; lets Inductor fuse across block boundaries; not with FSDP2, whose hooks run per block).
-    `mode` is torch.compile's (e.g. "max-autotune-no-cudagraphs" also tries Triton matmuls)."""
+    `mode` is torch.compile's (e.g. "max-autotune-no-cudagraphs" also tries Triton matmuls).
+    `tune_kernels`: Inductor's coordinate-descent tuning of the kernels it generates (None: on when the
+    model has float8 linears, whose casts and transposes it speeds up by 2.4%; it gains nothing in bf16 and
+    adds about a minute of compilation: benchmarks/RESULTS.md)."""
+    if tune_kernels is None:
+        tune_kernels = any(type(m).__name__ == "Float8Linear" for m in model.modules())
+    if tune_kernels:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.coordinate_descent_tuning = True
     if whole_model:
         model.compile(fullgraph=True, mode=mode)
         return

@@ -137,3 +137,18 @@ def test_float8_with_lora_fine_tuning_is_refused_at_start(tmp_path):
     with pytest.raises(ValueError, match="--float8 applies to full fine-tuning"):
         finetune(FinetuneArgs(out_dir=tmp_path, method="lora", float8="tensorwise", accelerator="cpu"))
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_compiling_a_float8_model_turns_on_kernel_tuning_and_a_bf16_one_does_not(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from lit_gpt.training.parallel import apply_compile
+
+    monkeypatch.setattr(inductor_config, "coordinate_descent_tuning", False)
+    config = Config.from_name("micro_LLaMA", n_embd=64, intermediate_size=128)
+    model = GPT(config)
+    apply_compile(model)  # compiles lazily: nothing runs here
+    assert inductor_config.coordinate_descent_tuning is False
+    convert_to_float8(model, "tensorwise", min_features=64)
+    apply_compile(model)
+    assert inductor_config.coordinate_descent_tuning is True
