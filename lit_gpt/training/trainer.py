@@ -16,18 +16,12 @@ import torch.nn as nn
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
+from lit_gpt.evaluation.perplexity import SplitBatch, split_packed, validate
 from lit_gpt.training.checkpointing import AsyncCheckpointer, latest_checkpoint, save_checkpoint
 from lit_gpt.training.float8 import after_optimizer_step
 from lit_gpt.training.metrics import peak_flops
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import BatchPlan, LRSchedule
-
-SplitBatch = Callable[[Any], Tuple[torch.Tensor, torch.Tensor]]
-
-
-def split_packed(batch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A packed pretraining batch (B, T+1) -> inputs (B, T) and next-token targets (B, T)."""
-    return batch[:, :-1], batch[:, 1:]
 
 
 @dataclass
@@ -93,25 +87,6 @@ def grad_norm_and_clip(model: nn.Module, max_norm: float) -> torch.Tensor:
     params = [p for p in model.parameters() if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf, foreach=True)
     return norm.full_tensor() if isinstance(norm, DTensor) else norm
-
-
-@torch.no_grad()
-def validate(fabric, model: nn.Module, loader: Iterable, split_batch: SplitBatch = split_packed,
-             ignore_index: int = -100) -> float:
-    """Token-mean loss over the fixed validation batches of every rank."""
-    model.eval()
-    total = torch.zeros((), device=fabric.device, dtype=torch.float64)
-    count = torch.zeros((), device=fabric.device, dtype=torch.float64)
-    for batch in loader:
-        x, y = split_batch(fabric.to_device(batch))
-        n = (y != ignore_index).sum()
-        total += model(x, targets=y).double() * n
-        count += n
-    model.train()
-    total, count = fabric.all_reduce(torch.stack([total, count]), reduce_op="sum")
-    if count.item() == 0:
-        raise RuntimeError("the validation set holds no target tokens")
-    return (total / count).item()
 
 
 def fit(
