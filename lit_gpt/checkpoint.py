@@ -425,6 +425,14 @@ def load_hf_checkpoint(folder: PathLike, dtype: Optional[torch.dtype] = None) ->
     return state_dict, config
 
 
+def load_initial_weights(path: PathLike) -> Tuple[StateDict, Config]:
+    """Weights (full state dict in our names) and config from a lit checkpoint or a Hugging Face folder."""
+    path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        return load_hf_checkpoint(path)
+    return load_lit_checkpoint(path)
+
+
 def _parse_size(size: Union[int, str]) -> int:
     if isinstance(size, int):
         return size

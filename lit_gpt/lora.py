@@ -222,8 +222,7 @@ def merge_checkpoint(checkpoint, output_dir, base=None) -> None:
     import json
     from pathlib import Path
 
-    from lit_gpt.checkpoint import has_tokenizer, save_lit_checkpoint
-    from lit_gpt.training.pretraining import load_initial_weights
+    from lit_gpt.checkpoint import has_tokenizer, load_initial_weights, save_lit_checkpoint
 
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     state_file = checkpoint / "train_state.json"

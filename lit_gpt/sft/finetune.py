@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
+from lit_gpt.checkpoint import load_initial_weights
 from lit_gpt.config import Config
 from lit_gpt.lora import (TARGETS, LoRASettings, apply_lora, check_qlora_available, lora_init_state, quantize_base,
                           trainable_parameters)
@@ -27,7 +28,6 @@ from lit_gpt.training.args import RunArgs  # noqa: F401  (re-exported)
 from lit_gpt.training.checkpointing import (TRAIN_STATE, check_resumable, latest_checkpoint, load_checkpoint,
                                             remove_stale_temporaries, resume_path)
 from lit_gpt.training.parallel import unwrap
-from lit_gpt.training.pretraining import load_initial_weights
 from lit_gpt.training.schedule import LRSchedule, plan_batches
 from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
 from lit_gpt.training.run_lock import hold_run_lock

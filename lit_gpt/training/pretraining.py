@@ -12,6 +12,7 @@ from typing import Any, Dict, Literal, Optional
 import torch
 import yaml
 
+from lit_gpt.checkpoint import load_initial_weights
 from lit_gpt.config import Config
 from lit_gpt.data import build_train_loader, build_val_loader, check_source
 from lit_gpt.model import flops_per_token, num_parameters
@@ -194,16 +195,6 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
 
     return fit(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state,
                checkpoint_root, extra_files, fpt, run_config, extra_eval=extra_eval)
-
-
-def load_initial_weights(path: Path):
-    """Weights (full state dict in our names) and config from a lit checkpoint or a Hugging Face folder."""
-    from lit_gpt.checkpoint import load_hf_checkpoint, load_lit_checkpoint
-
-    path = Path(path)
-    if path.is_dir() and (path / "config.json").is_file():
-        return load_hf_checkpoint(path)
-    return load_lit_checkpoint(path)
 
 
 # Options that must not change across a resume: the model and the data stream depend on them
