@@ -20,7 +20,8 @@ from lit_gpt.training.checkpointing import (check_model_config, check_resumable,
 from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.run_lock import hold_run_lock
-from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
+from lit_gpt.training.setup import build_fabric, launch, setup_model
+from lit_gpt.training.trainer import make_optimizer
 
 
 @dataclass
@@ -45,7 +46,8 @@ class Run:
     def setup_optimizer(self, args: RunArgs, model):
         """AdamW for `model`; warns when the disk is short of room for a checkpoint and drops the half-written
         ones an interrupted run left."""
-        optimizer = setup_optimizer(self.fabric, model, args.lr, args.weight_decay, args.beta1, args.beta2)
+        optimizer = make_optimizer(model, args.lr, args.weight_decay, (args.beta1, args.beta2))
+        optimizer = self.fabric.setup_optimizers(optimizer)
         if self.fabric.global_rank == 0:
             warn_if_short_of_space(self.checkpoint_root, estimated_checkpoint_bytes(model), "at start")
         remove_stale_temporaries(self.checkpoint_root)
@@ -53,10 +55,9 @@ class Run:
 
     def resume(self, load_from: Optional[Path], config: Config, run_config: Dict[str, Any], fixed: Sequence[str],
                model, optimizer, train_loader, **loader_options) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
-        """The loop's counters (all 0 without `load_from`) and the run config saved in `load_from`, whose
-        weights, optimizer and data position are loaded after checking that the model config and the options
-        in `fixed` are this run's: before any weights, so that a change is named instead of failing on a
-        missing key or a shape."""
+        """The loop's counters (all 0 without `load_from`) and the run config saved in `load_from`, whose weights,
+        optimizer and data position are loaded once its model config and the options in `fixed` are found
+        unchanged (checked first: a change is named, not met as a missing key or a shape)."""
         state: Dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
         if load_from is None:
             return state, None
