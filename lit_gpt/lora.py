@@ -217,8 +217,7 @@ def merge_checkpoint(checkpoint, output_dir, base=None) -> None:
     import json
     from pathlib import Path
 
-    from lit_gpt.checkpoint import has_tokenizer, save_lit_checkpoint
-    from lit_gpt.training.pretraining import load_initial_weights
+    from lit_gpt.checkpoint import has_tokenizer, load_any_checkpoint, save_lit_checkpoint
 
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     state_file = checkpoint / "train_state.json"
@@ -232,7 +231,7 @@ def merge_checkpoint(checkpoint, output_dir, base=None) -> None:
     base = Path(base or run.get("initial_weights") or "")
     if not base.exists():
         raise FileNotFoundError(f"{checkpoint}: its base weights {str(base)!r} are not there; pass --base")
-    base_state, _ = load_initial_weights(base)
+    base_state, _ = load_any_checkpoint(base)
     config = Config.from_file(checkpoint / "model_config.yaml")
     merged = merge_lora_weights(base_state, load_adapter(checkpoint), settings)
     save_lit_checkpoint(output_dir, merged, config, tokenizer_dir=checkpoint if has_tokenizer(checkpoint) else None)

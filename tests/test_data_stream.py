@@ -114,7 +114,7 @@ def test_resume_in_fresh_process_continues_exactly(data_dir, uninterrupted, tmp_
     assert resume_in_fresh_process(data_dir, state, tmp_path, batch=10, workers=2, samples=1000) == uninterrupted[370:1370]
 
 
-def test_resume_from_two_ranks_on_one_rank_at_equal_global_batch(data_dir, uninterrupted, tmp_path):
+def test_resume_from_two_ranks_on_one_rank_at_equal_samples_per_micro_step(data_dir, uninterrupted, tmp_path):
     ranks = [loader(data_dir, batch=5, rank=r, world=2, workers=2) for r in range(2)]
     assert global_sequence(ranks, batches=37) == uninterrupted[:370]
     states = [L.state_dict() for L in ranks]
@@ -133,7 +133,7 @@ def test_load_state_errors(data_dir, tmp_path):
     L = loader(data_dir, batch=10)
     list(islice(L, 3))
     state = L.state_dict()
-    with pytest.raises(ValueError, match="not a multiple of the global batch 4 x 2 = 8"):
+    with pytest.raises(ValueError, match=r"not a multiple of the samples per micro step \(micro batch x world size\) 4 x 2 = 8"):
         loader(data_dir, batch=4, world=2).load_state_dict(state)
     with pytest.raises(ValueError, match="seed was 7 in the checkpoint and is 8 now"):
         loader(data_dir, batch=10, seed=8).load_state_dict(state)

@@ -16,7 +16,7 @@ One global sample sequence, independent of world size and worker count:
 
 So every block is read by exactly one (rank, worker) per epoch, and resuming needs only g and the
 per-source pick counts at g: no data is read again, and the world size or the worker count may
-change as long as g stays a multiple of the new global batch B * R.
+change as long as g stays a multiple of the new samples per micro step B * R.
 """
 
 from __future__ import annotations
@@ -222,7 +222,8 @@ class TrainLoader:
         self.retired: dict = {}  # prefix -> {"count": samples delivered, "fingerprint": ...} of sources left out
 
     @property
-    def global_batch(self) -> int:
+    def samples_per_micro_step(self) -> int:
+        """Micro batch x world size (the optimizer's global batch is this x the accumulation steps)."""
         return self.dataset.batch * self.dataset.world_size
 
     @property
@@ -237,9 +238,9 @@ class TrainLoader:
                             worker_init_fn=ignore_stop_signals, **extra)
         for chunk in loader:
             for batch in chunk:
-                picked = self.mixture.choices(self.g, self.g + self.global_batch)
+                picked = self.mixture.choices(self.g, self.g + self.samples_per_micro_step)
                 self.counts += np.bincount(picked, minlength=len(self.counts))
-                self.g += self.global_batch
+                self.g += self.samples_per_micro_step
                 yield batch
 
     @property
@@ -289,11 +290,11 @@ class TrainLoader:
             changes = []
         if changes:
             raise ValueError(f"data loader state: the sources changed since the checkpoint: {'; '.join(changes)}")
-        if state["g"] % self.global_batch:
+        if state["g"] % self.samples_per_micro_step:
             raise ValueError(
                 f"data loader state: {state['g']} samples consumed (saved with micro batch {state['micro_batch_size']} x "
-                f"world size {state['world_size']}) is not a multiple of the global batch {self.dataset.batch} x "
-                f"{self.dataset.world_size} = {self.global_batch}; resume with a global batch that divides it"
+                f"world size {state['world_size']}) is not a multiple of the samples per micro step (micro batch x world size) {self.dataset.batch} x "
+                f"{self.dataset.world_size} = {self.samples_per_micro_step}; resume with a micro batch x world size that divides it"
             )
         retired = dict(state.get("retired_sources", {}))
         saved_counts = {**{p: r["count"] for p, r in retired.items()}, **state["source_counts"]}
@@ -361,7 +362,7 @@ class ValLoader:
         self.num_batches = min(num_batches, total // per_step)
         where = f"{shards[0].path.parent}/{shards[0].path.name.rsplit('_', 1)[0]}_*.bin"
         if self.num_batches == 0:
-            raise ValueError(f"{where}: {total} validation samples of {self.sample_len} tokens, fewer than one global batch ({per_step})")
+            raise ValueError(f"{where}: {total} validation samples of {self.sample_len} tokens, fewer than one micro batch on every rank ({per_step})")
         if self.num_batches < num_batches:
             warnings.warn(f"{where}: only {total} validation samples, so {self.num_batches} batches per rank instead of {num_batches}")
 

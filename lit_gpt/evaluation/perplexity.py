@@ -1,7 +1,7 @@
 """Loss and perplexity of a model on packed validation shards or on raw text.
 
-Both go through `lit_gpt.training.trainer.validate`, the function the training loop reports its
-validation loss with: a token-mean cross-entropy (accumulated in float64) over fixed batches.
+Both go through `validate`, the function the training loop reports its validation loss with: a
+token-mean cross-entropy (accumulated in float64) over fixed batches.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -17,9 +17,33 @@ import torch.nn as nn
 
 from lit_gpt.data.stream import build_val_loader
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training.trainer import validate
 
 IGNORE = -100  # targets the loss skips
+SplitBatch = Callable[[Any], Tuple[torch.Tensor, torch.Tensor]]
+
+
+def split_packed(batch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A packed pretraining batch (B, T+1) -> inputs (B, T) and next-token targets (B, T)."""
+    return batch[:, :-1], batch[:, 1:]
+
+
+@torch.no_grad()
+def validate(fabric, model: nn.Module, loader: Iterable, split_batch: SplitBatch = split_packed,
+             ignore_index: int = IGNORE) -> float:
+    """Token-mean loss over the fixed validation batches of every rank."""
+    model.eval()
+    total = torch.zeros((), device=fabric.device, dtype=torch.float64)
+    count = torch.zeros((), device=fabric.device, dtype=torch.float64)
+    for batch in loader:
+        x, y = split_batch(fabric.to_device(batch))
+        n = (y != ignore_index).sum()
+        total += model(x, targets=y).double() * n
+        count += n
+    model.train()
+    total, count = fabric.all_reduce(torch.stack([total, count]), reduce_op="sum")
+    if count.item() == 0:
+        raise RuntimeError("the validation set holds no target tokens")
+    return (total / count).item()
 
 
 def single_device_fabric(device: str = "auto", precision: Optional[str] = None):

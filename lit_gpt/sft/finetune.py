@@ -11,8 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-import yaml
-
+from lit_gpt.checkpoint import checkpoint_folder, load_any_checkpoint
 from lit_gpt.config import Config
 from lit_gpt.lora import (TARGETS, LoRASettings, apply_lora, check_qlora_available, lora_init_state, quantize_base,
                           trainable_parameters)
@@ -24,15 +23,11 @@ from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder, get_template, hf_to
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.sft.finetune_args import CHAT_SAMPLE, RECIPES, FinetuneArgs  # noqa: F401  (re-exported)
 from lit_gpt.training.args import RunArgs  # noqa: F401  (re-exported)
-from lit_gpt.training.checkpointing import (TRAIN_STATE, check_resumable, latest_checkpoint, load_checkpoint,
-                                            remove_stale_temporaries, resume_path)
+from lit_gpt.training.checkpointing import TRAIN_STATE, latest_checkpoint
 from lit_gpt.training.parallel import unwrap
-from lit_gpt.training.pretraining import load_initial_weights
 from lit_gpt.training.schedule import LRSchedule, plan_batches
-from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
-from lit_gpt.training.run_lock import hold_run_lock
-from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
-from lit_gpt.training.trainer import LoopSettings, fit
+from lit_gpt.training.run import run_config_of, start_run
+from lit_gpt.training.trainer import FitJob, LoopSettings, fit
 
 DEMO_PRETRAIN_DIR = Path("out/demo")
 
@@ -93,19 +88,14 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     if args.float8 and args.method != "full":
         raise ValueError(f"--float8 applies to full fine-tuning; with --method {args.method} the adapted linears stay "
                          f"in bf16 (drop --float8)")
-    fabric, kind = build_fabric(args)
-    launch(fabric)
-    hold_run_lock(fabric, Path(args.out_dir))  # one writer per out_dir
-    fabric.seed_everything(args.seed)
+    run = start_run(args)
+    fabric, resume_from = run.fabric, run.resume_from
 
     lora = lora_settings(args)
     if args.method == "qlora":
-        if kind != "single":
+        if run.kind != "single":
             raise ValueError("QLoRA runs on one device (strategy 'single'): its 4-bit weights are not sharded")
         check_qlora_available(fabric.device)
-    out_dir = Path(args.out_dir)
-    checkpoint_root = out_dir / "checkpoints"
-    resume_from = resume_path(args.resume, checkpoint_root)
     initial_state = None
     if resume_from is not None:
         # a checkpoint carries its model config and tokenizer: the starting weights are not needed again,
@@ -114,13 +104,13 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
         tokenizer = Tokenizer(args.tokenizer_dir or resume_from)
         if lora is not None:
             source = base_of(resume_from)
-            initial_state, _ = load_initial_weights(source)
+            initial_state, _ = load_any_checkpoint(source)
             initial_state.update(lora_init_state(config, lora, args.seed))  # overwritten by the checkpoint's
     else:
         source = find_checkpoint(args.checkpoint, DEMO_PRETRAIN_DIR, hint=(": no pretrained demo model. Run `python "
                                  "pretrain/tinyllama.py` first (the demo pretraining), or pass --checkpoint"))
-        initial_state, config = load_initial_weights(source)
-        tokenizer = Tokenizer(args.tokenizer_dir or (source if source.is_dir() else source.parent))
+        initial_state, config = load_any_checkpoint(source)
+        tokenizer = Tokenizer(args.tokenizer_dir or checkpoint_folder(source))
         if lora is not None:
             initial_state = {**initial_state, **lora_init_state(config, lora, args.seed)}
     if args.kernels:
@@ -165,8 +155,7 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
     val_loader = validation_batches(val_examples, args.micro_batch_size, max_seq_length, fabric.global_rank,
                                     fabric.world_size) or None
 
-    model = setup_model(fabric, config, args, sharded=kind == "fsdp", initial_state=initial_state,
-                        transform=None if lora is None else partial(apply_lora, settings=lora))
+    model = run.setup_model(args, config, initial_state, None if lora is None else partial(apply_lora, settings=lora))
     del initial_state
     if lora is not None:
         if lora.quantize:
@@ -174,52 +163,38 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
         trainable, total = trainable_parameters(unwrap(model))
         fabric.print(f"{args.method}: rank {lora.r}, alpha {lora.alpha:g} on {', '.join(lora.targets)}; "
                      f"{trainable:,} trainable of {total:,} parameters (on this rank)")
-    optimizer = setup_optimizer(fabric, model, args.lr, args.weight_decay, args.beta1, args.beta2)
-    if fabric.global_rank == 0:
-        warn_if_short_of_space(checkpoint_root, estimated_checkpoint_bytes(model), "at start")
+    optimizer = run.setup_optimizer(args, model)
 
-    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()}
+    run_config = run_config_of(args)
     run_config["initial_weights"] = str(source.resolve()) if source else None
-    state: Dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
-    remove_stale_temporaries(checkpoint_root)
+    # a changed LoRA rank is named here rather than failing on a shape
+    state, saved_config = run.resume(resume_from, config, run_config, FIXED_ON_RESUME, model, optimizer, train_loader)
     if resume_from is not None:
-        # before loading: a changed LoRA rank would otherwise fail there on a shape, less clearly
-        check_resumable(json.loads((resume_from / TRAIN_STATE).read_text())["config"], run_config, FIXED_ON_RESUME)
-        saved = load_checkpoint(resume_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
-        run_config["initial_weights"] = saved["config"].get("initial_weights")
-        train_loader.load_state_dict(saved["data"])
-        state = {k: saved[k] for k in state}
+        run_config["initial_weights"] = saved_config.get("initial_weights")
         fabric.print(f"resumed from {resume_from} at step {state['step']}")
     else:
         fabric.print(f"starting from {source}")
-
-    if fabric.global_rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        config.save(out_dir / "model_config.yaml")
-        (out_dir / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
-        # the chat template travels in every checkpoint, so the Hugging Face export carries it
-        tokenizer_config = hf_tokenizer_config(tokenizer, TEMPLATES[args.template], config.block_size)
-        (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
-    fabric.barrier()
-    extra_files = {Path(f).name: Path(f) for f in tokenizer.files}
-    extra_files.update({name: out_dir / name for name in ("model_config.yaml", "tokenizer_config.json")})
+    # the chat template travels in every checkpoint, so the Hugging Face export carries it
+    tokenizer_config = hf_tokenizer_config(tokenizer, TEMPLATES[args.template], config.block_size)
+    extra_files = run.write_configs(config, run_config, tokenizer,
+                                    {"tokenizer_config.json": json.dumps(tokenizer_config, indent=2) + "\n"})
 
     fpt = flops_per_token(config, mean_length)
     fabric.print(
-        f"{config.name}: fine-tuning on {fabric.world_size} device(s) ({kind}); global batch "
+        f"{config.name}: fine-tuning on {fabric.world_size} device(s) ({run.kind}); global batch "
         f"{plan.global_batch_size} {unit_name}, micro batch {plan.micro_batch_size}, accumulation "
         f"{plan.grad_accum_steps}; {max_steps:,} steps ({max_steps / steps_per_epoch:.2f} epochs), lr {args.lr:g}; "
         f"{mean_length} real tokens per {unit_name[:-1]} on average"
     )
     settings = LoopSettings.from_args(args, max_steps)
-    state = fit(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state, checkpoint_root,
-                extra_files, fpt, run_config, split_batch=split_chat_batch)
-    last = latest_checkpoint(checkpoint_root)
+    state = fit(FitJob(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state,
+                       run.checkpoint_root, extra_files, fpt, run_config, split_batch=split_chat_batch))
+    last = latest_checkpoint(run.checkpoint_root)
     if last is not None and lora is not None:
         fabric.print(f"the checkpoints hold the adapter alone; fold it into the base weights with: python "
-                     f"scripts/merge_lora.py --checkpoint {last} --output_dir {out_dir / 'merged'}")
+                     f"scripts/merge_lora.py --checkpoint {last} --output_dir {run.out_dir / 'merged'}")
     elif last is not None:
         fabric.print(f"chat with it: python sft/chat.py --checkpoint {last}\n"
                      f"Hugging Face folder (with the chat template): python scripts/convert_lit_checkpoint.py "
-                     f"--checkpoint {last} --output_dir {out_dir / 'hf'}")
+                     f"--checkpoint {last} --output_dir {run.out_dir / 'hf'}")
     return state

@@ -10,24 +10,22 @@ from pathlib import Path
 from typing import Any, Dict, Literal, Optional
 
 import torch
-import yaml
 
+from lit_gpt.checkpoint import load_any_checkpoint
 from lit_gpt.config import Config
 from lit_gpt.data import build_train_loader, build_val_loader, check_source
 from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs  # noqa: F401  (re-exported)
 from lit_gpt.training.pretrain_args import RECIPES, SAMPLE_DIR, PretrainArgs  # noqa: F401  (re-exported)
-from lit_gpt.training.checkpointing import (check_model_config, check_resumable, load_checkpoint, read_train_state,
-                                            remove_stale_temporaries, resume_path)
+from lit_gpt.training.checkpointing import read_train_state
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import plan_batches, schedule_from_options
-from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
 from lit_gpt.training.option_checks import check_pretrain_options
 from lit_gpt.training.continuation import anneal_options, check_mix_change
-from lit_gpt.training.run_lock import hold_run_lock
-from lit_gpt.training.setup import build_fabric, launch, setup_model, setup_optimizer
-from lit_gpt.training.trainer import LoopSettings, fit
+from lit_gpt.training.run import run_config_of, start_run
+from lit_gpt.training.trainer import FitJob, LoopSettings, fit
+
 
 def recipe_micro_batch(args: PretrainArgs) -> Optional[int]:
     """The TinyLlama recipe's micro batch on the card in hand: 16 sequences of tiny_LLaMA_1b on GPUs of
@@ -93,9 +91,8 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
     if args.train_sources is not None and not args.train_sources:
         raise ValueError("train_sources is empty: name at least one shard prefix and its weight")
     check_pretrain_options(args)  # before any data, tokenizer or process work
-    fabric, kind = build_fabric(args)
-    launch(fabric)
-    hold_run_lock(fabric, Path(args.out_dir))  # one writer per out_dir
+    run = start_run(args)
+    fabric = run.fabric
     if demo:
         from lit_gpt.data.demo import prepare_sample
 
@@ -104,17 +101,14 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
         args = dataclasses.replace(args, data_dir=data_dir, tokenizer_dir=tokenizer_dir)
     if not Path(args.data_dir).is_dir():
         raise FileNotFoundError(f"data_dir {args.data_dir} does not exist (prepare shards first: PRETRAIN.md)")
-    fabric.seed_everything(args.seed)
 
     tokenizer = Tokenizer(args.tokenizer_dir) if args.tokenizer_dir else None
     initial_state, initial_config = None, None
-    checkpoint_root = Path(args.out_dir) / "checkpoints"
-    resume_from = resume_path(args.resume, checkpoint_root)
-    if args.initial_checkpoint and resume_from is None:
-        initial_state, initial_config = load_initial_weights(args.initial_checkpoint)
+    if args.initial_checkpoint and run.resume_from is None:
+        initial_state, initial_config = load_any_checkpoint(args.initial_checkpoint)
     elif args.initial_checkpoint:
         # resuming a run that started from --initial_checkpoint: its model config is saved in the checkpoint
-        initial_config = Config.from_file(Path(resume_from) / "model_config.yaml")
+        initial_config = Config.from_file(Path(run.resume_from) / "model_config.yaml")
     elif branch_from is not None:
         initial_config = Config.from_file(Path(branch_from) / "model_config.yaml")
     config = model_config_for(args, initial_config, tokenizer, demo)
@@ -137,44 +131,25 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
                                       rank=fabric.global_rank, world_size=fabric.world_size,
                                       num_batches=args.eval_batches, vocab_size=config.padded_vocab_size)
 
-    model = setup_model(fabric, config, args, sharded=kind == "fsdp", initial_state=initial_state)
-    optimizer = setup_optimizer(fabric, model, args.lr, args.weight_decay, args.beta1, args.beta2)
-    if fabric.global_rank == 0:
-        warn_if_short_of_space(checkpoint_root, estimated_checkpoint_bytes(model), "at start")
-
-    out_dir = Path(args.out_dir)
-    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()}
-    state: Dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
-    remove_stale_temporaries(checkpoint_root)
-    load_from = resume_from or branch_from
+    model = run.setup_model(args, config, initial_state)
+    optimizer = run.setup_optimizer(args, model)
+    run_config = run_config_of(args)
+    load_from = run.resume_from or branch_from
     if load_from is not None:
-        # the saved configs first: a changed model must not surface as a missing key in the weights
-        check_model_config(load_from, config)
-        saved_config = read_train_state(load_from)["config"]
-        check_mix_change(saved_config, run_config, args.allow_mix_change)
-        fixed = _FIXED_ON_RESUME if resume_from is not None else _FIXED_ON_BRANCH
-        check_resumable(saved_config, run_config, tuple(k for k in fixed if k != "train_sources"))
-        saved = load_checkpoint(load_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
-        train_loader.load_state_dict(saved["data"], allow_mix_change=args.allow_mix_change)
-        state = {k: saved[k] for k in state}
-        if resume_from is not None:
-            fabric.print(f"resumed from {resume_from} at step {state['step']} ({state['tokens']:,} tokens)")
-        else:
-            fabric.print(f"annealing branch from {branch_from} at step {state['step']}: lr {schedule(state['step']):.3g} "
-                         f"-> {args.min_lr:.3g} ({args.decay_shape}) over {args.decay_steps} steps")
-
-    if fabric.global_rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        config.save(out_dir / "model_config.yaml")
-        (out_dir / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
-    fabric.barrier()
-    extra_files = {"model_config.yaml": out_dir / "model_config.yaml"}
-    if tokenizer is not None:
-        extra_files.update({Path(f).name: Path(f) for f in tokenizer.files})
+        check_mix_change(read_train_state(load_from)["config"], run_config, args.allow_mix_change)
+    fixed = _FIXED_ON_RESUME if run.resume_from is not None else _FIXED_ON_BRANCH
+    state, _ = run.resume(load_from, config, run_config, fixed, model, optimizer, train_loader,
+                          allow_mix_change=args.allow_mix_change)
+    if run.resume_from is not None:
+        fabric.print(f"resumed from {run.resume_from} at step {state['step']} ({state['tokens']:,} tokens)")
+    elif branch_from is not None:
+        fabric.print(f"annealing branch from {branch_from} at step {state['step']}: lr {schedule(state['step']):.3g} "
+                     f"-> {args.min_lr:.3g} ({args.decay_shape}) over {args.decay_steps} steps")
+    extra_files = run.write_configs(config, run_config, tokenizer)
 
     fpt = flops_per_token(config)
     fabric.print(
-        f"{config.name}: {num_parameters(config):,} parameters, {fpt / 1e9:.3g} GFLOP/token; {kind} on {fabric.world_size} device(s); global batch "
+        f"{config.name}: {num_parameters(config):,} parameters, {fpt / 1e9:.3g} GFLOP/token; {run.kind} on {fabric.world_size} device(s); global batch "
         f"{plan.global_batch_size} x {config.block_size} = {plan.tokens_per_step:,} tokens, micro batch "
         f"{plan.micro_batch_size}, accumulation {plan.grad_accum_steps}; {max_steps:,} steps"
     )
@@ -192,23 +167,13 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
                 unwrap(model), tokenizer, args.eval_tasks.split(","), limit=args.eval_tasks_limit,
                 include_path=args.eval_tasks_include_path, batch_size=args.micro_batch_size).items()}
 
-    return fit(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state,
-               checkpoint_root, extra_files, fpt, run_config, extra_eval=extra_eval)
-
-
-def load_initial_weights(path: Path):
-    """Weights (full state dict in our names) and config from a lit checkpoint or a Hugging Face folder."""
-    from lit_gpt.checkpoint import load_hf_checkpoint, load_lit_checkpoint
-
-    path = Path(path)
-    if path.is_dir() and (path / "config.json").is_file():
-        return load_hf_checkpoint(path)
-    return load_lit_checkpoint(path)
+    return fit(FitJob(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state,
+                      run.checkpoint_root, extra_files, fpt, run_config, extra_eval=extra_eval))
 
 
 # Options that must not change across a resume: the model and the data stream depend on them
-# (train_sources may, with --allow_mix_change).
-_FIXED_ON_RESUME = ("model_name", "model_config", "train_sources", "seed", "global_batch_size",
-                    "global_batch_tokens", "shuffle_buffer_files")
+# (train_sources too, but check_mix_change allows it with --allow_mix_change).
+_FIXED_ON_RESUME = ("model_name", "model_config", "seed", "global_batch_size", "global_batch_tokens",
+                    "shuffle_buffer_files")
 # An annealing branch takes its model from the checkpoint (compared in content): the data stream's options.
 _FIXED_ON_BRANCH = ("seed", "global_batch_size", "global_batch_tokens", "shuffle_buffer_files")

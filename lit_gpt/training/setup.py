@@ -1,5 +1,5 @@
-"""Building a run: Fabric with its strategy and loggers, the model placed on it, the optimizer, and
-weights to start from. Shared by pretraining and fine-tuning."""
+"""Building a run: Fabric with its strategy and loggers, the model placed on it, and weights to
+start from. Shared by pretraining and fine-tuning."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from lit_gpt.training.args import RunArgs
 from lit_gpt.training.metrics import CSVMetricsLogger
 from lit_gpt.training.float8 import check_float8
 from lit_gpt.training.parallel import build_fabric_strategy, prepare_unsharded, resolve_strategy, unwrap
-from lit_gpt.training.trainer import make_optimizer
 
 
 def build_fabric(args: RunArgs) -> Tuple[L.Fabric, str]:
@@ -89,7 +88,3 @@ def setup_model(
         set_model_state_dict(unwrap(model), initial_state,
                              options=StateDictOptions(full_state_dict=True, strict=True))
     return model
-
-
-def setup_optimizer(fabric: L.Fabric, model, lr: float, weight_decay: float, beta1: float, beta2: float):
-    return fabric.setup_optimizers(make_optimizer(model, lr, weight_decay, (beta1, beta2)))

@@ -16,18 +16,12 @@ import torch.nn as nn
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
+from lit_gpt.evaluation.perplexity import SplitBatch, split_packed, validate
 from lit_gpt.training.checkpointing import AsyncCheckpointer, latest_checkpoint, save_checkpoint
 from lit_gpt.training.float8 import after_optimizer_step
 from lit_gpt.training.metrics import peak_flops
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import BatchPlan, LRSchedule
-
-SplitBatch = Callable[[Any], Tuple[torch.Tensor, torch.Tensor]]
-
-
-def split_packed(batch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A packed pretraining batch (B, T+1) -> inputs (B, T) and next-token targets (B, T)."""
-    return batch[:, :-1], batch[:, 1:]
 
 
 @dataclass
@@ -95,47 +89,36 @@ def grad_norm_and_clip(model: nn.Module, max_norm: float) -> torch.Tensor:
     return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
 
-@torch.no_grad()
-def validate(fabric, model: nn.Module, loader: Iterable, split_batch: SplitBatch = split_packed,
-             ignore_index: int = -100) -> float:
-    """Token-mean loss over the fixed validation batches of every rank."""
-    model.eval()
-    total = torch.zeros((), device=fabric.device, dtype=torch.float64)
-    count = torch.zeros((), device=fabric.device, dtype=torch.float64)
-    for batch in loader:
-        x, y = split_batch(fabric.to_device(batch))
-        n = (y != ignore_index).sum()
-        total += model(x, targets=y).double() * n
-        count += n
-    model.train()
-    total, count = fabric.all_reduce(torch.stack([total, count]), reduce_op="sum")
-    if count.item() == 0:
-        raise RuntimeError("the validation set holds no target tokens")
-    return (total / count).item()
+@dataclass
+class FitJob:
+    """What `fit` trains: the model and optimizer Fabric set up, the data, the learning rate schedule and
+    batch plan, the loop's settings, where checkpoints go with the files each carries and the run config
+    it records. `state` holds `step`, `tokens`, `skipped_steps`, `consecutive_nonfinite`, `elapsed_sec`
+    (all 0 for a fresh run). `split_batch` turns a batch into inputs and targets; `extra_eval`, called on
+    every rank every `settings.extra_eval_interval` steps, returns further metrics to log (lm-eval scores)."""
+
+    fabric: Any
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    train_loader: Any
+    val_loader: Optional[Iterable]
+    schedule: LRSchedule
+    plan: BatchPlan
+    settings: LoopSettings
+    state: Dict[str, Any]
+    checkpoint_root: Path
+    extra_files: Dict[str, Path]
+    flops_per_token: int
+    run_config: Dict[str, Any]
+    split_batch: SplitBatch = split_packed
+    extra_eval: Optional[Callable[[], Dict[str, float]]] = None
 
 
-def fit(
-    fabric,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    train_loader,
-    val_loader: Optional[Iterable],
-    schedule: LRSchedule,
-    plan: BatchPlan,
-    settings: LoopSettings,
-    state: Dict[str, Any],
-    checkpoint_root: Path,
-    extra_files: Dict[str, Path],
-    flops_per_token: int,
-    run_config: Dict[str, Any],
-    split_batch: SplitBatch = split_packed,
-    extra_eval: Optional[Callable[[], Dict[str, float]]] = None,
-) -> Dict[str, Any]:
+def fit(job: FitJob) -> Dict[str, Any]:
     """Train until `settings.max_steps` optimizer steps, a stop signal, or too many non-finite steps.
-
-    `extra_eval`, called on every rank every `settings.extra_eval_interval` steps, returns further
-    metrics to log (lm-eval task scores). `state` holds `step`, `tokens`, `skipped_steps`, `consecutive_nonfinite`, `elapsed_sec` (all 0 for a
-    fresh run) and is returned updated. Checkpoints hold it together with the data-stream state."""
+    Returns `job.state` updated; checkpoints hold it together with the data-stream state."""
+    fabric, model, optimizer, train_loader, plan, settings, state = (
+        job.fabric, job.model, job.optimizer, job.train_loader, job.plan, job.settings, job.state)
     peak = peak_flops(fabric.device)
     world = fabric.world_size
     start_step, loop_start = state["step"], time.perf_counter()
@@ -154,13 +137,10 @@ def fit(
     def save(reason: str, background: bool = False) -> Path:
         """`background` (interval saves of an --async_checkpoint run): return once the state is copied."""
         state["elapsed_sec"] = elapsed_before + time.perf_counter() - loop_start
-        full = {**state, "data": train_loader.state_dict(), "config": run_config, "reason": reason}
-        if writer is None:
-            path = save_checkpoint(checkpoint_root, state["step"], raw_model, raw_optimizer, full, extra_files,
-                                   settings.keep_last)
-        else:
-            path = writer.save(checkpoint_root, state["step"], raw_model, raw_optimizer, full, extra_files,
-                               settings.keep_last)
+        full = {**state, "data": train_loader.state_dict(), "config": job.run_config, "reason": reason}
+        path = (save_checkpoint if writer is None else writer.save)(
+            job.checkpoint_root, state["step"], raw_model, raw_optimizer, full, job.extra_files, settings.keep_last)
+        if writer is not None:
             if background:
                 fabric.print(f"saving checkpoint {path} ({reason}) while training goes on")
                 return path
@@ -171,7 +151,7 @@ def fit(
     with StopRequest() as stop_request, _finishing(writer):
         while state["step"] < settings.max_steps:
             step = state["step"]
-            lr = schedule(step)
+            lr = job.schedule(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=fabric.device)
@@ -179,7 +159,7 @@ def fit(
                 waited = time.perf_counter()
                 batch = next(train_iter)
                 data_wait += time.perf_counter() - waited  # a slow loader shows up in every run's log
-                x, y = split_batch(fabric.to_device(batch))
+                x, y = job.split_batch(fabric.to_device(batch))
                 with fabric.no_backward_sync(model, enabled=micro < plan.grad_accum_steps - 1):
                     loss = model(x, targets=y)
                     fabric.backward(loss / plan.grad_accum_steps)
@@ -207,7 +187,7 @@ def fit(
                 fabric.print(f"step {step}: non-finite gradient norm ({grad_norm.item()}); update skipped "
                              f"({state['consecutive_nonfinite']} in a row, {state['skipped_steps']} in all)")
                 if state["consecutive_nonfinite"] >= settings.max_consecutive_nonfinite:
-                    before = latest_checkpoint(checkpoint_root)  # the last one saved before the divergence
+                    before = latest_checkpoint(job.checkpoint_root)  # the last one saved before the divergence
                     saved = save("non-finite")
                     advice = (f"resume from the last checkpoint before it with --resume {before} and a lower --lr, "
                               f"or check the data" if before else "no checkpoint precedes it: start again with a lower "
@@ -232,7 +212,7 @@ def fit(
                     "elapsed_sec": elapsed_before + now - loop_start,
                 }
                 if peak:
-                    metrics["mfu"] = flops_per_token * tps / (peak * world)
+                    metrics["mfu"] = job.flops_per_token * tps / (peak * world)
                 if fabric.device.type == "cuda":
                     metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated(fabric.device) / 1e9
                 fabric.log_dict(metrics, step=step)
@@ -246,14 +226,14 @@ def fit(
                 if fabric.global_rank == 0:
                     bar.write(line)
 
-            if val_loader is not None and ((settings.eval_interval and step % settings.eval_interval == 0) or last):
-                val_loss = validate(fabric, model, val_loader, split_batch)
+            if job.val_loader is not None and ((settings.eval_interval and step % settings.eval_interval == 0) or last):
+                val_loss = validate(fabric, model, job.val_loader, job.split_batch)
                 fabric.log_dict({"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50))}, step=step)
                 if fabric.global_rank == 0:
                     bar.write(f"step {step}: validation loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 50)):.2f}")
 
-            if extra_eval is not None and settings.extra_eval_interval and step % settings.extra_eval_interval == 0:
-                scores = extra_eval()
+            if job.extra_eval is not None and settings.extra_eval_interval and step % settings.extra_eval_interval == 0:
+                scores = job.extra_eval()
                 fabric.log_dict(scores, step=step)
                 if fabric.global_rank == 0:
                     bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))

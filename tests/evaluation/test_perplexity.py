@@ -16,9 +16,8 @@ from lit_gpt.checkpoint import save_lit_checkpoint
 from lit_gpt.data.shards import write_shard
 from lit_gpt.data.stream import build_val_loader
 from lit_gpt.evaluation.perplexity import (IGNORE, perplexity_on_shards, perplexity_on_text, read_documents,
-                                           text_windows)
+                                           text_windows, validate)
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training.trainer import validate
 
 BLOCK = 16
 BLOCKS_PER_FILE = (5, 9)  # 14 samples of BLOCK + 1 tokens, plus a partial tail in each file
