@@ -10,6 +10,8 @@
 #                                              # batch 24, accumulation 4), then the checkpoint save time
 #   bash benchmarks/speed_session.sh final     # one GPU: checkpoint save time, then HF, bf16, float8 (tuned and
 #                                              # not) at the recipe's 64 sequences per GPU step, and the trainer
+#   bash benchmarks/speed_session.sh verify    # one GPU: checkpoint save time at the recipe's micro batch (pinned
+#                                              # buffers kept), the cuda tests, the fused gate+up probe, the trainer in bf16
 #   bash benchmarks/speed_session.sh last      # preparation scaling (CPUs), checkpoint save time (GPU 0), LoRA 7B vs full 1B (GPU 1)
 # Needs the prepared sample in DATA (default .gpu_data: data/ and tokenizer/).
 set -uo pipefail
@@ -111,6 +113,17 @@ if [[ $PART == final ]]; then
   tail -n 7 "$LOGS/checkpoint_save.txt"
   for f in hf main; do sed -n '/^variant/,$p' "$LOGS/tp_$f.txt"; done
   echo "trainer fp8:"; grep -E "micro batch|step (8|12)/" "$LOGS/trainer_fp8.txt" | cut -c1-170 | tail -n 3
+fi
+
+if [[ $PART == verify ]]; then
+  timeout 200 python3 benchmarks/checkpoint_save.py --model tiny_LLaMA_1b --device cuda --micro_batch_size 16 \
+    --steps_after 4 --out_dir /tmp/ckpt_bench > "$LOGS/checkpoint_save.txt" 2>&1; snap; rm -rf /tmp/ckpt_bench
+  timeout 170 python3 -m pytest -m cuda -q -p no:cacheprovider tests > "$LOGS/cuda_tests.txt" 2>&1; snap
+  tp fused --variants triton+compile+fusedmlp,triton+compile+fp8+fusedmlp --micro_batches 16 --grad_accum 4 --steps 6; snap
+  trainer bf16 --global_batch_size 64 --max_steps 12; snap
+  tail -n 7 "$LOGS/checkpoint_save.txt"; tail -n 3 "$LOGS/cuda_tests.txt"
+  sed -n '/^variant/,$p' "$LOGS/tp_fused.txt"
+  echo "trainer bf16:"; grep -E "step (8|12)/" "$LOGS/trainer_bf16.txt" | cut -c1-170 | tail -n 2
 fi
 
 if [[ $PART == last ]]; then  # three at once: preparation scaling on the CPUs, one benchmark per GPU
