@@ -20,18 +20,16 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.model import GPT  # noqa: E402
-from lit_gpt.training.checkpointing import AsyncCheckpointer, save_checkpoint  # noqa: E402
-from lit_gpt.training.trainer import make_optimizer  # noqa: E402
+from lit_gpt.config import Config
+from lit_gpt.model import GPT
+from lit_gpt.training.checkpointing import AsyncCheckpointer, save_checkpoint
+from lit_gpt.training.trainer import make_optimizer
 
 
 def main() -> None:

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lit_gpt.data.shards import open_shard  # noqa: E402
-from lit_gpt.data.stream import DEFAULT_SOURCES, build_train_loader, find_shards  # noqa: E402
+from lit_gpt.data.shards import open_shard
+from lit_gpt.data.stream import DEFAULT_SOURCES, build_train_loader, find_shards
 
 
 def _digest(sample: np.ndarray) -> bytes:

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 LOG_LINE = re.compile(r"step (\d+)/\d+ \|.*?\| ([\d,]+) tok/s(?: \| MFU [\d.]+%)?(?: \| mem ([\d.]+) GB)?")
 

@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lit_gpt.training.metrics import read_metrics  # noqa: E402
+from lit_gpt.training.metrics import read_metrics
 
 
 def pretrain(args, out: Path, float8: str | None) -> float:

@@ -30,12 +30,11 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Inductor compiles in this process instead of a pool of worker processes, whose start-up would
 # otherwise compete for the CPU with the launch-bound eager measurements that follow a compile.
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
-import torch  # noqa: E402
+import torch
 
 OPS = ("rms_norm", "rope", "swiglu", "linear_cross_entropy")
 VARIANTS = ("triton", "triton_compile", "liger", "torch", "compile")

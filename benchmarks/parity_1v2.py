@@ -26,11 +26,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lit_gpt.cli import STOPPED_AND_SAVED  # noqa: E402
-from lit_gpt.training.checkpointing import list_checkpoints  # noqa: E402
-from lit_gpt.training.metrics import read_metrics  # noqa: E402
+from lit_gpt.cli.shipped import demo_data
+from lit_gpt.cli import STOPPED_AND_SAVED
+from lit_gpt.training.checkpointing import list_checkpoints
+from lit_gpt.training.metrics import read_metrics
 
 LAUNCHER = ROOT / "tests" / "training" / "run_pretrain.py"
 SMOKE_MODEL = dict(name="parity_tiny", n_layer=2, n_head=4, n_query_groups=2, n_embd=64, intermediate_size=176,
@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
         if args.data_dir is None:
             from lit_gpt.data.demo import prepare_sample
 
-            args.data_dir, args.tokenizer_dir = prepare_sample(ROOT / "data" / "sample", out / "sample")
+            args.data_dir, args.tokenizer_dir = prepare_sample(demo_data("sample"), out / "sample")
         if args.smoke and not args.model_config:
             import yaml
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +20,9 @@ from typing import Literal
 
 from jsonargparse import CLI
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lit_gpt.data import prepare, read_slimpajama  # noqa: E402
-from prepare_throughput import SAMPLE, build_tokenizer  # noqa: E402
+from lit_gpt.data import prepare, read_slimpajama
+from prepare_throughput import SAMPLE, build_tokenizer
 
 
 def main(processes: list[int] = [1, 2], copies: int = 8, kind: Literal["sample", "llama2_shaped", "hf_byte_level"] = "llama2_shaped") -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +26,10 @@ import sentencepiece as spm
 import zstandard
 from jsonargparse import CLI
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lit_gpt.cli.shipped import demo_data
+from lit_gpt.data import InputLog, open_shard, prepare, read_header, read_slimpajama, read_starcoder
 
-from lit_gpt.data import InputLog, open_shard, prepare, read_header, read_slimpajama, read_starcoder  # noqa: E402
-
-SAMPLE = ROOT / "data" / "sample"
+SAMPLE = demo_data("sample")
 
 
 def naive(slim_files: list[Path], code_files: list[Path], tokenizer: Path) -> list[np.ndarray]:
@@ -81,7 +78,7 @@ def build_tokenizer(kind: str, out: Path) -> Path:
     out.mkdir(parents=True)
     texts = lambda: training_text(SAMPLE / "slimpajama" / "train", SAMPLE / "starcoder", 4_000_000, 2000)  # noqa: E731
     if kind == "sample":
-        train_tokenizer(out_dir=out)
+        train_tokenizer(out_dir=out, slimpajama_dir=SAMPLE / "slimpajama" / "train", starcoder_dir=SAMPLE / "starcoder")
     elif kind == "llama2_shaped":
         (out / "tokenizer.model").write_bytes(llama2_shaped_model(texts()))
     else:

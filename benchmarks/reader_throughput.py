@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 from itertools import islice
@@ -28,11 +27,9 @@ import numpy as np
 import torch
 from jsonargparse import CLI
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lit_gpt.data import DEFAULT_SOURCES, build_train_loader, write_shard  # noqa: E402
-from packed_baseline import baseline_loader  # noqa: E402
+from lit_gpt.data import DEFAULT_SOURCES, build_train_loader, write_shard
+from packed_baseline import baseline_loader
 
 
 def drop_page_cache(folder: Path) -> None:

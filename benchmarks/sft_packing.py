@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lit_gpt.cli.shipped import demo_data
 
 
 def train_tokenizer(folder: Path) -> Path:
@@ -31,7 +30,7 @@ def train_tokenizer(folder: Path) -> Path:
 
     from lit_gpt.sft.data import read_conversations
 
-    texts = [m["content"] for c in read_conversations(ROOT / "data" / "chat_sample") for m in c]
+    texts = [m["content"] for c in read_conversations(demo_data("chat_sample")) for m in c]
     spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(folder / "tokenizer"),
                                    vocab_size=2048, byte_fallback=True, model_type="bpe", split_digits=True,
                                    normalization_rule_name="identity", remove_extra_whitespaces=False,
@@ -55,7 +54,7 @@ def run_one(args) -> dict:
     packed = args.mode == "packed"
     config = Config.from_name(args.model_name, block_size=args.max_seq_length, vocab_size=max(tokenizer.vocab_size, 512),
                               document_mask=packed, bos_id=tokenizer.bos_id)
-    examples = tokenize(read_conversations(ROOT / "data" / "chat_sample"), SegmentEncoder(tokenizer),
+    examples = tokenize(read_conversations(demo_data("chat_sample")), SegmentEncoder(tokenizer),
                         get_template("zephyr"), args.max_seq_length)
     assert all(0 not in e.ids for e in examples), "pad id 0 appears in the data: real tokens would be miscounted"
     loader_cls = PackedBatches if packed else ChatBatches

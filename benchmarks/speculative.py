@@ -29,21 +29,19 @@ import argparse
 import gc
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from lit_gpt.checkpoint import DTYPES  # noqa: E402
-from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.generate import forward_fn, generate  # noqa: E402
-from lit_gpt.inference import load_for_inference  # noqa: E402
-from lit_gpt.model import GPT  # noqa: E402
-from speculative_decoding.sampling import check_same_tokenizer, speculative_generate  # noqa: E402
+from lit_gpt.checkpoint import DTYPES
+from lit_gpt.config import Config
+from lit_gpt.generate import forward_fn, generate
+from lit_gpt.inference import load_for_inference
+from lit_gpt.model import GPT
+from speculative_decoding.sampling import check_same_tokenizer, speculative_generate
 
 FORMULA = "E = (1 - alpha^(k+1)) / (1 - alpha) tokens per round; speedup = E * t_target / (k * t_draft + t_target)"
 DEFAULT_PROMPTS = [

@@ -37,8 +37,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 class FusedMLP(torch.nn.Module):
     """An MLP with its gate and up projections as one linear of twice the width (weights copied from

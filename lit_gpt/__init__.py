@@ -6,7 +6,7 @@ __all__ = ["Config", "GPT", "flops_per_token", "num_parameters"]
 
 
 def __getattr__(name: str) -> Any:
-    # Resolved on first use, not at import: `import lit_gpt.cli` (every entry point's `--help`) must not
+    # Resolved on first use, not at import: `import lit_gpt.cli.*` (every entry point's `--help`) must not
     # wait for torch.
     if name == "Config":
         from lit_gpt.config import Config

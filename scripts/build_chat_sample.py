@@ -1,7 +1,7 @@
-"""Write data/chat_sample: a small chat dataset written for this project (no outside text), for the
+"""Write lit_gpt/cli/demo_data/chat_sample (shipped with the package): a small chat dataset written for this project (no outside text), for the
 fine-tuning demo and the tests. Deterministic: the same files on every run.
 
-    python scripts/build_chat_sample.py [--out_dir data/chat_sample]
+    python scripts/build_chat_sample.py [--out_dir lit_gpt/cli/demo_data/chat_sample]
 
 - chat.jsonl: 300 conversations in the chat-messages format about Python, its standard library and
   arithmetic; some with a system message, some with several turns;
@@ -223,7 +223,7 @@ def guanaco_text(messages: List[Dict[str, str]]) -> str:
     return "".join(speaker[m["role"]] + m["content"] for m in messages if m["role"] != "system")
 
 
-def build_chat_sample(out_dir: Path = Path("data/chat_sample")) -> None:
+def build_chat_sample(out_dir: Path = Path(__file__).resolve().parents[1] / "lit_gpt" / "cli" / "demo_data" / "chat_sample") -> None:
     """Write chat.jsonl, guanaco.jsonl and alpaca.json into `out_dir`."""
     rng = random.Random(2024)
     out_dir.mkdir(parents=True, exist_ok=True)

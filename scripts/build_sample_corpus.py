@@ -1,4 +1,4 @@
-"""Rebuild the small sample corpus kept in `data/sample/` (Python docs and CPython stdlib, PSF License).
+"""Rebuild the small sample corpus shipped in `lit_gpt/cli/demo_data/sample/` (Python docs and CPython stdlib, PSF License).
 
 It mimics the two real pretraining corpora so every pipeline stage can run offline:
 
@@ -63,7 +63,7 @@ def _write_jsonl_zst(path: Path, rows: list[dict]) -> None:
 def build_sample_corpus(
     docs_root: Path = Path("/usr/share/doc/python3.11/html/_sources"),
     stdlib_root: Path = Path("/usr/lib/python3.11"),
-    out_dir: Path = Path("data/sample"),
+    out_dir: Path = Path(__file__).resolve().parents[1] / "lit_gpt" / "cli" / "demo_data" / "sample",
     docs_budget_mb: float = 9.0,
     code_budget_mb: float = 2.5,
     train_files: int = 4,

@@ -28,11 +28,10 @@ import numpy as np
 import torch
 from jsonargparse import CLI
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lit_gpt.generate import generate  # noqa: E402
-from lit_gpt.inference import load_for_inference  # noqa: E402
-from lit_gpt.model import GPT  # noqa: E402
+from lit_gpt.generate import generate
+from lit_gpt.inference import load_for_inference
+from lit_gpt.model import GPT
 
 
 def ours(model: GPT, prompt_ids: List[int], tokens: int) -> Tuple[List[int], np.ndarray]:

@@ -1,32 +1,10 @@
 """Convert a Hugging Face Llama checkpoint folder into a lit checkpoint folder.
 
-    python scripts/convert_hf_checkpoint.py --checkpoint_dir HF_FOLDER --output_dir LIT_FOLDER [--dtype bfloat16]
+The command lives in lit_gpt/cli/convert_hf.py (installed also as `lit-convert-hf`); this file runs it
+from a checkout installed with `pip install -e .`.
 """
 
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-from typing import Literal, Optional
-
-from jsonargparse import CLI
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-
-def convert_hf_checkpoint(checkpoint_dir: Path, output_dir: Path,
-                          dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None) -> None:
-    """Write lit_model.pth, model_config.yaml and the tokenizer files (when the folder has them).
-
-    Args:
-        checkpoint_dir: folder with config.json and safetensors or pytorch_model*.bin weights.
-        output_dir: the lit checkpoint folder to write.
-        dtype: cast the weights to this type (default: keep the stored type).
-    """
-    from lit_gpt.checkpoint import DTYPES, convert_hf_to_lit  # here, not at the top: `--help` must not wait for torch
-
-    config = convert_hf_to_lit(checkpoint_dir, output_dir, DTYPES[dtype] if dtype else None)
-    print(f"wrote {output_dir} ({config.n_layer} layers, vocab {config.padded_vocab_size})")
+from lit_gpt.cli.convert_hf import main
 
 if __name__ == "__main__":
-    CLI(convert_hf_checkpoint, as_positional=False)
+    main()

@@ -1,33 +1,11 @@
 """Fold a LoRA fine-tuning checkpoint's adapter into its base weights: a lit checkpoint folder that
 converts to Hugging Face (scripts/convert_lit_checkpoint.py) and GGUF (scripts/convert_to_gguf.py).
 
-    python scripts/merge_lora.py --checkpoint out/sft_lora/checkpoints/step-000000500 --output_dir out/sft_lora/merged
+The command lives in lit_gpt/cli/merge_lora.py (installed also as `lit-merge-lora`); this file runs it
+from a checkout installed with `pip install -e .`.
 """
 
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-from typing import Optional
-
-from jsonargparse import CLI
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from lit_gpt.lora import merge_checkpoint  # noqa: E402
-
-
-def merge_lora(checkpoint: Path, output_dir: Path, base: Optional[Path] = None) -> None:
-    """Write the merged model.
-
-    Args:
-        checkpoint: a LoRA fine-tuning checkpoint folder (step-N, written by sft/finetune.py --method lora).
-        output_dir: the lit checkpoint folder to write (weights, model_config.yaml, tokenizer, chat template).
-        base: the base weights, when they moved since training (default: the path the checkpoint records).
-    """
-    merge_checkpoint(checkpoint, output_dir, base)
-    print(f"wrote {output_dir}; convert it with scripts/convert_lit_checkpoint.py or scripts/convert_to_gguf.py")
-
+from lit_gpt.cli.merge_lora import main
 
 if __name__ == "__main__":
-    CLI(merge_lora, as_positional=False)
+    main()

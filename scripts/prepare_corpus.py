@@ -1,69 +1,10 @@
 """Tokenize your own corpus into packed shards `train_{source}_*.bin` (and `validation_{source}_*.bin`).
 
-Inputs: files, folders (searched recursively) or globs of `.jsonl`, `.jsonl.gz`, `.jsonl.zst`,
-`.parquet`, `.txt` (one document per file) and `.arrow` (a Hugging Face `datasets.save_to_disk`
-folder). Documents shorter than `--min_chars` are dropped, exact duplicates too (the first copy is
-kept), and `--validation_fraction` of the rest goes to the validation split. Separators, shards,
-manifests, bad-input rules (`--strict`) and resuming are those of scripts/prepare_slimpajama.py.
-
-    python scripts/prepare_corpus.py --inputs '["/data/mine/**/*.jsonl.zst", "/data/hf_saved"]' --source mine \
-        --tokenizer_path checkpoints/tokenizer --destination_path data/packed --validation_fraction 0.001
+The command lives in lit_gpt/cli/prepare_corpus.py (installed also as `lit-prepare-corpus`); this file runs it
+from a checkout installed with `pip install -e .`.
 """
 
-from __future__ import annotations
-
-import os
-import sys
-from pathlib import Path
-from typing import List, Optional
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from jsonargparse import CLI
-
-from lit_gpt.data.corpus import prepare_corpus as prepare
-from lit_gpt.data.readers import BadInputError
-
-
-def prepare_corpus(
-    inputs: List[str],
-    tokenizer_path: Path,
-    destination_path: Path,
-    source: str,
-    text_field: str = "text",
-    min_chars: int = 0,
-    dedup: bool = True,
-    validation_fraction: float = 0.0,
-    chunk_size: int = 2049 * 1024,
-    num_processes: Optional[int] = os.cpu_count(),
-    strict: bool = False,
-) -> None:
-    """Tokenize a corpus of your own.
-
-    Args:
-        inputs: files, folders or globs (quote globs; `**` searches subfolders).
-        tokenizer_path: folder with `tokenizer.model` or `tokenizer.json`.
-        destination_path: output folder for the shards, the manifests and the progress journals.
-        source: the source name: shards are `train_{source}_*.bin` / `validation_{source}_*.bin`,
-            the prefixes to name in `--train_sources` / `--val_prefix` when training.
-        text_field: JSON field or parquet/Arrow column holding the text.
-        min_chars: drop documents shorter than this many characters.
-        dedup: drop exact duplicates (same text), keeping the first.
-        validation_fraction: share of the documents written to the validation split (0: none).
-        chunk_size: tokens per shard.
-        num_processes: worker processes (each input file is one unit of work).
-        strict: stop at the first bad input (broken line, empty or unreadable file) instead of skipping
-            and counting it.
-    """
-    try:
-        manifests = prepare(inputs, tokenizer_path, destination_path, source, text_field, min_chars, dedup,
-                            validation_fraction, chunk_size, num_processes, strict)
-    except (BadInputError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}")
-    for prefix, m in manifests.items():
-        print(f"{prefix}: {m['documents']:,} documents, {m['tokens']:,} tokens in {len(m['shards'])} shards, "
-              f"{m['skipped']['count']} inputs skipped, dropped: {m['dropped']}")
-
+from lit_gpt.cli.prepare_corpus import main
 
 if __name__ == "__main__":
-    CLI(prepare_corpus, as_positional=False)
+    main()

@@ -1,60 +1,10 @@
 """Tokenize SlimPajama (`{split}/chunk*/example_*.jsonl.zst`) into packed shards `{prefix}_*.bin`.
 
-Rows of the `RedPajamaGithub` subset are dropped (code comes from Starcoderdata). Separators: every
-document is written as BOS + its tokens + EOS, documents are concatenated, and nothing is ever padded
-(the last shard of each input file is just shorter). Bad rows (invalid JSON, no `text`, a corrupt
-.zst) are skipped and listed with file and line in `{prefix}.manifest.json`, or stop the run with
-`--strict`. An interrupted run resumes where it stopped when started again with the same arguments.
-
-    python scripts/prepare_slimpajama.py --source_path data/sample/slimpajama \
-        --tokenizer_path checkpoints/tokenizer --destination_path data/packed --split train
+The command lives in lit_gpt/cli/prepare_slimpajama.py (installed also as `lit-prepare-slimpajama`); this file runs it
+from a checkout installed with `pip install -e .`.
 """
 
-from __future__ import annotations
-
-import os
-import sys
-from pathlib import Path
-from typing import Literal, Optional
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from jsonargparse import CLI
-
-from lit_gpt.data.prepare import prepare, slimpajama_files
-from lit_gpt.data.readers import BadInputError, read_slimpajama
-
-
-def prepare_slimpajama(
-    source_path: Path,
-    tokenizer_path: Path,
-    destination_path: Path,
-    split: Literal["train", "validation", "test"] = "train",
-    prefix: Optional[str] = None,
-    chunk_size: int = 2049 * 1024,
-    num_processes: Optional[int] = os.cpu_count(),
-    strict: bool = False,
-) -> None:
-    """Tokenize one SlimPajama split.
-
-    Args:
-        source_path: SlimPajama root holding `train/`, `validation/`, `test/`.
-        tokenizer_path: folder with `tokenizer.model` or `tokenizer.json`.
-        destination_path: output folder for the shards, the manifest and the progress journal.
-        split: which split to tokenize.
-        prefix: shard name prefix; default `{split}_slimpajama`.
-        chunk_size: tokens per shard.
-        num_processes: worker processes (each input file is one unit of work).
-        strict: stop at the first bad input instead of skipping and counting it.
-    """
-    try:
-        files = slimpajama_files(source_path, split)
-        manifest = prepare(files, source_path, read_slimpajama, tokenizer_path, destination_path, prefix or f"{split}_slimpajama", chunk_size, num_processes, strict)
-    except (BadInputError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}")
-    print(f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['shards'])} shards, "
-          f"{manifest['skipped']['count']} rows skipped, dropped: {manifest['dropped']}")
-
+from lit_gpt.cli.prepare_slimpajama import main
 
 if __name__ == "__main__":
-    CLI(prepare_slimpajama, as_positional=False)
+    main()

@@ -2,48 +2,11 @@
 with the recorded SHA-256 (every byte is read: minutes per 100 GB). Exit 0 when all match, 2 naming the
 first damaged or missing shard.
 
-    python scripts/verify_data.py --data_dir data/slim_star                      # every manifest there
-    python scripts/verify_data.py --data_dir data/slim_star --prefixes '[train_starcoder]'
+The command lives in lit_gpt/cli/verify_data.py (installed also as `lit-verify-data`); this file runs it
+from a checkout installed with `pip install -e .`.
 """
 
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-from typing import List, Optional
-
-from jsonargparse import CLI
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-MANIFEST_SUFFIX = ".manifest.json"
-
-
-def verify_data(data_dir: Path, prefixes: Optional[List[str]] = None) -> int:
-    """Verify the shards; return how many were verified by checksum.
-
-    Args:
-        data_dir: the folder of packed shards and their `{prefix}.manifest.json` files.
-        prefixes: the shard prefixes to verify (default: every manifest in data_dir).
-    """
-    from lit_gpt.data.integrity import verify_shards
-    from lit_gpt.data.manifest import read_manifest
-
-    if not Path(data_dir).is_dir():
-        raise FileNotFoundError(f"--data_dir {data_dir}: no such folder")
-    if prefixes is None:
-        prefixes = sorted(p.name[: -len(MANIFEST_SUFFIX)] for p in Path(data_dir).glob(f"*{MANIFEST_SUFFIX}"))
-        if not prefixes:
-            raise FileNotFoundError(f"{data_dir}: no *{MANIFEST_SUFFIX} files; prepare the data with scripts/prepare_*.py")
-    total = 0
-    for prefix in prefixes:
-        count = verify_shards(data_dir, prefix, read_manifest(data_dir, prefix))
-        print(f"{prefix}: {count} shard(s) match their checksums")
-        total += count
-    return total
-
+from lit_gpt.cli.verify_data import main
 
 if __name__ == "__main__":
-    from lit_gpt.cli import run_command
-
-    run_command(lambda: CLI(verify_data, as_positional=False))
+    main()

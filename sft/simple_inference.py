@@ -1,49 +1,10 @@
 """Ask a fine-tuned model one question and print the answer as it streams.
 
-    python sft/simple_inference.py --prompt "How do I reverse a list in Python?"
-    python sft/simple_inference.py --checkpoint out/sft --system "Answer briefly." --prompt "What is 12 * 7?"
+The command lives in lit_gpt/cli/simple_inference.py (installed also as `lit-ask`); this file runs it
+from a checkout installed with `pip install -e .`.
 """
 
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-from typing import Literal, Optional
-
-from jsonargparse import CLI
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from lit_gpt.sft.inference import open_session  # noqa: E402
-
-
-def main(prompt: str, checkpoint: Optional[Path] = None, template: Optional[Literal["guanaco", "chatml", "zephyr"]] = None,
-         system: Optional[str] = None, max_new_tokens: int = 256, temperature: float = 0.0, top_k: Optional[int] = None,
-         top_p: Optional[float] = None, seed: int = 1234, device: str = "auto",
-         dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None, tokenizer_dir: Optional[Path] = None) -> None:
-    """One question, one answer.
-
-    Args:
-        prompt: the user's message.
-        checkpoint: a fine-tuning run folder (its newest checkpoint), a checkpoint folder, a lit
-            checkpoint or a Hugging Face folder (default: the demo fine-tune in out/demo_sft).
-        template: chat template (default: the one the checkpoint was fine-tuned with).
-        system: system prompt.
-        max_new_tokens: the longest answer in tokens.
-        temperature: 0 (the default) for greedy decoding.
-        top_k: sample among the k most likely tokens only.
-        top_p: sample within the nucleus of this probability mass only.
-        seed: seed of the sampling generator.
-        device: cpu, cuda, cuda:1, ... or auto (cuda when available).
-        dtype: weight type (default: bfloat16 on a GPU that has it, else float32).
-        tokenizer_dir: where the tokenizer files are (default: the checkpoint's folder).
-    """
-    session = open_session(checkpoint, template, system, max_new_tokens, temperature, top_k, top_p, seed, device,
-                           dtype, tokenizer_dir)
-    for piece in session.reply(prompt):
-        print(piece, end="", flush=True)
-    print(flush=True)
-
+from lit_gpt.cli.simple_inference import main
 
 if __name__ == "__main__":
-    CLI(main, as_positional=False)
+    main()

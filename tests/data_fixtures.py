@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lit_gpt.cli.prepare_slimpajama import prepare_slimpajama
+from lit_gpt.cli.prepare_starcoder import prepare_starcoder
+from lit_gpt.cli.shipped import demo_data
 from lit_gpt.data.shards import write_shard
+from lit_gpt.data.tokenizer_training import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample"
-
-
-def load_script(name: str):
-    """Import `scripts/{name}.py` as a module so tests can call its entry function directly."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SAMPLE = demo_data("sample")
 
 
 def write_block_shards(folder: Path, prefix: str, blocks_per_file: list[int], sample_len: int, base: int = 0, tail: int = 3) -> None:
@@ -40,9 +35,9 @@ def block_ids(batch) -> list[int]:
 
 @pytest.fixture(scope="session")
 def sample_tokenizer(tmp_path_factory) -> Path:
-    """A small SentencePiece tokenizer trained on the sample corpus by scripts/train_tokenizer.py."""
+    """A small SentencePiece tokenizer trained on the sample corpus."""
     out = tmp_path_factory.mktemp("tokenizer")
-    load_script("train_tokenizer").train_tokenizer(
+    train_tokenizer(
         out_dir=out, slimpajama_dir=SAMPLE / "slimpajama" / "train", starcoder_dir=SAMPLE / "starcoder", vocab_size=1024, max_chars=1_000_000
     )
     return out
@@ -52,8 +47,8 @@ def sample_tokenizer(tmp_path_factory) -> Path:
 def prepared_sample(tmp_path_factory, sample_tokenizer) -> Path:
     """The sample corpus prepared into small shards (SlimPajama train + Starcoder)."""
     out = tmp_path_factory.mktemp("packed")
-    load_script("prepare_slimpajama").prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1)
-    load_script("prepare_starcoder").prepare_starcoder(SAMPLE / "starcoder", sample_tokenizer, out, chunk_size=100_000, num_processes=1)
+    prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1)
+    prepare_starcoder(SAMPLE / "starcoder", sample_tokenizer, out, chunk_size=100_000, num_processes=1)
     return out
 
 

@@ -16,7 +16,8 @@ CLIS = [
     "pretrain/tinyllama.py", "sft/finetune.py", "sft/chat.py", "scripts/generate.py", "scripts/convert_hf_checkpoint.py",
     "scripts/convert_lit_checkpoint.py", "scripts/convert_to_gguf.py", "scripts/evaluate.py", "scripts/perplexity.py", "scripts/prepare_corpus.py",
     "scripts/prepare_slimpajama.py", "scripts/prepare_starcoder.py", "scripts/serve.py", "scripts/verify_data.py",
-    "speculative_decoding/generate.py",
+    "speculative_decoding/generate.py", "sft/simple_inference.py", "scripts/merge_lora.py", "scripts/plot_run.py",
+    "scripts/train_tokenizer.py",
 ]
 HEAVY = ("torch", "transformers", "lm_eval", "lightning", "fastapi")
 
@@ -61,12 +62,11 @@ def _option_help(script: str, option: str) -> str:
 
 
 def test_help_names_the_recipe_values():
-    from lit_gpt.sft.finetune_args import RECIPES as SFT_RECIPES
-    from lit_gpt.training.pretrain_args import RECIPES
+    from lit_gpt.cli.shipped import recipe
 
-    tiny, demo = RECIPES["tinyllama"]["warmup_steps"], RECIPES["demo"]["warmup_steps"]
+    tiny, demo = recipe("tinyllama")["warmup_steps"], recipe("demo")["warmup_steps"]
     assert f"TinyLlama recipe: {tiny}; demo: {demo}" in _option_help("pretrain/tinyllama.py", "warmup_steps")
-    tiny, demo = SFT_RECIPES["tinyllama"]["lr"], SFT_RECIPES["demo"]["lr"]
+    tiny, demo = recipe("sft_tinyllama")["lr"], recipe("sft_demo")["lr"]
     assert f"TinyLlama chat recipe: {tiny}; demo: {demo}" in _option_help("sft/finetune.py", "lr")
 
 
@@ -75,3 +75,12 @@ def test_gguf_help_offers_every_file_type():
     from lit_gpt.gguf_quants import FILE_TYPES
 
     assert f"{{{','.join(FILE_TYPES)}}}" in _option_help("scripts/convert_to_gguf.py", "outtype")
+
+
+def test_demo_recipe_takes_the_tinyllama_mix():
+    """The data mix is written once, in the TinyLlama recipe; the demo recipe builds on it."""
+    from lit_gpt.cli.shipped import RECIPES_DIR, recipe
+
+    assert recipe("demo")["train_sources"] == recipe("tinyllama")["train_sources"] == {
+        "train_slimpajama": 0.693584, "train_starcoder": 0.306416}
+    assert [p.name for p in RECIPES_DIR.glob("*.yaml") if "0.693584" in p.read_text()] == ["tinyllama.yaml"]

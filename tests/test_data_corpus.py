@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from data_fixtures import load_script, sample_tokenizer  # noqa: F401
+import lit_gpt.cli.prepare_corpus as prepare_corpus_command
+from data_fixtures import sample_tokenizer  # noqa: F401
 from lit_gpt.data import build_train_loader, open_shard, read_header, read_manifest
 from lit_gpt.data.corpus import corpus_files
 from lit_gpt.tokenizer import Tokenizer
@@ -71,7 +72,7 @@ def documents(folder, prefix, tok):
 
 def run(inputs, tokenizer, dest, **kw):
     args = dict(source="mine", min_chars=20, validation_fraction=0.3, chunk_size=500, num_processes=1)
-    return load_script("prepare_corpus").prepare_corpus(inputs=[str(i) for i in inputs], tokenizer_path=tokenizer, destination_path=dest, **{**args, **kw})
+    return prepare_corpus_command.prepare_corpus(inputs=[str(i) for i in inputs], tokenizer_path=tokenizer, destination_path=dest, **{**args, **kw})
 
 
 def test_every_input_kind_deduplicated_filtered_and_split(tmp_path, sample_tokenizer):  # noqa: F811

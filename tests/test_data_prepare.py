@@ -11,7 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from data_fixtures import ROOT, SAMPLE, load_script, prepared_sample, sample_tokenizer  # noqa: F401
+import lit_gpt.cli.prepare_slimpajama as prepare_slimpajama_command
+import lit_gpt.cli.prepare_starcoder as prepare_starcoder_command
+from data_fixtures import ROOT, SAMPLE, prepared_sample, sample_tokenizer  # noqa: F401
 from lit_gpt.data import BadInputError, check_tokenizer, open_shard, prepare, read_header, read_manifest, read_slimpajama, read_starcoder
 from lit_gpt.tokenizer import Tokenizer
 
@@ -162,7 +164,7 @@ def snapshot(folder, prefix):
 
 
 def rerun(out, sample_tokenizer, **kw):
-    load_script("prepare_slimpajama").prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1, **kw)
+    prepare_slimpajama_command.prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1, **kw)
 
 
 def test_resume_after_a_crash_redoes_only_unfinished_units(prepared_sample, sample_tokenizer, tmp_path):
@@ -188,7 +190,7 @@ def test_resume_after_a_crash_redoes_only_unfinished_units(prepared_sample, samp
 def test_resume_after_an_interruption(prepared_sample, sample_tokenizer, tmp_path, monkeypatch):
     prefix, out = "train_slimpajama", tmp_path / "out"
     reference = snapshot(prepared_sample, prefix)
-    script = load_script("prepare_slimpajama")
+    script = prepare_slimpajama_command
 
     def interrupted(path, log):
         if path.name.endswith("_2.jsonl.zst"):
@@ -201,6 +203,7 @@ def test_resume_after_an_interruption(prepared_sample, sample_tokenizer, tmp_pat
         script.prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1)
     assert not (out / f"{prefix}.manifest.json").exists()
     assert {int(n[-14:-4]) // 100_000 for n in os.listdir(out) if n.endswith(".bin")} == {0, 1}
+    monkeypatch.undo()  # the rerun reads every file
     rerun(out, sample_tokenizer)
     assert snapshot(out, prefix) == reference
 
@@ -209,14 +212,14 @@ def test_resume_refuses_other_settings_or_foreign_shards(prepared_sample, sample
     prefix, out = "train_slimpajama", tmp_path / "out"
     copy_run(prepared_sample, out, prefix)
     with pytest.raises(ValueError, match="used other settings \\(changed: chunk_size\\)"):
-        load_script("prepare_slimpajama").prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=50_000, num_processes=1)
+        prepare_slimpajama_command.prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=50_000, num_processes=1)
     (out / f"{prefix}.progress.jsonl").unlink()
     with pytest.raises(ValueError, match="no train_slimpajama.progress.jsonl; refusing to mix runs"):
         rerun(out, sample_tokenizer)
 
 
 def test_parallel_run_writes_the_same_shards(prepared_sample, sample_tokenizer, tmp_path):
-    load_script("prepare_starcoder").prepare_starcoder(SAMPLE / "starcoder", sample_tokenizer, tmp_path, chunk_size=100_000, num_processes=2)
+    prepare_starcoder_command.prepare_starcoder(SAMPLE / "starcoder", sample_tokenizer, tmp_path, chunk_size=100_000, num_processes=2)
     assert snapshot(tmp_path, "train_starcoder") == snapshot(prepared_sample, "train_starcoder")
 
 
@@ -225,7 +228,7 @@ def test_starcoder_language_filter(sample_tokenizer, tmp_path):
     for lang in ("python", "java"):
         (src / lang).mkdir(parents=True)
         shutil.copy(next(SAMPLE.glob("starcoder/python/train-00000-*.parquet")), src / lang / "train-00000-of-00001.parquet")
-    script = load_script("prepare_starcoder")
+    script = prepare_starcoder_command
     script.prepare_starcoder(src, sample_tokenizer, tmp_path / "out", languages=["java"], num_processes=1)
     assert read_manifest(tmp_path / "out", "train_starcoder")["sources"]["files"] == ["java/train-00000-of-00001.parquet"]
     with pytest.raises(SystemExit, match="no language folder \\['rust'\\]"):

@@ -1,9 +1,7 @@
 """Every inference command line takes `--checkpoint` (speculative decoding: `--target`/`--draft`) as a
 checkpoint folder or as a run folder, whose newest whole checkpoint it then reads."""
 
-import importlib.util
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -16,18 +14,13 @@ from eval_fixtures import TASK, task_dir  # noqa: F401
 from model_fixtures import SAMPLE_LINES, random_model, sp_tokenizer_dir, tiny_config  # noqa: F401
 
 from lit_gpt.checkpoint import save_lit_checkpoint
+from lit_gpt.cli.convert_gguf import convert_to_gguf
+from lit_gpt.cli.convert_lit import convert_lit_checkpoint
+from lit_gpt.cli.evaluate import evaluate as evaluate_command
+from lit_gpt.cli.generate import generate_text
+from lit_gpt.cli.perplexity import perplexity as perplexity_command
+from lit_gpt.cli.speculative import speculative_generate
 from lit_gpt.training.checkpointing import save_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(relative: str):
-    name = relative.replace("/", "_").removesuffix(".py")
-    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT))
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +47,7 @@ def step(run: Path, n: int) -> Path:
 def test_perplexity_takes_the_newest_whole_checkpoint_of_a_run(run_folder, tmp_path):
     text = tmp_path / "held_out.txt"
     text.write_text("\n".join(SAMPLE_LINES[:20]))
-    perplexity = load("scripts/perplexity.py").perplexity
+    perplexity = perplexity_command
     with pytest.warns(UserWarning, match="skipping damaged checkpoint .*step-000000006"):
         of_run = perplexity(run_folder, text=text, device="cpu")
     assert of_run == perplexity(step(run_folder, 4), text=text, device="cpu")
@@ -62,7 +55,7 @@ def test_perplexity_takes_the_newest_whole_checkpoint_of_a_run(run_folder, tmp_p
 
 
 def test_generate_and_speculative_decoding_take_a_run_folder(run_folder, capsys):
-    generate = load("scripts/generate.py").main
+    generate = generate_text
     options = dict(prompt="the cat", max_new_tokens=6, temperature=0.0, device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -73,7 +66,7 @@ def test_generate_and_speculative_decoding_take_a_run_folder(run_folder, capsys)
         generate(checkpoint_dir=run_folder, **options)  # the former flag name
         assert capsys.readouterr().out == of_run
 
-        speculative = load("speculative_decoding/generate.py").main
+        speculative = speculative_generate
         speculative(target=run_folder, draft=run_folder, k=2, **options)
         assert capsys.readouterr().out == of_run  # greedy: the target's own greedy text
 
@@ -81,14 +74,14 @@ def test_generate_and_speculative_decoding_take_a_run_folder(run_folder, capsys)
 def test_converters_take_a_run_folder(run_folder, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        convert = load("scripts/convert_lit_checkpoint.py").convert_lit_checkpoint
+        convert = convert_lit_checkpoint
         convert(run_folder, tmp_path / "hf_run")
         convert(step(run_folder, 4), tmp_path / "hf_step")
         for name in ("model.safetensors", "config.json", "tokenizer.model"):
             assert (tmp_path / "hf_run" / name).read_bytes() == (tmp_path / "hf_step" / name).read_bytes()
 
         pytest.importorskip("gguf")
-        to_gguf = load("scripts/convert_to_gguf.py").convert_to_gguf
+        to_gguf = convert_to_gguf
         to_gguf(run_folder, tmp_path / "run.gguf", name="m")
         to_gguf(step(run_folder, 4), tmp_path / "step.gguf", name="m")
         assert (tmp_path / "run.gguf").read_bytes() == (tmp_path / "step.gguf").read_bytes()
@@ -96,7 +89,7 @@ def test_converters_take_a_run_folder(run_folder, tmp_path):
 
 def test_evaluate_takes_a_run_folder(run_folder, task_dir):  # noqa: F811
     pytest.importorskip("lm_eval")
-    evaluate = load("scripts/evaluate.py").evaluate
+    evaluate = evaluate_command
     options = dict(tasks=TASK, include_path=task_dir, device="cpu", batch_size=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,7 +10,7 @@ from lit_gpt.data.shards import ShardError, ShardInfo, ShardWriter, open_shard, 
 
 # The loaders need torch: they load on first use, so that the preparation scripts (and their `--help`)
 # do not wait for it.
-_STREAM = ("DEFAULT_SOURCES", "Mixture", "ShardStream", "Source", "TrainLoader", "ValLoader", "build_train_loader",
+_STREAM = ("Mixture", "ShardStream", "Source", "TrainLoader", "ValLoader", "build_train_loader",
            "build_val_loader", "default_num_workers", "find_shards")
 
 __all__ = [

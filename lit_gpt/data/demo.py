@@ -1,4 +1,5 @@
-"""The embedded demo's data: the sample corpus of data/sample, its own tokenizer, and packed shards."""
+"""The embedded demo's data: a sample corpus (the one shipped in lit_gpt/cli/demo_data/sample), its own
+tokenizer, and packed shards."""
 
 from __future__ import annotations
 

@@ -40,7 +40,6 @@ from lit_gpt.data.workers import ignore_stop_signals
 MIX_CHUNK = 65536
 # Distinct seed-sequence tags so the file, block and mix generators never share a stream.
 _FILES, _BLOCKS, _MIX = 1, 2, 3
-DEFAULT_SOURCES = {"train_slimpajama": 0.693584, "train_starcoder": 0.306416}
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -309,7 +308,7 @@ class TrainLoader:
 
 def build_train_loader(
     data_dir: str | Path,
-    sources: dict[str, float] | None = None,
+    sources: dict[str, float],
     block_size: int = 2048,
     micro_batch_size: int = 8,
     seed: int = 42,
@@ -321,9 +320,8 @@ def build_train_loader(
     vocab_size: int | None = None,
 ) -> TrainLoader:
     """The training loader over `{data_dir}/{prefix}_*.bin` for each source prefix, mixed by weight
-    (default: SlimPajama 0.693584, Starcoder 0.306416). `num_workers` None: `default_num_workers()`;
+    (the TinyLlama mix is the recipe's: lit_gpt/cli/recipes/tinyllama.yaml). `num_workers` None: `default_num_workers()`;
     `pin_memory` None: pinned when CUDA is there. `vocab_size`: every block read is checked against it."""
-    sources = DEFAULT_SOURCES if sources is None else sources
     num_workers = default_num_workers() if num_workers is None else num_workers
     pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
     if not 0 <= rank < world_size:

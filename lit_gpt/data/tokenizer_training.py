@@ -50,8 +50,8 @@ def training_text(slimpajama_dir: Path, starcoder_dir: Path, max_chars: int, max
 
 def train_tokenizer(
     out_dir: Path,
-    slimpajama_dir: Path = Path("data/sample/slimpajama/train"),
-    starcoder_dir: Path = Path("data/sample/starcoder"),
+    slimpajama_dir: Path,
+    starcoder_dir: Path,
     vocab_size: int = 4096,
     max_chars: int = 4_000_000,
     max_piece_chars: int = 2000,

@@ -244,7 +244,7 @@ def lm_eval_cli() -> None:
 
     from lm_eval.__main__ import cli_evaluate
 
-    from lit_gpt.cli import run_command
+    from lit_gpt.exit_codes import run_command
     from lit_gpt.evaluation.offline import check_task_data_offline
     from lit_gpt.evaluation.periodic import task_manager
 

@@ -1,4 +1,4 @@
-"""The full-parameter fine-tuning job behind sft/finetune.py: resolve the options, read and tokenize
+"""The fine-tuning job behind lit-finetune (lit_gpt/cli/finetune.py): resolve the options, read and tokenize
 the chat data, start from a pretrained checkpoint (or resume), and train with the loop pretraining uses."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from lit_gpt.checkpoint import checkpoint_folder, load_any_checkpoint
 from lit_gpt.config import Config
@@ -21,7 +21,7 @@ from lit_gpt.sft.data import (ChatBatches, DataReport, PackedBatches, read_conve
 from lit_gpt.training.checkpointing import find_checkpoint
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder, get_template, hf_tokenizer_config
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.sft.finetune_args import CHAT_SAMPLE, RECIPES, FinetuneArgs  # noqa: F401  (re-exported)
+from lit_gpt.sft.finetune_args import FinetuneArgs  # noqa: F401  (re-exported)
 from lit_gpt.training.args import RunArgs  # noqa: F401  (re-exported)
 from lit_gpt.training.checkpointing import TRAIN_STATE, latest_checkpoint
 from lit_gpt.training.parallel import unwrap
@@ -29,20 +29,11 @@ from lit_gpt.training.schedule import LRSchedule, plan_batches
 from lit_gpt.training.run import run_config_of, start_run
 from lit_gpt.training.trainer import FitJob, LoopSettings, fit
 
-DEMO_PRETRAIN_DIR = Path("out/demo")
-
-
 # Options that must not change across a resume: the data stream and the targets depend on them.
 FIXED_ON_RESUME = ("data", "data_format", "val_data", "val_fraction", "template", "skip_bad", "max_seq_length",
                    "overlong", "seed", "global_batch_size", "method", "lora_r", "lora_alpha", "lora_targets", "packed")
-# LoRA trains far fewer weights from a zero update: it takes a larger learning rate than full fine-tuning
-LORA_LR = 2e-4
-
-
-def resolve(args: FinetuneArgs) -> FinetuneArgs:
-    recipe = dict(RECIPES["demo" if args.checkpoint is None else "tinyllama"])
-    if args.method != "full" and args.checkpoint is not None:
-        recipe.update(lr=LORA_LR, min_lr=LORA_LR / 10)
+def resolve(args: FinetuneArgs, recipe: Mapping[str, Any]) -> FinetuneArgs:
+    """Fill every unset option from `recipe` (option -> value; the command picks it: lit_gpt/cli/finetune.py)."""
     filled = {f.name: getattr(args, f.name) for f in fields(args)}
     for key, value in recipe.items():
         if filled[key] is None:
@@ -83,8 +74,13 @@ def base_of(checkpoint: Path) -> Path:
     return Path(base)
 
 
-def finetune(args: FinetuneArgs) -> Dict[str, Any]:
-    args = resolve(args)
+def finetune(args: FinetuneArgs, recipe: Optional[Mapping[str, Any]] = None, default_run: Optional[Path] = None,
+             hint: str = "") -> Dict[str, Any]:
+    """Fine-tune. `recipe` fills the options left unset; without `checkpoint`, the newest checkpoint of the run
+    folder `default_run` is the start (`hint` ends the error when there is none)."""
+    args = resolve(args, recipe or {})
+    if args.data is None:
+        raise ValueError("no --data given: a .jsonl/.json file of conversations or a folder of them (SFT.md)")
     if args.float8 and args.method != "full":
         raise ValueError(f"--float8 applies to full fine-tuning; with --method {args.method} the adapted linears stay "
                          f"in bf16 (drop --float8)")
@@ -107,8 +103,7 @@ def finetune(args: FinetuneArgs) -> Dict[str, Any]:
             initial_state, _ = load_any_checkpoint(source)
             initial_state.update(lora_init_state(config, lora, args.seed))  # overwritten by the checkpoint's
     else:
-        source = find_checkpoint(args.checkpoint, DEMO_PRETRAIN_DIR, hint=(": no pretrained demo model. Run `python "
-                                 "pretrain/tinyllama.py` first (the demo pretraining), or pass --checkpoint"))
+        source = find_checkpoint(args.checkpoint, default_run, hint=hint)
         initial_state, config = load_any_checkpoint(source)
         tokenizer = Tokenizer(args.tokenizer_dir or checkpoint_folder(source))
         if lora is not None:

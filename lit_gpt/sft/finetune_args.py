@@ -1,29 +1,26 @@
-"""The options of a fine-tuning run and the recipes that fill the unset ones. Kept free of torch:
-`sft/finetune.py --help` reads them without loading the training machinery."""
+"""The options of a fine-tuning run (the recipes that fill the unset ones are the command's:
+lit_gpt/cli/recipes). Kept free of torch: `lit-finetune --help` reads them without loading the training machinery."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import List, Literal, Optional
 
 from lit_gpt.training.args import RunArgs
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHAT_SAMPLE = REPO_ROOT / "data" / "chat_sample"
 
 
 @dataclass
 class FinetuneArgs(RunArgs):
     """Options of a fine-tuning run. Options left at null take the recipe's value: the demo recipe when
-    --checkpoint is not given (fine-tune the demo pretraining run's newest checkpoint on
-    data/chat_sample), the TinyLlama chat recipe otherwise.
+    --checkpoint is not given (fine-tune the demo pretraining run's newest checkpoint on the chat
+    sample shipped with the package), the TinyLlama chat recipe otherwise.
 
     Args:
         checkpoint: Weights to start from: a lit checkpoint folder or .pth file, a pretraining checkpoint
             folder (step-N), a run folder (its newest checkpoint is taken) or a Hugging Face folder.
         tokenizer_dir: Tokenizer folder (default: the checkpoint's folder).
-        data: A .jsonl/.json file or a folder of them (formats: SFT.md). Null: data/chat_sample.
+        data: A .jsonl/.json file or a folder of them (formats: SFT.md). Null: the chat sample shipped with the package.
         data_format: "auto" (read off each file's first record), "chat", "guanaco" or "alpaca".
         val_data: Validation file or folder; null holds out `val_fraction` of the training conversations.
         val_fraction: Share of the conversations held out for validation when val_data is null (0: none).
@@ -63,19 +60,3 @@ class FinetuneArgs(RunArgs):
     lora_dropout: float = 0.05
     lora_targets: Optional[List[str]] = None
     packed: bool = False
-
-
-# "tinyllama": TinyLlama chat v0.1's fine-tune (SPEC section 6: lr 1e-5, 5 epochs), decayed to 0;
-# "demo": the 5M demo model on data/chat_sample, a couple of minutes on a CPU.
-RECIPES: Dict[str, Dict[str, Any]] = {
-    "tinyllama": dict(
-        out_dir=Path("out/sft"), data=CHAT_SAMPLE, epochs=5.0, global_batch_size=32, micro_batch_size=4, lr=1e-5,
-        min_lr=0.0, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, log_interval=10, eval_interval=100,
-        save_interval=500,
-    ),
-    "demo": dict(
-        out_dir=Path("out/demo_sft"), data=CHAT_SAMPLE, epochs=10.0, global_batch_size=16, micro_batch_size=8,
-        lr=1e-3, min_lr=1e-4, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, log_interval=5,
-        eval_interval=50, save_interval=100, keep_last=2,
-    ),
-}

@@ -18,7 +18,6 @@ from lit_gpt.sft.templates import ChatTemplate, Message, SegmentEncoder, get_tem
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.checkpointing import find_checkpoint
 
-DEMO_SFT_DIR = Path("out/demo_sft")
 
 
 class StopStream:
@@ -116,10 +115,12 @@ class ChatSession:
 def open_session(checkpoint: Optional[Path] = None, template: Optional[str] = None, system_prompt: Optional[str] = None,
                  max_new_tokens: int = 256, temperature: float = 0.7, top_k: Optional[int] = 50,
                  top_p: Optional[float] = None, seed: int = 1234, device: str = "auto", dtype: Optional[str] = None,
-                 tokenizer_dir: Optional[Path] = None) -> ChatSession:
+                 tokenizer_dir: Optional[Path] = None, default_run: Optional[Path] = None,
+                 hint: str = "") -> ChatSession:
     """Load a checkpoint (lit, pretraining/fine-tuning DCP, or Hugging Face folder) into a ChatSession,
-    with the template it was fine-tuned with unless `template` names one."""
-    path = find_checkpoint(checkpoint, DEMO_SFT_DIR, hint=" (run `python sft/finetune.py` first, or pass --checkpoint)")
+    with the template it was fine-tuned with unless `template` names one. Without `checkpoint`, the newest
+    of the run folder `default_run` (`hint` ends the error when it has none)."""
+    path = find_checkpoint(checkpoint, default_run, hint=hint)
     folder = checkpoint_folder(path)
     chat_template = get_template(template) if template else template_of(folder)
     if chat_template is None:

@@ -1,16 +1,13 @@
-"""The options of a pretraining run and the recipes that fill the unset ones. Kept free of torch:
-`pretrain/tinyllama.py --help` reads them without loading the training machinery."""
+"""The options of a pretraining run (the recipes that fill the unset ones are the command's:
+lit_gpt/cli/recipes). Kept free of torch: `lit-pretrain --help` reads them without loading the training machinery."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional
+from typing import Dict, Literal, Optional
 
 from lit_gpt.training.args import RunArgs
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 
 
 @dataclass
@@ -20,7 +17,7 @@ class PretrainArgs(RunArgs):
 
     Args:
         data_dir: Folder of packed shards (`{prefix}_*.bin` with `{prefix}.manifest.json`). Null: the
-            embedded sample corpus, prepared into `{out_dir}/data` on first use.
+            sample corpus shipped with the package, prepared into `{out_dir}/data` on first use.
         tokenizer_dir: Tokenizer folder the shards were made with; checked against the manifests and
             copied into every checkpoint. Null in the demo: trained into `{out_dir}/tokenizer`.
         model_name: A preset of lit_gpt.config (tiny_LLaMA_1b, tiny_LLaMA_120M, ...).
@@ -76,23 +73,3 @@ class PretrainArgs(RunArgs):
     decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
     anneal_from: Optional[Path] = None
     allow_mix_change: bool = False
-
-
-# The values an option takes when left unset. "tinyllama" is SPEC section 2 (16 GPUs there: the
-# global batch does not depend on the device count here); "demo" trains in minutes on a CPU.
-RECIPES: Dict[str, Dict[str, Any]] = {
-    "tinyllama": dict(
-        out_dir=Path("out/tinyllama_1b"), model_name="tiny_LLaMA_1b",
-        train_sources={"train_slimpajama": 0.693584, "train_starcoder": 0.306416},
-        val_prefix="validation_slimpajama", global_batch_size=1024, micro_batch_size=8, max_steps=1_430_512,
-        lr=4e-4, min_lr=4e-5, warmup_steps=2000, weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
-        log_interval=10, eval_interval=5000, eval_batches=100, save_interval=5000, num_workers=None,
-    ),
-    "demo": dict(
-        out_dir=Path("out/demo"), model_name="demo_LLaMA_5M",
-        train_sources={"train_slimpajama": 0.693584, "train_starcoder": 0.306416},
-        val_prefix="validation_slimpajama", global_batch_size=16, micro_batch_size=8, max_steps=300,
-        lr=2e-3, min_lr=2e-4, warmup_steps=20, weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
-        log_interval=10, eval_interval=100, eval_batches=8, save_interval=100, keep_last=2, num_workers=1,
-    ),
-}

@@ -1,5 +1,5 @@
-"""The pretraining job behind pretrain/tinyllama.py: resolve the options against a recipe, build the
-run, resume if asked, train."""
+"""The pretraining job behind lit-pretrain (lit_gpt/cli/pretrain.py): resolve the options against the recipe
+the command gives, build the run, resume if asked, train."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import dataclasses
 import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional
-
-import torch
+from typing import Any, Dict, Literal, Mapping, Optional
 
 from lit_gpt.checkpoint import load_any_checkpoint
 from lit_gpt.config import Config
@@ -17,7 +15,7 @@ from lit_gpt.data import build_train_loader, build_val_loader, check_source
 from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs  # noqa: F401  (re-exported)
-from lit_gpt.training.pretrain_args import RECIPES, SAMPLE_DIR, PretrainArgs  # noqa: F401  (re-exported)
+from lit_gpt.training.pretrain_args import PretrainArgs  # noqa: F401  (re-exported)
 from lit_gpt.training.checkpointing import read_train_state
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.schedule import plan_batches, schedule_from_options
@@ -27,25 +25,8 @@ from lit_gpt.training.run import run_config_of, start_run
 from lit_gpt.training.trainer import FitJob, LoopSettings, fit
 
 
-def recipe_micro_batch(args: PretrainArgs) -> Optional[int]:
-    """The TinyLlama recipe's micro batch on the card in hand: 16 sequences of tiny_LLaMA_1b on GPUs of
-    75 GiB or more (measured faster than 8 on an H100 80GB: benchmarks/RESULTS.md), else the recipe's 8
-    (what TinyLlama ran on 40 GB A100s). None when the recipe's value applies."""
-    model = args.model_name or RECIPES["tinyllama"]["model_name"]
-    if args.data_dir is None or model != "tiny_LLaMA_1b" or args.model_config or args.initial_checkpoint:
-        return None
-    if args.accelerator == "cpu" or not torch.cuda.is_available():
-        return None
-    if torch.cuda.get_device_properties(0).total_memory >= 75 * 2**30:
-        return 16
-    return None
-
-
-def resolve(args: PretrainArgs) -> PretrainArgs:
-    """Fill every unset option from the recipe that applies (demo without --data_dir, else TinyLlama)."""
-    recipe = RECIPES["tinyllama" if args.data_dir is not None else "demo"]
-    if args.micro_batch_size is None and (micro := recipe_micro_batch(args)):
-        args = dataclasses.replace(args, micro_batch_size=micro)
+def resolve(args: PretrainArgs, recipe: Mapping[str, Any]) -> PretrainArgs:
+    """Fill every unset option from `recipe` (option -> value; the command picks it: lit_gpt/cli/pretrain.py)."""
     filled = {f.name: getattr(args, f.name) for f in fields(args)}
     for key, value in recipe.items():
         if filled[key] is None and not (key == "global_batch_size" and args.global_batch_tokens is not None) \
@@ -82,12 +63,17 @@ def check_data(args: PretrainArgs, tokenizer, config: Config) -> None:
             warnings.warn(unchecked)
 
 
-def pretrain(args: PretrainArgs) -> Dict[str, Any]:
+def pretrain(args: PretrainArgs, recipe: Optional[Mapping[str, Any]] = None,
+             sample_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """Train. `recipe` fills the options left unset; without `data_dir`, `sample_dir` (a folder of raw
+    SlimPajama/Starcoder-style files, the demo's) is tokenized into `{out_dir}/data` first."""
     branch_from = None  # an annealing branch's starting checkpoint (PRETRAIN.md, Annealing)
     if args.anneal_from is not None:
         args, branch_from = anneal_options(args)
     demo = args.data_dir is None
-    args = resolve(args)
+    if demo and sample_dir is None:
+        raise ValueError("no --data_dir given: point it at a folder of prepared shards (PRETRAIN.md)")
+    args = resolve(args, recipe or {})
     if args.train_sources is not None and not args.train_sources:
         raise ValueError("train_sources is empty: name at least one shard prefix and its weight")
     check_pretrain_options(args)  # before any data, tokenizer or process work
@@ -97,7 +83,7 @@ def pretrain(args: PretrainArgs) -> Dict[str, Any]:
         from lit_gpt.data.demo import prepare_sample
 
         with fabric.rank_zero_first():
-            data_dir, tokenizer_dir = prepare_sample(SAMPLE_DIR, args.out_dir, tokenizer_dir=args.tokenizer_dir)
+            data_dir, tokenizer_dir = prepare_sample(sample_dir, args.out_dir, tokenizer_dir=args.tokenizer_dir)
         args = dataclasses.replace(args, data_dir=data_dir, tokenizer_dir=tokenizer_dir)
     if not Path(args.data_dir).is_dir():
         raise FileNotFoundError(f"data_dir {args.data_dir} does not exist (prepare shards first: PRETRAIN.md)")

@@ -241,7 +241,7 @@ def fit(job: FitJob) -> Dict[str, Any]:
             if stop:
                 name = signal.Signals(stop_request.signum).name if stop_request.signum else "a signal on another rank"
                 save(f"stopped by {name}")
-                state["stopped_by"] = name  # the entry point exits with lit_gpt.cli.STOPPED_AND_SAVED
+                state["stopped_by"] = name  # the entry point exits with lit_gpt.exit_codes.STOPPED_AND_SAVED
                 break
             if last or (settings.save_interval and step % settings.save_interval == 0):
                 save("end" if last else "interval", background=not last)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_fixtures import load_script
+from lit_gpt.cli.evaluate import evaluate as evaluate_command
 from eval_fixtures import QUESTIONS, TASK, task_dir  # noqa: F401
 
 # a test extra, always there in CI; a GPU machine running `pytest -m cuda` may lack it
@@ -87,7 +87,7 @@ def sample_loglikelihoods(samples: list) -> list:
 @pytest.fixture(scope="module")
 def script_results(checkpoint, task_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("scores") / "scores.json"
-    evaluate = load_script("evaluate").evaluate
+    evaluate = evaluate_command
     results = evaluate(checkpoint=checkpoint[0], tasks=TASK, include_path=task_dir, batch_size=5, device="cpu",
                        dtype="float32", output_path=out, log_samples=True)
     return results, out

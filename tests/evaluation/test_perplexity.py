@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from data_fixtures import load_script
+from lit_gpt.cli.perplexity import perplexity as perplexity_command
 from lightning import Fabric
 from model_fixtures import random_model, sp_tokenizer_dir, tiny_config  # noqa: F401
 
@@ -122,7 +122,7 @@ def test_script_takes_the_runs_settings(model, shards, sp_tokenizer_dir, tmp_pat
     run = {"data_dir": str(folder), "val_prefix": "val", "micro_batch_size": 2, "eval_batches": 3, "devices": 2,
            "num_nodes": 1, "precision": "32-true"}
     (tmp_path / "run" / "run_config.yaml").write_text(yaml.safe_dump(run))
-    perplexity = load_script("perplexity").perplexity
+    perplexity = perplexity_command
     result = perplexity(checkpoint=checkpoint, block_size=BLOCK, device="cpu")
     assert result["loss"] == pytest.approx(mean_loss(model, samples[:12]), abs=1e-5)  # 2 ranks x 3 batches x 2
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result

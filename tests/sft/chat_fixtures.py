@@ -11,11 +11,12 @@ import torch
 from lit_gpt.checkpoint import save_lit_checkpoint
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
+from lit_gpt.cli.shipped import demo_data
 from lit_gpt.sft.data import read_conversations
 from lit_gpt.sft.finetune import FinetuneArgs
 
 ROOT = Path(__file__).resolve().parents[2]
-CHAT_SAMPLE = ROOT / "data" / "chat_sample"
+CHAT_SAMPLE = demo_data("chat_sample")
 
 
 @pytest.fixture(scope="session")

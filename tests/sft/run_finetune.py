@@ -1,4 +1,4 @@
-"""Launch sft/finetune.py for the multi-process tests, optionally preempted.
+"""Launch the fine-tuning command (lit_gpt/cli/finetune.py) for the multi-process tests, optionally preempted.
 
     python tests/sft/run_finetune.py [--sigterm_after_batches K] -- <finetune args>
 
@@ -6,7 +6,6 @@
 (tests/preemption.py).
 """
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from lit_gpt.sft.data import ChatBatches  # noqa: E402
-from lit_gpt.sft.finetune import finetune  # noqa: E402
+from lit_gpt.cli.finetune import finetune_with_recipe, parse_args  # noqa: E402
 from preemption import preempting, split_argv  # noqa: E402
 
 
@@ -24,10 +23,7 @@ def main() -> None:
     if "--sigterm_after_batches" in options:
         ChatBatches.__iter__ = preempting(ChatBatches.__iter__, options["--sigterm_after_batches"],
                                           lambda batches: batches.rank)
-    spec = importlib.util.spec_from_file_location("sft_finetune_script", ROOT / "sft" / "finetune.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    finetune(script.parse_args(theirs))
+    finetune_with_recipe(parse_args(theirs))
 
 
 if __name__ == "__main__":

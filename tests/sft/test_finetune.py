@@ -3,7 +3,6 @@ the exported Hugging Face folder formats prompts as training did, and bad setups
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,10 +11,10 @@ import sys
 import pytest
 import yaml
 
-from lit_gpt.sft import finetune as finetune_module
+import lit_gpt.cli.finetune as finetune_command
 from lit_gpt.sft.data import ChatBatches
 from preemption import preempting
-from lit_gpt.sft.finetune import finetune
+from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.checkpointing import list_checkpoints
@@ -77,9 +76,8 @@ def test_export_carries_the_chat_template(tmp_path, monkeypatch, reference):
     from transformers import AutoTokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    spec = importlib.util.spec_from_file_location("convert_lit_checkpoint", ROOT / "scripts" / "convert_lit_checkpoint.py")
-    convert = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(convert)
+    from lit_gpt.cli import convert_lit as convert
+
     checkpoint = list_checkpoints(reference / "checkpoints")[-1][1]
     convert.convert_lit_checkpoint(checkpoint, tmp_path / "hf")
     theirs = AutoTokenizer.from_pretrained(tmp_path / "hf")
@@ -94,7 +92,7 @@ def test_export_carries_the_chat_template(tmp_path, monkeypatch, reference):
 
 
 def test_missing_demo_model_and_bad_options_stop_before_training(tmp_path, monkeypatch, tiny_checkpoint):  # noqa: F811
-    monkeypatch.setattr(finetune_module, "DEMO_PRETRAIN_DIR", tmp_path / "no_demo")
+    monkeypatch.setattr(finetune_command, "DEMO_PRETRAIN_RUN", tmp_path / "no_demo")
     with pytest.raises(FileNotFoundError, match="pretrain/tinyllama.py"):
         finetune(run_args(None, tmp_path / "a"))
     with pytest.raises(ValueError, match="max_seq_length"):
@@ -105,12 +103,9 @@ def test_missing_demo_model_and_bad_options_stop_before_training(tmp_path, monke
 
 
 def test_command_line_and_yaml(tmp_path):
-    spec = importlib.util.spec_from_file_location("sft_finetune_script", ROOT / "sft" / "finetune.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     config = tmp_path / "sft.yaml"
     config.write_text(yaml.safe_dump({"template": "chatml", "lr": 2e-5, "epochs": 5}))
-    args = script.parse_args(["--config", str(config), "--data", "chats.jsonl", "--skip_bad", "true"])
+    args = finetune_command.parse_args(["--config", str(config), "--data", "chats.jsonl", "--skip_bad", "true"])
     assert (args.template, args.lr, args.epochs, str(args.data), args.skip_bad) == ("chatml", 2e-5, 5, "chats.jsonl", True)
     assert args.checkpoint is None and args.out_dir is None  # the demo recipe fills them in
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict
+from lit_gpt.cli.shipped import demo_data
 from lit_gpt.lora import LoRASettings, apply_lora, load_adapter, lora_init_state, merge_checkpoint, merge_lora_weights
 from lit_gpt.model import GPT
 from lit_gpt.sft.data import ChatBatches
 from preemption import preempting
-from lit_gpt.sft.finetune import finetune
+from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 
@@ -85,13 +86,9 @@ def test_checkpoint_holds_the_adapter_and_merges_exactly(lora_reference, tiny_ch
     assert (tmp_path / "merged" / "tokenizer_config.json").is_file()  # the chat template goes along
 
     # the merged folder converts to Hugging Face; transformers gives the same logits
-    import importlib.util
-
     from transformers import AutoModelForCausalLM
 
-    spec = importlib.util.spec_from_file_location("convert_lit_checkpoint", ROOT / "scripts" / "convert_lit_checkpoint.py")
-    convert = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(convert)
+    from lit_gpt.cli import convert_lit as convert
     convert.convert_lit_checkpoint(tmp_path / "merged", tmp_path / "hf")
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
     with torch.no_grad():
@@ -129,7 +126,7 @@ def test_qlora_and_bad_options_stop_with_a_message(tmp_path, tiny_checkpoint):  
 def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):  # noqa: F811
     def launch(out, *simulate):
         args = ["--checkpoint", str(tiny_checkpoint), "--out_dir", str(out), "--accelerator", "cpu", "--devices", "2",
-                "--strategy", "fsdp", "--data", str(ROOT / "data" / "chat_sample"), "--max_steps", "4",
+                "--strategy", "fsdp", "--data", str(demo_data("chat_sample")), "--max_steps", "4",
                 "--global_batch_size", "8", "--micro_batch_size", "2", "--lr", "1e-2", "--min_lr", "1e-3",
                 "--warmup_steps", "1", "--log_interval", "1", "--eval_interval", "0", "--save_interval", "0",
                 "--tensorboard", "false", "--method", "lora", "--lora_r", "4", "--lora_alpha", "8"]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from lit_gpt.model import GPT
 from lit_gpt.sft.data import IGNORE, PackedBatches, collate, collate_packed, pack, read_conversations, tokenize
-from lit_gpt.sft.finetune import finetune
+from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.sft.templates import SegmentEncoder, get_template
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.metrics import read_metrics

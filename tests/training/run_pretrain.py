@@ -1,4 +1,4 @@
-"""Launch pretrain/tinyllama.py for the tests, optionally with a simulated preemption or crash.
+"""Launch the pretraining command (lit_gpt/cli/pretrain.py) for the tests, optionally with a simulated preemption or crash.
 
     python tests/training/run_pretrain.py [--sigterm_(group_)after_batches K] [--sigkill_on_save N] -- <pretrain args>
 
@@ -16,13 +16,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "pretrain"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import lit_gpt.training.checkpointing as checkpointing  # noqa: E402
 import lit_gpt.training.pretraining as pretraining  # noqa: E402
 from preemption import preempting, split_argv  # noqa: E402
-from tinyllama import main as main_of_script  # noqa: E402
+from lit_gpt.cli.pretrain import main as main_of_script  # noqa: E402
 
 
 def patch_loader(after: int, whole_group: bool) -> None:

@@ -14,7 +14,8 @@ from training.pretrain_fixtures import model_config  # noqa: F401
 from lit_gpt.data import ShardError, build_train_loader, read_manifest
 from lit_gpt.data.integrity import check_shards
 from lit_gpt.data.shards import HEADER
-from lit_gpt.training.pretraining import PretrainArgs, pretrain
+from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
+from lit_gpt.training.pretrain_args import PretrainArgs
 
 
 @pytest.fixture

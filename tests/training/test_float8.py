@@ -132,7 +132,8 @@ def test_lora_linears_are_left_alone():
 
 
 def test_float8_with_lora_fine_tuning_is_refused_at_start(tmp_path):
-    from lit_gpt.sft.finetune import FinetuneArgs, finetune
+    from lit_gpt.cli.finetune import finetune_with_recipe as finetune
+    from lit_gpt.sft.finetune_args import FinetuneArgs
 
     with pytest.raises(ValueError, match="--float8 applies to full fine-tuning"):
         finetune(FinetuneArgs(out_dir=tmp_path, method="lora", float8="tensorwise", accelerator="cpu"))

@@ -74,7 +74,8 @@ def test_annealing_refuses_bad_branches(tmp_path, constant_run):
 
 def test_a_mix_change_on_resume_needs_the_option(tmp_path, constant_run, prepared_sample, sample_tokenizer,
                                                  model_config):  # noqa: F811
-    from lit_gpt.training.pretraining import PretrainArgs, pretrain
+    from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
+    from lit_gpt.training.pretrain_args import PretrainArgs
 
     out = tmp_path / "resumed"
     shutil.copytree(constant_run, out)

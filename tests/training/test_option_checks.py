@@ -10,7 +10,8 @@ import pytest
 
 from training.pretrain_fixtures import ENV, ROOT
 from lit_gpt.cli import USER_ERROR
-from lit_gpt.training.pretraining import PretrainArgs, pretrain
+from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
+from lit_gpt.training.pretrain_args import PretrainArgs
 
 
 @pytest.mark.parametrize("options, message", [

@@ -118,10 +118,8 @@ def test_sigkill_while_saving_keeps_the_previous_checkpoint(tmp_path, reference,
 
 
 def _pretrain_in_process(tmp_path, **overrides):
-    sys.path.insert(0, str(ROOT / "pretrain"))
-    from tinyllama import PretrainArgs
-
-    from lit_gpt.training.pretraining import pretrain
+    from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
+    from lit_gpt.training.pretrain_args import PretrainArgs
 
     args = dict(out_dir=tmp_path / "out", accelerator="cpu", global_batch_size=8, micro_batch_size=2, max_steps=2,
                 warmup_steps=1, eval_interval=0, eval_batches=2,
@@ -195,10 +193,8 @@ def test_continued_pretraining_starts_from_given_weights(tmp_path, reference, pr
 
 def test_the_demo_defaults_prepare_the_sample_and_train(tmp_path):
     """`python pretrain/tinyllama.py` with no data flags: sample tokenizer, shards, demo model (shortened)."""
-    sys.path.insert(0, str(ROOT / "pretrain"))
-    from tinyllama import parse_args
-
-    from lit_gpt.training.pretraining import pretrain
+    from lit_gpt.cli.pretrain import parse_args
+    from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
 
     out = tmp_path / "demo"
     args = parse_args(["--out_dir", str(out), "--accelerator", "cpu", "--max_steps", "3", "--warmup_steps", "1",

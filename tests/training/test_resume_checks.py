@@ -7,7 +7,8 @@ import yaml
 
 from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
 from training.pretrain_fixtures import model_config  # noqa: F401
-from lit_gpt.training.pretraining import PretrainArgs, pretrain
+from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
+from lit_gpt.training.pretrain_args import PretrainArgs
 
 
 def short_run(out_dir, data, tokenizer, config_file, **overrides):

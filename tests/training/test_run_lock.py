@@ -48,7 +48,8 @@ def test_a_lock_from_another_host_is_refused_with_the_way_out(tmp_path):
 
 
 def test_pretraining_refuses_a_locked_out_dir_before_any_work(tmp_path):
-    from lit_gpt.training.pretraining import PretrainArgs, pretrain
+    from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
+    from lit_gpt.training.pretrain_args import PretrainArgs
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

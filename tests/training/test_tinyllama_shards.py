@@ -4,14 +4,13 @@ names, full-size shards, no BOS, no manifest."""
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 
 import numpy as np
 import pytest
 
 from data_fixtures import sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import ROOT, losses, model_config  # noqa: F401
+from training.pretrain_fixtures import losses, model_config  # noqa: F401
 from lit_gpt.data import check_source, find_shards, write_shard
 from lit_gpt.training.metrics import read_metrics
 
@@ -28,10 +27,8 @@ def write_tinyllama_folder(folder, processes=2, files_per_process=2, chunk_size=
 
 
 def test_tinyllama_named_shards_train_with_the_default_sources(tmp_path, sample_tokenizer, model_config):  # noqa: F811
-    sys.path.insert(0, str(ROOT / "pretrain"))
-    from tinyllama import parse_args
-
-    from lit_gpt.training.pretraining import pretrain
+    from lit_gpt.cli.pretrain import parse_args
+    from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
 
     data = write_tinyllama_folder(tmp_path / "data")
     assert [s.path.name for s in find_shards(data, "train_slimpajama")][:3] == [

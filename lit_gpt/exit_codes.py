@@ -8,7 +8,8 @@ Exit codes (PRETRAIN.md, "Exit codes"):
     130  interrupted by a second Ctrl-C without saving
 A crash prints its traceback.
 
-Kept free of heavy imports: `--help` of an entry point must not wait for torch.
+Kept free of heavy imports: `--help` of an entry point must not wait for torch. The command layer
+(lit_gpt.cli) re-exports all of it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,63 @@
+"""Tokenize Starcoderdata (`{language}/train-*.parquet`, column `content`) into packed shards `{prefix}_*.bin`.
+
+Parquet files are read in record batches, never whole. Separators: every document is written as
+BOS + its tokens + EOS, documents are concatenated, and nothing is ever padded (the last shard of each
+input file is just shorter). Unreadable files and rows without `content` are skipped and listed in
+`{prefix}.manifest.json`, or stop the run with `--strict`. An interrupted run resumes where it stopped
+when started again with the same arguments.
+
+    python scripts/prepare_starcoder.py --source_path lit_gpt/cli/demo_data/sample/starcoder \
+        --tokenizer_path checkpoints/tokenizer --destination_path data/packed
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+
+from jsonargparse import CLI
+
+from lit_gpt.data.prepare import prepare, starcoder_files
+from lit_gpt.data.readers import BadInputError, read_starcoder
+
+
+def prepare_starcoder(
+    source_path: Path,
+    tokenizer_path: Path,
+    destination_path: Path,
+    languages: Optional[list[str]] = None,
+    prefix: str = "train_starcoder",
+    chunk_size: int = 2049 * 1024,
+    num_processes: Optional[int] = os.cpu_count(),
+    strict: bool = False,
+) -> None:
+    """Tokenize Starcoderdata.
+
+    Args:
+        source_path: Starcoderdata root with one folder per language.
+        tokenizer_path: folder with `tokenizer.model` or `tokenizer.json`.
+        destination_path: output folder for the shards, the manifest and the progress journal.
+        languages: language folders to include; default all.
+        prefix: shard name prefix.
+        chunk_size: tokens per shard.
+        num_processes: worker processes (each input file is one unit of work).
+        strict: stop at the first bad input instead of skipping and counting it.
+    """
+    try:
+        files = starcoder_files(source_path, languages)
+        manifest = prepare(files, source_path, read_starcoder, tokenizer_path, destination_path, prefix, chunk_size, num_processes, strict)
+    except (BadInputError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}")
+    print(f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['shards'])} shards, "
+          f"{manifest['skipped']['count']} rows skipped")
+
+
+def main(argv=None) -> None:
+    """`lit-prepare-starcoder` and `scripts/prepare_starcoder.py`."""
+    CLI(prepare_starcoder, as_positional=False, args=argv)
+
+
+if __name__ == "__main__":
+    main()
