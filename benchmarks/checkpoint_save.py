@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.checkpointing import AsyncCheckpointer, save_checkpoint
@@ -41,8 +40,12 @@ def main() -> None:
     parser.add_argument("--warmup_steps", type=int, default=3)
     parser.add_argument("--timed_steps", type=int, default=5)
     parser.add_argument("--steps_after", type=int, default=10, help="steps trained after each save (at least)")
-    parser.add_argument("--max_steps_after", type=int, default=1000,
-                        help="async: train on until the write has finished, at most this many steps")
+    parser.add_argument(
+        "--max_steps_after",
+        type=int,
+        default=1000,
+        help="async: train on until the write has finished, at most this many steps",
+    )
     parser.add_argument("--out_dir", type=Path, default=Path("out/checkpoint_save_benchmark"))
     args = parser.parse_args()
 
@@ -114,9 +117,11 @@ def main() -> None:
     writer.close()
 
     size = sum(p.stat().st_size for p in (root / "step-000000003").rglob("*") if p.is_file())
-    print(f"{args.model} on {args.device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}: step {step_time:.3f} s (median of {args.timed_steps}), checkpoint "
-          f"{size / 1e9:.2f} GB, at least {args.steps_after} steps after each save (async: until written)")
+    print(
+        f"{args.model} on {args.device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
+        f"torch {torch.__version__}: step {step_time:.3f} s (median of {args.timed_steps}), checkpoint "
+        f"{size / 1e9:.2f} GB, at least {args.steps_after} steps after each save (async: until written)"
+    )
     print("| save | call returns after (s) | training time lost (s) | save wall time (s) |")
     print("|---|---|---|---|")
     for label, call, lost, wall in rows:

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from lit_gpt.data.shards import open_shard
 from lit_gpt.data.stream import DEFAULT_SOURCES, build_train_loader, find_shards
 
@@ -46,17 +45,29 @@ def index_blocks(data_dir: Path, sources: list[str], block_size: int) -> tuple[d
             tokens = open_shard(shard)
             n = shard.tokens // sample_len
             for b in range(n):
-                by_hash[_digest(tokens[b * sample_len:(b + 1) * sample_len])].append((prefix, shard.path.name, b))
+                by_hash[_digest(tokens[b * sample_len : (b + 1) * sample_len])].append((prefix, shard.path.name, b))
             totals[prefix] += n
     return by_hash, totals
 
 
-def coverage(data_dir: Path, ranks: int, workers: int, micro_batch: int, block_size: int,
-             sources: dict[str, float], seed: int = 42, steps: int | None = None,
-             log_path: Path | None = None) -> dict:
+def coverage(
+    data_dir: Path,
+    ranks: int,
+    workers: int,
+    micro_batch: int,
+    block_size: int,
+    sources: dict[str, float],
+    seed: int = 42,
+    steps: int | None = None,
+    log_path: Path | None = None,
+) -> dict:
     by_hash, totals = index_blocks(data_dir, list(sources), block_size)
-    loaders = [build_train_loader(data_dir, sources, block_size, micro_batch, seed, rank=r, world_size=ranks,
-                                  num_workers=workers) for r in range(ranks)]
+    loaders = [
+        build_train_loader(
+            data_dir, sources, block_size, micro_batch, seed, rank=r, world_size=ranks, num_workers=workers
+        )
+        for r in range(ranks)
+    ]
     iters = [iter(loader) for loader in loaders]
     records = []  # (step, rank, row, g, digest)
     step = 0
@@ -88,7 +99,7 @@ def coverage(data_dir: Path, ranks: int, workers: int, micro_batch: int, block_s
         total = totals[source]
         epochs_done[source] = len(digests) / total
         for e in range(0, len(digests), total):
-            counts = Counter(digests[e:e + total])
+            counts = Counter(digests[e : e + total])
             repeated = sum(c - len(by_hash[d]) for d, c in counts.items() if c > len(by_hash[d]))
             if repeated:
                 problems.append(f"{source} epoch {e // total}: {repeated} blocks delivered more than once")
@@ -102,14 +113,23 @@ def coverage(data_dir: Path, ranks: int, workers: int, micro_batch: int, block_s
             w = csv.writer(f)
             w.writerow(["step", "rank", "row", "global_sample", "source", "file", "block", "epoch"])
             w.writerows(sorted(rows))
-    return dict(ok=not problems, problems=problems, steps=step, samples=len(records), ranks=ranks, workers=workers,
-                blocks=totals, epochs=epochs_done, log=str(log_path) if log_path else None)
+    return dict(
+        ok=not problems,
+        problems=problems,
+        steps=step,
+        samples=len(records),
+        ranks=ranks,
+        workers=workers,
+        blocks=totals,
+        epochs=epochs_done,
+        log=str(log_path) if log_path else None,
+    )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data_dir", type=Path, required=True)
-    p.add_argument("--sources", default=None, help='JSON prefix -> weight (default: the SlimPajama/Starcoder mix)')
+    p.add_argument("--sources", default=None, help="JSON prefix -> weight (default: the SlimPajama/Starcoder mix)")
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
     p.add_argument("--micro_batch", type=int, default=8)
@@ -119,12 +139,23 @@ def main(argv=None) -> int:
     p.add_argument("--log", type=Path, default=Path("benchmarks/results/data_coverage.csv"))
     args = p.parse_args(argv)
     sources = json.loads(args.sources) if args.sources else DEFAULT_SOURCES
-    result = coverage(args.data_dir, args.ranks, args.workers, args.micro_batch, args.block_size, sources, args.seed,
-                      args.steps, args.log)
+    result = coverage(
+        args.data_dir,
+        args.ranks,
+        args.workers,
+        args.micro_batch,
+        args.block_size,
+        sources,
+        args.seed,
+        args.steps,
+        args.log,
+    )
     print(json.dumps(result))
-    print(("PASS" if result["ok"] else "FAIL") + f": {result['samples']} samples over {result['ranks']} ranks x "
-          f"{result['workers']} workers, epochs {', '.join(f'{k} {v:.2f}' for k, v in result['epochs'].items())}"
-          + "".join(f"\n  {m}" for m in result["problems"]))
+    print(
+        ("PASS" if result["ok"] else "FAIL") + f": {result['samples']} samples over {result['ranks']} ranks x "
+        f"{result['workers']} workers, epochs {', '.join(f'{k} {v:.2f}' for k, v in result['epochs'].items())}"
+        + "".join(f"\n  {m}" for m in result["problems"])
+    )
     return 0 if result["ok"] else 1
 
 

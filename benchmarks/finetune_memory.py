@@ -4,7 +4,8 @@ small one, through the real job (`sft/finetune.py`, packed rows of the chat samp
 Each base is a random-weight model of the preset, written once as a lit checkpoint (speed and memory do
 not depend on the weights); the job's own log lines give tokens/s and peak memory. Prints a table last.
 
-    python benchmarks/finetune_memory.py --tokenizer_dir .gpu_data/tokenizer            # GPU: Llama-2-7b LoRA, tiny_LLaMA_1b full
+    python benchmarks/finetune_memory.py --tokenizer_dir .gpu_data/tokenizer            # GPU: Llama-2-7b LoRA,
+    tiny_LLaMA_1b full
     python benchmarks/finetune_memory.py --runs micro_LLaMA:lora,micro_LLaMA:full --accelerator cpu \
         --max_seq_length 128 --tokenizer_dir out/demo/tokenizer                          # CPU smoke test
 """
@@ -50,24 +51,62 @@ def run(args, name: str, method: str) -> dict:
     if not (base / "lit_model.pth").is_file():
         write_base(name, base, args.tokenizer_dir, "cuda" if args.accelerator == "cuda" else "cpu")
     out = args.work_dir / f"run_{name}_{method}"
-    cmd = [sys.executable, str(ROOT / "sft" / "finetune.py"), "--checkpoint", str(base), "--method", method,
-           "--out_dir", str(out), "--resume", "null", "--accelerator", args.accelerator, "--packed", "true",
-           "--max_seq_length", str(args.max_seq_length), "--micro_batch_size", str(args.micro_batch),
-           "--global_batch_size", str(args.micro_batch), "--max_steps", str(args.steps), "--warmup_steps", "1",
-           "--log_interval", "2", "--eval_interval", str(args.steps), "--save_interval", "0", "--tensorboard", "false"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "sft" / "finetune.py"),
+        "--checkpoint",
+        str(base),
+        "--method",
+        method,
+        "--out_dir",
+        str(out),
+        "--resume",
+        "null",
+        "--accelerator",
+        args.accelerator,
+        "--packed",
+        "true",
+        "--max_seq_length",
+        str(args.max_seq_length),
+        "--micro_batch_size",
+        str(args.micro_batch),
+        "--global_batch_size",
+        str(args.micro_batch),
+        "--max_steps",
+        str(args.steps),
+        "--warmup_steps",
+        "1",
+        "--log_interval",
+        "2",
+        "--eval_interval",
+        str(args.steps),
+        "--save_interval",
+        "0",
+        "--tensorboard",
+        "false",
+    ]
     if method != "full":
         cmd += ["--precision", "bf16-true"]  # frozen weights in bf16: half of bf16-mixed's fp32 copy
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-    row = dict(model=name, method=method, micro_batch=args.micro_batch, max_seq_length=args.max_seq_length,
-               wall_s=round(time.time() - t0, 1))
+    row = dict(
+        model=name,
+        method=method,
+        micro_batch=args.micro_batch,
+        max_seq_length=args.max_seq_length,
+        wall_s=round(time.time() - t0, 1),
+    )
     lines = LOG_LINE.findall(proc.stdout + proc.stderr)
     if lines:
         step, tps, mem = lines[-1]  # the last window: compilation and warm-up are behind it
-        row.update(step=int(step), tokens_per_sec=float(tps.replace(",", "")),
-                   peak_memory_gb=float(mem) if mem else None)
+        row.update(
+            step=int(step), tokens_per_sec=float(tps.replace(",", "")), peak_memory_gb=float(mem) if mem else None
+        )
     if proc.returncode or not lines:
         # the job's own last words (its one-line error or a traceback's end), not its progress lines
         tail = [ln for ln in proc.stderr.splitlines() if ln.strip() and "tok/s" not in ln][-3:]

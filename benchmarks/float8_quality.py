@@ -19,22 +19,61 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from lit_gpt.training.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pretrain(args, out: Path, float8: str | None) -> float:
-    cmd = [sys.executable, str(ROOT / "pretrain" / "tinyllama.py"), "--data_dir", str(args.data_dir),
-           "--tokenizer_dir", str(args.tokenizer_dir), "--out_dir", str(out), "--model_name", args.model_name,
-           "--accelerator", args.accelerator, "--seed", "42", "--global_batch_size", str(args.global_batch),
-           "--micro_batch_size", str(args.micro_batch), "--max_steps", str(args.steps), "--lr", str(args.lr),
-           "--min_lr", str(args.lr / 10), "--warmup_steps", str(args.warmup_steps), "--log_interval", "10",
-           "--eval_interval", str(args.eval_interval), "--eval_batches", str(args.eval_batches),
-           "--save_interval", "0", "--tensorboard", "false", "--num_workers", "2", "--resume", "null"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "pretrain" / "tinyllama.py"),
+        "--data_dir",
+        str(args.data_dir),
+        "--tokenizer_dir",
+        str(args.tokenizer_dir),
+        "--out_dir",
+        str(out),
+        "--model_name",
+        args.model_name,
+        "--accelerator",
+        args.accelerator,
+        "--seed",
+        "42",
+        "--global_batch_size",
+        str(args.global_batch),
+        "--micro_batch_size",
+        str(args.micro_batch),
+        "--max_steps",
+        str(args.steps),
+        "--lr",
+        str(args.lr),
+        "--min_lr",
+        str(args.lr / 10),
+        "--warmup_steps",
+        str(args.warmup_steps),
+        "--log_interval",
+        "10",
+        "--eval_interval",
+        str(args.eval_interval),
+        "--eval_batches",
+        str(args.eval_batches),
+        "--save_interval",
+        "0",
+        "--tensorboard",
+        "false",
+        "--num_workers",
+        "2",
+        "--resume",
+        "null",
+    ]
     if float8:
         cmd += ["--float8", float8, "--float8_min_features", str(args.float8_min_features)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     (out / "stdout.txt").parent.mkdir(parents=True, exist_ok=True)
@@ -97,16 +136,30 @@ def main(argv=None) -> dict:
     final = {n: runs[n]["val_loss"][-1][1] for n in names}
     relative = abs(final[names[1]] - final[names[0]]) / final[names[0]]
     tokens_per_sec = {n: runs[n]["tokens_per_sec"][-1][1] for n in names}
-    result = dict(model=args.model_name, steps=args.steps, global_batch=args.global_batch, final_val_loss=final,
-                  relative_difference=relative, last_tokens_per_sec=tokens_per_sec, wall_s=seconds,
-                  val_loss={n: runs[n]["val_loss"] for n in names})
+    result = dict(
+        model=args.model_name,
+        steps=args.steps,
+        global_batch=args.global_batch,
+        final_val_loss=final,
+        relative_difference=relative,
+        last_tokens_per_sec=tokens_per_sec,
+        wall_s=seconds,
+        val_loss={n: runs[n]["val_loss"] for n in names},
+    )
     if args.png:
-        plot(runs, args.png, f"{args.model_name}, {args.steps} steps: bf16 vs float8 ({args.recipe}); "
-                             f"final validation loss {final[names[0]]:.4f} vs {final[names[1]]:.4f}")
+        plot(
+            runs,
+            args.png,
+            f"{args.model_name}, {args.steps} steps: bf16 vs float8 ({args.recipe}); "
+            f"final validation loss {final[names[0]]:.4f} vs {final[names[1]]:.4f}",
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     for n in names:
-        print(f"{n:22s} final val loss {final[n]:.4f}  last logged {tokens_per_sec[n]:,.0f} tok/s  wall {seconds[n]:.0f} s")
+        print(
+            f"{n:22s} final val loss {final[n]:.4f}  last logged {tokens_per_sec[n]:,.0f} tok/s  wall "
+            f"{seconds[n]:.0f} s"
+        )
     print(f"relative difference {relative:.2%} (must be under 1%)")
     return result
 

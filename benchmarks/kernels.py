@@ -28,7 +28,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 # Inductor compiles in this process instead of a pool of worker processes, whose start-up would
 # otherwise compete for the CPU with the launch-bound eager measurements that follow a compile.
@@ -44,7 +43,7 @@ SIZES = dict(batch=8, seq=2048, n_embd=2048, n_head=32, n_kv=4, head_size=64, ml
 BF16_BYTES = 2
 
 
-def op_bytes(op: str, s: Dict[str, int], e: int = BF16_BYTES) -> int:
+def op_bytes(op: str, s: dict[str, int], e: int = BF16_BYTES) -> int:
     """Fewest bytes one forward + backward must read and write in device memory (e: activation bytes).
 
     N = batch * seq tokens. Each tensor is counted once per pass that has to touch it:
@@ -71,14 +70,14 @@ def op_bytes(op: str, s: Dict[str, int], e: int = BF16_BYTES) -> int:
     raise ValueError(op)
 
 
-def op_flops(op: str, s: Dict[str, int]) -> Optional[int]:
+def op_flops(op: str, s: dict[str, int]) -> int | None:
     """Matmul flops of forward + backward (logits, grad_hidden, grad_W), for the matmul-bound op."""
     if op != "linear_cross_entropy":
         return None
     return 3 * 2 * s["batch"] * s["seq"] * s["vocab"] * s["n_embd"]
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
     p.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
@@ -102,7 +101,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- cases
 
 
-def make_case(op: str, s: Dict[str, int], gen: torch.Generator):
+def make_case(op: str, s: dict[str, int], gen: torch.Generator):
     """(inputs, leaves needing grads, output grads, function of (ops namespace) -> callable)."""
     dev, bf16 = "cuda", torch.bfloat16
     B, T = s["batch"], s["seq"]
@@ -136,8 +135,11 @@ def make_case(op: str, s: Dict[str, int], gen: torch.Generator):
         targets = torch.randint(0, s["vocab"], (N,), generator=gen, device=dev)
         targets[::50] = -100
         grads = [torch.ones((), device=dev)]
-        return (hidden, weight, targets), [hidden, weight], grads, lambda ops: (
-            lambda h, w, t: ops.linear_cross_entropy(h, w, t, -100, 0.0)
+        return (
+            (hidden, weight, targets),
+            [hidden, weight],
+            grads,
+            lambda ops: (lambda h, w, t: ops.linear_cross_entropy(h, w, t, -100, 0.0)),
         )
     raise ValueError(op)
 
@@ -178,7 +180,7 @@ def measure_matmul_tflops(n: int = 8192) -> float:
     return 2 * n**3 / (ms * 1e-3) / 1e12
 
 
-def bench_one(op: str, variant: str, s: Dict[str, int], rep_ms: int) -> Dict[str, object]:
+def bench_one(op: str, variant: str, s: dict[str, int], rep_ms: int) -> dict[str, object]:
     from triton.testing import do_bench, do_bench_cudagraph
 
     gen = torch.Generator(device="cuda")
@@ -236,7 +238,7 @@ def bench_one(op: str, variant: str, s: Dict[str, int], rep_ms: int) -> Dict[str
     )
 
 
-def format_table(results: List[Dict[str, object]], copy_gbps: Optional[float], mm_tflops: Optional[float]) -> str:
+def format_table(results: list[dict[str, object]], copy_gbps: float | None, mm_tflops: float | None) -> str:
     head = (
         f"{'op':<22}{'variant':<16}{'fwd ms':>8}{'f+b ms':>8}{'graph ms':>10}{'GB/s':>7}{'%copy':>7}"
         f"{'TFLOP/s':>9}{'%mm':>5}{'peak MiB':>10}"
@@ -260,7 +262,7 @@ def format_table(results: List[Dict[str, object]], copy_gbps: Optional[float], m
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     s = dict(SIZES, batch=args.batch, seq=args.seq)
     if args.dry_run:
@@ -281,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     mm_tflops = measure_matmul_tflops()
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")
     print(f"device-to-device copy: {copy_gbps:.0f} GB/s (read + write); bf16 matmul 8192^3: {mm_tflops:.0f} TFLOP/s")
-    results: List[Dict[str, object]] = []
+    results: list[dict[str, object]] = []
     for op in args.ops:
         for variant in args.variants:
             try:

@@ -10,8 +10,8 @@ samples into batches. The block count of every file is taken from the first file
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -21,7 +21,9 @@ from lit_gpt.data.shards import HEADER, read_header
 
 
 class PackedBaseline(IterableDataset):
-    def __init__(self, files: list[Path], sample_len: int, n_chunks: int = 8, seed: int = 42, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, files: list[Path], sample_len: int, n_chunks: int = 8, seed: int = 42, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.files, self.sample_len, self.n_chunks = [Path(f) for f in files], sample_len, n_chunks
         self.seed, self.rank, self.world_size = seed, rank, world_size
 
@@ -56,8 +58,19 @@ class CombinedBaseline(IterableDataset):
             yield next(it)
 
 
-def baseline_loader(folder: Path, sources: dict[str, float], block_size: int, micro_batch_size: int, num_workers: int,
-                    rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> DataLoader:
-    datasets = [PackedBaseline(sorted(Path(folder).glob(f"{prefix}_*.bin")), block_size + 1, rank=rank, world_size=world_size) for prefix in sources]
+def baseline_loader(
+    folder: Path,
+    sources: dict[str, float],
+    block_size: int,
+    micro_batch_size: int,
+    num_workers: int,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader:
+    datasets = [
+        PackedBaseline(sorted(Path(folder).glob(f"{prefix}_*.bin")), block_size + 1, rank=rank, world_size=world_size)
+        for prefix in sources
+    ]
     combined = CombinedBaseline(datasets, list(sources.values()))
     return DataLoader(combined, batch_size=micro_batch_size, num_workers=num_workers, pin_memory=pin_memory)

@@ -25,33 +25,84 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from lit_gpt.cli.shipped import demo_data
 from lit_gpt.cli import STOPPED_AND_SAVED
+from lit_gpt.cli.shipped import demo_data
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 
+ROOT = Path(__file__).resolve().parents[1]
+
 LAUNCHER = ROOT / "tests" / "training" / "run_pretrain.py"
-SMOKE_MODEL = dict(name="parity_tiny", n_layer=2, n_head=4, n_query_groups=2, n_embd=64, intermediate_size=176,
-                   vocab_size=4096, block_size=64, kernels="torch")
+SMOKE_MODEL = dict(
+    name="parity_tiny",
+    n_layer=2,
+    n_head=4,
+    n_query_groups=2,
+    n_embd=64,
+    intermediate_size=176,
+    vocab_size=4096,
+    block_size=64,
+    kernels="torch",
+)
 PAIRS = (("2", "1"), ("2->1", "2"), ("1->2", "1"))
 
 
 def pretrain(args, out: Path, devices: int, sigterm_after: int | None = None) -> None:
     cmd = [sys.executable, str(LAUNCHER)] + (["--sigterm_after_batches", str(sigterm_after)] if sigterm_after else [])
-    cmd += ["--", "--data_dir", str(args.data_dir), "--tokenizer_dir", str(args.tokenizer_dir), "--out_dir", str(out),
-            "--accelerator", args.accelerator, "--devices", str(devices), "--strategy", "fsdp" if devices > 1 else "auto",
-            "--precision", args.precision, "--seed", str(args.seed), "--global_batch_size", str(args.global_batch),
-            "--micro_batch_size", str(args.micro_batch), "--max_steps", str(args.steps), "--lr", str(args.lr),
-            "--min_lr", str(args.lr / 10), "--warmup_steps", str(args.warmup_steps), "--log_interval", "1",
-            "--val_prefix", "", "--save_interval", "0", "--tensorboard", "false", "--num_workers", str(args.num_workers)]
+    cmd += [
+        "--",
+        "--data_dir",
+        str(args.data_dir),
+        "--tokenizer_dir",
+        str(args.tokenizer_dir),
+        "--out_dir",
+        str(out),
+        "--accelerator",
+        args.accelerator,
+        "--devices",
+        str(devices),
+        "--strategy",
+        "fsdp" if devices > 1 else "auto",
+        "--precision",
+        args.precision,
+        "--seed",
+        str(args.seed),
+        "--global_batch_size",
+        str(args.global_batch),
+        "--micro_batch_size",
+        str(args.micro_batch),
+        "--max_steps",
+        str(args.steps),
+        "--lr",
+        str(args.lr),
+        "--min_lr",
+        str(args.lr / 10),
+        "--warmup_steps",
+        str(args.warmup_steps),
+        "--log_interval",
+        "1",
+        "--val_prefix",
+        "",
+        "--save_interval",
+        "0",
+        "--tensorboard",
+        "false",
+        "--num_workers",
+        str(args.num_workers),
+    ]
     cmd += ["--initial_checkpoint", str(args.initial_checkpoint)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "NCCL_NVLS_ENABLE": "0"}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "NCCL_NVLS_ENABLE": "0",
+    }
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     # a run stopped by the signal saves and exits with STOPPED_AND_SAVED, a finished one with 0
     if proc.returncode != (STOPPED_AND_SAVED if sigterm_after else 0):
-        raise RuntimeError(f"{out.name} on {devices} devices: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"{out.name} on {devices} devices: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        )
 
 
 def write_initial_weights(args, folder: Path) -> Path:
@@ -101,8 +152,11 @@ def plot(curves: dict, differences: dict, path: Path, title: str) -> None:
     top.legend()
     for a, b in PAIRS:
         steps = sorted(curves[b])
-        bottom.plot(steps, [abs(curves[a][s] - curves[b][s]) / abs(curves[b][s]) for s in steps],
-                    label=f"{a} vs {b} (max {differences[f'{a} vs {b}']:.1e})")
+        bottom.plot(
+            steps,
+            [abs(curves[a][s] - curves[b][s]) / abs(curves[b][s]) for s in steps],
+            label=f"{a} vs {b} (max {differences[f'{a} vs {b}']:.1e})",
+        )
     bottom.set_yscale("symlog", linthresh=1e-7)
     bottom.set_xlabel("optimizer step")
     bottom.set_ylabel("relative difference")
@@ -169,11 +223,17 @@ def main(argv=None) -> dict:
             print(f"{name}: {len(curves[name])} steps, final loss {curves[name][max(curves[name])]:.4f}", flush=True)
     differences = {f"{a} vs {b}": max_relative_difference(curves[a], curves[b]) for a, b in PAIRS}
     model = args.model_config.stem if args.model_config else args.model_name
-    title = (f"{model}, {args.accelerator} {args.precision}, global batch {args.global_batch} "
-             f"(micro {args.micro_batch}), resume at step {args.stop_at}")
+    title = (
+        f"{model}, {args.accelerator} {args.precision}, global batch {args.global_batch} "
+        f"(micro {args.micro_batch}), resume at step {args.stop_at}"
+    )
     plot(curves, differences, args.png, title)
-    result = dict(differences=differences, curves={k: sorted(v.items()) for k, v in curves.items()}, png=str(args.png),
-                  title=title)
+    result = dict(
+        differences=differences,
+        curves={k: sorted(v.items()) for k, v in curves.items()},
+        png=str(args.png),
+        title=title,
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     print("\n" + "\n".join(f"max relative loss difference {pair:12s} {d:.2e}" for pair, d in differences.items()))

@@ -19,17 +19,20 @@ from pathlib import Path
 from typing import Literal
 
 from jsonargparse import CLI
-
-
-from lit_gpt.data import prepare, read_slimpajama
 from prepare_throughput import SAMPLE, build_tokenizer
 
+from lit_gpt.data import prepare, read_slimpajama
 
-def main(processes: list[int] = [1, 2], copies: int = 8, kind: Literal["sample", "llama2_shaped", "hf_byte_level"] = "llama2_shaped") -> None:
+
+def main(
+    processes: list[int] = [1, 2],
+    copies: int = 8,
+    kind: Literal["sample", "llama2_shaped", "hf_byte_level"] = "llama2_shaped",
+) -> None:
     """Args:
-        processes: process counts to measure.
-        copies: copies of the sample's SlimPajama train files (each copy is a set of input files).
-        kind: the tokenizer to build.
+    processes: process counts to measure.
+    copies: copies of the sample's SlimPajama train files (each copy is a set of input files).
+    kind: the tokenizer to build.
     """
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -47,7 +50,9 @@ def main(processes: list[int] = [1, 2], copies: int = 8, kind: Literal["sample",
         first = None
         for n in processes:
             start = time.perf_counter()
-            manifest = prepare(inputs, tmp / "in", read_slimpajama, tokenizer, tmp / f"out{n}", "train_x", num_processes=n)
+            manifest = prepare(
+                inputs, tmp / "in", read_slimpajama, tokenizer, tmp / f"out{n}", "train_x", num_processes=n
+            )
             wall = time.perf_counter() - start
             first = first or wall
             print(f"| {n} | {wall:.2f} | {manifest['tokens'] / wall / 1e6:.2f} | {first / wall:.2f}x |")

@@ -4,11 +4,13 @@ Both run in this single process on the sample corpus (SlimPajama train + validat
 the same tokenizer (`--kind`: the sample SentencePiece model, a Llama-2-shaped one, or a byte-level BPE
 `tokenizer.json`; or `--tokenizer_path`), alternately, `--repeats` times; the best run of each is reported
 (wall time and this process's CPU time, tokens per second). The naive loop reads lines with
-`json.loads`, calls the tokenizer library's `encode` per document and builds one `np.array` per document. The pipeline is
+`json.loads`, calls the tokenizer library's `encode` per document and builds one `np.array` per document. The
+pipeline is
 `lit_gpt.data.prepare` with one process (reading, encoding with `encode_flat`, checking every 64th
 document against SentencePiece, writing shards). Both token streams must be identical.
 
-    python benchmarks/prepare_throughput.py [--kind llama2_shaped | --tokenizer_path DIR] 2>/dev/null  # stderr: progress bars
+    python benchmarks/prepare_throughput.py [--kind llama2_shaped | --tokenizer_path DIR] 2>/dev/null  # stderr:
+    progress bars
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -87,23 +89,36 @@ def build_tokenizer(kind: str, out: Path) -> Path:
 
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer, hf.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-        hf.train_from_iterator(texts(), trainers.BpeTrainer(vocab_size=32000, special_tokens=["<unk>", "<s>", "</s>"],
-                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+        hf.train_from_iterator(
+            texts(),
+            trainers.BpeTrainer(
+                vocab_size=32000,
+                special_tokens=["<unk>", "<s>", "</s>"],
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                show_progress=False,
+            ),
+        )
         hf.save(str(out / "tokenizer.json"))
     return out
 
 
-def main(tokenizer_path: Optional[Path] = None, kind: Literal["sample", "llama2_shaped", "hf_byte_level"] = "sample", repeats: int = 3) -> None:
+def main(
+    tokenizer_path: Path | None = None,
+    kind: Literal["sample", "llama2_shaped", "hf_byte_level"] = "sample",
+    repeats: int = 3,
+) -> None:
     """Args:
-        tokenizer_path: folder with `tokenizer.model` or `tokenizer.json`; default: build one of `kind`.
-        kind: which tokenizer to build when no `tokenizer_path` is given (see `build_tokenizer`).
-        repeats: runs of each path; the best is reported.
+    tokenizer_path: folder with `tokenizer.model` or `tokenizer.json`; default: build one of `kind`.
+    kind: which tokenizer to build when no `tokenizer_path` is given (see `build_tokenizer`).
+    repeats: runs of each path; the best is reported.
     """
     tmp = Path(tempfile.mkdtemp())
     tokenizer_path = tokenizer_path or build_tokenizer(kind, tmp / "tokenizer")
     slim = sorted(SAMPLE.glob("slimpajama/*/chunk*/*.jsonl.zst"))
     code = sorted(SAMPLE.glob("starcoder/*/*.parquet"))
-    chars = sum(len(t) for f in slim for t in read_slimpajama(f, InputLog())) + sum(len(t) for f in code for t in read_starcoder(f, InputLog()))
+    chars = sum(len(t) for f in slim for t in read_slimpajama(f, InputLog())) + sum(
+        len(t) for f in code for t in read_starcoder(f, InputLog())
+    )
     best = {"naive": (np.inf, np.inf), "pipeline": (np.inf, np.inf)}
     for r in range(repeats):
         docs, wall, cpu = timed(naive, slim, code, tokenizer_path)
@@ -115,10 +130,19 @@ def main(tokenizer_path: Optional[Path] = None, kind: Literal["sample", "llama2_
     from lit_gpt.tokenizer import Tokenizer
 
     tok = Tokenizer(tokenizer_path)
-    print(f"tokenizer: {tok.backend}, vocab {tok.vocab_size}, fast path: {'tiktoken' if tok.fast_encoder else tok.fast_encoder_refusal}")
-    print(f"corpus: {len(docs)} documents, {chars / 1e6:.1f} M characters, {n / 1e6:.2f} M tokens (identical in both paths)")
+    print(
+        f"tokenizer: {tok.backend}, vocab {tok.vocab_size}, fast path: "
+        f"{'tiktoken' if tok.fast_encoder else tok.fast_encoder_refusal}"
+    )
+    print(
+        f"corpus: {len(docs)} documents, {chars / 1e6:.1f} M characters, {n / 1e6:.2f} M tokens (identical in both "
+        "paths)"
+    )
     for name, (wall, cpu) in best.items():
-        print(f"{name:8s}: {wall:6.2f} s wall, {cpu:6.2f} s CPU, {n / wall / 1e6:.2f} M tokens/s/core (wall), {n / cpu / 1e6:.2f} M tokens/s/core (CPU)")
+        print(
+            f"{name:8s}: {wall:6.2f} s wall, {cpu:6.2f} s CPU, {n / wall / 1e6:.2f} M tokens/s/core (wall), "
+            f"{n / cpu / 1e6:.2f} M tokens/s/core (CPU)"
+        )
     speedup = best["naive"][0] / best["pipeline"][0], best["naive"][1] / best["pipeline"][1]
     print(f"speed-up per core: {speedup[0]:.2f}x (wall), {speedup[1]:.2f}x (CPU)")
 

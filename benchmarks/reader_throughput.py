@@ -21,15 +21,13 @@ import tempfile
 import time
 from itertools import islice
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 from jsonargparse import CLI
-
+from packed_baseline import baseline_loader
 
 from lit_gpt.data import DEFAULT_SOURCES, build_train_loader, write_shard
-from packed_baseline import baseline_loader
 
 
 def drop_page_cache(folder: Path) -> None:
@@ -39,20 +37,29 @@ def drop_page_cache(folder: Path) -> None:
         os.close(fd)
 
 
-def main(files_per_source: int = 8, chunk_size: int = 2049 * 1024, block_size: int = 2048, micro_batch_size: int = 8,
-         batches: int = 500, workers: list[int] = [0, 1, 2], repeats: int = 3, world_size: int = 1,
-         pin_memory: Optional[bool] = None, data_dir: Optional[Path] = None) -> None:
+def main(
+    files_per_source: int = 8,
+    chunk_size: int = 2049 * 1024,
+    block_size: int = 2048,
+    micro_batch_size: int = 8,
+    batches: int = 500,
+    workers: list[int] = [0, 1, 2],
+    repeats: int = 3,
+    world_size: int = 1,
+    pin_memory: bool | None = None,
+    data_dir: Path | None = None,
+) -> None:
     """Args:
-        files_per_source: shard files written for each of the two sources.
-        chunk_size: tokens per shard file.
-        block_size: sample length minus one.
-        micro_batch_size: samples per batch.
-        batches: timed batches per measurement (after one untimed batch that starts the workers).
-        workers: DataLoader worker counts to measure.
-        repeats: measurements of each loader (alternating); the best is reported.
-        world_size: measure rank 0 of this many ranks.
-        pin_memory: pin batches (default: when CUDA is available).
-        data_dir: where to write the shards (default: a temporary folder).
+    files_per_source: shard files written for each of the two sources.
+    chunk_size: tokens per shard file.
+    block_size: sample length minus one.
+    micro_batch_size: samples per batch.
+    batches: timed batches per measurement (after one untimed batch that starts the workers).
+    workers: DataLoader worker counts to measure.
+    repeats: measurements of each loader (alternating); the best is reported.
+    world_size: measure rank 0 of this many ranks.
+    pin_memory: pin batches (default: when CUDA is available).
+    data_dir: where to write the shards (default: a temporary folder).
     """
     folder = Path(data_dir or tempfile.mkdtemp())
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,9 +69,16 @@ def main(files_per_source: int = 8, chunk_size: int = 2049 * 1024, block_size: i
         for prefix in DEFAULT_SOURCES:
             for i in range(files_per_source):
                 write_shard(folder / f"{prefix}_{i:010d}.bin", rng.integers(0, 32000, chunk_size, dtype=np.uint16))
-        print(f"{2 * files_per_source} files of {chunk_size} tokens in {folder}; block {block_size}, micro batch {micro_batch_size}, "
-              f"{batches} batches, rank 0 of {world_size}, pin_memory={pin}, {len(os.sched_getaffinity(0))} CPUs, torch {torch.__version__}")
-        print("| page cache | workers | ours, M tokens/s | baseline, M tokens/s | ratio | ours, main-process CPU s | baseline, main-process CPU s |")
+        print(
+            f"{2 * files_per_source} files of {chunk_size} tokens in {folder}; block {block_size}, micro batch "
+            f"{micro_batch_size}, "
+            f"{batches} batches, rank 0 of {world_size}, pin_memory={pin}, {len(os.sched_getaffinity(0))} CPUs, "
+            f"torch {torch.__version__}"
+        )
+        print(
+            "| page cache | workers | ours, M tokens/s | baseline, M tokens/s | ratio | ours, main-process CPU s | "
+            "baseline, main-process CPU s |"
+        )
         print("|---|---|---|---|---|---|---|")
         for cache in ("warm", "cold"):
             for w in workers:
@@ -72,16 +86,35 @@ def main(files_per_source: int = 8, chunk_size: int = 2049 * 1024, block_size: i
                 for _ in range(repeats):
                     for name in best:
                         if name == "ours":
-                            loader = build_train_loader(folder, DEFAULT_SOURCES, block_size, micro_batch_size, seed=1, world_size=world_size,
-                                                        num_workers=w, pin_memory=pin)
+                            loader = build_train_loader(
+                                folder,
+                                DEFAULT_SOURCES,
+                                block_size,
+                                micro_batch_size,
+                                seed=1,
+                                world_size=world_size,
+                                num_workers=w,
+                                pin_memory=pin,
+                            )
                         else:
-                            loader = baseline_loader(folder, DEFAULT_SOURCES, block_size, micro_batch_size, w, world_size=world_size, pin_memory=pin)
+                            loader = baseline_loader(
+                                folder,
+                                DEFAULT_SOURCES,
+                                block_size,
+                                micro_batch_size,
+                                w,
+                                world_size=world_size,
+                                pin_memory=pin,
+                            )
                         if cache == "cold":
                             drop_page_cache(folder)
                         rate, cpu = timed(loader, batches, micro_batch_size, block_size)
                         best[name] = max(best[name], (rate, -cpu))
                 (ours, ours_cpu), (base, base_cpu) = best["ours"], best["baseline"]
-                print(f"| {cache} | {w} | {ours / 1e6:.1f} | {base / 1e6:.1f} | {ours / base:.2f}x | {-ours_cpu:.2f} | {-base_cpu:.2f} |")
+                print(
+                    f"| {cache} | {w} | {ours / 1e6:.1f} | {base / 1e6:.1f} | {ours / base:.2f}x | {-ours_cpu:.2f} | "
+                    f"{-base_cpu:.2f} |"
+                )
     finally:
         if data_dir is None:
             shutil.rmtree(folder)

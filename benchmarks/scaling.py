@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-
 MODES = ("full", "no_shard", "hybrid")
 
 
@@ -53,8 +52,11 @@ def run_one(args, mode: str, micro_batch: int) -> None:
     dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     torch.manual_seed(0)
     overrides = dict(block_size=args.seq_len, **({"kernels": args.kernels} if args.kernels else {}))
-    config = (Config.from_dict({**Config.from_file(args.model).to_dict(), **overrides}) if Path(args.model).is_file()
-              else Config.from_name(args.model, **overrides))
+    config = (
+        Config.from_dict({**Config.from_file(args.model).to_dict(), **overrides})
+        if Path(args.model).is_file()
+        else Config.from_name(args.model, **overrides)
+    )
     bf16 = args.precision == "bf16-mixed"
     if mode == "no_shard":
         with device:
@@ -71,8 +73,14 @@ def run_one(args, mode: str, micro_batch: int) -> None:
             mesh = init_device_mesh(device.type, (world // shard, shard), mesh_dim_names=("replicate", "shard"))
         with torch.device("meta"):
             model = GPT(config)
-        fsdp_parallelize(model, mesh, mixed_precision=bf16, activation_checkpointing=args.activation_checkpointing,
-                         compile=args.compile, float8=args.float8)
+        fsdp_parallelize(
+            model,
+            mesh,
+            mixed_precision=bf16,
+            activation_checkpointing=args.activation_checkpointing,
+            compile=args.compile,
+            float8=args.float8,
+        )
     optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))
     refresh_float8_scales = after_optimizer_step(model)
     # different tokens on every rank, as in real data parallelism
@@ -116,10 +124,21 @@ def run_one(args, mode: str, micro_batch: int) -> None:
     peak = torch.tensor([torch.cuda.max_memory_allocated() / 1e9 if cuda else _rss_gb()], device=device)
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     tps = micro_batch * args.seq_len * args.steps / elapsed.item() * world
-    row = dict(mode=mode, gpus=world, micro_batch=micro_batch, seq_len=args.seq_len, model=config.name, float8=args.float8,
-                mesh=list(mesh.shape) if mode != "no_shard" else [world], step_ms=elapsed.item() / args.steps * 1000,
-                tokens_per_sec=tps, tokens_per_sec_per_gpu=tps / world, peak_memory_gb=peak.item(),
-                device=torch.cuda.get_device_name() if cuda else "cpu", torch=torch.__version__)
+    row = dict(
+        mode=mode,
+        gpus=world,
+        micro_batch=micro_batch,
+        seq_len=args.seq_len,
+        model=config.name,
+        float8=args.float8,
+        mesh=list(mesh.shape) if mode != "no_shard" else [world],
+        step_ms=elapsed.item() / args.steps * 1000,
+        tokens_per_sec=tps,
+        tokens_per_sec_per_gpu=tps / world,
+        peak_memory_gb=peak.item(),
+        device=torch.cuda.get_device_name() if cuda else "cpu",
+        torch=torch.__version__,
+    )
     if rank == 0:  # before the teardown, which has been seen to hang under gloo
         print("RESULT " + json.dumps(row), flush=True)
     dist.barrier()
@@ -133,8 +152,17 @@ def _rss_gb() -> float:
 
 
 def measure(args, mode: str, gpus: int, micro_batch: int) -> dict:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
-           __file__, "--one", f"{mode}:{micro_batch}"] + _forwarded(args)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(gpus),
+        __file__,
+        "--one",
+        f"{mode}:{micro_batch}",
+    ] + _forwarded(args)
     env = {**os.environ, "NCCL_NVLS_ENABLE": "0", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
@@ -147,14 +175,27 @@ def measure(args, mode: str, gpus: int, micro_batch: int) -> dict:
         return json.loads(lines[-1][7:])
     err = [ln for ln in (stderr + stdout).splitlines() if ln.strip()]
     oom = any("OutOfMemory" in ln or "out of memory" in ln for ln in err)
-    culprit = next((ln for ln in reversed(err) if ("Error" in ln or "timeout after" in ln) and "ChildFailedError" not in ln), err[-1] if err else "?")
+    culprit = next(
+        (ln for ln in reversed(err) if ("Error" in ln or "timeout after" in ln) and "ChildFailedError" not in ln),
+        err[-1] if err else "?",
+    )
     return dict(mode=mode, gpus=gpus, micro_batch=micro_batch, error="OOM" if oom else culprit.strip()[:200])
 
 
 def _forwarded(args) -> list:
     out = []
-    for name in ("model", "seq_len", "steps", "warmup", "device", "precision", "kernels", "shard_size",
-                 "activation_checkpointing", "float8"):
+    for name in (
+        "model",
+        "seq_len",
+        "steps",
+        "warmup",
+        "device",
+        "precision",
+        "kernels",
+        "shard_size",
+        "activation_checkpointing",
+        "float8",
+    ):
         value = getattr(args, name)
         if value is not None:
             out += [f"--{name}", str(value)]
@@ -162,8 +203,15 @@ def _forwarded(args) -> list:
 
 
 def table(rows: list) -> str:
-    base = {(r["mode"], r["micro_batch"]): r["tokens_per_sec_per_gpu"] for r in rows if r.get("gpus") == 1 and "error" not in r}
-    lines = [f"{'mode':9s} {'gpus':>4s} {'mesh':>7s} {'mb':>3s} {'tok/s':>10s} {'tok/s/gpu':>10s} {'vs 1':>6s} {'mem GB':>7s}"]
+    base = {
+        (r["mode"], r["micro_batch"]): r["tokens_per_sec_per_gpu"]
+        for r in rows
+        if r.get("gpus") == 1 and "error" not in r
+    }
+    lines = [
+        f"{'mode':9s} {'gpus':>4s} {'mesh':>7s} {'mb':>3s} {'tok/s':>10s} {'tok/s/gpu':>10s} {'vs 1':>6s} "
+        f"{'mem GB':>7s}"
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['mode']:9s} {r['gpus']:4d} {'':>7s} {r['micro_batch']:3d} {r['error']}")
@@ -171,8 +219,10 @@ def table(rows: list) -> str:
         one = base.get((r["mode"], r["micro_batch"]))
         ratio = f"{r['tokens_per_sec_per_gpu'] / one:.3f}" if one else "-"
         mesh = "x".join(map(str, r["mesh"]))
-        lines.append(f"{r['mode']:9s} {r['gpus']:4d} {mesh:>7s} {r['micro_batch']:3d} {r['tokens_per_sec']:10,.0f} "
-                     f"{r['tokens_per_sec_per_gpu']:10,.0f} {ratio:>6s} {r['peak_memory_gb']:7.2f}")
+        lines.append(
+            f"{r['mode']:9s} {r['gpus']:4d} {mesh:>7s} {r['micro_batch']:3d} {r['tokens_per_sec']:10,.0f} "
+            f"{r['tokens_per_sec_per_gpu']:10,.0f} {ratio:>6s} {r['peak_memory_gb']:7.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -190,8 +240,12 @@ def main(argv=None) -> list | None:
     p.add_argument("--kernels", default=None, help="kernel backend (torch, triton, liger); default: the config's")
     p.add_argument("--compile", action="store_true", help="compile each block")
     p.add_argument("--activation_checkpointing", default="none", choices=["none", "block", "mlp"])
-    p.add_argument("--float8", default=None, choices=["tensorwise", "rowwise"],
-                   help="float8 block linears (tensorwise under FSDP2: float8 weight all-gather)")
+    p.add_argument(
+        "--float8",
+        default=None,
+        choices=["tensorwise", "rowwise"],
+        help="float8 block linears (tensorwise under FSDP2: float8 weight all-gather)",
+    )
     p.add_argument("--shard_size", type=int, default=None, help="hybrid: devices per shard group (default: per node)")
     p.add_argument("--json", default=None, help="write all rows to this file")
     p.add_argument("--timeout", type=int, default=600, help="seconds per configuration")

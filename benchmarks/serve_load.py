@@ -40,20 +40,21 @@ def main() -> None:
     import openai
     import torch
     import uvicorn
+    from sft_packing import train_tokenizer
 
     from lit_gpt.config import Config
     from lit_gpt.model import GPT
     from lit_gpt.serve import BatchedGenerator, ServedModel, create_app
     from lit_gpt.sft.templates import get_template
     from lit_gpt.tokenizer import Tokenizer
-    from sft_packing import train_tokenizer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = Tokenizer(args.tokenizer_dir or train_tokenizer(Path(tmp)))
-    config = Config.from_name(args.model_name, block_size=args.context, vocab_size=max(tokenizer.vocab_size, 512),
-                              kernels="torch")
+    config = Config.from_name(
+        args.model_name, block_size=args.context, vocab_size=max(tokenizer.vocab_size, 512), kernels="torch"
+    )
     torch.manual_seed(0)
     model = GPT(config).to(device=device, dtype=dtype).eval()
     model.reset_rope_cache()
@@ -69,14 +70,23 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
-    prompts = ["How do I reverse a list in Python?", "What is the capital of France?", "Explain recursion briefly.",
-               "Write a haiku about the sea."]
+    prompts = [
+        "How do I reverse a list in Python?",
+        "What is the capital of France?",
+        "Explain recursion briefly.",
+        "Write a haiku about the sea.",
+    ]
 
     def request(i: int):
         start, first, tokens = time.perf_counter(), None, 0
         for chunk in client.chat.completions.create(
-                model=args.model_name, messages=[{"role": "user", "content": prompts[i % len(prompts)]}],
-                max_tokens=args.max_tokens, temperature=0, stream=True, stream_options={"include_usage": True}):
+            model=args.model_name,
+            messages=[{"role": "user", "content": prompts[i % len(prompts)]}],
+            max_tokens=args.max_tokens,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        ):
             if first is None and chunk.choices and chunk.choices[0].delta.content:
                 first = time.perf_counter() - start
             if chunk.usage is not None:
@@ -110,15 +120,26 @@ def main() -> None:
     server.should_exit = True
     engine.stop()
     ttft.sort()
-    print(json.dumps({
-        "model": args.model_name, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "clients": args.clients, "max_batch": args.max_batch, "max_tokens": args.max_tokens, "compile": compile,
-        "seconds": round(elapsed, 2), "requests": len(ttft), "errors": len(errors),
-        "tokens_per_sec": round(sum(tokens) / elapsed, 1),
-        "ttft_p50_s": round(statistics.median(ttft), 4) if ttft else None,
-        "ttft_p99_s": round(ttft[min(len(ttft) - 1, int(0.99 * len(ttft)))], 4) if ttft else None,
-        "largest_batch": engine.largest_batch, "torch": torch.__version__,
-    }))
+    print(
+        json.dumps(
+            {
+                "model": args.model_name,
+                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                "clients": args.clients,
+                "max_batch": args.max_batch,
+                "max_tokens": args.max_tokens,
+                "compile": compile,
+                "seconds": round(elapsed, 2),
+                "requests": len(ttft),
+                "errors": len(errors),
+                "tokens_per_sec": round(sum(tokens) / elapsed, 1),
+                "ttft_p50_s": round(statistics.median(ttft), 4) if ttft else None,
+                "ttft_p99_s": round(ttft[min(len(ttft) - 1, int(0.99 * len(ttft)))], 4) if ttft else None,
+                "largest_batch": engine.largest_batch,
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,10 +31,21 @@ def train_tokenizer(folder: Path) -> Path:
     from lit_gpt.sft.data import read_conversations
 
     texts = [m["content"] for c in read_conversations(demo_data("chat_sample")) for m in c]
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(folder / "tokenizer"),
-                                   vocab_size=2048, byte_fallback=True, model_type="bpe", split_digits=True,
-                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
-                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=2048,
+        byte_fallback=True,
+        model_type="bpe",
+        split_digits=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
+    )
     return folder
 
 
@@ -52,10 +63,19 @@ def run_one(args) -> dict:
     torch.manual_seed(0)
     tokenizer = Tokenizer(args.tokenizer_dir)
     packed = args.mode == "packed"
-    config = Config.from_name(args.model_name, block_size=args.max_seq_length, vocab_size=max(tokenizer.vocab_size, 512),
-                              document_mask=packed, bos_id=tokenizer.bos_id)
-    examples = tokenize(read_conversations(demo_data("chat_sample")), SegmentEncoder(tokenizer),
-                        get_template("zephyr"), args.max_seq_length)
+    config = Config.from_name(
+        args.model_name,
+        block_size=args.max_seq_length,
+        vocab_size=max(tokenizer.vocab_size, 512),
+        document_mask=packed,
+        bos_id=tokenizer.bos_id,
+    )
+    examples = tokenize(
+        read_conversations(demo_data("chat_sample")),
+        SegmentEncoder(tokenizer),
+        get_template("zephyr"),
+        args.max_seq_length,
+    )
     assert all(0 not in e.ids for e in examples), "pad id 0 appears in the data: real tokens would be miscounted"
     loader_cls = PackedBatches if packed else ChatBatches
     loader = iter(loader_cls(examples, args.micro_batch_size, args.max_seq_length, seed=0))
@@ -88,10 +108,18 @@ def run_one(args) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    out = {"mode": args.mode, "model": args.model_name, "device": torch.cuda.get_device_name() if device.type == "cuda"
-           else "cpu", "micro_batch_size": args.micro_batch_size, "max_seq_length": args.max_seq_length,
-           "steps": args.steps, "real_tokens": real, "seconds": round(seconds, 3),
-           "real_tokens_per_sec": round(real / seconds, 1), "torch": torch.__version__}
+    out = {
+        "mode": args.mode,
+        "model": args.model_name,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "micro_batch_size": args.micro_batch_size,
+        "max_seq_length": args.max_seq_length,
+        "steps": args.steps,
+        "real_tokens": real,
+        "seconds": round(seconds, 3),
+        "real_tokens_per_sec": round(real / seconds, 1),
+        "torch": torch.__version__,
+    }
     if device.type == "cuda":
         out["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
     return out
@@ -116,7 +144,9 @@ def main() -> None:
         results = {}
         for mode in ("bucketed", "packed"):
             argv = [a for a in sys.argv[1:]]
-            argv += ["--mode", mode, "--tokenizer_dir", str(tokenizer_dir)] if not args.tokenizer_dir else ["--mode", mode]
+            argv += (
+                ["--mode", mode, "--tokenizer_dir", str(tokenizer_dir)] if not args.tokenizer_dir else ["--mode", mode]
+            )
             proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")

@@ -11,7 +11,8 @@ baseline. Prints a table last; `--json` keeps the numbers.
 
 `--grad_accum N` takes N micro batches per optimizer step (as real runs do), for every variant alike.
 
-A variant is `hf` or `<kernels>[+compile|+autotune|+graph][+cdt|+notune][+fp8|+fp8row][+fusedmlp][+ac|+ac-mlp][+docmask]`:
+A variant is `hf` or
+`<kernels>[+compile|+autotune|+graph][+cdt|+notune][+fp8|+fp8row][+fusedmlp][+ac|+ac-mlp][+docmask]`:
 kernels one of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
 max-autotune-no-cudagraphs; `graph`: the whole model and its loss as one graph; `cdt`: Inductor's
 coordinate-descent tuning of its generated kernels, which float8 variants get without asking, as in the
@@ -55,7 +56,19 @@ class FusedMLP(torch.nn.Module):
         return self.proj(torch.nn.functional.silu(gate) * up)
 
 
-VARIANT_FLAGS = ("compile", "autotune", "graph", "cdt", "notune", "fp8", "fp8row", "fusedmlp", "ac", "ac-mlp", "docmask")
+VARIANT_FLAGS = (
+    "compile",
+    "autotune",
+    "graph",
+    "cdt",
+    "notune",
+    "fp8",
+    "fp8row",
+    "fusedmlp",
+    "ac",
+    "ac-mlp",
+    "docmask",
+)
 
 
 def check_variant(variant: str) -> None:
@@ -65,12 +78,25 @@ def check_variant(variant: str) -> None:
         raise SystemExit(f"variant {variant!r}: unknown kernels {kernels!r} (hf, torch, triton, liger)")
     unknown = [f for f in flags if f not in VARIANT_FLAGS]
     if unknown:
-        raise SystemExit(f"variant {variant!r}: unknown flag(s) {', '.join(unknown)} (known: {', '.join(VARIANT_FLAGS)})")
+        raise SystemExit(
+            f"variant {variant!r}: unknown flag(s) {', '.join(unknown)} (known: {', '.join(VARIANT_FLAGS)})"
+        )
 
 
-def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps: int, warmup: int,
-            memory_cap_gb: float | None, attention_backend: str | None, doc_len: int | None = None,
-            profile: bool = False, grad_accum: int = 1, float8_min_features: int = 1024) -> dict:
+def run_one(
+    model_name: str,
+    variant: str,
+    micro_batch: int,
+    seq_len: int,
+    steps: int,
+    warmup: int,
+    memory_cap_gb: float | None,
+    attention_backend: str | None,
+    doc_len: int | None = None,
+    profile: bool = False,
+    grad_accum: int = 1,
+    float8_min_features: int = 1024,
+) -> dict:
     import torch
 
     from lit_gpt.config import Config
@@ -86,16 +112,26 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
         torch.cuda.set_per_process_memory_fraction(memory_cap_gb * 2**30 / total, device)
     parts = variant.split("+")
     kernels, flags = parts[0], set(parts[1:])
-    config = Config.from_name(model_name, block_size=seq_len, kernels="torch" if kernels == "hf" else kernels,
-                              document_mask="docmask" in flags)
+    config = Config.from_name(
+        model_name,
+        block_size=seq_len,
+        kernels="torch" if kernels == "hf" else kernels,
+        document_mask="docmask" in flags,
+    )
     if kernels == "hf":
         from transformers import LlamaConfig, LlamaForCausalLM
 
         hf_config = LlamaConfig(
-            vocab_size=config.padded_vocab_size, hidden_size=config.n_embd, intermediate_size=config.intermediate_size,
-            num_hidden_layers=config.n_layer, num_attention_heads=config.n_head,
-            num_key_value_heads=config.n_query_groups, max_position_embeddings=seq_len, rms_norm_eps=config.norm_eps,
-            tie_word_embeddings=False, attn_implementation="sdpa",
+            vocab_size=config.padded_vocab_size,
+            hidden_size=config.n_embd,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.n_layer,
+            num_attention_heads=config.n_head,
+            num_key_value_heads=config.n_query_groups,
+            max_position_embeddings=seq_len,
+            rms_norm_eps=config.norm_eps,
+            tie_word_embeddings=False,
+            attn_implementation="sdpa",
         )
         model = LlamaForCausalLM(hf_config).to(device)
 
@@ -120,8 +156,12 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
         if "compile" in flags or "autotune" in flags or "graph" in flags:
             # float8 variants get Inductor's kernel tuning as the trainer gives it (apply_compile's rule);
             # `cdt` asks for it in bf16 too
-            apply_compile(model, mode="max-autotune-no-cudagraphs" if "autotune" in flags else None,
-                          whole_model="graph" in flags, tune_kernels=True if "cdt" in flags else False if "notune" in flags else None)
+            apply_compile(
+                model,
+                mode="max-autotune-no-cudagraphs" if "autotune" in flags else None,
+                whole_model="graph" in flags,
+                tune_kernels=True if "cdt" in flags else False if "notune" in flags else None,
+            )
 
         def loss_fn(x, y):
             return model(x, targets=y)
@@ -163,11 +203,20 @@ def run_one(model_name: str, variant: str, micro_batch: int, seq_len: int, steps
     tps = grad_accum * micro_batch * seq_len / step_s
     peak = peak_flops(device)
     return dict(
-        variant=variant, micro_batch=micro_batch, seq_len=seq_len, step_ms=step_s * 1000, tokens_per_sec=tps,
+        variant=variant,
+        micro_batch=micro_batch,
+        seq_len=seq_len,
+        step_ms=step_s * 1000,
+        tokens_per_sec=tps,
         mfu=flops_per_token(config, seq_len) * tps / peak if peak else None,
-        peak_memory_gb=peak_memory, memory_cap_gb=memory_cap_gb, doc_len=doc_len, grad_accum=grad_accum,
-        attention_backend=attention_backend, device=torch.cuda.get_device_name(),
-        torch=torch.__version__, profile=breakdown,
+        peak_memory_gb=peak_memory,
+        memory_cap_gb=memory_cap_gb,
+        doc_len=doc_len,
+        grad_accum=grad_accum,
+        attention_backend=attention_backend,
+        device=torch.cuda.get_device_name(),
+        torch=torch.__version__,
+        profile=breakdown,
     )
 
 
@@ -217,15 +266,22 @@ def _profile(step, first: int, n: int) -> dict:
         per_kernel[e.name] = per_kernel.get(e.name, 0.0) + ms
     kinds["idle"] = max(wall_ms - sum(kinds.values()), 0.0)
     top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:25]
-    return dict(step_ms=wall_ms, kinds={k: round(v, 2) for k, v in kinds.items()},
-                top=[(name[:90], round(ms, 2)) for name, ms in top])
+    return dict(
+        step_ms=wall_ms,
+        kinds={k: round(v, 2) for k, v in kinds.items()},
+        top=[(name[:90], round(ms, 2)) for name, ms in top],
+    )
 
 
 def _backend(name: str):
     from torch.nn.attention import SDPBackend
 
-    return {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-            "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[name]
+    return {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "math": SDPBackend.MATH,
+    }[name]
 
 
 class _null:
@@ -249,8 +305,12 @@ def main() -> None:
     p.add_argument("--doc_len", type=int, default=None, help="mean document length of the synthetic tokens")
     p.add_argument("--profile", action="store_true", help="GPU time by kind of kernel for each configuration")
     p.add_argument("--grad_accum", type=int, default=1, help="micro batches per optimizer step (every variant)")
-    p.add_argument("--float8_min_features", type=int, default=1024,
-                   help="fp8 variants: convert block linears at least this wide in both dimensions")
+    p.add_argument(
+        "--float8_min_features",
+        type=int,
+        default=1024,
+        help="fp8 variants: convert block linears at least this wide in both dimensions",
+    )
     p.add_argument("--json", default=None, help="write all rows to this file")
     p.add_argument("--timeout", type=int, default=300, help="seconds per configuration")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration
@@ -258,8 +318,20 @@ def main() -> None:
 
     if args.one:
         variant, mb = args.one.rsplit(":", 1)
-        row = run_one(args.model, variant, int(mb), args.seq_len, args.steps, args.warmup, args.memory_cap_gb,
-                      args.attention_backend, args.doc_len, args.profile, args.grad_accum, args.float8_min_features)
+        row = run_one(
+            args.model,
+            variant,
+            int(mb),
+            args.seq_len,
+            args.steps,
+            args.warmup,
+            args.memory_cap_gb,
+            args.attention_backend,
+            args.doc_len,
+            args.profile,
+            args.grad_accum,
+            args.float8_min_features,
+        )
         print("RESULT " + json.dumps(row), flush=True)
         return
 
@@ -268,8 +340,20 @@ def main() -> None:
     rows = []
     for variant in args.variants.split(","):
         for mb in [int(m) for m in args.micro_batches.split(",")]:
-            cmd = [sys.executable, __file__, "--one", f"{variant}:{mb}", "--model", args.model,
-                   "--seq_len", str(args.seq_len), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                f"{variant}:{mb}",
+                "--model",
+                args.model,
+                "--seq_len",
+                str(args.seq_len),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+            ]
             if args.memory_cap_gb:
                 cmd += ["--memory_cap_gb", str(args.memory_cap_gb)]
             if args.attention_backend:
@@ -290,8 +374,9 @@ def main() -> None:
                 else:
                     err = out.stderr.strip().splitlines()
                     oom = any("OutOfMemory" in ln or "out of memory" in ln for ln in err)
-                    row = dict(variant=variant, micro_batch=mb, error="OOM" if oom else _error_line(err),
-                               stderr_tail=err[-60:])
+                    row = dict(
+                        variant=variant, micro_batch=mb, error="OOM" if oom else _error_line(err), stderr_tail=err[-60:]
+                    )
             except subprocess.TimeoutExpired:
                 row = dict(variant=variant, micro_batch=mb, error=f"timeout after {args.timeout}s")
             row["wall_s"] = round(time.time() - t0, 1)
@@ -307,8 +392,10 @@ def main() -> None:
             continue
         ratio = f"{r['tokens_per_sec'] / base:.2f}x" if base else "-"
         mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "-"
-        print(f"{r['variant']:28s} {r['micro_batch']:3d} {r['tokens_per_sec']:9,.0f} {mfu:>6s} {ratio:>6s} "
-              f"{r['peak_memory_gb']:7.1f} {r['step_ms']:8.1f}")
+        print(
+            f"{r['variant']:28s} {r['micro_batch']:3d} {r['tokens_per_sec']:9,.0f} {mfu:>6s} {ratio:>6s} "
+            f"{r['peak_memory_gb']:7.1f} {r['step_ms']:8.1f}"
+        )
     for r in rows:
         if r.get("profile"):
             prof = r["profile"]

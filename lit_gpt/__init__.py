@@ -10,8 +10,10 @@ def __getattr__(name: str) -> Any:
     # wait for torch.
     if name == "Config":
         from lit_gpt.config import Config
+
         return Config
     if name in ("GPT", "flops_per_token", "num_parameters"):
         from lit_gpt import model
+
         return getattr(model, name)
     raise AttributeError(f"module 'lit_gpt' has no attribute {name!r}")

@@ -22,9 +22,9 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -40,8 +40,9 @@ LIT_CONFIG = "model_config.yaml"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def default_device_and_dtype(device: Union[str, torch.device, None],
-                             dtype: Union[str, torch.dtype, None]) -> Tuple[torch.device, torch.dtype]:
+def default_device_and_dtype(
+    device: str | torch.device | None, dtype: str | torch.dtype | None
+) -> tuple[torch.device, torch.dtype]:
     """`device` None/"auto": CUDA when present; `dtype` None/"auto": bfloat16 on a GPU that has it, else float32."""
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -55,8 +56,8 @@ def default_device_and_dtype(device: Union[str, torch.device, None],
     return device, DTYPES[dtype]
 
 
-StateDict = Dict[str, torch.Tensor]
-PathLike = Union[str, Path]
+StateDict = dict[str, torch.Tensor]
+PathLike = str | Path
 
 # --- names ----------------------------------------------------------------------------------------
 _HF_TOP = {
@@ -81,7 +82,7 @@ _HF_LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)")
 _LIT_LAYER_RE = re.compile(r"transformer\.h\.(\d+)\.(.+)")
 
 
-def hf_to_lit_name(hf_name: str) -> Optional[Tuple[str, Optional[int]]]:
+def hf_to_lit_name(hf_name: str) -> tuple[str, int | None] | None:
     """Our name for a Hugging Face tensor name and, for q/k/v_proj, which part (0, 1, 2) of the fused
     qkv weight it is; None for a name we do not know."""
     if hf_name in _HF_TOP:
@@ -96,7 +97,7 @@ def hf_to_lit_name(hf_name: str) -> Optional[Tuple[str, Optional[int]]]:
     return None
 
 
-def lit_to_hf_names(lit_name: str) -> List[str]:
+def lit_to_hf_names(lit_name: str) -> list[str]:
     """The Hugging Face name(s) of one of our tensors: three (q, k, v) for the fused qkv weight."""
     if lit_name in _LIT_TOP:
         return [_LIT_TOP[lit_name]]
@@ -110,13 +111,13 @@ def lit_to_hf_names(lit_name: str) -> List[str]:
     raise ValueError(f"no Hugging Face name for tensor {lit_name!r}")
 
 
-def _qkv_rows(config: Config) -> Tuple[int, int, int]:
+def _qkv_rows(config: Config) -> tuple[int, int, int]:
     c = config
     return c.n_head * c.head_size, c.n_query_groups * c.head_size, c.n_query_groups * c.head_size
 
 
 # --- checks ---------------------------------------------------------------------------------------
-def expected_shapes(config: Config) -> Dict[str, torch.Size]:
+def expected_shapes(config: Config) -> dict[str, torch.Size]:
     """Every tensor of the model's state dict and its shape, read off a model built on the meta device."""
     with torch.device("meta"):
         model = GPT(replace(config, kernels="torch"))  # the shapes do not depend on the kernels
@@ -195,8 +196,9 @@ def _copy_tokenizer(tokenizer_dir: PathLike, folder: Path) -> Tokenizer:
 
 
 # --- lit checkpoints ------------------------------------------------------------------------------
-def save_lit_checkpoint(folder: PathLike, state_dict: StateDict, config: Config,
-                        tokenizer_dir: Optional[PathLike] = None) -> None:
+def save_lit_checkpoint(
+    folder: PathLike, state_dict: StateDict, config: Config, tokenizer_dir: PathLike | None = None
+) -> None:
     """Write a lit checkpoint folder: lit_model.pth, model_config.yaml and the tokenizer's files."""
     folder = Path(folder)
     check_state_dict(state_dict, config, source="the state dict to save")
@@ -207,7 +209,7 @@ def save_lit_checkpoint(folder: PathLike, state_dict: StateDict, config: Config,
         _copy_tokenizer(tokenizer_dir, folder)
 
 
-def load_lit_checkpoint(path: PathLike, config: Optional[Config] = None) -> Tuple[StateDict, Config]:
+def load_lit_checkpoint(path: PathLike, config: Config | None = None) -> tuple[StateDict, Config]:
     """The model state dict and config of a lit checkpoint folder, a `.pth` file, or a
     torch.distributed.checkpoint folder. Without `config`, model_config.yaml beside the weights is read."""
     path = Path(path)
@@ -252,8 +254,9 @@ def _load_dcp(folder: Path, config: Config) -> StateDict:
     probe = "transformer.wte.weight"
     prefixes = [key[: -len(probe)] for key in stored if key.endswith(probe)]
     if len(prefixes) != 1:
-        raise ValueError(f"{folder}: expected exactly one model state (a {probe!r} entry) in the checkpoint, "
-                         f"found {len(prefixes)}")
+        raise ValueError(
+            f"{folder}: expected exactly one model state (a {probe!r} entry) in the checkpoint, found {len(prefixes)}"
+        )
     prefix = prefixes[0]
     state_dict = {}
     for name, shape in expected_shapes(config).items():
@@ -261,19 +264,25 @@ def _load_dcp(folder: Path, config: Config) -> StateDict:
         if meta is None or not hasattr(meta, "size"):
             raise ValueError(f"{folder}: tensor {prefix + name!r} missing from the checkpoint")
         if meta.size != shape:
-            raise ValueError(f"{folder}: tensor {prefix + name!r} has shape {tuple(meta.size)} but the config "
-                             f"expects {tuple(shape)}")
+            raise ValueError(
+                f"{folder}: tensor {prefix + name!r} has shape {tuple(meta.size)} but the config expects {tuple(shape)}"
+            )
         state_dict[name] = torch.empty(shape, dtype=meta.properties.dtype)
     # A flat dict with dotted keys addresses the same entries as the nested {"model": {...}} it was saved from.
     to_load = {prefix + name: tensor for name, tensor in state_dict.items()}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
-        dcp.load(to_load, storage_reader=SafeFileSystemReader(folder), no_dist=not (dist.is_available() and dist.is_initialized()))
+        dcp.load(
+            to_load,
+            storage_reader=SafeFileSystemReader(folder),
+            no_dist=not (dist.is_available() and dist.is_initialized()),
+        )
     return state_dict
 
 
-def model_from_state_dict(state_dict: StateDict, config: Config, device: Union[str, torch.device] = "cpu",
-                          dtype: Optional[torch.dtype] = None) -> GPT:
+def model_from_state_dict(
+    state_dict: StateDict, config: Config, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> GPT:
     """A GPT holding `state_dict`'s tensors (moved to `device`/`dtype`), without a throwaway random init."""
     with torch.device("meta"):
         model = GPT(config)
@@ -285,6 +294,7 @@ def model_from_state_dict(state_dict: StateDict, config: Config, device: Union[s
 # --- Hugging Face config --------------------------------------------------------------------------
 def config_from_hf(hf: dict, source: PathLike, name: str = "") -> Config:
     """Our Config for a Hugging Face Llama config.json (`source` names it in errors)."""
+
     def need(key: str):
         if key not in hf:
             raise ValueError(f"{source}: missing key {key!r}")
@@ -324,8 +334,7 @@ def config_from_hf(hf: dict, source: PathLike, name: str = "") -> Config:
         raise ValueError(f"{source}: {e}") from e
 
 
-def config_to_hf(config: Config, dtype: torch.dtype, bos_id: Optional[int] = None,
-                 eos_id: Optional[int] = None) -> dict:
+def config_to_hf(config: Config, dtype: torch.dtype, bos_id: int | None = None, eos_id: int | None = None) -> dict:
     """A Hugging Face LlamaForCausalLM config.json for our Config."""
     c = config
     rope = {"rope_type": "default", "rope_theta": c.rope_base}
@@ -364,11 +373,15 @@ def config_to_hf(config: Config, dtype: torch.dtype, bos_id: Optional[int] = Non
 
 
 # --- Hugging Face weights -------------------------------------------------------------------------
-_HF_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
-                    "pytorch_model.bin")
+_HF_WEIGHT_FILES = (
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model.bin",
+)
 
 
-def _hf_weight_files(folder: Path) -> List[Path]:
+def _hf_weight_files(folder: Path) -> list[Path]:
     for name in _HF_WEIGHT_FILES:
         path = folder / name
         if path.is_file():
@@ -381,7 +394,7 @@ def _hf_weight_files(folder: Path) -> List[Path]:
     raise FileNotFoundError(f"{folder}: no weights found; looked for {', '.join(_HF_WEIGHT_FILES)}")
 
 
-def _iter_hf_tensors(folder: Path) -> Iterator[Tuple[Path, str, torch.Tensor]]:
+def _iter_hf_tensors(folder: Path) -> Iterator[tuple[Path, str, torch.Tensor]]:
     """(file, name, tensor) for every tensor of the checkpoint, one at a time."""
     from safetensors import safe_open
 
@@ -401,7 +414,7 @@ def _iter_hf_tensors(folder: Path) -> Iterator[Tuple[Path, str, torch.Tensor]]:
                 yield path, key, tensors.pop(key)
 
 
-def load_hf_checkpoint(folder: PathLike, dtype: Optional[torch.dtype] = None) -> Tuple[StateDict, Config]:
+def load_hf_checkpoint(folder: PathLike, dtype: torch.dtype | None = None) -> tuple[StateDict, Config]:
     """Our state dict and Config for a Hugging Face Llama folder, optionally cast to `dtype`.
 
     Tensors are read one at a time; the q/k/v weights of a layer wait only until all three arrived."""
@@ -411,7 +424,7 @@ def load_hf_checkpoint(folder: PathLike, dtype: Optional[torch.dtype] = None) ->
     expected = expected_shapes(config)
     qkv_rows = _qkv_rows(config)
     state_dict: StateDict = {}
-    pending_qkv: Dict[str, List[Optional[torch.Tensor]]] = {}
+    pending_qkv: dict[str, list[torch.Tensor | None]] = {}
     for path, key, tensor in _iter_hf_tensors(folder):
         if key.endswith("rotary_emb.inv_freq"):
             continue  # older checkpoints store the RoPE frequencies; we compute them
@@ -421,8 +434,10 @@ def load_hf_checkpoint(folder: PathLike, dtype: Optional[torch.dtype] = None) ->
         name, part = mapped
         shape = expected[name] if part is None else torch.Size((qkv_rows[part], config.n_embd))
         if tensor.shape != shape:
-            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(tensor.shape)} but {folder / 'config.json'} "
-                             f"implies {tuple(shape)}")
+            raise ValueError(
+                f"{path}: tensor {key!r} has shape {tuple(tensor.shape)} but {folder / 'config.json'} "
+                f"implies {tuple(shape)}"
+            )
         tensor = tensor.to(dtype) if dtype is not None else tensor
         if part is None:
             state_dict[name] = tensor
@@ -432,7 +447,11 @@ def load_hf_checkpoint(folder: PathLike, dtype: Optional[torch.dtype] = None) ->
         if all(p is not None for p in parts):
             state_dict[name] = torch.cat(parts)
             del pending_qkv[name]
-    if hf_config.get("tie_word_embeddings") and "lm_head.weight" not in state_dict and "transformer.wte.weight" in state_dict:
+    if (
+        hf_config.get("tie_word_embeddings")
+        and "lm_head.weight" not in state_dict
+        and "transformer.wte.weight" in state_dict
+    ):
         # our head is never tied: it starts as a copy of the embedding
         state_dict["lm_head.weight"] = state_dict["transformer.wte.weight"].clone()
     missing = [hf for name in expected if name not in state_dict for hf in lit_to_hf_names(name)]
@@ -441,12 +460,12 @@ def load_hf_checkpoint(folder: PathLike, dtype: Optional[torch.dtype] = None) ->
     return state_dict, config
 
 
-def load_any_checkpoint(path: PathLike) -> Tuple[StateDict, Config]:
+def load_any_checkpoint(path: PathLike) -> tuple[StateDict, Config]:
     """The state dict and config of a Hugging Face folder or of any lit checkpoint `load_lit_checkpoint` reads."""
     return load_hf_checkpoint(path) if is_hf_folder(path) else load_lit_checkpoint(path)
 
 
-def _parse_size(size: Union[int, str]) -> int:
+def _parse_size(size: int | str) -> int:
     if isinstance(size, int):
         return size
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*", size, flags=re.IGNORECASE)
@@ -457,7 +476,7 @@ def _parse_size(size: Union[int, str]) -> int:
     return int(number * scale)
 
 
-def _hf_tensors(state_dict: StateDict, config: Config) -> Iterator[Tuple[str, torch.Tensor]]:
+def _hf_tensors(state_dict: StateDict, config: Config) -> Iterator[tuple[str, torch.Tensor]]:
     for name, tensor in state_dict.items():
         hf_names = lit_to_hf_names(name)
         parts = tensor.split(_qkv_rows(config)) if len(hf_names) == 3 else (tensor,)
@@ -487,9 +506,14 @@ def tokenizer_config_for_hf(tokenizer: Tokenizer, block_size: int) -> dict:
     return {**out, "model_max_length": block_size}
 
 
-def save_hf_checkpoint(folder: PathLike, state_dict: StateDict, config: Config,
-                       tokenizer_dir: Optional[PathLike] = None, dtype: Optional[torch.dtype] = None,
-                       max_shard_size: Union[int, str] = "5GB") -> None:
+def save_hf_checkpoint(
+    folder: PathLike,
+    state_dict: StateDict,
+    config: Config,
+    tokenizer_dir: PathLike | None = None,
+    dtype: torch.dtype | None = None,
+    max_shard_size: int | str = "5GB",
+) -> None:
     """Write a Hugging Face LlamaForCausalLM folder: config.json, generation_config.json, safetensors
     weights (sharded with model.safetensors.index.json above `max_shard_size`) and the tokenizer files.
 
@@ -503,7 +527,7 @@ def save_hf_checkpoint(folder: PathLike, state_dict: StateDict, config: Config,
     folder.mkdir(parents=True, exist_ok=True)
 
     # plan the shards first: their file names carry the count
-    shards: List[List[Tuple[str, torch.Tensor]]] = [[]]
+    shards: list[list[tuple[str, torch.Tensor]]] = [[]]
     shard_bytes = 0
     for hf_name, tensor in _hf_tensors(state_dict, config):
         nbytes = tensor.numel() * dtype.itemsize
@@ -544,16 +568,21 @@ def save_hf_checkpoint(folder: PathLike, state_dict: StateDict, config: Config,
 
 
 # --- conversions ----------------------------------------------------------------------------------
-def convert_hf_to_lit(hf_folder: PathLike, output_dir: PathLike, dtype: Optional[torch.dtype] = None) -> Config:
+def convert_hf_to_lit(hf_folder: PathLike, output_dir: PathLike, dtype: torch.dtype | None = None) -> Config:
     """Write a Hugging Face Llama folder as a lit checkpoint folder (its tokenizer too, when it has one)."""
     state_dict, config = load_hf_checkpoint(hf_folder, dtype=dtype)
     save_lit_checkpoint(output_dir, state_dict, config, tokenizer_dir=hf_folder if has_tokenizer(hf_folder) else None)
     return config
 
 
-def convert_lit_to_hf(checkpoint: PathLike, output_dir: PathLike, dtype: Optional[torch.dtype] = None,
-                      tokenizer_dir: Optional[PathLike] = None, config: Optional[Config] = None,
-                      max_shard_size: Union[int, str] = "5GB") -> Optional[Path]:
+def convert_lit_to_hf(
+    checkpoint: PathLike,
+    output_dir: PathLike,
+    dtype: torch.dtype | None = None,
+    tokenizer_dir: PathLike | None = None,
+    config: Config | None = None,
+    max_shard_size: int | str = "5GB",
+) -> Path | None:
     """Write a lit checkpoint (a run folder: its newest whole checkpoint) as a Hugging Face folder, with the
     tokenizer of `tokenizer_dir`, else of the checkpoint's folder when it has one. `config` replaces the
     checkpoint's model_config.yaml. Returns the tokenizer folder shipped, None for none."""
@@ -561,6 +590,7 @@ def convert_lit_to_hf(checkpoint: PathLike, output_dir: PathLike, dtype: Optiona
     state_dict, config = load_lit_checkpoint(checkpoint, config)
     folder = checkpoint_folder(checkpoint)
     tokenizer_dir = tokenizer_dir or (folder if has_tokenizer(folder) else None)
-    save_hf_checkpoint(output_dir, state_dict, config, tokenizer_dir=tokenizer_dir, dtype=dtype,
-                       max_shard_size=max_shard_size)
+    save_hf_checkpoint(
+        output_dir, state_dict, config, tokenizer_dir=tokenizer_dir, dtype=dtype, max_shard_size=max_shard_size
+    )
     return Path(tokenizer_dir) if tokenizer_dir is not None else None

@@ -6,7 +6,7 @@ import difflib
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any
 
 import yaml
 
@@ -45,8 +45,16 @@ class Config:
         def fail(msg: str) -> None:
             raise ValueError(f"invalid config {self.name or '(unnamed)'}: {msg}")
 
-        for name in ("block_size", "vocab_size", "padding_multiple", "n_layer", "n_head", "n_query_groups",
-                     "n_embd", "intermediate_size"):
+        for name in (
+            "block_size",
+            "vocab_size",
+            "padding_multiple",
+            "n_layer",
+            "n_head",
+            "n_query_groups",
+            "n_embd",
+            "intermediate_size",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 fail(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.n_embd % self.n_head:
@@ -69,7 +77,7 @@ class Config:
 
     # --- presets and serialisation -------------------------------------------------------------
     @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "Config":
+    def from_name(cls, name: str, **overrides: Any) -> Config:
         if name not in PRESETS:
             close = difflib.get_close_matches(name, PRESETS, n=3, cutoff=0.4)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -77,18 +85,18 @@ class Config:
         return cls.from_dict({**PRESETS[name], **overrides})
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "Config":
+    def from_dict(cls, d: dict[str, Any]) -> Config:
         known = {f.name for f in fields(cls) if f.init}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown config field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
         return cls(**d)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
     @classmethod
-    def from_file(cls, path: Union[str, Path]) -> "Config":
+    def from_file(cls, path: str | Path) -> Config:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model config file not found: {path}")
@@ -101,28 +109,62 @@ class Config:
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}") from e
 
-    def save(self, path: Union[str, Path]) -> None:
+    def save(self, path: str | Path) -> None:
         path = Path(path)
         d = self.to_dict()
         text = json.dumps(d, indent=2) if path.suffix == ".json" else yaml.safe_dump(d, sort_keys=False)
         path.write_text(text)
 
 
-_TINYLLAMA_1B = dict(n_layer=22, n_head=32, n_query_groups=4, n_embd=2048, intermediate_size=5632,
-                     vocab_size=32000, block_size=2048)
+_TINYLLAMA_1B = dict(
+    n_layer=22, n_head=32, n_query_groups=4, n_embd=2048, intermediate_size=5632, vocab_size=32000, block_size=2048
+)
 
-PRESETS: Dict[str, Dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "tiny_LLaMA_1b": dict(name="tiny_LLaMA_1b", **_TINYLLAMA_1B),
-    "tiny_LLaMA_120M": dict(name="tiny_LLaMA_120M", n_layer=12, n_head=12, n_query_groups=1, n_embd=768,
-                            intermediate_size=2048, vocab_size=32000, block_size=2048),
-    "code_tiny_LLaMA_1b": dict(name="code_tiny_LLaMA_1b", **{**_TINYLLAMA_1B, "block_size": 8192},
-                               rope_condense_ratio=4.0),
-    "Llama-2-7b": dict(name="Llama-2-7b", n_layer=32, n_head=32, n_query_groups=32, n_embd=4096,
-                       intermediate_size=11008, vocab_size=32000, block_size=4096),
+    "tiny_LLaMA_120M": dict(
+        name="tiny_LLaMA_120M",
+        n_layer=12,
+        n_head=12,
+        n_query_groups=1,
+        n_embd=768,
+        intermediate_size=2048,
+        vocab_size=32000,
+        block_size=2048,
+    ),
+    "code_tiny_LLaMA_1b": dict(
+        name="code_tiny_LLaMA_1b", **{**_TINYLLAMA_1B, "block_size": 8192}, rope_condense_ratio=4.0
+    ),
+    "Llama-2-7b": dict(
+        name="Llama-2-7b",
+        n_layer=32,
+        n_head=32,
+        n_query_groups=32,
+        n_embd=4096,
+        intermediate_size=11008,
+        vocab_size=32000,
+        block_size=4096,
+    ),
     # The embedded demo: about 5M parameters, trains on a CPU in minutes (vocab of the sample tokenizer).
-    "demo_LLaMA_5M": dict(name="demo_LLaMA_5M", n_layer=4, n_head=8, n_query_groups=2, n_embd=256,
-                          intermediate_size=704, vocab_size=4096, block_size=256),
+    "demo_LLaMA_5M": dict(
+        name="demo_LLaMA_5M",
+        n_layer=4,
+        n_head=8,
+        n_query_groups=2,
+        n_embd=256,
+        intermediate_size=704,
+        vocab_size=4096,
+        block_size=256,
+    ),
     # For tests: a few hundred thousand parameters.
-    "micro_LLaMA": dict(name="micro_LLaMA", n_layer=2, n_head=4, n_query_groups=2, n_embd=64,
-                        intermediate_size=176, vocab_size=512, block_size=64),
+    "micro_LLaMA": dict(
+        name="micro_LLaMA",
+        n_layer=2,
+        n_head=4,
+        n_query_groups=2,
+        n_embd=64,
+        intermediate_size=176,
+        vocab_size=512,
+        block_size=64,
+    ),
 }

@@ -18,7 +18,8 @@ import errno
 import os
 import pickle
 import sys
-from typing import Any, Callable, NoReturn, Optional
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 FINISHED = 0
 USER_ERROR = 2
@@ -52,13 +53,14 @@ def run_command(job: Callable[[], Any]) -> Any:
         sys.exit(USER_ERROR)
 
 
-def run_training(job: Callable[[], Optional[dict]]) -> NoReturn:
+def run_training(job: Callable[[], dict | None]) -> NoReturn:
     """Run a training job (pretrain, finetune) and exit with the code that says how it ended."""
     try:
         state = job()
     except KeyboardInterrupt:
-        print("interrupted without saving (second Ctrl-C); the newest checkpoint is the one printed last",
-              file=sys.stderr)
+        print(
+            "interrupted without saving (second Ctrl-C); the newest checkpoint is the one printed last", file=sys.stderr
+        )
         sys.exit(INTERRUPTED)
     except USER_ERRORS as e:
         if os.environ.get("LIT_GPT_TRACEBACK"):
@@ -73,7 +75,10 @@ def run_training(job: Callable[[], Optional[dict]]) -> NoReturn:
     stopped_by: Any = (state or {}).get("stopped_by")
     if stopped_by:
         if _rank() == 0:
-            print(f"stopped by {stopped_by} after saving; exit code {STOPPED_AND_SAVED}. Run the same command "
-                  f"again (--resume auto) to continue.", file=sys.stderr)
+            print(
+                f"stopped by {stopped_by} after saving; exit code {STOPPED_AND_SAVED}. Run the same command "
+                f"again (--resume auto) to continue.",
+                file=sys.stderr,
+            )
         sys.exit(STOPPED_AND_SAVED)
     sys.exit(FINISHED)

@@ -8,7 +8,7 @@ choice, since RoPE extends to any length; quality past the trained context is no
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -17,7 +17,7 @@ from lit_gpt.model import GPT
 # Calls of more tokens than this (prompt prefills) run eagerly even when decoding is compiled: each new
 # length would cost a compilation and a CUDA graph for one use.
 MAX_COMPILED_TOKENS = 9  # a speculative verification of up to 8 drafted tokens
-_COMPILED: "weakref.WeakKeyDictionary[GPT, Callable]" = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary[GPT, Callable] = weakref.WeakKeyDictionary()
 
 
 def forward_fn(model: GPT, compile: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -53,7 +53,7 @@ def release_kv_cache(model: GPT, compile: bool) -> None:
         model.clear_kv_cache()
 
 
-def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Raise ValueError for a sampling setting out of range."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -63,8 +63,13 @@ def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[flo
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
-def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
-           top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """One token id per row of `logits` (..., vocab).
 
     temperature 0 takes the argmax. Otherwise the draw is from softmax(logits / temperature), kept to
@@ -78,8 +83,9 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] 
     return flat.view(probs.shape[:-1])
 
 
-def filtered_logits(logits: torch.Tensor, temperature: float, top_k: Optional[int] = None,
-                    top_p: Optional[float] = None) -> torch.Tensor:
+def filtered_logits(
+    logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
     """float32 `logits / temperature` (temperature > 0) with -inf outside the `top_k` most likely tokens
     and then outside the nucleus: the fewest most likely tokens whose probability reaches `top_p`."""
     logits = logits.float() / temperature
@@ -94,9 +100,17 @@ def filtered_logits(logits: torch.Tensor, temperature: float, top_k: Optional[in
     return logits
 
 
-def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: Optional[int] = None, top_p: Optional[float] = None, eos_id: Optional[int] = None,
-             generator: Optional[torch.Generator] = None, compile: bool = False) -> Iterator[int]:
+def generate(
+    model: GPT,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    compile: bool = False,
+) -> Iterator[int]:
     """Yield up to `max_new_tokens` token ids following `prompt` (T,), one at a time.
 
     The prompt is prefilled into the KV cache in one forward pass, then each new token is fed alone at

@@ -26,14 +26,14 @@ not fill them falls back to Q8_0 (rows a multiple of 32), else to f16.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple, Union
 
 import gguf
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType as QType
 from gguf import MODEL_TENSOR, TENSOR_NAMES
+from gguf import GGMLQuantizationType as QType
 
 from lit_gpt.checkpoint import checkpoint_folder, has_tokenizer, load_any_checkpoint
 from lit_gpt.config import Config
@@ -50,13 +50,15 @@ def interleave_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.reshape(n_heads, 2, head_size // 2, -1).transpose(1, 2).reshape(rows, -1)
 
 
-def gguf_name(tensor: MODEL_TENSOR, block: Optional[int] = None) -> str:
+def gguf_name(tensor: MODEL_TENSOR, block: int | None = None) -> str:
     """llama.cpp's tensor name, from the gguf package's own table (e.g. blk.3.attn_q.weight)."""
     base = TENSOR_NAMES[tensor]
     return (base.format(bid=block) if block is not None else base) + ".weight"
 
 
-def gguf_tensors(state_dict: Dict[str, torch.Tensor], config: Config, n_vocab: int) -> Iterator[Tuple[str, torch.Tensor]]:
+def gguf_tensors(
+    state_dict: dict[str, torch.Tensor], config: Config, n_vocab: int
+) -> Iterator[tuple[str, torch.Tensor]]:
     """(llama.cpp name, tensor in PyTorch layout) for every weight, one at a time (nothing is held twice)."""
     c = config
     yield gguf_name(MODEL_TENSOR.TOKEN_EMBD), state_dict["transformer.wte.weight"][:n_vocab]
@@ -84,16 +86,25 @@ def add_sentencepiece_vocab(writer: gguf.GGUFWriter, tokenizer_model: Path) -> i
 
     proto = sentencepiece_model_pb2.ModelProto.FromString(tokenizer_model.read_bytes())
     piece_type = proto.SentencePiece.Type
-    types = {piece_type.NORMAL: gguf.TokenType.NORMAL, piece_type.UNKNOWN: gguf.TokenType.UNKNOWN,
-             piece_type.CONTROL: gguf.TokenType.CONTROL, piece_type.USER_DEFINED: gguf.TokenType.USER_DEFINED,
-             piece_type.UNUSED: gguf.TokenType.UNUSED, piece_type.BYTE: gguf.TokenType.BYTE}
+    types = {
+        piece_type.NORMAL: gguf.TokenType.NORMAL,
+        piece_type.UNKNOWN: gguf.TokenType.UNKNOWN,
+        piece_type.CONTROL: gguf.TokenType.CONTROL,
+        piece_type.USER_DEFINED: gguf.TokenType.USER_DEFINED,
+        piece_type.UNUSED: gguf.TokenType.UNUSED,
+        piece_type.BYTE: gguf.TokenType.BYTE,
+    }
     writer.add_tokenizer_model("llama")  # llama.cpp's name for a SentencePiece (SPM) vocabulary
     writer.add_token_list([p.piece.encode("utf-8") for p in proto.pieces])
     writer.add_token_scores([p.score for p in proto.pieces])
     writer.add_token_types([types[p.type] for p in proto.pieces])
     trainer = proto.trainer_spec
-    for token_id, add in ((trainer.bos_id, writer.add_bos_token_id), (trainer.eos_id, writer.add_eos_token_id),
-                          (trainer.unk_id, writer.add_unk_token_id), (trainer.pad_id, writer.add_pad_token_id)):
+    for token_id, add in (
+        (trainer.bos_id, writer.add_bos_token_id),
+        (trainer.eos_id, writer.add_eos_token_id),
+        (trainer.unk_id, writer.add_unk_token_id),
+        (trainer.pad_id, writer.add_pad_token_id),
+    ):
         if token_id >= 0:  # -1: the model has no such token
             add(token_id)
     writer.add_add_bos_token(trainer.bos_id >= 0)  # Llama prompts start with BOS
@@ -102,7 +113,7 @@ def add_sentencepiece_vocab(writer: gguf.GGUFWriter, tokenizer_model: Path) -> i
     return len(proto.pieces)
 
 
-def add_byte_level_bpe_vocab(writer: gguf.GGUFWriter, tokenizer_json: Path, special_ids: Dict[str, Optional[int]]) -> int:
+def add_byte_level_bpe_vocab(writer: gguf.GGUFWriter, tokenizer_json: Path, special_ids: dict[str, int | None]) -> int:
     """Tokens, merges, types and special ids of a byte-level BPE `tokenizer.json` (GPT-2 style, as
     Hugging Face `tokenizers` writes it); returns the vocabulary size."""
     spec = json.loads(tokenizer_json.read_text(encoding="utf-8"))
@@ -110,14 +121,16 @@ def add_byte_level_bpe_vocab(writer: gguf.GGUFWriter, tokenizer_json: Path, spec
     if model.get("type") != "BPE":
         raise ValueError(f"{tokenizer_json}: model type {model.get('type')!r}; only BPE vocabularies convert")
     if "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")) + json.dumps(spec.get("decoder")):
-        raise ValueError(f"{tokenizer_json}: not a byte-level BPE (no ByteLevel pre-tokenizer or decoder); "
-                         f"llama.cpp reads a SentencePiece-style BPE from tokenizer.model instead")
-    vocab: Dict[str, int] = dict(model["vocab"])
+        raise ValueError(
+            f"{tokenizer_json}: not a byte-level BPE (no ByteLevel pre-tokenizer or decoder); "
+            f"llama.cpp reads a SentencePiece-style BPE from tokenizer.model instead"
+        )
+    vocab: dict[str, int] = dict(model["vocab"])
     added = {t["content"]: t for t in spec.get("added_tokens", [])}
     for content, token in added.items():
         vocab[content] = token["id"]
     size = max(vocab.values()) + 1
-    by_id: Dict[int, str] = {i: t for t, i in vocab.items()}
+    by_id: dict[int, str] = {i: t for t, i in vocab.items()}
     tokens, types = [], []
     for i in range(size):
         token = by_id.get(i)
@@ -127,8 +140,13 @@ def add_byte_level_bpe_vocab(writer: gguf.GGUFWriter, tokenizer_json: Path, spec
             continue
         tokens.append(token.encode("utf-8"))
         info = added.get(token)
-        types.append(gguf.TokenType.NORMAL if info is None else
-                     gguf.TokenType.CONTROL if info.get("special") else gguf.TokenType.USER_DEFINED)
+        types.append(
+            gguf.TokenType.NORMAL
+            if info is None
+            else gguf.TokenType.CONTROL
+            if info.get("special")
+            else gguf.TokenType.USER_DEFINED
+        )
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")  # llama.cpp's name for a byte-level BPE vocabulary
     writer.add_tokenizer_pre("default")
@@ -143,7 +161,7 @@ def add_byte_level_bpe_vocab(writer: gguf.GGUFWriter, tokenizer_json: Path, spec
     return size
 
 
-def chat_template_of(folder: Path) -> Optional[str]:
+def chat_template_of(folder: Path) -> str | None:
     """The Jinja chat template of tokenizer_config.json in `folder` (fine-tuning checkpoints carry one)."""
     path = folder / "tokenizer_config.json"
     if not path.is_file():
@@ -155,8 +173,13 @@ def chat_template_of(folder: Path) -> Optional[str]:
 
 
 # --- conversion ------------------------------------------------------------------------------------
-def write_gguf(checkpoint: Union[str, Path], output: Union[str, Path], outtype: str = "f16",
-               tokenizer_dir: Optional[Union[str, Path]] = None, name: Optional[str] = None) -> Path:
+def write_gguf(
+    checkpoint: str | Path,
+    output: str | Path,
+    outtype: str = "f16",
+    tokenizer_dir: str | Path | None = None,
+    name: str | None = None,
+) -> Path:
     """Write `output` from `checkpoint` (a lit checkpoint, a run folder: its newest whole checkpoint, or a Hugging
     Face folder) as `outtype` (a key of FILE_TYPES), with the tokenizer of `tokenizer_dir` (default: the
     checkpoint's folder) and `name` as general.name (default: the config's name or the folder's)."""
@@ -165,8 +188,10 @@ def write_gguf(checkpoint: Union[str, Path], output: Union[str, Path], outtype: 
     tokenizer_folder = Path(tokenizer_dir or folder)
     tokenizer_model = tokenizer_folder / "tokenizer.model"
     if not has_tokenizer(tokenizer_folder):
-        raise FileNotFoundError(f"{tokenizer_folder}: no tokenizer.model (SentencePiece) or tokenizer.json (byte-level "
-                                f"BPE): the GGUF file needs the tokenizer (pass --tokenizer_dir)")
+        raise FileNotFoundError(
+            f"{tokenizer_folder}: no tokenizer.model (SentencePiece) or tokenizer.json (byte-level "
+            f"BPE): the GGUF file needs the tokenizer (pass --tokenizer_dir)"
+        )
     if outtype not in FILE_TYPES:
         raise ValueError(f"outtype {outtype!r} is not one of {', '.join(FILE_TYPES)}")
     qtype, _, file_type = FILE_TYPES[outtype]
@@ -182,14 +207,16 @@ def write_gguf(checkpoint: Union[str, Path], output: Union[str, Path], outtype: 
         n_vocab = add_sentencepiece_vocab(writer, tokenizer_model)
     else:
         tokenizer = Tokenizer(tokenizer_folder)
-        n_vocab = add_byte_level_bpe_vocab(writer, tokenizer_folder / "tokenizer.json",
-                                           {"bos": tokenizer.bos_id, "eos": tokenizer.eos_id})
+        n_vocab = add_byte_level_bpe_vocab(
+            writer, tokenizer_folder / "tokenizer.json", {"bos": tokenizer.bos_id, "eos": tokenizer.eos_id}
+        )
     template = chat_template_of(tokenizer_folder)
     if template is not None:
         writer.add_chat_template(template)  # tokenizer.chat_template: llama.cpp's chat mode formats with it
     if n_vocab > c.padded_vocab_size:
-        raise ValueError(f"{tokenizer_folder} has {n_vocab} tokens but the model's embedding only "
-                         f"{c.padded_vocab_size} rows")
+        raise ValueError(
+            f"{tokenizer_folder} has {n_vocab} tokens but the model's embedding only {c.padded_vocab_size} rows"
+        )
     writer.add_vocab_size(n_vocab)
     writer.add_context_length(c.block_size)
     writer.add_embedding_length(c.n_embd)
@@ -211,8 +238,13 @@ def write_gguf(checkpoint: Union[str, Path], output: Union[str, Path], outtype: 
         stored = tensor_type(tensor_name, tuple(tensor.shape), outtype, c.n_layer)
         block_size, block_bytes = gguf.GGML_QUANT_SIZES[stored]  # (1, 4) for f32, (1, 2) for f16
         # the logical shape; raw_dtype, not the numpy dtype, names the stored type
-        writer.add_tensor_info(tensor_name, tuple(tensor.shape), np.dtype(np.float32),
-                               tensor.numel() // block_size * block_bytes, raw_dtype=stored)
+        writer.add_tensor_info(
+            tensor_name,
+            tuple(tensor.shape),
+            np.dtype(np.float32),
+            tensor.numel() // block_size * block_bytes,
+            raw_dtype=stored,
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -223,4 +255,3 @@ def write_gguf(checkpoint: Union[str, Path], output: Union[str, Path], outtype: 
     writer.close()
     print(f"wrote {output} ({outtype}, {c.n_layer} layers, vocab {n_vocab}, {output.stat().st_size / 2**20:.1f} MiB)")
     return output
-

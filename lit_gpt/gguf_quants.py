@@ -37,12 +37,10 @@ tests/test_gguf_quants.py, which asserts bounds a little above these): Q6_K 1.9%
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
-
 import gguf
 import numpy as np
-from gguf import GGMLQuantizationType as QType
 from gguf import GGML_QUANT_SIZES, LlamaFileType
+from gguf import GGMLQuantizationType as QType
 
 SUPER_BLOCK = 256
 _CHUNK = 16384  # super-blocks encoded at a time: bounds the temporaries (~4M values)
@@ -63,7 +61,7 @@ def _safe_inverse(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _step_and_offset(x: np.ndarray, levels: int, rounds: int = 2) -> Tuple[np.ndarray, np.ndarray]:
+def _step_and_offset(x: np.ndarray, levels: int, rounds: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Per sub-block (last axis) a step >= 0 and an offset >= 0 with x ~ step*q - offset, q in 0..levels."""
     offset = -np.minimum(x.min(-1, keepdims=True), 0.0)
     step = (x.max(-1, keepdims=True) + offset) / levels
@@ -71,7 +69,12 @@ def _step_and_offset(x: np.ndarray, levels: int, rounds: int = 2) -> Tuple[np.nd
     for _ in range(rounds):
         q = np.clip(np.rint((x + offset) * _safe_inverse(step)), 0, levels)
         # least squares of x = step*q - offset over the sub-block, codes fixed
-        sq, sx, sqq, sqx = q.sum(-1, keepdims=True), x.sum(-1, keepdims=True), (q * q).sum(-1, keepdims=True), (q * x).sum(-1, keepdims=True)
+        sq, sx, sqq, sqx = (
+            q.sum(-1, keepdims=True),
+            x.sum(-1, keepdims=True),
+            (q * q).sum(-1, keepdims=True),
+            (q * x).sum(-1, keepdims=True),
+        )
         det = n * sqq - sq * sq
         ok = det > 0
         new_step = np.where(ok, (n * sqx - sq * sx) / np.where(ok, det, 1), step)
@@ -92,7 +95,7 @@ def _pack_scales_mins(scales: np.ndarray, mins: np.ndarray) -> np.ndarray:
     return out
 
 
-def _quantize_k_asymmetric(blocks: np.ndarray, bits: int) -> Tuple[np.ndarray, ...]:
+def _quantize_k_asymmetric(blocks: np.ndarray, bits: int) -> tuple[np.ndarray, ...]:
     """Shared part of Q4_K (bits=4) and Q5_K (bits=5): d, dmin (f16), the 12 scale bytes, the codes
     (n, 8, 32) in 0..2**bits-1."""
     levels = (1 << bits) - 1
@@ -161,23 +164,27 @@ def quantize_k(data: np.ndarray, qtype: QType) -> np.ndarray:
     """A float array whose last dimension is a multiple of 256 -> the uint8 array GGUF stores (same
     leading dims, last dim in bytes), as gguf.quants.quantize returns for the types it supports."""
     if qtype not in K_QUANTIZERS:
-        raise ValueError(f"{qtype.name} is not a K-quant this module encodes ({', '.join(t.name for t in K_QUANTIZERS)})")
+        raise ValueError(
+            f"{qtype.name} is not a K-quant this module encodes ({', '.join(t.name for t in K_QUANTIZERS)})"
+        )
     if data.ndim == 0 or data.shape[-1] % SUPER_BLOCK:
-        raise ValueError(f"{qtype.name} packs rows in super-blocks of {SUPER_BLOCK} values; shape {data.shape} does not")
+        raise ValueError(
+            f"{qtype.name} packs rows in super-blocks of {SUPER_BLOCK} values; shape {data.shape} does not"
+        )
     block_bytes = GGML_QUANT_SIZES[qtype][1]
     blocks = np.ascontiguousarray(data, dtype=np.float32).reshape(-1, SUPER_BLOCK)
     if not np.isfinite(blocks).all():
         raise ValueError(f"cannot quantize to {qtype.name}: the tensor holds NaN or infinite values")
     out = np.empty((blocks.shape[0], block_bytes), dtype=np.uint8)
     for start in range(0, blocks.shape[0], _CHUNK):
-        out[start:start + _CHUNK] = K_QUANTIZERS[qtype](blocks[start:start + _CHUNK])
+        out[start : start + _CHUNK] = K_QUANTIZERS[qtype](blocks[start : start + _CHUNK])
     return out.reshape(*data.shape[:-1], data.shape[-1] // SUPER_BLOCK * block_bytes)
 
 
 # --- which tensor gets which type -------------------------------------------------------------------
 # A file type names a main type for its matrices and a larger type for the tensors quantisation hurts
 # most (the same for the single-type files), and the file type llama.cpp records.
-FILE_TYPES: Dict[str, Tuple[QType, QType, LlamaFileType]] = {
+FILE_TYPES: dict[str, tuple[QType, QType, LlamaFileType]] = {
     "f32": (QType.F32, QType.F32, LlamaFileType.ALL_F32),
     "f16": (QType.F16, QType.F16, LlamaFileType.MOSTLY_F16),
     "q8_0": (QType.Q8_0, QType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
@@ -195,7 +202,7 @@ def gets_more_bits(layer: int, n_layer: int) -> bool:
     return layer < eighth or layer >= n_layer - eighth or (layer - eighth) % 3 == 2
 
 
-def tensor_type(name: str, shape: Tuple[int, ...], file_type: str, n_layer: int) -> QType:
+def tensor_type(name: str, shape: tuple[int, ...], file_type: str, n_layer: int) -> QType:
     """The stored type of tensor `name` (llama.cpp's name, PyTorch shape) in a file of `file_type`.
 
     1-D tensors (norms) stay F32, as llama.cpp expects. In a *_k_m file output and token_embd take the
@@ -221,7 +228,7 @@ def tensor_type(name: str, shape: Tuple[int, ...], file_type: str, n_layer: int)
     return QType.F16
 
 
-def _layer_of(name: str) -> Optional[int]:
+def _layer_of(name: str) -> int | None:
     parts = name.split(".")
     return int(parts[1]) if len(parts) > 2 and parts[0] == "blk" and parts[1].isdigit() else None
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 
-from lit_gpt.checkpoint import (PathLike, checkpoint_folder, default_device_and_dtype, has_tokenizer, load_any_checkpoint,
-                                model_from_state_dict)
+from lit_gpt.checkpoint import (
+    PathLike,
+    checkpoint_folder,
+    default_device_and_dtype,
+    has_tokenizer,
+    load_any_checkpoint,
+    model_from_state_dict,
+)
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
@@ -19,7 +24,7 @@ from lit_gpt.training.checkpointing import find_checkpoint
 @dataclass
 class LoadedModel:
     model: GPT  # in eval mode
-    tokenizer: Optional[Tokenizer]  # None only when not required and none was found
+    tokenizer: Tokenizer | None  # None only when not required and none was found
     path: Path  # the checkpoint read (a run folder's newest whole checkpoint)
 
     @property
@@ -35,9 +40,14 @@ class LoadedModel:
         return self.model.lm_head.weight.device
 
 
-def load_for_inference(checkpoint: PathLike, device: Union[str, torch.device, None] = "auto",
-                       dtype: Union[str, torch.dtype, None] = None, tokenizer_dir: Optional[PathLike] = None,
-                       require_tokenizer: bool = True, kernels: Optional[str] = "torch") -> LoadedModel:
+def load_for_inference(
+    checkpoint: PathLike,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = None,
+    tokenizer_dir: PathLike | None = None,
+    require_tokenizer: bool = True,
+    kernels: str | None = "torch",
+) -> LoadedModel:
     """A lit checkpoint (folder, .pth file, pretraining or fine-tuning DCP folder), a run folder (its newest
     whole checkpoint) or a Hugging Face folder, loaded for inference.
 

@@ -11,8 +11,8 @@ QLoRA: with `quantize="nf4"` the frozen weights are stored 4-bit by bitsandbytes
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -30,8 +30,8 @@ class LoRASettings:
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.05
-    targets: Tuple[str, ...] = TARGETS
-    quantize: Optional[str] = None  # None or "nf4" (QLoRA)
+    targets: tuple[str, ...] = TARGETS
+    quantize: str | None = None  # None or "nf4" (QLoRA)
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -40,8 +40,10 @@ class LoRASettings:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.dropout}")
         unknown = [t for t in self.targets if t not in TARGETS]
         if unknown or not self.targets:
-            raise ValueError(f"lora_targets {list(self.targets)}: choose among {list(TARGETS)}"
-                             + (f" ({unknown} unknown)" if unknown else " (none given)"))
+            raise ValueError(
+                f"lora_targets {list(self.targets)}: choose among {list(TARGETS)}"
+                + (f" ({unknown} unknown)" if unknown else " (none given)")
+            )
         if self.quantize not in (None, "nf4"):
             raise ValueError(f"quantize must be null or 'nf4', got {self.quantize!r}")
 
@@ -50,13 +52,23 @@ class LoRASettings:
         return self.alpha / self.r
 
     def to_dict(self) -> dict:
-        return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout, "targets": list(self.targets),
-                "quantize": self.quantize}
+        return {
+            "r": self.r,
+            "alpha": self.alpha,
+            "dropout": self.dropout,
+            "targets": list(self.targets),
+            "quantize": self.quantize,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LoRASettings":
-        return cls(r=int(d["r"]), alpha=float(d["alpha"]), dropout=float(d["dropout"]),
-                   targets=tuple(d["targets"]), quantize=d.get("quantize"))
+    def from_dict(cls, d: dict) -> LoRASettings:
+        return cls(
+            r=int(d["r"]),
+            alpha=float(d["alpha"]),
+            dropout=float(d["dropout"]),
+            targets=tuple(d["targets"]),
+            quantize=d.get("quantize"),
+        )
 
 
 class LoRALinear(nn.Linear):
@@ -74,7 +86,7 @@ class LoRALinear(nn.Linear):
             self.reset_lora_parameters()
 
     @torch.no_grad()
-    def reset_lora_parameters(self, generator: Optional[torch.Generator] = None) -> None:
+    def reset_lora_parameters(self, generator: torch.Generator | None = None) -> None:
         # A as nn.Linear's default init (kaiming uniform, a=sqrt(5)); B zero: the update starts at zero
         bound = 1 / math.sqrt(self.in_features)
         self.lora_a.uniform_(-bound, bound, generator=generator)
@@ -85,7 +97,9 @@ class LoRALinear(nn.Linear):
             import bitsandbytes as bnb
 
             # NF4 blocks dequantise to bfloat16 (quantize_base): compute in it whatever the run's precision
-            base = bnb.matmul_4bit(x.to(torch.bfloat16), self.weight.t(), quant_state=self.weight.quant_state).to(x.dtype)
+            base = bnb.matmul_4bit(x.to(torch.bfloat16), self.weight.t(), quant_state=self.weight.quant_state).to(
+                x.dtype
+            )
         else:
             base = F.linear(x, self.weight)
         update = F.linear(F.linear(self.lora_dropout(x), self.lora_a.to(x.dtype)), self.lora_b.to(x.dtype))
@@ -95,7 +109,7 @@ class LoRALinear(nn.Linear):
         return super().extra_repr() + f", r={self.r}, scale={self.scale:g}" + (", nf4" if self.quantized else "")
 
 
-def lora_module_names(config: Config, settings: LoRASettings) -> List[str]:
+def lora_module_names(config: Config, settings: LoRASettings) -> list[str]:
     return [f"transformer.h.{i}.{t}" for i in range(config.n_layer) for t in settings.targets]
 
 
@@ -116,7 +130,7 @@ def apply_lora(model: nn.Module, settings: LoRASettings) -> nn.Module:
     return model
 
 
-def lora_init_state(config: Config, settings: LoRASettings, seed: int) -> Dict[str, torch.Tensor]:
+def lora_init_state(config: Config, settings: LoRASettings, seed: int) -> dict[str, torch.Tensor]:
     """The adapters' initial values (A random from `seed`, B zero) as a full state dict, the same on every
     rank and under every strategy: loaded with the base weights, it makes a fresh run reproducible."""
     generator = torch.Generator().manual_seed(seed)
@@ -128,7 +142,7 @@ def lora_init_state(config: Config, settings: LoRASettings, seed: int) -> Dict[s
     return state
 
 
-def _linear_shape(config: Config, name: str) -> Tuple[int, int]:
+def _linear_shape(config: Config, name: str) -> tuple[int, int]:
     c = config
     if name.endswith("attn.qkv"):
         return c.n_embd, (c.n_head + 2 * c.n_query_groups) * c.head_size
@@ -139,8 +153,9 @@ def _linear_shape(config: Config, name: str) -> Tuple[int, int]:
     return c.n_embd, c.intermediate_size  # fc_gate, fc_up
 
 
-def merge_lora_weights(base: Dict[str, torch.Tensor], adapter: Dict[str, torch.Tensor],
-                       settings: LoRASettings) -> Dict[str, torch.Tensor]:
+def merge_lora_weights(
+    base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor], settings: LoRASettings
+) -> dict[str, torch.Tensor]:
     """A plain state dict: each adapted weight W replaced by W + scale * B A (computed in float32, stored
     in W's dtype). `adapter` holds `<module>.lora_a` / `<module>.lora_b` entries."""
     merged = dict(base)
@@ -162,12 +177,16 @@ def merge_lora_weights(base: Dict[str, torch.Tensor], adapter: Dict[str, torch.T
 def check_qlora_available(device: torch.device) -> None:
     """QLoRA needs bitsandbytes' 4-bit kernels, i.e. an NVIDIA GPU and its wheel: say so clearly otherwise."""
     if device.type != "cuda":
-        raise RuntimeError(f"QLoRA (method 'qlora') needs a CUDA GPU for bitsandbytes' 4-bit kernels; this run is "
-                           f"on {device.type}. Use method 'lora' here (same adapters, unquantised base).")
+        raise RuntimeError(
+            f"QLoRA (method 'qlora') needs a CUDA GPU for bitsandbytes' 4-bit kernels; this run is "
+            f"on {device.type}. Use method 'lora' here (same adapters, unquantised base)."
+        )
     try:
         import bitsandbytes  # noqa: F401
     except Exception as e:  # an import that fails for a missing or broken native library, too
-        raise RuntimeError(f"QLoRA needs bitsandbytes (pip install bitsandbytes), which does not load here: {e}") from None
+        raise RuntimeError(
+            f"QLoRA needs bitsandbytes (pip install bitsandbytes), which does not load here: {e}"
+        ) from None
 
 
 def quantize_base(model: nn.Module, device: torch.device) -> None:
@@ -181,18 +200,18 @@ def quantize_base(model: nn.Module, device: torch.device) -> None:
             module.quantized = True
 
 
-def trainable_parameters(model: nn.Module) -> Tuple[int, int]:
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, all) parameter counts."""
     params: Iterable[torch.Tensor] = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-
-def load_adapter(checkpoint) -> Dict[str, torch.Tensor]:
+def load_adapter(checkpoint) -> dict[str, torch.Tensor]:
     """The adapter tensors of a LoRA training checkpoint (a torch.distributed.checkpoint folder), in one
     process and on any number of ranks it was written from."""
-    import torch.distributed.checkpoint as dcp
     from pathlib import Path
+
+    import torch.distributed.checkpoint as dcp
 
     folder = Path(checkpoint)
     if not (folder / ".metadata").is_file():
@@ -200,8 +219,11 @@ def load_adapter(checkpoint) -> Dict[str, torch.Tensor]:
     from lit_gpt.safe_load import SafeFileSystemReader, read_dcp_metadata
 
     stored = read_dcp_metadata(folder / ".metadata").state_dict_metadata  # data only: never runs pickled code
-    wanted = {key: meta for key, meta in stored.items()
-              if key.startswith("model.") and key.endswith((".lora_a", ".lora_b")) and hasattr(meta, "size")}
+    wanted = {
+        key: meta
+        for key, meta in stored.items()
+        if key.startswith("model.") and key.endswith((".lora_a", ".lora_b")) and hasattr(meta, "size")
+    }
     if not wanted:
         raise ValueError(f"{folder}: holds no LoRA adapter (was it trained with --method lora?)")
     tensors = {key: torch.empty(meta.size, dtype=meta.properties.dtype) for key, meta in wanted.items()}
@@ -222,12 +244,18 @@ def merge_checkpoint(checkpoint, output_dir, base=None) -> None:
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     state_file = checkpoint / "train_state.json"
     if not state_file.is_file():
-        raise FileNotFoundError(f"{checkpoint}: no train_state.json; pass a LoRA fine-tuning checkpoint folder (step-N)")
+        raise FileNotFoundError(
+            f"{checkpoint}: no train_state.json; pass a LoRA fine-tuning checkpoint folder (step-N)"
+        )
     run = json.loads(state_file.read_text())["config"]
     if run.get("method", "full") == "full":
         raise ValueError(f"{checkpoint}: a full fine-tuning checkpoint has no adapter to merge; convert it directly")
-    settings = LoRASettings(r=run["lora_r"], alpha=run["lora_alpha"], dropout=run["lora_dropout"],
-                            targets=tuple(run["lora_targets"] or TARGETS))
+    settings = LoRASettings(
+        r=run["lora_r"],
+        alpha=run["lora_alpha"],
+        dropout=run["lora_dropout"],
+        targets=tuple(run["lora_targets"] or TARGETS),
+    )
     base = Path(base or run.get("initial_weights") or "")
     if not base.exists():
         raise FileNotFoundError(f"{checkpoint}: its base weights {str(base)!r} are not there; pass --base")

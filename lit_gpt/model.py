@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 import re
 import zlib
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable, Optional, Tuple
 
 import numpy as np
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,7 +22,6 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex
 
 from lit_gpt.config import Config
 from lit_gpt.ops import get_ops
-
 
 _WRAPPER_NAMES = re.compile(r"(_checkpoint_wrapped_module|_orig_mod)\.")
 
@@ -52,7 +50,7 @@ class RMSNorm(nn.Module):
 class KVCache(nn.Module):
     """Keys and values of past positions, (B, n_query_groups, max_seq_length, head_size)."""
 
-    def __init__(self, k_shape: Tuple[int, ...], device=None, dtype=None) -> None:
+    def __init__(self, k_shape: tuple[int, ...], device=None, dtype=None) -> None:
         super().__init__()
         self.register_buffer("k", torch.zeros(k_shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(k_shape, device=device, dtype=dtype), persistent=False)
@@ -72,7 +70,7 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(c.n_head * c.head_size, c.n_embd, bias=False)
         self.config = c
         self.ops = ops
-        self.kv_cache: Optional[KVCache] = None
+        self.kv_cache: KVCache | None = None
 
     def forward(self, x, cos, sin, mask=None, input_pos=None):
         c = self.config
@@ -121,7 +119,7 @@ def _compiled_flex_attention():
     return _FLEX_ATTENTION
 
 
-def document_causal_mask(idx: torch.Tensor, bos_id: int, flex: Optional[bool] = None):
+def document_causal_mask(idx: torch.Tensor, bos_id: int, flex: bool | None = None):
     """Causal attention that does not cross the start of a packed document (a `bos_id` token).
 
     A FlexAttention block mask (the default on CUDA), which skips the tiles between documents
@@ -129,6 +127,7 @@ def document_causal_mask(idx: torch.Tensor, bos_id: int, flex: Optional[bool] = 
     B, T = idx.shape
     doc = torch.cumsum(idx == bos_id, dim=1)  # document number of every position
     if idx.is_cuda if flex is None else flex:
+
         def same_document_causal(b, h, q, kv):
             return (q >= kv) & (doc[b, q] == doc[b, kv])
 
@@ -169,11 +168,13 @@ class GPT(nn.Module):
         # drawn before any submodule exists: the same number whether built on the meta device or not
         self.init_seed = int(torch.randint(0, 2**62, (1,), device="cpu").item())
         self.ops = get_ops(config.kernels)  # resolved once, shared by every block
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
-            h=nn.ModuleList(Block(config, self.ops) for _ in range(config.n_layer)),
-            ln_f=RMSNorm(config.n_embd, config.norm_eps, self.ops),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
+                h=nn.ModuleList(Block(config, self.ops) for _ in range(config.n_layer)),
+                ln_f=RMSNorm(config.n_embd, config.norm_eps, self.ops),
+            )
+        )
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self._max_seq_length = config.block_size
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
@@ -183,7 +184,7 @@ class GPT(nn.Module):
 
     # --- initialisation ------------------------------------------------------------------------
     @torch.no_grad()
-    def init_weights(self, seed: Optional[int] = None, normal_: Optional[Callable] = None) -> None:
+    def init_weights(self, seed: int | None = None, normal_: Callable | None = None) -> None:
         """TinyLlama's init, plus the RoPE tables. Call it again after `to_empty()` on a model built on
         the meta device (sharded init): construction there cannot initialise anything.
 
@@ -208,7 +209,7 @@ class GPT(nn.Module):
         self.reset_rope_cache()
 
     @torch.no_grad()
-    def reset_rope_cache(self, device: Optional[torch.device] = None) -> None:
+    def reset_rope_cache(self, device: torch.device | None = None) -> None:
         c = self.config
         device = device or self.lm_head.weight.device
         if device.type == "meta":
@@ -233,7 +234,7 @@ class GPT(nn.Module):
             self.reset_rope_cache()
 
     # --- KV cache for generation ---------------------------------------------------------------
-    def setup_kv_cache(self, batch_size: int, max_seq_length: Optional[int] = None, device=None, dtype=None):
+    def setup_kv_cache(self, batch_size: int, max_seq_length: int | None = None, device=None, dtype=None):
         c = self.config
         if max_seq_length is not None:
             self.max_seq_length = max_seq_length
@@ -256,10 +257,10 @@ class GPT(nn.Module):
     def forward(
         self,
         idx: torch.Tensor,
-        targets: Optional[torch.Tensor] = None,
-        input_pos: Optional[torch.Tensor] = None,
+        targets: torch.Tensor | None = None,
+        input_pos: torch.Tensor | None = None,
         ignore_index: int = -100,
-        attn_mask: Optional[torch.Tensor] = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, padded_vocab) or, with `targets`, the mean cross-entropy loss computed
         without materialising the logits when the ops backend fuses it.
@@ -312,7 +313,7 @@ def num_parameters(config: Config, exclude_embedding: bool = False) -> int:
     return total - embedding if exclude_embedding else total
 
 
-def flops_per_token(config: Config, seq_len: Optional[int] = None) -> int:
+def flops_per_token(config: Config, seq_len: int | None = None) -> int:
     """Training FLOPs per token (forward + backward): 6 * (parameters without the input embedding)
     + 12 * n_layer * n_embd * context, the PaLM/torchtitan count with no causal discount."""
     seq_len = seq_len or config.block_size

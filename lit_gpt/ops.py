@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib
 from types import SimpleNamespace
-from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +71,7 @@ TORCH_OPS = SimpleNamespace(
     linear_cross_entropy=linear_cross_entropy,
 )
 
-_cache: Dict[str, SimpleNamespace] = {"torch": TORCH_OPS}
+_cache: dict[str, SimpleNamespace] = {"torch": TORCH_OPS}
 
 
 def _load(name: str) -> SimpleNamespace:
@@ -102,4 +101,3 @@ def get_ops(name: str = "auto") -> SimpleNamespace:
         except ImportError as e:
             raise ImportError(f"kernels backend {name!r} is not available here: {e}") from e
     return _cache[name]
-

@@ -16,13 +16,13 @@ import io
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -31,19 +31,48 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 # (module, name) pairs a DCP `.metadata` pickle may refer to: the metadata dataclasses, the
 # reader's storage records, the torch types they hold, and plain containers.
-_DCP_METADATA_CLASSES = {
-    ("torch.distributed.checkpoint.metadata", name) for name in (
-        "Metadata", "StorageMeta", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata",
-        "ChunkStorageMetadata", "TensorProperties", "_MEM_FORMAT_ENCODING",
-    )
-} | {
-    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
-    ("torch", "Size"),
-    ("torch.serialization", "_get_layout"),  # maps a layout's name ("torch.strided") to the layout
-    ("collections", "OrderedDict"),
-    ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PureWindowsPath"),
-} | {("builtins", name) for name in ("set", "frozenset", "list", "dict", "tuple", "int", "float", "str", "bytes",
-                                       "bool", "complex", "slice")}
+_DCP_METADATA_CLASSES = (
+    {
+        ("torch.distributed.checkpoint.metadata", name)
+        for name in (
+            "Metadata",
+            "StorageMeta",
+            "MetadataIndex",
+            "TensorStorageMetadata",
+            "BytesStorageMetadata",
+            "ChunkStorageMetadata",
+            "TensorProperties",
+            "_MEM_FORMAT_ENCODING",
+        )
+    }
+    | {
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+        ("torch", "Size"),
+        ("torch.serialization", "_get_layout"),  # maps a layout's name ("torch.strided") to the layout
+        ("collections", "OrderedDict"),
+        ("pathlib", "PosixPath"),
+        ("pathlib", "PurePosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("pathlib", "PureWindowsPath"),
+    }
+    | {
+        ("builtins", name)
+        for name in (
+            "set",
+            "frozenset",
+            "list",
+            "dict",
+            "tuple",
+            "int",
+            "float",
+            "str",
+            "bytes",
+            "bool",
+            "complex",
+            "slice",
+        )
+    }
+)
 
 
 class MetadataUnpickler(pickle.Unpickler):
@@ -64,7 +93,9 @@ class MetadataUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UnsafeCheckpointError(f"{self.source}: holds a persistent reference, which checkpoint metadata never does")
+        raise UnsafeCheckpointError(
+            f"{self.source}: holds a persistent reference, which checkpoint metadata never does"
+        )
 
 
 def read_dcp_metadata(path: PathLike) -> Metadata:
@@ -107,5 +138,7 @@ def load_torch_file(path: PathLike, what: str = "file") -> Any:
             f"(torch.load weights_only=True refused it: {str(e).splitlines()[0]})"
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: the {what} cannot be read; it is damaged or not a torch file "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        raise ValueError(
+            f"{path}: the {what} cannot be read; it is damaged or not a torch file "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e

@@ -23,9 +23,10 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 from fastapi import Request  # at module level: FastAPI resolves the routes' annotations here
@@ -40,21 +41,20 @@ from lit_gpt.tokenizer import Tokenizer
 class BadRequest(ValueError):
     """A request the server refuses, with the HTTP status and OpenAI error fields to answer with."""
 
-    def __init__(self, message: str, param: Optional[str] = None, status: int = 400,
-                 code: Optional[str] = None) -> None:
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None) -> None:
         super().__init__(message)
         self.param, self.status, self.code = param, status, code
 
 
 @dataclass
 class GenerationRequest:
-    ids: List[int]
+    ids: list[int]
     max_tokens: int
     temperature: float
-    top_p: Optional[float]
-    stop: Tuple[str, ...]
+    top_p: float | None
+    stop: tuple[str, ...]
     # called from the generation thread: (new text, finish reason or None, completion tokens so far)
-    emit: Callable[[str, Optional[str], int], None]
+    emit: Callable[[str, str | None, int], None]
     cancelled: bool = False
     generated: int = field(default=0, init=False)
 
@@ -62,13 +62,20 @@ class GenerationRequest:
 class BatchedGenerator:
     """The generation thread: batches of waiting requests decoded together (see the module's docstring)."""
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer, max_batch: int = 8, compile: bool = False,
-                 seed: int = 1234, batch_window_s: float = 0.005) -> None:
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer: Tokenizer,
+        max_batch: int = 8,
+        compile: bool = False,
+        seed: int = 1234,
+        batch_window_s: float = 0.005,
+    ) -> None:
         self.model, self.tokenizer, self.max_batch, self.compile = model, tokenizer, max_batch, compile
         self.device = model.lm_head.weight.device
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.batch_window_s = batch_window_s
-        self.pending: Deque[GenerationRequest] = deque()
+        self.pending: deque[GenerationRequest] = deque()
         self.wakeup = threading.Condition()
         self.stopping = False
         self.batches = 0  # batches run so far, and the most rows one had (for logs and tests)
@@ -106,13 +113,13 @@ class BatchedGenerator:
                 for r in batch:
                     r.emit(f"[generation failed: {e}]", "error", r.generated)
 
-    def _take_batch(self) -> List[GenerationRequest]:
+    def _take_batch(self) -> list[GenerationRequest]:
         """The oldest waiting requests, as many as fit one batch: rows share positions, so the longest
         prompt plus the largest token budget must fit the context."""
         context = self.model.max_seq_length
-        batch: List[GenerationRequest] = []
+        batch: list[GenerationRequest] = []
         with self.wakeup:
-            kept: Deque[GenerationRequest] = deque()
+            kept: deque[GenerationRequest] = deque()
             while self.pending and len(batch) < self.max_batch:
                 r = self.pending.popleft()
                 if r.cancelled:
@@ -138,7 +145,7 @@ class BatchedGenerator:
         return lambda idx, pos, mask: compiled(idx, input_pos=pos, attn_mask=mask).clone()
 
     @torch.inference_mode()
-    def _generate(self, batch: List[GenerationRequest]) -> None:
+    def _generate(self, batch: list[GenerationRequest]) -> None:
         if not batch:
             return
         model, device = self.model, self.device
@@ -149,14 +156,15 @@ class BatchedGenerator:
         key_mask = torch.zeros(rows, context, dtype=torch.bool)  # cached positions holding a row's tokens
         for row in range(rows):
             ids = batch[row].ids if row < len(batch) else [0]  # filler rows: one token, never read
-            idx[row, longest - len(ids):] = torch.tensor(ids)
-            key_mask[row, longest - len(ids):longest] = True
+            idx[row, longest - len(ids) :] = torch.tensor(ids)
+            key_mask[row, longest - len(ids) : longest] = True
         idx, key_mask = idx.to(device), key_mask.to(device)
         # prefill: a token attends to its row's tokens; a padding query to itself alone (a query with no
         # key at all would make NaN on some attention backends, and padding keys feed no real token)
         padding = ~key_mask[:, :longest]
-        prefill_mask = key_mask[:, None, :longest] | (padding[:, :, None] & torch.eye(longest, dtype=torch.bool,
-                                                                                         device=device))
+        prefill_mask = key_mask[:, None, :longest] | (
+            padding[:, :, None] & torch.eye(longest, dtype=torch.bool, device=device)
+        )
         model.setup_kv_cache(batch_size=rows, device=device)
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
@@ -207,20 +215,24 @@ class ServedModel:
     name: str
     model: GPT
     tokenizer: Tokenizer
-    template: Optional[ChatTemplate]  # None: /v1/chat/completions refuses (a base model)
+    template: ChatTemplate | None  # None: /v1/chat/completions refuses (a base model)
 
     @property
     def context(self) -> int:
         return self.model.max_seq_length
 
 
-def _number(body: Dict[str, Any], key: str, default, kind=float, low=None, high=None, allow_none=True):
+def _number(body: dict[str, Any], key: str, default, kind=float, low=None, high=None, allow_none=True):
     value = body.get(key, default)
     if value is None:
         if allow_none:
             return default
         raise BadRequest(f"'{key}' must be given", key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (kind is int and not float(value).is_integer())
+    ):
         raise BadRequest(f"'{key}' must be {'an integer' if kind is int else 'a number'}, got {value!r}", key)
     value = kind(value)
     if (low is not None and value < low) or (high is not None and value > high):
@@ -228,7 +240,7 @@ def _number(body: Dict[str, Any], key: str, default, kind=float, low=None, high=
     return value
 
 
-def _stop_strings(body: Dict[str, Any]) -> List[str]:
+def _stop_strings(body: dict[str, Any]) -> list[str]:
     stop = body.get("stop")
     if stop is None:
         return []
@@ -238,15 +250,16 @@ def _stop_strings(body: Dict[str, Any]) -> List[str]:
     return stop
 
 
-def build_request(served: ServedModel, body: Any, chat: bool) -> Tuple[GenerationRequest, int]:
+def build_request(served: ServedModel, body: Any, chat: bool) -> tuple[GenerationRequest, int]:
     """A generation request from an OpenAI request body (without its `emit`), and its prompt length;
     BadRequest names the field at fault."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     model = body.get("model")
     if model != served.name:
-        raise BadRequest(f"the model {model!r} does not exist; this server serves {served.name!r}", "model", 404,
-                         "model_not_found")
+        raise BadRequest(
+            f"the model {model!r} does not exist; this server serves {served.name!r}", "model", 404, "model_not_found"
+        )
     if _number(body, "n", 1, int) != 1:
         raise BadRequest("only n = 1 is supported", "n")
     if chat:
@@ -256,8 +269,9 @@ def build_request(served: ServedModel, body: Any, chat: bool) -> Tuple[Generatio
         if not isinstance(messages, list) or not messages:
             raise BadRequest("'messages' must be a non-empty list of {role, content} objects", "messages")
         try:
-            ids, _ = SegmentEncoder(served.tokenizer).encode_conversation(served.template, messages,
-                                                                         add_generation_prompt=True)
+            ids, _ = SegmentEncoder(served.tokenizer).encode_conversation(
+                served.template, messages, add_generation_prompt=True
+            )
         except ValueError as e:
             raise BadRequest(f"'messages': {e}", "messages") from None
         stop = list(served.template.stop_strings)
@@ -274,14 +288,18 @@ def build_request(served: ServedModel, body: Any, chat: bool) -> Tuple[Generatio
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _number(body, key, default_max, int, low=1)
     if len(ids) + max_tokens > served.context:
-        raise BadRequest(f"the prompt ({len(ids)} tokens) plus {key} ({max_tokens}) exceeds the model's context of "
-                         f"{served.context} tokens", key)
+        raise BadRequest(
+            f"the prompt ({len(ids)} tokens) plus {key} ({max_tokens}) exceeds the model's context of "
+            f"{served.context} tokens",
+            key,
+        )
     temperature = _number(body, "temperature", 1.0, float, 0.0, 2.0)
     top_p = _number(body, "top_p", 1.0, float, 0.0, 1.0)
     if top_p == 0:
         raise BadRequest("'top_p' must be above 0", "top_p")
-    request = GenerationRequest(ids, max_tokens, temperature, None if top_p == 1 else top_p, tuple(stop),
-                                emit=lambda *a: None)
+    request = GenerationRequest(
+        ids, max_tokens, temperature, None if top_p == 1 else top_p, tuple(stop), emit=lambda *a: None
+    )
     return request, len(ids)
 
 
@@ -349,17 +367,28 @@ def create_app(served: ServedModel, engine: BatchedGenerator):
 
     def error(e: BadRequest) -> JSONResponse:
         kind = "not_found_error" if e.status == 404 else "invalid_request_error"
-        return JSONResponse({"error": {"message": str(e), "type": kind, "param": e.param, "code": e.code}},
-                            status_code=e.status)
+        return JSONResponse(
+            {"error": {"message": str(e), "type": kind, "param": e.param, "code": e.code}}, status_code=e.status
+        )
 
     @app.get("/", response_class=HTMLResponse)
     def chat_page() -> str:
         return CHAT_PAGE.replace("{{MODEL}}", html.escape(served.name))
 
     @app.get("/v1/models")
-    def models() -> Dict[str, Any]:
-        return {"object": "list", "data": [{"id": served.name, "object": "model", "created": created,
-                                            "owned_by": "lit_gpt", "context_length": served.context}]}
+    def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": served.name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "lit_gpt",
+                    "context_length": served.context,
+                }
+            ],
+        }
 
     async def complete(http_request: Request, chat: bool):
         try:
@@ -376,23 +405,37 @@ def create_app(served: ServedModel, engine: BatchedGenerator):
         engine.submit(request)
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         base = {"id": ident, "created": int(time.time()), "model": served.name}
-        usage = lambda n: {"prompt_tokens": prompt_tokens, "completion_tokens": n,  # noqa: E731
-                           "total_tokens": prompt_tokens + n}
+        usage = lambda n: {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": n,  # noqa: E731
+            "total_tokens": prompt_tokens + n,
+        }
 
         if body.get("stream"):
+
             async def stream():
                 kind = "chat.completion.chunk" if chat else "text_completion"
                 try:
                     if chat:
-                        yield _sse({**base, "object": kind, "choices": [
-                            {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+                        yield _sse(
+                            {
+                                **base,
+                                "object": kind,
+                                "choices": [
+                                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                                ],
+                            }
+                        )
                     while True:
                         text, finish, n = await events.get()
                         if finish == "error":
                             yield _sse({"error": {"message": text, "type": "server_error"}})
                             break
-                        choice = ({"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
-                                  if chat else {"index": 0, "text": text, "logprobs": None, "finish_reason": finish})
+                        choice = (
+                            {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
+                            if chat
+                            else {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+                        )
                         chunk = {**base, "object": kind, "choices": [choice]}
                         if finish and (body.get("stream_options") or {}).get("include_usage"):
                             chunk["usage"] = usage(n)
@@ -405,7 +448,7 @@ def create_app(served: ServedModel, engine: BatchedGenerator):
 
             return StreamingResponse(stream(), media_type="text/event-stream")
 
-        parts: List[str] = []
+        parts: list[str] = []
         try:
             while True:
                 text, finish, n = await events.get()
@@ -417,10 +460,17 @@ def create_app(served: ServedModel, engine: BatchedGenerator):
         finally:
             request.cancelled = True
         content = "".join(parts)
-        choice = ({"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
-                  if chat else {"index": 0, "text": content, "logprobs": None, "finish_reason": finish})
-        return {**base, "object": "chat.completion" if chat else "text_completion", "choices": [choice],
-                "usage": usage(n)}
+        choice = (
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
+            if chat
+            else {"index": 0, "text": content, "logprobs": None, "finish_reason": finish}
+        )
+        return {
+            **base,
+            "object": "chat.completion" if chat else "text_completion",
+            "choices": [choice],
+            "usage": usage(n),
+        }
 
     @app.post("/v1/completions")
     async def completions(http_request: Request):
@@ -433,13 +483,18 @@ def create_app(served: ServedModel, engine: BatchedGenerator):
     return app
 
 
-def _sse(obj: Dict[str, Any]) -> str:
+def _sse(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-def load_served_model(checkpoint: Path, name: Optional[str] = None, template: Optional[str] = None,
-                      device: str = "auto", dtype: Optional[str] = None,
-                      tokenizer_dir: Optional[Path] = None) -> ServedModel:
+def load_served_model(
+    checkpoint: Path,
+    name: str | None = None,
+    template: str | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    tokenizer_dir: Path | None = None,
+) -> ServedModel:
     """A lit checkpoint (folder, .pth, pretraining or fine-tuning DCP folder, run folder) or a Hugging Face
     folder, with the chat template it was fine-tuned with (`template` names another; none: completions only)."""
     from lit_gpt.checkpoint import checkpoint_folder
@@ -453,19 +508,33 @@ def load_served_model(checkpoint: Path, name: Optional[str] = None, template: Op
     return ServedModel(name or loaded.config.name or loaded.folder.name, loaded.model, loaded.tokenizer, chat_template)
 
 
-def serve(checkpoint: Path, name: Optional[str] = None, template: Optional[str] = None, host: str = "127.0.0.1",
-          port: int = 8000, max_batch: int = 8, compile: str = "auto", device: str = "auto",
-          dtype: Optional[str] = None, tokenizer_dir: Optional[Path] = None, seed: int = 1234) -> None:
+def serve(
+    checkpoint: Path,
+    name: str | None = None,
+    template: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch: int = 8,
+    compile: str = "auto",
+    device: str = "auto",
+    dtype: str | None = None,
+    tokenizer_dir: Path | None = None,
+    seed: int = 1234,
+) -> None:
     """Load the model and serve it with uvicorn until interrupted."""
     import uvicorn
 
     served = load_served_model(checkpoint, name, template, device, dtype, tokenizer_dir)
     on_gpu = served.model.lm_head.weight.is_cuda
-    engine = BatchedGenerator(served.model, served.tokenizer, max_batch,
-                              compile=compile == "on" or (compile == "auto" and on_gpu), seed=seed)
+    engine = BatchedGenerator(
+        served.model, served.tokenizer, max_batch, compile=compile == "on" or (compile == "auto" and on_gpu), seed=seed
+    )
     engine.start()
-    print(f"serving {served.name} (context {served.context}, chat template "
-          f"{served.template.name if served.template else 'none'}) on http://{host}:{port}", file=sys.stderr)
+    print(
+        f"serving {served.name} (context {served.context}, chat template "
+        f"{served.template.name if served.template else 'none'}) on http://{host}:{port}",
+        file=sys.stderr,
+    )
     try:
         uvicorn.run(create_app(served, engine), host=host, port=port, log_level="info")
     finally:

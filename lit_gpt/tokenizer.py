@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
 # Files a checkpoint converter should copy next to the weights, whichever exist.
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+TOKENIZER_FILES = (
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 
 
 class TiktokenBPE:
@@ -92,7 +98,9 @@ class TiktokenBPE:
         for piece in ordered:
             ranks[piece.encode()] = len(ranks)
             expansion.append([normal[piece]])
-        self.encoding = tiktoken.Encoding("sentencepiece-bpe", pat_str=self.WORD, mergeable_ranks=ranks, special_tokens={})
+        self.encoding = tiktoken.Encoding(
+            "sentencepiece-bpe", pat_str=self.WORD, mergeable_ranks=ranks, special_tokens={}
+        )
         # Flat expansion table: rank r -> flat[offset[r] : offset[r] + length[r]].
         self.length = np.array([len(e) for e in expansion], np.int64)
         self.offset = np.cumsum(self.length) - self.length
@@ -112,7 +120,9 @@ class TiktokenBPE:
         for p in others:
             if p.score in seen or p.score in {r.score for r in runs}:
                 other = seen.get(p.score) or next(r.piece for r in runs if r.score == p.score)
-                raise ValueError(f"pieces {other!r} and {p.piece!r} share the score {p.score}: merge order is not a strict ranking")
+                raise ValueError(
+                    f"pieces {other!r} and {p.piece!r} share the score {p.score}: merge order is not a strict ranking"
+                )
             seen[p.score] = p.piece
         if len({r.score for r in runs}) != 1:
             raise ValueError("whitespace-run pieces share scores, but not all one score")
@@ -140,7 +150,9 @@ class TiktokenBPE:
     def encode(self, text: str) -> np.ndarray:
         if not text:
             return np.empty(0, np.int64)
-        ranks = np.array(self.encoding.encode_ordinary(("▁" if self.dummy_prefix else "") + text.replace(" ", "▁")), np.int64)
+        ranks = np.array(
+            self.encoding.encode_ordinary(("▁" if self.dummy_prefix else "") + text.replace(" ", "▁")), np.int64
+        )
         ids = self.direct[ranks]
         if (ids >= 0).all():
             return ids
@@ -184,7 +196,10 @@ class Tokenizer:
             self.vocab_size = self.processor.get_vocab_size(with_added_tokens=True)
             self.bos_id, self.eos_id = self._hf_special_id("bos"), self._hf_special_id("eos")
         else:
-            raise FileNotFoundError(f"{self.folder}: no tokenizer found, expected tokenizer.model (SentencePiece) or tokenizer.json (Hugging Face tokenizers)")
+            raise FileNotFoundError(
+                f"{self.folder}: no tokenizer found, expected tokenizer.model (SentencePiece) or tokenizer.json "
+                "(Hugging Face tokenizers)"
+            )
 
     @cached_property
     def fast_encoder(self) -> TiktokenBPE | None:
@@ -247,7 +262,9 @@ class Tokenizer:
             ids = [e.ids for e in self.processor.encode_batch(list(texts), add_special_tokens=False)]
         return [self._wrap(x, bos, eos) for x in ids]
 
-    def encode_flat(self, texts: list[str], bos: bool = False, eos: bool = False, dtype=np.int64, check_every: int = 0) -> np.ndarray:
+    def encode_flat(
+        self, texts: list[str], bos: bool = False, eos: bool = False, dtype=np.int64, check_every: int = 0
+    ) -> np.ndarray:
         """Encode documents and concatenate them (each wrapped in BOS/EOS as asked) into one array.
 
         The fast path of data preparation (single-threaded, no Python lists of ints): `TiktokenBPE`

@@ -1,4 +1,5 @@
-"""Rebuild the small sample corpus shipped in `lit_gpt/cli/demo_data/sample/` (Python docs and CPython stdlib, PSF License).
+"""Rebuild the small sample corpus shipped in `lit_gpt/cli/demo_data/sample/` (Python docs and CPython stdlib, PSF
+License).
 
 It mimics the two real pretraining corpora so every pipeline stage can run offline:
 
@@ -96,10 +97,18 @@ def build_sample_corpus(
     for path in docs:
         rel = path.relative_to(docs_root)
         folder = rel.parts[0] if len(rel.parts) > 1 else ""
-        rows.append({"text": path.read_text(encoding="utf-8"), "meta": {"redpajama_set_name": SET_BY_FOLDER.get(folder, DEFAULT_SET)}})
+        rows.append(
+            {
+                "text": path.read_text(encoding="utf-8"),
+                "meta": {"redpajama_set_name": SET_BY_FOLDER.get(folder, DEFAULT_SET)},
+            }
+        )
     # Spread the GitHub rows evenly so both splits get some.
     for k, path in enumerate(github):
-        rows.insert((k * len(rows)) // len(github) + k, {"text": path.read_text(encoding="utf-8"), "meta": {"redpajama_set_name": "RedPajamaGithub"}})
+        rows.insert(
+            (k * len(rows)) // len(github) + k,
+            {"text": path.read_text(encoding="utf-8"), "meta": {"redpajama_set_name": "RedPajamaGithub"}},
+        )
     splits = {"validation": rows[::10], "train": [r for i, r in enumerate(rows) if i % 10]}
 
     slim = out_dir / "slimpajama"
@@ -114,18 +123,24 @@ def build_sample_corpus(
     star.mkdir(parents=True)
     for i in range(parquet_files):
         part = code[i::parquet_files]
-        table = pa.table({
-            "max_stars_repo_path": [f"Lib/{p.name}" for p in part],
-            "max_stars_repo_name": ["python/cpython"] * len(part),
-            "id": [hashlib.sha256(f"Lib/{p.name}".encode()).hexdigest()[:16] for p in part],
-            "content": [p.read_text(encoding="utf-8") for p in part],
-        })
+        table = pa.table(
+            {
+                "max_stars_repo_path": [f"Lib/{p.name}" for p in part],
+                "max_stars_repo_name": ["python/cpython"] * len(part),
+                "id": [hashlib.sha256(f"Lib/{p.name}".encode()).hexdigest()[:16] for p in part],
+                "content": [p.read_text(encoding="utf-8") for p in part],
+            }
+        )
         # Small row groups so readers really stream record batches.
-        pq.write_table(table, star / f"train-{i:05d}-of-{parquet_files:05d}.parquet", compression="zstd", row_group_size=16)
+        pq.write_table(
+            table, star / f"train-{i:05d}-of-{parquet_files:05d}.parquet", compression="zstd", row_group_size=16
+        )
 
     total = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file() and f.suffix != ".md")
-    print(f"{len(docs)} doc pages ({len(splits['train'])} train / {len(splits['validation'])} validation rows incl. "
-          f"{len(github)} RedPajamaGithub), {len(code)} stdlib modules; {total / 1e6:.2f} MB in {out_dir}")
+    print(
+        f"{len(docs)} doc pages ({len(splits['train'])} train / {len(splits['validation'])} validation rows incl. "
+        f"{len(github)} RedPajamaGithub), {len(code)} stdlib modules; {total / 1e6:.2f} MB in {out_dir}"
+    )
 
 
 if __name__ == "__main__":

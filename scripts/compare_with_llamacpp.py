@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 from jsonargparse import CLI
-
 
 from lit_gpt.generate import generate
 from lit_gpt.inference import load_for_inference
 from lit_gpt.model import GPT
 
 
-def ours(model: GPT, prompt_ids: List[int], tokens: int) -> Tuple[List[int], np.ndarray]:
+def ours(model: GPT, prompt_ids: list[int], tokens: int) -> tuple[list[int], np.ndarray]:
     """Our greedy tokens, and our logits over the prompt (fp32)."""
     model.max_seq_length = len(prompt_ids) + tokens
     with torch.no_grad():
@@ -42,15 +40,15 @@ def ours(model: GPT, prompt_ids: List[int], tokens: int) -> Tuple[List[int], np.
     return list(generate(model, torch.tensor(prompt_ids), tokens, temperature=0.0)), logits
 
 
-def llama_cpp(gguf: Path, prompt_ids: List[int], tokens: int) -> Tuple[List[int], np.ndarray]:
+def llama_cpp(gguf: Path, prompt_ids: list[int], tokens: int) -> tuple[list[int], np.ndarray]:
     """llama.cpp's greedy tokens, and its logits over the prompt."""
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(gguf), n_ctx=len(prompt_ids) + tokens, n_threads=2, logits_all=True, verbose=False)
     llm.eval(prompt_ids)
-    logits = np.array(llm.scores[:len(prompt_ids)], dtype=np.float32)
+    logits = np.array(llm.scores[: len(prompt_ids)], dtype=np.float32)
     llm.reset()
-    out: List[int] = []
+    out: list[int] = []
     # top_k=1 is greedy whatever llama.cpp does with temperature; no repetition penalty
     for token in llm.generate(prompt_ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
         out.append(token)
@@ -59,7 +57,7 @@ def llama_cpp(gguf: Path, prompt_ids: List[int], tokens: int) -> Tuple[List[int]
     return out, logits
 
 
-def dequantized_weights(gguf_path: Path, prompt_ids: List[int], tokens: int) -> Tuple[List[int], np.ndarray]:
+def dequantized_weights(gguf_path: Path, prompt_ids: list[int], tokens: int) -> tuple[list[int], np.ndarray]:
     """Greedy tokens and prompt logits of the GGUF file's own (dequantised) weights, through
     transformers' GGUF loader."""
     from transformers import LlamaForCausalLM
@@ -67,9 +65,10 @@ def dequantized_weights(gguf_path: Path, prompt_ids: List[int], tokens: int) -> 
     model = LlamaForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32).eval()
     with torch.no_grad():
         logits = model(torch.tensor([prompt_ids])).logits[0].numpy()
-        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
-                             pad_token_id=0)
-    return out[0, len(prompt_ids):].tolist(), logits
+        out = model.generate(
+            torch.tensor([prompt_ids]), max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=0
+        )
+    return out[0, len(prompt_ids) :].tolist(), logits
 
 
 def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,7 +78,7 @@ def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def agreement(a: List[int], b: List[int]) -> int:
+def agreement(a: list[int], b: list[int]) -> int:
     """How many leading tokens are equal."""
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
@@ -92,8 +91,14 @@ def file_is_quantised(gguf_path: Path) -> bool:
     return any(t.tensor_type not in plain for t in reader.tensors)
 
 
-def main(checkpoint: Path, gguf: Path, prompt: str = "The history of the Roman Empire", tokens: int = 32,
-         agree: Optional[int] = None, tokenizer_dir: Optional[Path] = None) -> None:
+def main(
+    checkpoint: Path,
+    gguf: Path,
+    prompt: str = "The history of the Roman Empire",
+    tokens: int = 32,
+    agree: int | None = None,
+    tokenizer_dir: Path | None = None,
+) -> None:
     """Compare the first `tokens` greedy tokens of `checkpoint` (ours) and `gguf` (llama.cpp).
 
     Args:
@@ -122,10 +127,14 @@ def main(checkpoint: Path, gguf: Path, prompt: str = "The history of the Roman E
     if file_is_quantised(gguf):
         c, file_logits = dequantized_weights(gguf, prompt_ids, tokens)
         print(f"file's weights (transformers): {c}")
-        print(f"llama.cpp vs the file's own weights: {agreement(b, c)} of {tokens} leading tokens equal, "
-              f"prompt logits relative difference {relative_difference(their_logits, file_logits):.2e}")
-        print(f"the file's own weights vs ours: {agreement(c, a)} of {tokens} leading tokens equal, "
-              f"prompt logits relative difference {relative_difference(file_logits, our_logits):.2e}")
+        print(
+            f"llama.cpp vs the file's own weights: {agreement(b, c)} of {tokens} leading tokens equal, "
+            f"prompt logits relative difference {relative_difference(their_logits, file_logits):.2e}"
+        )
+        print(
+            f"the file's own weights vs ours: {agreement(c, a)} of {tokens} leading tokens equal, "
+            f"prompt logits relative difference {relative_difference(file_logits, our_logits):.2e}"
+        )
     same = agreement(a, b)
     print(f"ours vs llama.cpp: {same} of {tokens} leading tokens equal")
     if same < agree:

@@ -13,6 +13,13 @@ from speculative_decoding.sampling import (
 )
 
 __all__ = [
-    "CacheCursor", "SpeculativeDecoder", "SpeculativeResult", "SpeculativeStats", "check_same_tokenizer", "filtered_probs",
-    "rollback_kv_cache", "speculative_generate", "verify_draft",
+    "CacheCursor",
+    "SpeculativeDecoder",
+    "SpeculativeResult",
+    "SpeculativeStats",
+    "check_same_tokenizer",
+    "filtered_probs",
+    "rollback_kv_cache",
+    "speculative_generate",
+    "verify_draft",
 ]

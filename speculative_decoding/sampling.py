@@ -24,8 +24,8 @@ own last proposal, nor the bonus token) feeds the tokens it lacks at the start o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -36,8 +36,9 @@ from lit_gpt.tokenizer import Tokenizer
 
 
 # --- distributions ---------------------------------------------------------------------------------
-def filtered_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
-                   top_p: Optional[float] = None) -> torch.Tensor:
+def filtered_probs(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
     """The distribution `lit_gpt.generate.sample` draws from, as float32 probabilities (..., vocab):
     softmax(logits / temperature) kept to the top_k most likely tokens, then to the nucleus (the
     fewest most likely tokens reaching top_p), renormalised. Temperature 0 gives the argmax one-hot."""
@@ -47,12 +48,17 @@ def filtered_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: Option
     return torch.softmax(filtered_logits(logits, temperature, top_k, top_p), dim=-1)
 
 
-def _draw(probs: torch.Tensor, generator: Optional[torch.Generator]) -> int:
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> int:
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def verify_draft(p: torch.Tensor, q: torch.Tensor, draft_tokens: torch.Tensor, greedy: bool,
-                 generator: Optional[torch.Generator] = None) -> Tuple[int, int]:
+def verify_draft(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    draft_tokens: torch.Tensor,
+    greedy: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[int, int]:
     """(number of draft tokens accepted, the token that follows them).
 
     p: (k+1, V) the target's filtered distributions after the unseen tail and after each draft token;
@@ -130,7 +136,7 @@ class SpeculativeStats:
     rounds: int = 0
     target_forward_passes: int = 0  # one per round: the prompt is scored in the first round's pass
     draft_forward_passes: int = 0
-    k_history: List[int] = field(default_factory=list)  # k of each round (adaptive k changes it)
+    k_history: list[int] = field(default_factory=list)  # k of each round (adaptive k changes it)
 
     @property
     def acceptance_rate(self) -> float:
@@ -149,17 +155,23 @@ class SpeculativeStats:
         return self.generated / self.target_forward_passes if self.target_forward_passes else 0.0
 
     def as_dict(self) -> dict:
-        return {"proposed": self.proposed, "accepted": self.accepted, "rejected": self.rejected,
-                "acceptance_rate": self.acceptance_rate, "alpha": self.alpha,
-                "generated": self.generated, "rounds": self.rounds,
-                "target_forward_passes": self.target_forward_passes,
-                "draft_forward_passes": self.draft_forward_passes,
-                "tokens_per_target_pass": self.tokens_per_target_pass}
+        return {
+            "proposed": self.proposed,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "acceptance_rate": self.acceptance_rate,
+            "alpha": self.alpha,
+            "generated": self.generated,
+            "rounds": self.rounds,
+            "target_forward_passes": self.target_forward_passes,
+            "draft_forward_passes": self.draft_forward_passes,
+            "tokens_per_target_pass": self.tokens_per_target_pass,
+        }
 
 
 @dataclass
 class SpeculativeResult:
-    tokens: List[int]  # the new tokens, without the prompt
+    tokens: list[int]  # the new tokens, without the prompt
     stats: SpeculativeStats
 
 
@@ -177,9 +189,17 @@ class SpeculativeDecoder:
     """One sequence decoded speculatively: the token ids so far, both models' KV caches (batch 1, set
     up here, dropped by `close`) and the statistics of the rounds run."""
 
-    def __init__(self, target: GPT, draft: GPT, prompt: Sequence[int], temperature: float = 1.0,
-                 top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 generator: Optional[torch.Generator] = None, compile: bool = False) -> None:
+    def __init__(
+        self,
+        target: GPT,
+        draft: GPT,
+        prompt: Sequence[int],
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        compile: bool = False,
+    ) -> None:
         self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
         self.compile = compile
         self.generator = generator
@@ -193,7 +213,7 @@ class SpeculativeDecoder:
         self.draft = CacheCursor(draft, vocab_size, forward_fn(draft, compile))
 
     @torch.inference_mode()
-    def round(self, k: int) -> List[int]:
+    def round(self, k: int) -> list[int]:
         """Propose k tokens, verify them; the 1 to k + 1 tokens this appends to the sequence."""
         greedy = self.sampling["temperature"] == 0
         length = len(self.sequence)
@@ -201,18 +221,19 @@ class SpeculativeDecoder:
         for _ in range(k):
             # the draft first feeds what it has not seen (its last proposal and the bonus token of the
             # previous round, or the whole prompt), then each proposal but the last
-            logits = self.draft.feed((self.sequence + proposals)[self.draft.length:])[-1]
+            logits = self.draft.feed((self.sequence + proposals)[self.draft.length :])[-1]
             if greedy:
                 proposals.append(int(logits.argmax()))
             else:
                 q_rows.append(filtered_probs(logits, **self.sampling))
                 proposals.append(_draw(q_rows[-1], self.generator))
         # one target pass over its unseen tail and all proposals: k + 1 next-token distributions
-        logits = self.target.feed((self.sequence + proposals)[self.target.length:])[-(k + 1):]
+        logits = self.target.feed((self.sequence + proposals)[self.target.length :])[-(k + 1) :]
         p = filtered_probs(logits, **self.sampling)
         q = torch.stack(q_rows) if q_rows else p[:0]
-        accepted, following = verify_draft(p, q, torch.tensor(proposals, dtype=torch.long, device=self.device),
-                                           greedy, self.generator)
+        accepted, following = verify_draft(
+            p, q, torch.tensor(proposals, dtype=torch.long, device=self.device), greedy, self.generator
+        )
         # keep every position that holds an accepted token; the newest token is fed next round
         self.target.rollback(length + accepted)
         self.draft.rollback(min(self.draft.length, length + accepted))
@@ -230,11 +251,21 @@ class SpeculativeDecoder:
         release_kv_cache(self.draft.model, self.compile)
 
 
-def speculative_generate(target: GPT, draft: GPT, prompt: torch.Tensor, max_new_tokens: int, k: int = 4,
-                         temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                         eos_id: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                         adaptive: bool = False, k_max: Optional[int] = None,
-                         compile: bool = False) -> SpeculativeResult:
+def speculative_generate(
+    target: GPT,
+    draft: GPT,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    k: int = 4,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    adaptive: bool = False,
+    k_max: int | None = None,
+    compile: bool = False,
+) -> SpeculativeResult:
     """Up to `max_new_tokens` tokens following `prompt` (T,), distributed as `target`'s own sampling.
 
     `k` draft tokens per round (the first k when `adaptive`, which then moves it within [1, k_max],
@@ -255,10 +286,12 @@ def speculative_generate(target: GPT, draft: GPT, prompt: torch.Tensor, max_new_
     needed = prompt.numel() + max_new_tokens
     for role, model in (("target", target), ("draft", draft)):
         if needed > model.max_seq_length:
-            raise ValueError(f"prompt ({prompt.numel()}) + max_new_tokens ({max_new_tokens}) = {needed} exceeds the "
-                             f"{role}'s max_seq_length ({model.max_seq_length}); set it to {needed}")
+            raise ValueError(
+                f"prompt ({prompt.numel()}) + max_new_tokens ({max_new_tokens}) = {needed} exceeds the "
+                f"{role}'s max_seq_length ({model.max_seq_length}); set it to {needed}"
+            )
 
-    new: List[int] = []
+    new: list[int] = []
     with torch.inference_mode():
         decoder = SpeculativeDecoder(target, draft, prompt.tolist(), temperature, top_k, top_p, generator, compile)
         try:
@@ -281,11 +314,13 @@ def speculative_generate(target: GPT, draft: GPT, prompt: torch.Tensor, max_new_
 # --- loading a pair --------------------------------------------------------------------------------
 def check_vocab(target_vocab: int, draft_vocab: int) -> None:
     if target_vocab != draft_vocab:
-        raise ValueError(f"the target's vocabulary has {target_vocab} tokens but the draft's {draft_vocab}: "
-                         f"speculative decoding needs both models to share one tokenizer")
+        raise ValueError(
+            f"the target's vocabulary has {target_vocab} tokens but the draft's {draft_vocab}: "
+            f"speculative decoding needs both models to share one tokenizer"
+        )
 
 
-def check_same_tokenizer(target: LoadedModel, draft: LoadedModel) -> Optional[Tokenizer]:
+def check_same_tokenizer(target: LoadedModel, draft: LoadedModel) -> Tokenizer | None:
     """Raise ValueError unless the pair (`lit_gpt.inference.load_for_inference(..., require_tokenizer=False)`)
     shares a vocabulary and, when both carry a tokenizer, the same one (same file contents and special ids).
     Returns the tokenizer found, if any."""
@@ -295,7 +330,9 @@ def check_same_tokenizer(target: LoadedModel, draft: LoadedModel) -> Optional[To
         a, b = (tok.identity() for tok in tokenizers)
         differ = [key for key in a if a[key] != b.get(key)]
         if differ:
-            raise ValueError(f"{target.path} and {draft.path} carry different tokenizers (differing: "
-                             f"{', '.join(f'{key} {a[key]!r} vs {b.get(key)!r}' for key in differ)}); "
-                             f"speculative decoding needs one tokenizer")
+            raise ValueError(
+                f"{target.path} and {draft.path} carry different tokenizers (differing: "
+                f"{', '.join(f'{key} {a[key]!r} vs {b.get(key)!r}' for key in differ)}); "
+                f"speculative decoding needs one tokenizer"
+            )
     return tokenizers[0] or tokenizers[1]

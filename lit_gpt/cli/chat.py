@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from jsonargparse import CLI
 
 from lit_gpt.cli.shipped import DEMO_SFT_RUN
 
 
-def chat(checkpoint: Optional[Path] = None, template: Optional[Literal["guanaco", "chatml", "zephyr"]] = None,
-         system: Optional[str] = None, max_new_tokens: int = 256, temperature: float = 0.7,
-         top_k: Optional[int] = 50, top_p: Optional[float] = None, seed: int = 1234, device: str = "auto",
-         dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None,
-         tokenizer_dir: Optional[Path] = None) -> None:
+def chat(
+    checkpoint: Path | None = None,
+    template: Literal["guanaco", "chatml", "zephyr"] | None = None,
+    system: str | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.7,
+    top_k: int | None = 50,
+    top_p: float | None = None,
+    seed: int = 1234,
+    device: str = "auto",
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None,
+    tokenizer_dir: Path | None = None,
+) -> None:
     """Interactive chat.
 
     Args:
@@ -40,9 +48,21 @@ def chat(checkpoint: Optional[Path] = None, template: Optional[Literal["guanaco"
     """
     from lit_gpt.sft.inference import open_session  # here, not at the top: `--help` must not wait for torch
 
-    session = open_session(checkpoint, template, system, max_new_tokens, temperature, top_k, top_p, seed, device,
-                           dtype, tokenizer_dir, default_run=DEMO_SFT_RUN,
-                           hint=" (run `lit-finetune` or `python sft/finetune.py` first, or pass --checkpoint)")
+    session = open_session(
+        checkpoint,
+        template,
+        system,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        device,
+        dtype,
+        tokenizer_dir,
+        default_run=DEMO_SFT_RUN,
+        hint=" (run `lit-finetune` or `python sft/finetune.py` first, or pass --checkpoint)",
+    )
     interactive = sys.stdin.isatty()
     print("/reset starts over, /exit or Ctrl-D quits", file=sys.stderr)
     while True:
@@ -67,8 +87,10 @@ def chat(checkpoint: Optional[Path] = None, template: Optional[Literal["guanaco"
             pass
         print(flush=True)
         if session.dropped_turns > dropped:
-            print(f"(the oldest {session.dropped_turns - dropped} turn(s) no longer fit the context and were left out)",
-                  file=sys.stderr)
+            print(
+                f"(the oldest {session.dropped_turns - dropped} turn(s) no longer fit the context and were left out)",
+                file=sys.stderr,
+            )
 
 
 def main(argv=None) -> None:

@@ -10,16 +10,22 @@ What the file holds (tensor layout, tokenizer, which tensor takes which type): l
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from jsonargparse import CLI
 
+OutType = Literal[
+    "f32", "f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"
+]  # the keys of lit_gpt.gguf_quants.FILE_TYPES
 
-OutType = Literal["f32", "f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"]  # the keys of lit_gpt.gguf_quants.FILE_TYPES
 
-
-def convert_to_gguf(checkpoint: Path, output: Path, outtype: OutType = "f16", tokenizer_dir: Optional[Path] = None,
-                    name: Optional[str] = None) -> Path:
+def convert_to_gguf(
+    checkpoint: Path,
+    output: Path,
+    outtype: OutType = "f16",
+    tokenizer_dir: Path | None = None,
+    name: str | None = None,
+) -> Path:
     """Write `output` (a .gguf file) for llama.cpp.
 
     Args:

@@ -1,18 +1,19 @@
 """Convert a Hugging Face Llama checkpoint folder into a lit checkpoint folder.
 
-    python scripts/convert_hf_checkpoint.py --checkpoint_dir HF_FOLDER --output_dir LIT_FOLDER [--dtype bfloat16]
+python scripts/convert_hf_checkpoint.py --checkpoint_dir HF_FOLDER --output_dir LIT_FOLDER [--dtype bfloat16]
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from jsonargparse import CLI
 
 
-def convert_hf_checkpoint(checkpoint_dir: Path, output_dir: Path,
-                          dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None) -> None:
+def convert_hf_checkpoint(
+    checkpoint_dir: Path, output_dir: Path, dtype: Literal["bfloat16", "float16", "float32"] | None = None
+) -> None:
     """Write lit_model.pth, model_config.yaml and the tokenizer files (when the folder has them).
 
     Args:

@@ -8,15 +8,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from jsonargparse import CLI
 
 
-def convert_lit_checkpoint(checkpoint: Path, output_dir: Path,
-                           dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None,
-                           tokenizer_dir: Optional[Path] = None, model_config: Optional[Path] = None,
-                           max_shard_size: str = "5GB") -> None:
+def convert_lit_checkpoint(
+    checkpoint: Path,
+    output_dir: Path,
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None,
+    tokenizer_dir: Path | None = None,
+    model_config: Path | None = None,
+    max_shard_size: str = "5GB",
+) -> None:
     """Write config.json, generation_config.json, safetensors weights and the tokenizer files.
 
     Args:
@@ -31,8 +35,14 @@ def convert_lit_checkpoint(checkpoint: Path, output_dir: Path,
     from lit_gpt.checkpoint import DTYPES, convert_lit_to_hf  # here, not at the top: `--help` must not wait for torch
     from lit_gpt.config import Config
 
-    shipped = convert_lit_to_hf(checkpoint, output_dir, DTYPES[dtype] if dtype else None, tokenizer_dir,
-                                Config.from_file(model_config) if model_config else None, max_shard_size)
+    shipped = convert_lit_to_hf(
+        checkpoint,
+        output_dir,
+        DTYPES[dtype] if dtype else None,
+        tokenizer_dir,
+        Config.from_file(model_config) if model_config else None,
+        max_shard_size,
+    )
     print(f"wrote {output_dir}" + ("" if shipped else " (no tokenizer: pass --tokenizer_dir to include one)"))
 
 

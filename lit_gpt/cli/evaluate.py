@@ -14,18 +14,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Literal, Optional
+from typing import Literal
 
 from jsonargparse import CLI
 
-
 # the order of the anchor table in EVAL.md
-PRESETS: Dict[str, List[str]] = {
+PRESETS: dict[str, list[str]] = {
     "commonsense": ["hellaswag", "openbookqa", "winogrande", "arc_challenge", "arc_easy", "boolq", "piqa"],
 }
 
 
-def score_table(results: Dict[str, dict]) -> str:
+def score_table(results: dict[str, dict]) -> str:
     """A markdown table of acc and acc_norm (in %) per task, and their average taking acc_norm where
     the task reports it, else acc (how the TinyLlama and Pythia numbers are averaged)."""
     lines = ["| task | acc | acc_norm |", "|---|---|---|"]
@@ -34,18 +33,30 @@ def score_table(results: Dict[str, dict]) -> str:
         acc, norm = metrics.get("acc,none"), metrics.get("acc_norm,none")
         if acc is None and norm is None:
             continue
-        lines.append(f"| {task} | {'' if acc is None else f'{100 * acc:.2f}'} | {'' if norm is None else f'{100 * norm:.2f}'} |")
+        lines.append(
+            f"| {task} | {'' if acc is None else f'{100 * acc:.2f}'} | {'' if norm is None else f'{100 * norm:.2f}'} |"
+        )
         headline.append(norm if norm is not None else acc)
     if len(headline) > 1:
         lines.append(f"| average (acc_norm, else acc) | | {100 * sum(headline) / len(headline):.2f} |")
     return "\n".join(lines)
 
 
-def evaluate(checkpoint: Path, tasks: Optional[str] = None, preset: Optional[Literal["commonsense"]] = None,
-             include_path: Optional[Path] = None, limit: Optional[float] = None, num_fewshot: Optional[int] = None,
-             batch_size: int = 8, device: str = "auto",
-             dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None, tokenizer_dir: Optional[Path] = None,
-             output_path: Optional[Path] = None, log_samples: bool = False, seed: int = 1234) -> dict:
+def evaluate(
+    checkpoint: Path,
+    tasks: str | None = None,
+    preset: Literal["commonsense"] | None = None,
+    include_path: Path | None = None,
+    limit: float | None = None,
+    num_fewshot: int | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None,
+    tokenizer_dir: Path | None = None,
+    output_path: Path | None = None,
+    log_samples: bool = False,
+    seed: int = 1234,
+) -> dict:
     """Run lm-eval on a lit checkpoint; return lm-eval's result dict (with "samples" when `log_samples`).
 
     Args:
@@ -83,10 +94,15 @@ def evaluate(checkpoint: Path, tasks: Optional[str] = None, preset: Optional[Lit
     checkpoint = find_checkpoint(checkpoint)  # the one the record names
     lm = LitGPTLM(checkpoint=checkpoint, tokenizer_dir=tokenizer_dir, device=device, dtype=dtype, batch_size=batch_size)
     results = simple_evaluate(
-        model=lm, tasks=names, num_fewshot=num_fewshot,
+        model=lm,
+        tasks=names,
+        num_fewshot=num_fewshot,
         limit=None if limit is None else (limit if limit < 1 else int(limit)),
         task_manager=manager,
-        log_samples=log_samples, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+        log_samples=log_samples,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
     print(score_table(results["results"]))

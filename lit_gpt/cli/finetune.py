@@ -12,16 +12,17 @@ template, for a couple of minutes on a CPU. For a real model: `lit-finetune --ch
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict
+from typing import Any
 
 from lit_gpt.cli.shipped import DEMO_PRETRAIN_RUN, demo_data, recipe
 from lit_gpt.exit_codes import run_training
-from lit_gpt.training.args import parse_args as parse_dataclass_args
+
 # the options alone, without torch: `--help` answers at once; the training machinery loads in main()
 from lit_gpt.sft.finetune_args import FinetuneArgs
+from lit_gpt.training.args import parse_args as parse_dataclass_args
 
 
-def recipes() -> Dict[str, Dict[str, Any]]:
+def recipes() -> dict[str, dict[str, Any]]:
     return {"TinyLlama chat recipe": recipe("sft_tinyllama", FinetuneArgs), "demo": recipe("sft_demo", FinetuneArgs)}
 
 
@@ -35,16 +36,20 @@ def recipe_name(args: FinetuneArgs) -> str:
     return "sft_tinyllama" if args.method == "full" else "sft_lora"
 
 
-def finetune_with_recipe(args: FinetuneArgs) -> Dict[str, Any]:
+def finetune_with_recipe(args: FinetuneArgs) -> dict[str, Any]:
     """The job as the command runs it: options left unset from the recipe that applies, the shipped chat
     sample without --data, the demo pretraining run's newest checkpoint without --checkpoint."""
     from lit_gpt.sft.finetune import finetune
 
     if args.data is None:
         args = dataclasses.replace(args, data=demo_data("chat_sample"))
-    return finetune(args, recipe(recipe_name(args), FinetuneArgs), default_run=DEMO_PRETRAIN_RUN,
-                    hint=": no pretrained demo model. Run `lit-pretrain` (or `python pretrain/tinyllama.py`) first "
-                         "(the demo pretraining), or pass --checkpoint")
+    return finetune(
+        args,
+        recipe(recipe_name(args), FinetuneArgs),
+        default_run=DEMO_PRETRAIN_RUN,
+        hint=": no pretrained demo model. Run `lit-pretrain` (or `python pretrain/tinyllama.py`) first "
+        "(the demo pretraining), or pass --checkpoint",
+    )
 
 
 def main(argv=None) -> None:

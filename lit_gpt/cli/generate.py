@@ -9,15 +9,25 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from jsonargparse import CLI
 
 
-def generate_text(checkpoint: Optional[Path] = None, prompt: str = "Once upon a time,", max_new_tokens: int = 100,
-         temperature: float = 0.8, top_k: Optional[int] = 50, top_p: Optional[float] = None, seed: int = 1234,
-         device: str = "auto", dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None,
-         tokenizer_dir: Optional[Path] = None, compile: bool = False, checkpoint_dir: Optional[Path] = None) -> None:
+def generate_text(
+    checkpoint: Path | None = None,
+    prompt: str = "Once upon a time,",
+    max_new_tokens: int = 100,
+    temperature: float = 0.8,
+    top_k: int | None = 50,
+    top_p: float | None = None,
+    seed: int = 1234,
+    device: str = "auto",
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None,
+    tokenizer_dir: Path | None = None,
+    compile: bool = False,
+    checkpoint_dir: Path | None = None,
+) -> None:
     """Generate a continuation of `prompt`.
 
     Args:
@@ -59,16 +69,25 @@ def generate_text(checkpoint: Optional[Path] = None, prompt: str = "Once upon a 
     print(printed, end="", flush=True)
     new_ids = []
     start = time.perf_counter()
-    for token in generate(model, torch.tensor(prompt_ids), max_new_tokens, temperature, top_k, top_p,
-                          tokenizer.eos_id, generator, compile=compile):
+    for token in generate(
+        model,
+        torch.tensor(prompt_ids),
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        tokenizer.eos_id,
+        generator,
+        compile=compile,
+    ):
         new_ids.append(token)
         text = tokenizer.decode(prompt_ids + new_ids)
         if text.startswith(printed) and not text.endswith("\ufffd"):  # wait for a character's last byte
-            print(text[len(printed):], end="", flush=True)
+            print(text[len(printed) :], end="", flush=True)
             printed = text
     elapsed = time.perf_counter() - start
     text = tokenizer.decode(prompt_ids + new_ids)
-    print(text[len(printed):] if text.startswith(printed) else "", flush=True)
+    print(text[len(printed) :] if text.startswith(printed) else "", flush=True)
     print(f"{len(new_ids)} tokens in {elapsed:.2f} s: {len(new_ids) / elapsed:.1f} tokens/s", file=sys.stderr)
 
 

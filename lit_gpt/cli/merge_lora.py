@@ -7,12 +7,11 @@ converts to Hugging Face (scripts/convert_lit_checkpoint.py) and GGUF (scripts/c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from jsonargparse import CLI
 
 
-def merge_lora(checkpoint: Path, output_dir: Path, base: Optional[Path] = None) -> None:
+def merge_lora(checkpoint: Path, output_dir: Path, base: Path | None = None) -> None:
     """Write the merged model.
 
     Args:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import yaml
 from jsonargparse import CLI
@@ -26,12 +26,20 @@ def run_config_of(checkpoint: Path) -> dict:
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
-def perplexity(checkpoint: Path, text: Optional[Path] = None, text_field: str = "text",
-               data_dir: Optional[Path] = None, prefix: Optional[str] = None, block_size: Optional[int] = None,
-               micro_batch_size: Optional[int] = None, num_batches: Optional[int] = None,
-               world_size: Optional[int] = None, device: str = "auto",
-               precision: Optional[Literal["bf16-mixed", "bf16-true", "32-true"]] = None,
-               tokenizer_dir: Optional[Path] = None) -> dict:
+def perplexity(
+    checkpoint: Path,
+    text: Path | None = None,
+    text_field: str = "text",
+    data_dir: Path | None = None,
+    prefix: str | None = None,
+    block_size: int | None = None,
+    micro_batch_size: int | None = None,
+    num_batches: int | None = None,
+    world_size: int | None = None,
+    device: str = "auto",
+    precision: Literal["bf16-mixed", "bf16-true", "32-true"] | None = None,
+    tokenizer_dir: Path | None = None,
+) -> dict:
     """Print and return {"loss", "perplexity", "tokens"}.
 
     Options left unset take the training run's values from the run_config.yaml two folders above a
@@ -55,7 +63,12 @@ def perplexity(checkpoint: Path, text: Optional[Path] = None, text_field: str = 
     """
     import torch  # here, not at the top: `--help` must not wait for torch
 
-    from lit_gpt.evaluation.perplexity import perplexity_on_shards, perplexity_on_text, read_documents, single_device_fabric
+    from lit_gpt.evaluation.perplexity import (
+        perplexity_on_shards,
+        perplexity_on_text,
+        read_documents,
+        single_device_fabric,
+    )
     from lit_gpt.inference import load_for_inference
     from lit_gpt.training.checkpointing import find_checkpoint
 
@@ -63,22 +76,32 @@ def perplexity(checkpoint: Path, text: Optional[Path] = None, text_field: str = 
     run = run_config_of(checkpoint)
     fabric = single_device_fabric(device, precision or run.get("precision"))
     # float32 weights, as the training run keeps them, and its kernels: the precision decides the compute type
-    loaded = load_for_inference(checkpoint, fabric.device, torch.float32, tokenizer_dir,
-                                require_tokenizer=text is not None, kernels=None)
+    loaded = load_for_inference(
+        checkpoint, fabric.device, torch.float32, tokenizer_dir, require_tokenizer=text is not None, kernels=None
+    )
     model = fabric.setup_module(loaded.model)
     block_size = block_size or loaded.config.block_size
     micro_batch_size = micro_batch_size or run.get("micro_batch_size") or 8
     if text is not None:
-        result = perplexity_on_text(fabric, model, loaded.tokenizer, read_documents(text, text_field), block_size,
-                                    micro_batch_size)
+        result = perplexity_on_text(
+            fabric, model, loaded.tokenizer, read_documents(text, text_field), block_size, micro_batch_size
+        )
     else:
         data_dir = data_dir or run.get("data_dir")
         prefix = prefix or run.get("val_prefix")
         if data_dir is None or prefix is None:
             raise ValueError("give --text, or --data_dir and --prefix (no run_config.yaml found above the checkpoint)")
         world_size = world_size or int(run.get("devices", 1)) * int(run.get("num_nodes", 1))
-        result = perplexity_on_shards(fabric, model, data_dir, prefix, block_size, micro_batch_size,
-                                      num_batches or run.get("eval_batches") or 100, world_size)
+        result = perplexity_on_shards(
+            fabric,
+            model,
+            data_dir,
+            prefix,
+            block_size,
+            micro_batch_size,
+            num_batches or run.get("eval_batches") or 100,
+            world_size,
+        )
     print(json.dumps(result))
     return result
 

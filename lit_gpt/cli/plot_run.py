@@ -1,13 +1,12 @@
 """Draw a run's loss, validation loss, learning rate, gradient norm and throughput into one PNG.
 
-    python scripts/plot_run.py --run_dir out/demo [--output out/demo/run.png]
+python scripts/plot_run.py --run_dir out/demo [--output out/demo/run.png]
 """
 
 from pathlib import Path
-from typing import Optional
 
 
-def plot_run(run_dir: Path, output: Optional[Path] = None) -> Path:
+def plot_run(run_dir: Path, output: Path | None = None) -> Path:
     """Read `{run_dir}/metrics.csv` and write the figure (default `{run_dir}/run.png`).
 
     Args:

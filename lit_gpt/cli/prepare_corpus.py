@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
-
 
 from jsonargparse import CLI
 
@@ -24,7 +22,7 @@ from lit_gpt.data.readers import BadInputError
 
 
 def prepare_corpus(
-    inputs: List[str],
+    inputs: list[str],
     tokenizer_path: Path,
     destination_path: Path,
     source: str,
@@ -33,7 +31,7 @@ def prepare_corpus(
     dedup: bool = True,
     validation_fraction: float = 0.0,
     chunk_size: int = 2049 * 1024,
-    num_processes: Optional[int] = os.cpu_count(),
+    num_processes: int | None = os.cpu_count(),
     strict: bool = False,
 ) -> None:
     """Tokenize a corpus of your own.
@@ -54,13 +52,26 @@ def prepare_corpus(
             and counting it.
     """
     try:
-        manifests = prepare(inputs, tokenizer_path, destination_path, source, text_field, min_chars, dedup,
-                            validation_fraction, chunk_size, num_processes, strict)
+        manifests = prepare(
+            inputs,
+            tokenizer_path,
+            destination_path,
+            source,
+            text_field,
+            min_chars,
+            dedup,
+            validation_fraction,
+            chunk_size,
+            num_processes,
+            strict,
+        )
     except (BadInputError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     for prefix, m in manifests.items():
-        print(f"{prefix}: {m['documents']:,} documents, {m['tokens']:,} tokens in {len(m['shards'])} shards, "
-              f"{m['skipped']['count']} inputs skipped, dropped: {m['dropped']}")
+        print(
+            f"{prefix}: {m['documents']:,} documents, {m['tokens']:,} tokens in {len(m['shards'])} shards, "
+            f"{m['skipped']['count']} inputs skipped, dropped: {m['dropped']}"
+        )
 
 
 def main(argv=None) -> None:

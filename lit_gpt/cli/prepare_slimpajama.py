@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Optional
-
+from typing import Literal
 
 from jsonargparse import CLI
 
@@ -28,9 +27,9 @@ def prepare_slimpajama(
     tokenizer_path: Path,
     destination_path: Path,
     split: Literal["train", "validation", "test"] = "train",
-    prefix: Optional[str] = None,
+    prefix: str | None = None,
     chunk_size: int = 2049 * 1024,
-    num_processes: Optional[int] = os.cpu_count(),
+    num_processes: int | None = os.cpu_count(),
     strict: bool = False,
 ) -> None:
     """Tokenize one SlimPajama split.
@@ -47,11 +46,23 @@ def prepare_slimpajama(
     """
     try:
         files = slimpajama_files(source_path, split)
-        manifest = prepare(files, source_path, read_slimpajama, tokenizer_path, destination_path, prefix or f"{split}_slimpajama", chunk_size, num_processes, strict)
+        manifest = prepare(
+            files,
+            source_path,
+            read_slimpajama,
+            tokenizer_path,
+            destination_path,
+            prefix or f"{split}_slimpajama",
+            chunk_size,
+            num_processes,
+            strict,
+        )
     except (BadInputError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}")
-    print(f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['shards'])} shards, "
-          f"{manifest['skipped']['count']} rows skipped, dropped: {manifest['dropped']}")
+    print(
+        f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['shards'])} shards, "
+        f"{manifest['skipped']['count']} rows skipped, dropped: {manifest['dropped']}"
+    )
 
 
 def main(argv=None) -> None:

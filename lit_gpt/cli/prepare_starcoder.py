@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
-
 
 from jsonargparse import CLI
 
@@ -27,10 +25,10 @@ def prepare_starcoder(
     source_path: Path,
     tokenizer_path: Path,
     destination_path: Path,
-    languages: Optional[list[str]] = None,
+    languages: list[str] | None = None,
     prefix: str = "train_starcoder",
     chunk_size: int = 2049 * 1024,
-    num_processes: Optional[int] = os.cpu_count(),
+    num_processes: int | None = os.cpu_count(),
     strict: bool = False,
 ) -> None:
     """Tokenize Starcoderdata.
@@ -47,11 +45,23 @@ def prepare_starcoder(
     """
     try:
         files = starcoder_files(source_path, languages)
-        manifest = prepare(files, source_path, read_starcoder, tokenizer_path, destination_path, prefix, chunk_size, num_processes, strict)
+        manifest = prepare(
+            files,
+            source_path,
+            read_starcoder,
+            tokenizer_path,
+            destination_path,
+            prefix,
+            chunk_size,
+            num_processes,
+            strict,
+        )
     except (BadInputError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}")
-    print(f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['shards'])} shards, "
-          f"{manifest['skipped']['count']} rows skipped")
+    print(
+        f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['shards'])} shards, "
+        f"{manifest['skipped']['count']} rows skipped"
+    )
 
 
 def main(argv=None) -> None:

@@ -13,16 +13,17 @@ pretrain/tinyllama.py ...`, or `torchrun --nproc_per_node 8 pretrain/tinyllama.p
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 from lit_gpt.cli.shipped import demo_data, recipe
 from lit_gpt.exit_codes import run_training
 from lit_gpt.training.args import parse_args as parse_dataclass_args
+
 # the options alone, without torch: `--help` answers at once; the training machinery loads in main()
 from lit_gpt.training.pretrain_args import PretrainArgs
 
 
-def recipes() -> Dict[str, Dict[str, Any]]:
+def recipes() -> dict[str, dict[str, Any]]:
     return {"TinyLlama recipe": recipe("tinyllama", PretrainArgs), "demo": recipe("demo", PretrainArgs)}
 
 
@@ -30,7 +31,7 @@ def parse_args(argv=None) -> PretrainArgs:
     return parse_dataclass_args(PretrainArgs, __doc__.split("\n\n")[0], argv, recipes=recipes())
 
 
-def recipe_micro_batch(args: PretrainArgs, model_name: str) -> Optional[int]:
+def recipe_micro_batch(args: PretrainArgs, model_name: str) -> int | None:
     """The TinyLlama recipe's micro batch on the card in hand: 16 sequences of tiny_LLaMA_1b on GPUs of
     75 GiB or more (measured faster than 8 on an H100 80GB: benchmarks/RESULTS.md), else the recipe's 8
     (what TinyLlama ran on 40 GB A100s). None when the recipe's value applies."""
@@ -46,7 +47,7 @@ def recipe_micro_batch(args: PretrainArgs, model_name: str) -> Optional[int]:
     return None
 
 
-def pretrain_with_recipe(args: PretrainArgs) -> Dict[str, Any]:
+def pretrain_with_recipe(args: PretrainArgs) -> dict[str, Any]:
     """The job as the command runs it: options left unset from the recipe that applies (the demo without
     --data_dir, else TinyLlama), the demo on the shipped sample corpus."""
     from lit_gpt.training.pretraining import pretrain

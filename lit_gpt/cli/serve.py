@@ -9,14 +9,24 @@ Then any OpenAI client: `OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="un
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from jsonargparse import CLI
 
 
-def serve_model(checkpoint: Path, name: Optional[str] = None, template: Optional[str] = None, host: str = "127.0.0.1",
-         port: int = 8000, max_batch: int = 8, compile: Literal["auto", "on", "off"] = "auto", device: str = "auto",
-         dtype: Optional[str] = None, tokenizer_dir: Optional[Path] = None, seed: int = 1234) -> None:
+def serve_model(
+    checkpoint: Path,
+    name: str | None = None,
+    template: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch: int = 8,
+    compile: Literal["auto", "on", "off"] = "auto",
+    device: str = "auto",
+    dtype: str | None = None,
+    tokenizer_dir: Path | None = None,
+    seed: int = 1234,
+) -> None:
     """Serve until interrupted.
 
     Args:
@@ -35,8 +45,19 @@ def serve_model(checkpoint: Path, name: Optional[str] = None, template: Optional
     """
     from lit_gpt.serve import serve  # here, not at the top: `--help` must not wait for torch
 
-    serve(checkpoint, name=name, template=template, host=host, port=port, max_batch=max_batch, compile=compile,
-          device=device, dtype=dtype, tokenizer_dir=tokenizer_dir, seed=seed)
+    serve(
+        checkpoint,
+        name=name,
+        template=template,
+        host=host,
+        port=port,
+        max_batch=max_batch,
+        compile=compile,
+        device=device,
+        dtype=dtype,
+        tokenizer_dir=tokenizer_dir,
+        seed=seed,
+    )
 
 
 def main(argv=None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, Optional, Type
+from typing import Any
 
 import yaml
 
@@ -25,7 +25,7 @@ def demo_data(name: str) -> Path:
     return folder
 
 
-def recipe(name: str, options: Optional[Type] = None) -> Dict[str, Any]:
+def recipe(name: str, options: type | None = None) -> dict[str, Any]:
     """The recipe `recipes/{name}.yaml` as option -> value, over the recipe it names in `based_on`. With
     `options` (an args dataclass), every key must be one of its fields and path fields become Paths."""
     path = RECIPES_DIR / f"{name}.yaml"

@@ -1,23 +1,33 @@
 """Ask a fine-tuned model one question and print the answer as it streams.
 
-    python sft/simple_inference.py --prompt "How do I reverse a list in Python?"
-    python sft/simple_inference.py --checkpoint out/sft --system "Answer briefly." --prompt "What is 12 * 7?"
+python sft/simple_inference.py --prompt "How do I reverse a list in Python?"
+python sft/simple_inference.py --checkpoint out/sft --system "Answer briefly." --prompt "What is 12 * 7?"
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from jsonargparse import CLI
 
 from lit_gpt.cli.shipped import DEMO_SFT_RUN
 
 
-def ask(prompt: str, checkpoint: Optional[Path] = None, template: Optional[Literal["guanaco", "chatml", "zephyr"]] = None,
-         system: Optional[str] = None, max_new_tokens: int = 256, temperature: float = 0.0, top_k: Optional[int] = None,
-         top_p: Optional[float] = None, seed: int = 1234, device: str = "auto",
-         dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None, tokenizer_dir: Optional[Path] = None) -> None:
+def ask(
+    prompt: str,
+    checkpoint: Path | None = None,
+    template: Literal["guanaco", "chatml", "zephyr"] | None = None,
+    system: str | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 1234,
+    device: str = "auto",
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None,
+    tokenizer_dir: Path | None = None,
+) -> None:
     """One question, one answer.
 
     Args:
@@ -37,9 +47,21 @@ def ask(prompt: str, checkpoint: Optional[Path] = None, template: Optional[Liter
     """
     from lit_gpt.sft.inference import open_session  # here, not at the top: `--help` must not wait for torch
 
-    session = open_session(checkpoint, template, system, max_new_tokens, temperature, top_k, top_p, seed, device,
-                           dtype, tokenizer_dir, default_run=DEMO_SFT_RUN,
-                           hint=" (run `lit-finetune` or `python sft/finetune.py` first, or pass --checkpoint)")
+    session = open_session(
+        checkpoint,
+        template,
+        system,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        device,
+        dtype,
+        tokenizer_dir,
+        default_run=DEMO_SFT_RUN,
+        hint=" (run `lit-finetune` or `python sft/finetune.py` first, or pass --checkpoint)",
+    )
     for piece in session.reply(prompt):
         print(piece, end="", flush=True)
     print(flush=True)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Literal, Optional
+from typing import Literal
 
 from jsonargparse import CLI
 
 
-def timed(device: torch.device, fn: Callable):
+def timed(device, fn: Callable):
     """(result, seconds), waiting for the GPU's queued work on both sides of the clock."""
     import torch
 
@@ -30,11 +31,23 @@ def timed(device: torch.device, fn: Callable):
     return result, time.perf_counter() - start
 
 
-def speculative_generate(target: Path, draft: Path, prompt: str = "Once upon a time,", max_new_tokens: int = 128, k: int = 4,
-         temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None, seed: int = 1234,
-         device: str = "auto", dtype: Optional[Literal["bfloat16", "float16", "float32"]] = None,
-         adaptive: bool = False, k_max: Optional[int] = None, tokenizer_dir: Optional[Path] = None,
-         compile: bool = False) -> None:
+def speculative_generate(
+    target: Path,
+    draft: Path,
+    prompt: str = "Once upon a time,",
+    max_new_tokens: int = 128,
+    k: int = 4,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 1234,
+    device: str = "auto",
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None,
+    adaptive: bool = False,
+    k_max: int | None = None,
+    tokenizer_dir: Path | None = None,
+    compile: bool = False,
+) -> None:
     """Generate a continuation of `prompt` with `target`, drafted by `draft`.
 
     Args:
@@ -64,8 +77,9 @@ def speculative_generate(target: Path, draft: Path, prompt: str = "Once upon a t
     from speculative_decoding.sampling import SpeculativeResult, check_same_tokenizer, speculative_generate
 
     device, torch_dtype = default_device_and_dtype(device, dtype)
-    target_loaded, draft_loaded = (load_for_inference(path, device, torch_dtype, require_tokenizer=False)
-                                   for path in (target, draft))
+    target_loaded, draft_loaded = (
+        load_for_inference(path, device, torch_dtype, require_tokenizer=False) for path in (target, draft)
+    )
     found = check_same_tokenizer(target_loaded, draft_loaded)  # raises for a mismatched pair
     tokenizer = Tokenizer(tokenizer_dir) if tokenizer_dir else found
     if tokenizer is None:
@@ -78,14 +92,24 @@ def speculative_generate(target: Path, draft: Path, prompt: str = "Once upon a t
         model.max_seq_length = needed  # also sizes the KV caches
     sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, eos_id=tokenizer.eos_id)
 
-    def run_target(n: int) -> List[int]:
+    def run_target(n: int) -> list[int]:
         generator = torch.Generator(device).manual_seed(seed)
         return list(generate(target_model, prompt_ids, n, generator=generator, compile=compile, **sampling))
 
     def run_speculative(n: int) -> SpeculativeResult:
         generator = torch.Generator(device).manual_seed(seed)
-        return speculative_generate(target_model, draft_model, prompt_ids, n, k=k, generator=generator,
-                                    adaptive=adaptive, k_max=k_max, compile=compile, **sampling)
+        return speculative_generate(
+            target_model,
+            draft_model,
+            prompt_ids,
+            n,
+            k=k,
+            generator=generator,
+            adaptive=adaptive,
+            k_max=k_max,
+            compile=compile,
+            **sampling,
+        )
 
     # warm-up: kernel selection, allocator pools, lazy CUDA initialisation
     warmup_tokens = max_new_tokens if compile else min(max_new_tokens, 16)  # compiled: meet every length

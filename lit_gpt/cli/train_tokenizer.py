@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 from jsonargparse import CLI
 
 from lit_gpt.cli.shipped import demo_data
 
 
-def train_sample_tokenizer(out_dir: Path, slimpajama_dir: Optional[Path] = None, starcoder_dir: Optional[Path] = None,
-                           vocab_size: int = 4096, max_chars: int = 4_000_000, max_piece_chars: int = 2000,
-                           num_threads: int = os.cpu_count() or 1) -> None:
+def train_sample_tokenizer(
+    out_dir: Path,
+    slimpajama_dir: Path | None = None,
+    starcoder_dir: Path | None = None,
+    vocab_size: int = 4096,
+    max_chars: int = 4_000_000,
+    max_piece_chars: int = 2000,
+    num_threads: int = os.cpu_count() or 1,
+) -> None:
     """Train the tokenizer and write `tokenizer.model` and `tokenizer_config.json` into `out_dir`.
 
     Args:
@@ -37,8 +42,9 @@ def train_sample_tokenizer(out_dir: Path, slimpajama_dir: Optional[Path] = None,
         sample = demo_data("sample")
         slimpajama_dir = slimpajama_dir or sample / "slimpajama" / "train"
         starcoder_dir = starcoder_dir or sample / "starcoder"
-    train_tokenizer(Path(out_dir), Path(slimpajama_dir), Path(starcoder_dir), vocab_size, max_chars, max_piece_chars,
-                    num_threads)
+    train_tokenizer(
+        Path(out_dir), Path(slimpajama_dir), Path(starcoder_dir), vocab_size, max_chars, max_piece_chars, num_threads
+    )
 
 
 def main(argv=None) -> None:

@@ -9,15 +9,13 @@ first damaged or missing shard.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 from jsonargparse import CLI
-
 
 MANIFEST_SUFFIX = ".manifest.json"
 
 
-def verify_data(data_dir: Path, prefixes: Optional[List[str]] = None) -> int:
+def verify_data(data_dir: Path, prefixes: list[str] | None = None) -> int:
     """Verify the shards; return how many were verified by checksum.
 
     Args:
@@ -32,7 +30,9 @@ def verify_data(data_dir: Path, prefixes: Optional[List[str]] = None) -> int:
     if prefixes is None:
         prefixes = sorted(p.name[: -len(MANIFEST_SUFFIX)] for p in Path(data_dir).glob(f"*{MANIFEST_SUFFIX}"))
         if not prefixes:
-            raise FileNotFoundError(f"{data_dir}: no *{MANIFEST_SUFFIX} files; prepare the data with scripts/prepare_*.py")
+            raise FileNotFoundError(
+                f"{data_dir}: no *{MANIFEST_SUFFIX} files; prepare the data with scripts/prepare_*.py"
+            )
     total = 0
     for prefix in prefixes:
         count = verify_shards(data_dir, prefix, read_manifest(data_dir, prefix))

@@ -10,12 +10,35 @@ from lit_gpt.data.shards import ShardError, ShardInfo, ShardWriter, open_shard, 
 
 # The loaders need torch: they load on first use, so that the preparation scripts (and their `--help`)
 # do not wait for it.
-_STREAM = ("Mixture", "ShardStream", "Source", "TrainLoader", "ValLoader", "build_train_loader",
-           "build_val_loader", "default_num_workers", "find_shards")
+_STREAM = (
+    "Mixture",
+    "ShardStream",
+    "Source",
+    "TrainLoader",
+    "ValLoader",
+    "build_train_loader",
+    "build_val_loader",
+    "default_num_workers",
+    "find_shards",
+)
 
 __all__ = [
-    "BadInputError", "InputLog", "ShardError", "ShardInfo", "ShardWriter", "check_source", "check_tokenizer", "open_shard", "prepare",
-    "read_header", "read_manifest", "read_slimpajama", "read_starcoder", "token_dtype", "write_json_atomic", "write_shard",
+    "BadInputError",
+    "InputLog",
+    "ShardError",
+    "ShardInfo",
+    "ShardWriter",
+    "check_source",
+    "check_tokenizer",
+    "open_shard",
+    "prepare",
+    "read_header",
+    "read_manifest",
+    "read_slimpajama",
+    "read_starcoder",
+    "token_dtype",
+    "write_json_atomic",
+    "write_shard",
     *_STREAM,
 ]
 

@@ -23,9 +23,9 @@ import hashlib
 import multiprocessing
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -98,8 +98,12 @@ def _fingerprint(job: _Fingerprint) -> int:
         short.append(len(text) < job.min_chars)
     stat = job.path.stat()
     tmp = job.out.with_name(f".{job.out.stem}.tmp.npz")
-    np.savez(tmp, digests=np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 16), short=np.array(short, bool),
-             stamp=np.array([stat.st_size, stat.st_mtime_ns], np.int64))
+    np.savez(
+        tmp,
+        digests=np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 16),
+        short=np.array(short, bool),
+        stamp=np.array([stat.st_size, stat.st_mtime_ns], np.int64),
+    )
     os.replace(tmp, job.out)
     return len(digests)
 
@@ -137,10 +141,15 @@ class AssignedReader:
             else:
                 log.drop("in the validation split" if code == VALIDATION else "in the train split")
         if n + 1 != len(assigned):
-            raise RuntimeError(f"{path}: changed while it was being prepared ({n + 1} documents now, {len(assigned)} when fingerprinted); run again")
+            raise RuntimeError(
+                f"{path}: changed while it was being prepared ({n + 1} documents now, {len(assigned)} when "
+                "fingerprinted); run again"
+            )
 
 
-def assign(fingerprints: list[tuple[np.ndarray, np.ndarray]], dedup: bool, validation_fraction: float) -> list[np.ndarray]:
+def assign(
+    fingerprints: list[tuple[np.ndarray, np.ndarray]], dedup: bool, validation_fraction: float
+) -> list[np.ndarray]:
     """Per file, each document's fate: SHORT, DUPLICATE, VALIDATION or TRAIN (see the module docstring)."""
     digests = np.concatenate([d for d, _ in fingerprints]) if fingerprints else np.empty((0, 16), np.uint8)
     short = np.concatenate([s for _, s in fingerprints]) if fingerprints else np.empty(0, bool)
@@ -175,7 +184,9 @@ def prepare_corpus(
     """Prepare `inputs` into `{destination}/train_{source}_*.bin` (and `validation_{source}_*.bin` when
     `validation_fraction` > 0); returns the manifests by prefix."""
     if not _SOURCE_NAME.fullmatch(source) or re.search(r"_\d+$", source):
-        raise ValueError(f"source name {source!r}: use letters, digits, '.', '-', '_', not ending in _<digits> (shard names end so)")
+        raise ValueError(
+            f"source name {source!r}: use letters, digits, '.', '-', '_', not ending in _<digits> (shard names end so)"
+        )
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction {validation_fraction} is not in [0, 1)")
     files, root = corpus_files(inputs)
@@ -185,10 +196,12 @@ def prepare_corpus(
     jobs = [_Fingerprint(p, _fingerprint_path(work, p), field, min_chars, strict) for p in files]
     todo = [j for j in jobs if not _current(j.out, j.path)]
     processes = max(1, min(num_processes or os.cpu_count() or 1, len(todo) or 1))
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="file", desc=f"{source} fingerprints", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(jobs), initial=len(jobs) - len(todo), unit="file", desc=f"{source} fingerprints", dynamic_ncols=True
+    )
     pool = multiprocessing.get_context("spawn").Pool(processes) if processes > 1 else None
     try:
-        for _ in (pool.imap_unordered(_fingerprint, todo) if pool else map(_fingerprint, todo)):
+        for _ in pool.imap_unordered(_fingerprint, todo) if pool else map(_fingerprint, todo):
             bar.update()
     finally:
         bar.close()
@@ -207,11 +220,27 @@ def prepare_corpus(
             os.replace(target.with_name(f".{target.name}.tmp.npy"), target)
     # The assignment's digest makes a resumed run refuse to continue if any document's fate changed.
     fingerprint = hashlib.sha256(b"".join(f.tobytes() + b"|" for f in fates)).hexdigest()
-    settings = {"field": field, "min_chars": min_chars, "dedup": dedup, "validation_fraction": validation_fraction, "assignment_sha256": fingerprint}
+    settings = {
+        "field": field,
+        "min_chars": min_chars,
+        "dedup": dedup,
+        "validation_fraction": validation_fraction,
+        "assignment_sha256": fingerprint,
+    }
     splits = [("train", TRAIN)] + ([("validation", VALIDATION)] if validation_fraction > 0 else [])
     manifests = {}
     for split, code in splits:
         prefix = f"{split}_{source}"
-        manifests[prefix] = prepare(files, root, AssignedReader(work, field, code, min_chars), tokenizer_path, destination, prefix,
-                                    chunk_size, num_processes, strict, settings=settings)
+        manifests[prefix] = prepare(
+            files,
+            root,
+            AssignedReader(work, field, code, min_chars),
+            tokenizer_path,
+            destination,
+            prefix,
+            chunk_size,
+            num_processes,
+            strict,
+            settings=settings,
+        )
     return manifests

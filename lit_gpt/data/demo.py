@@ -4,7 +4,6 @@ tokenizer, and packed shards."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
 
 from lit_gpt.data.manifest import manifest_path
 from lit_gpt.data.prepare import prepare, slimpajama_files, starcoder_files
@@ -15,8 +14,9 @@ from lit_gpt.data.tokenizer_training import train_tokenizer
 DEMO_CHUNK_SIZE = 257 * 512
 
 
-def prepare_sample(sample_dir: Path, out_dir: Path, tokenizer_dir: Optional[Path] = None,
-                   num_processes: int = 2) -> Tuple[Path, Path]:
+def prepare_sample(
+    sample_dir: Path, out_dir: Path, tokenizer_dir: Path | None = None, num_processes: int = 2
+) -> tuple[Path, Path]:
     """Train the sample tokenizer into `{out_dir}/tokenizer` (unless `tokenizer_dir` is given) and
     tokenize the sample into `{out_dir}/data` with the prefixes of a real run: train_slimpajama,
     validation_slimpajama, train_starcoder. Steps already done are skipped. Returns (data_dir,
@@ -25,13 +25,25 @@ def prepare_sample(sample_dir: Path, out_dir: Path, tokenizer_dir: Optional[Path
     if tokenizer_dir is None:
         tokenizer_dir = out_dir / "tokenizer"
         if not (tokenizer_dir / "tokenizer.model").is_file():
-            train_tokenizer(out_dir=tokenizer_dir, slimpajama_dir=sample_dir / "slimpajama" / "train",
-                            starcoder_dir=sample_dir / "starcoder")
+            train_tokenizer(
+                out_dir=tokenizer_dir,
+                slimpajama_dir=sample_dir / "slimpajama" / "train",
+                starcoder_dir=sample_dir / "starcoder",
+            )
     data_dir = out_dir / "data"
     jobs = [
-        ("train_slimpajama", slimpajama_files(sample_dir / "slimpajama", "train"), sample_dir / "slimpajama", read_slimpajama),
-        ("validation_slimpajama", slimpajama_files(sample_dir / "slimpajama", "validation"), sample_dir / "slimpajama",
-         read_slimpajama),
+        (
+            "train_slimpajama",
+            slimpajama_files(sample_dir / "slimpajama", "train"),
+            sample_dir / "slimpajama",
+            read_slimpajama,
+        ),
+        (
+            "validation_slimpajama",
+            slimpajama_files(sample_dir / "slimpajama", "validation"),
+            sample_dir / "slimpajama",
+            read_slimpajama,
+        ),
         ("train_starcoder", starcoder_files(sample_dir / "starcoder"), sample_dir / "starcoder", read_starcoder),
     ]
     for prefix, files, root, read in jobs:

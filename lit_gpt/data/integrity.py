@@ -26,12 +26,16 @@ def check_shards(data_dir: str | Path, prefix: str, manifest: dict) -> None:
         expected = entry.get("bytes", HEADER.size + entry["tokens"] * itemsize)
         size = path.stat().st_size
         if size != expected:
-            raise ShardError(f"{path}: {size} bytes, but {source} records {expected}; the shard was changed or cut short")
+            raise ShardError(
+                f"{path}: {size} bytes, but {source} records {expected}; the shard was changed or cut short"
+            )
     names = {entry["file"] for entry in listed}
     extra = sorted(p.name for p in data_dir.glob(f"{prefix}_*.bin") if p.name not in names)
     if extra:
-        warnings.warn(f"{data_dir}: {len(extra)} shard file(s) of {prefix!r} not listed in {source} (first {extra[0]}); "
-                      f"they are read too")
+        warnings.warn(
+            f"{data_dir}: {len(extra)} shard file(s) of {prefix!r} not listed in {source} (first {extra[0]}); "
+            f"they are read too"
+        )
 
 
 def verify_shards(data_dir: str | Path, prefix: str, manifest: dict) -> int:
@@ -46,12 +50,16 @@ def verify_shards(data_dir: str | Path, prefix: str, manifest: dict) -> int:
             unchecked.append(entry["file"])
             continue
         if file_sha256(path) != entry["sha256"]:
-            raise ShardError(f"{path}: contents differ from the checksum in {source} (same size); the shard is "
-                             f"damaged: restore it or prepare the data again")
+            raise ShardError(
+                f"{path}: contents differ from the checksum in {source} (same size); the shard is "
+                f"damaged: restore it or prepare the data again"
+            )
         verified += 1
     if unchecked:
-        warnings.warn(f"{source}: no checksum recorded for {len(unchecked)} shard(s) (first {unchecked[0]}; prepared "
-                      f"by an older version): their sizes were checked, not their contents")
+        warnings.warn(
+            f"{source}: no checksum recorded for {len(unchecked)} shard(s) (first {unchecked[0]}; prepared "
+            f"by an older version): their sizes were checked, not their contents"
+        )
     return verified
 
 
@@ -59,5 +67,7 @@ def check_ids(block: np.ndarray, vocab_size: int | None, path: Path, index: int)
     """Raise ShardError naming the file and block when a token id is outside [0, vocab_size)."""
     if vocab_size is not None and len(block) and (block.max() >= vocab_size or block.min() < 0):
         bad = int(block.max()) if block.max() >= vocab_size else int(block.min())
-        raise ShardError(f"{path}: block {index} holds token id {bad}, outside the model's vocabulary of {vocab_size}; "
-                         f"the shard was made with another tokenizer or is damaged")
+        raise ShardError(
+            f"{path}: block {index} holds token id {bad}, outside the model's vocabulary of {vocab_size}; "
+            f"the shard was made with another tokenizer or is damaged"
+        )

@@ -17,9 +17,9 @@ import re
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from tqdm import tqdm
 
@@ -84,8 +84,15 @@ def _run_unit(job: _Job) -> dict:
         for name, _ in writer.written:  # an unfinished unit leaves nothing behind
             (job.destination / name).unlink(missing_ok=True)
         raise
-    return {"unit": job.unit, "documents": documents, "tokens": tokens, "shards": shards, "sha256": writer.checksums,
-            "skipped": log.skipped, "dropped": dict(log.dropped)}
+    return {
+        "unit": job.unit,
+        "documents": documents,
+        "tokens": tokens,
+        "shards": shards,
+        "sha256": writer.checksums,
+        "skipped": log.skipped,
+        "dropped": dict(log.dropped),
+    }
 
 
 def _read_journal(path: Path, config: dict) -> dict[int, dict]:
@@ -142,10 +149,19 @@ def prepare(
         raise ValueError(f"{tokenizer.path}: BOS and EOS tokens are needed as document separators")
     if tokenizer.backend == "sentencepiece" and tokenizer.fast_encoder is None:
         # said once per run, here in the main process: the workers take the same (slower) path silently
-        warnings.warn(f"{tokenizer.path}: fast tokenization is off, {tokenizer.fast_encoder_refusal}; encoding with SentencePiece itself (same ids, slower)")
+        warnings.warn(
+            f"{tokenizer.path}: fast tokenization is off, {tokenizer.fast_encoder_refusal}; encoding with "
+            "SentencePiece itself (same ids, slower)"
+        )
     identity = tokenizer.identity()
     files = [p.relative_to(source_root).as_posix() for p in inputs]
-    config = {"prefix": prefix, "chunk_size": chunk_size, "tokenizer_sha256": identity["sha256"], "files": files, **(settings or {})}
+    config = {
+        "prefix": prefix,
+        "chunk_size": chunk_size,
+        "tokenizer_sha256": identity["sha256"],
+        "files": files,
+        **(settings or {}),
+    }
 
     journal = destination / f"{prefix}.progress.jsonl"
     name = re.compile(rf"\.?{re.escape(prefix)}_(\d+)\.bin(\.tmp)?")
@@ -154,7 +170,9 @@ def prepare(
     if journal.exists():
         done = _read_journal(journal, config)
     elif on_disk:
-        raise ValueError(f"{destination}: holds {len(on_disk)} {prefix}_*.bin files but no {journal.name}; refusing to mix runs")
+        raise ValueError(
+            f"{destination}: holds {len(on_disk)} {prefix}_*.bin files but no {journal.name}; refusing to mix runs"
+        )
     else:
         done = {}
         _append(journal, {"config": config})
@@ -165,11 +183,19 @@ def prepare(
             path.unlink()
     manifest_path(destination, prefix).unlink(missing_ok=True)
 
-    jobs = [_Job(u, p, read, destination, prefix, chunk_size, strict, check_every) for u, p in enumerate(inputs) if u not in done]
+    jobs = [
+        _Job(u, p, read, destination, prefix, chunk_size, strict, check_every)
+        for u, p in enumerate(inputs)
+        if u not in done
+    ]
     num_processes = max(1, min(num_processes or os.cpu_count() or 1, len(jobs) or 1))
     bar = tqdm(total=len(inputs), initial=len(inputs) - len(jobs), unit="file", desc=prefix, dynamic_ncols=True)
     start, documents, tokens = time.perf_counter(), 0, 0
-    pool = multiprocessing.get_context("spawn").Pool(num_processes, _init_worker, (tokenizer_path,)) if num_processes > 1 else None
+    pool = (
+        multiprocessing.get_context("spawn").Pool(num_processes, _init_worker, (tokenizer_path,))
+        if num_processes > 1
+        else None
+    )
     try:
         if pool is None:
             _init_worker(tokenizer_path, tokenizer)
@@ -205,9 +231,16 @@ def prepare(
         **({"settings": settings} if settings else {}),
         # sizes too: training checks them at start; checksums on request (lit_gpt/data/integrity.py). A unit
         # journaled by an older version has no checksums: its shards are read once here.
-        "shards": [{"file": n, "tokens": t, "bytes": (Path(destination) / n).stat().st_size,
-                    "sha256": r.get("sha256", {}).get(n) or file_sha256(Path(destination) / n)}
-                   for r in records for n, t in r["shards"]],
+        "shards": [
+            {
+                "file": n,
+                "tokens": t,
+                "bytes": (Path(destination) / n).stat().st_size,
+                "sha256": r.get("sha256", {}).get(n) or file_sha256(Path(destination) / n),
+            }
+            for r in records
+            for n, t in r["shards"]
+        ],
     }
     write_json_atomic(manifest_path(destination, prefix), manifest)
     return manifest
@@ -232,4 +265,3 @@ def starcoder_files(source_path: Path, languages: list[str] | None = None) -> li
     if not files:
         raise FileNotFoundError(f"no {{language}}/train-*.parquet files under {source_path}")
     return files
-

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import zstandard
 
@@ -143,7 +143,13 @@ def read_slimpajama(path: str | Path, log: InputLog) -> Iterator[str]:
 def read_jsonl(path: str | Path, log: InputLog, field: str = "text") -> Iterator[str]:
     """Yield the `field` texts of a `.jsonl`, `.jsonl.gz` or `.jsonl.zst` file (by its suffix)."""
     path = Path(path)
-    lines = _zstd_lines(path) if path.suffix == ".zst" else _gzip_lines(path) if path.suffix == ".gz" else _plain_lines(path)
+    lines = (
+        _zstd_lines(path)
+        if path.suffix == ".zst"
+        else _gzip_lines(path)
+        if path.suffix == ".gz"
+        else _plain_lines(path)
+    )
     for _, text in _json_rows(path, log, lines, field):
         yield text
 
@@ -215,8 +221,7 @@ def read_parquet(path: str | Path, log: InputLog, column: str = "text", batch_ro
         pfile = pq.ParquetFile(path)
         names = pfile.schema_arrow.names
         batches = pfile.iter_batches(batch_size=batch_rows, columns=[column]) if column in names else ()
-        for text in _texts_of_batches(path, log, column, names, batches):
-            yield text
+        yield from _texts_of_batches(path, log, column, names, batches)
     except (pa.ArrowException, OSError) as err:
         log.skip(path, 0, f"unreadable parquet file ({err}); rest of the file skipped")
 

@@ -110,7 +110,15 @@ class ShardWriter:
     `first_counter`; `max_files` guards the counter range reserved for this writer.
     """
 
-    def __init__(self, out_dir: str | Path, prefix: str, chunk_size: int, dtype, first_counter: int = 0, max_files: int | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        prefix: str,
+        chunk_size: int,
+        dtype,
+        first_counter: int = 0,
+        max_files: int | None = None,
+    ) -> None:
         self.out_dir, self.prefix, self.chunk_size = Path(out_dir), prefix, chunk_size
         self.dtype = np.dtype(dtype)
         self.counter, self.max_files = first_counter, max_files

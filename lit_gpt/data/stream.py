@@ -26,8 +26,8 @@ import re
 import warnings
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -56,7 +56,10 @@ def find_shards(data_dir: str | Path, prefix: str) -> list[ShardInfo]:
     name = re.compile(rf"{re.escape(prefix)}(_\d+)?_\d+\.bin")
     files = sorted(p for p in data_dir.glob(f"{prefix}_*.bin") if name.fullmatch(p.name))
     if not files:
-        raise FileNotFoundError(f"{data_dir}: no shard files {prefix}_*.bin for source {prefix!r} (names {prefix}_<counter>.bin or {prefix}_<process>_<counter>.bin)")
+        raise FileNotFoundError(
+            f"{data_dir}: no shard files {prefix}_*.bin for source {prefix!r} (names {prefix}_<counter>.bin or "
+            f"{prefix}_<process>_<counter>.bin)"
+        )
     return [read_header(p) for p in files]
 
 
@@ -78,8 +81,15 @@ class _LRU(OrderedDict):
 class Source:
     """One source's shuffled, epoch-by-epoch sequence of blocks (see the module docstring)."""
 
-    def __init__(self, prefix: str, shards: list[ShardInfo], block_size: int, seed: int, shuffle_buffer_files: int = 8,
-                 vocab_size: int | None = None) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        shards: list[ShardInfo],
+        block_size: int,
+        seed: int,
+        shuffle_buffer_files: int = 8,
+        vocab_size: int | None = None,
+    ) -> None:
         self.prefix, self.shards, self.seed, self.vocab_size = prefix, shards, seed, vocab_size
         self.sample_len = block_size + 1
         self.buffer_files = shuffle_buffer_files
@@ -88,7 +98,8 @@ class Source:
         if self.total == 0:
             folder = shards[0].path.parent if shards else "?"
             raise ValueError(
-                f"{folder}/{prefix}_*.bin: {len(shards)} files, {sum(s.tokens for s in shards)} tokens, but no file holds "
+                f"{folder}/{prefix}_*.bin: {len(shards)} files, {sum(s.tokens for s in shards)} tokens, but no file "
+                "holds "
                 f"one full sample of block_size + 1 = {self.sample_len} tokens"
             )
         self.key = zlib.crc32(prefix.encode())
@@ -125,7 +136,9 @@ class Source:
             for buffer in np.unique(b).tolist():
                 start = int(buffer_start[buffer])
                 end = int(buffer_start[buffer + 1]) if buffer + 1 < len(buffer_start) else self.total
-                perm = self._perms.get_or((epoch, buffer), lambda: _rng(self.seed, _BLOCKS, self.key, epoch, buffer).permutation(end - start))
+                perm = self._perms.get_or(
+                    (epoch, buffer), lambda: _rng(self.seed, _BLOCKS, self.key, epoch, buffer).permutation(end - start)
+                )
                 mine = b == buffer
                 q[mine] = start + perm[je[mine] - start]
             k = np.searchsorted(file_start, q, "right") - 1
@@ -168,7 +181,9 @@ class ShardStream(IterableDataset):
 
     CHUNK = 16  # batches assembled, and sent from a worker, together (see the module docstring)
 
-    def __init__(self, sources: list[Source], mixture: Mixture, micro_batch_size: int, rank: int, world_size: int) -> None:
+    def __init__(
+        self, sources: list[Source], mixture: Mixture, micro_batch_size: int, rank: int, world_size: int
+    ) -> None:
         self.sources, self.mixture = sources, mixture
         self.batch, self.rank, self.world_size = micro_batch_size, rank, world_size
         self.start = (0, [0] * len(sources))  # (global sample g, picks per source before g)
@@ -214,7 +229,15 @@ class TrainLoader:
     every new iteration starts at the first sample not handed out yet.
     """
 
-    def __init__(self, dataset: ShardStream, num_workers: int, seed: int, shuffle_buffer_files: int, prefetch_factor: int = 4, pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: ShardStream,
+        num_workers: int,
+        seed: int,
+        shuffle_buffer_files: int,
+        prefetch_factor: int = 4,
+        pin_memory: bool = False,
+    ) -> None:
         self.dataset, self.num_workers, self.pin_memory = dataset, num_workers, pin_memory
         self.seed, self.shuffle_buffer_files, self.prefetch_factor = seed, shuffle_buffer_files, prefetch_factor
         self.g, self.counts = 0, np.zeros(len(dataset.sources), np.int64)
@@ -233,8 +256,14 @@ class TrainLoader:
     def __iter__(self) -> Iterator[torch.Tensor]:
         self.dataset.start = (self.g, self.counts.tolist())
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers else {}
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            worker_init_fn=ignore_stop_signals, **extra)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            worker_init_fn=ignore_stop_signals,
+            **extra,
+        )
         for chunk in loader:
             for batch in chunk:
                 picked = self.mixture.choices(self.g, self.g + self.samples_per_micro_step)
@@ -270,30 +299,46 @@ class TrainLoader:
         mine = self.state_dict()
         for key in ("seed", "block_size", "shuffle_buffer_files"):
             if state[key] != mine[key]:
-                raise ValueError(f"data loader state: {key} was {state[key]} in the checkpoint and is {mine[key]} now; the sample order would change")
+                raise ValueError(
+                    f"data loader state: {key} was {state[key]} in the checkpoint and is {mine[key]} now; the sample "
+                    "order would change"
+                )
         # the order counts too: the mixture numbers the sources in it
         mix_changed = list(state["weights"].items()) != list(mine["weights"].items())
         if mix_changed and not allow_mix_change:
-            raise ValueError(f"data loader state: the data mix was {state['weights']} in the checkpoint and is {mine['weights']} now; "
-                             f"pass --allow_mix_change to go on with the new mix (PRETRAIN.md, Changing the data mix)")
+            raise ValueError(
+                f"data loader state: the data mix was {state['weights']} in the checkpoint and is {mine['weights']} "
+                "now; "
+                f"pass --allow_mix_change to go on with the new mix (PRETRAIN.md, Changing the data mix)"
+            )
         describe = lambda s: f"{s['prefix']!r} ({s['files']} files, {s['blocks']} blocks)"  # noqa: E731
         if mix_changed:
             known = {s["prefix"]: s for s in state["sources"]}
             known.update({p: r["fingerprint"] for p, r in state.get("retired_sources", {}).items() if p not in known})
-            changes = [f"{describe(known[s['prefix']])} is now {describe(s)}" for s in mine["sources"]
-                       if s["prefix"] in known and known[s["prefix"]] != s]
+            changes = [
+                f"{describe(known[s['prefix']])} is now {describe(s)}"
+                for s in mine["sources"]
+                if s["prefix"] in known and known[s["prefix"]] != s
+            ]
         elif state["sources"] != mine["sources"]:
             was, now = [describe(s) for s in state["sources"]], [describe(s) for s in mine["sources"]]
-            changes = [f"{a} is now {b}" for a, b in zip(was, now) if a != b] if len(was) == len(now) else [f"{was} are now {now}"]
+            changes = (
+                [f"{a} is now {b}" for a, b in zip(was, now) if a != b]
+                if len(was) == len(now)
+                else [f"{was} are now {now}"]
+            )
         else:
             changes = []
         if changes:
             raise ValueError(f"data loader state: the sources changed since the checkpoint: {'; '.join(changes)}")
         if state["g"] % self.samples_per_micro_step:
             raise ValueError(
-                f"data loader state: {state['g']} samples consumed (saved with micro batch {state['micro_batch_size']} x "
-                f"world size {state['world_size']}) is not a multiple of the samples per micro step (micro batch x world size) {self.dataset.batch} x "
-                f"{self.dataset.world_size} = {self.samples_per_micro_step}; resume with a micro batch x world size that divides it"
+                f"data loader state: {state['g']} samples consumed (saved with micro batch "
+                f"{state['micro_batch_size']} x "
+                f"world size {state['world_size']}) is not a multiple of the samples per micro step (micro batch x "
+                f"world size) {self.dataset.batch} x "
+                f"{self.dataset.world_size} = {self.samples_per_micro_step}; resume with a micro batch x world size "
+                "that divides it"
             )
         retired = dict(state.get("retired_sources", {}))
         saved_counts = {**{p: r["count"] for p, r in retired.items()}, **state["source_counts"]}
@@ -320,14 +365,17 @@ def build_train_loader(
     vocab_size: int | None = None,
 ) -> TrainLoader:
     """The training loader over `{data_dir}/{prefix}_*.bin` for each source prefix, mixed by weight
-    (the TinyLlama mix is the recipe's: lit_gpt/cli/recipes/tinyllama.yaml). `num_workers` None: `default_num_workers()`;
+    (the TinyLlama mix is the recipe's: lit_gpt/cli/recipes/tinyllama.yaml). `num_workers` None:
+    `default_num_workers()`;
     `pin_memory` None: pinned when CUDA is there. `vocab_size`: every block read is checked against it."""
     num_workers = default_num_workers() if num_workers is None else num_workers
     pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world size {world_size})")
-    streams = [Source(prefix, find_shards(data_dir, prefix), block_size, seed, shuffle_buffer_files, vocab_size)
-               for prefix in sources]
+    streams = [
+        Source(prefix, find_shards(data_dir, prefix), block_size, seed, shuffle_buffer_files, vocab_size)
+        for prefix in sources
+    ]
     dataset = ShardStream(streams, Mixture(list(sources.values()), seed), micro_batch_size, rank, world_size)
     return TrainLoader(dataset, num_workers, seed, shuffle_buffer_files, pin_memory=pin_memory)
 
@@ -348,8 +396,16 @@ class ValLoader:
     """A fixed list of batches: the blocks of the sorted files in order, rank r taking global samples
     g = l * R + r. Every iteration yields the same batches."""
 
-    def __init__(self, shards: list[ShardInfo], block_size: int, micro_batch_size: int, rank: int, world_size: int, num_batches: int,
-                 vocab_size: int | None = None) -> None:
+    def __init__(
+        self,
+        shards: list[ShardInfo],
+        block_size: int,
+        micro_batch_size: int,
+        rank: int,
+        world_size: int,
+        num_batches: int,
+        vocab_size: int | None = None,
+    ) -> None:
         self.vocab_size = vocab_size
         self.sample_len, self.batch, self.rank, self.world_size = block_size + 1, micro_batch_size, rank, world_size
         self.shards, self._maps = shards, _LRU(32)
@@ -360,9 +416,15 @@ class ValLoader:
         self.num_batches = min(num_batches, total // per_step)
         where = f"{shards[0].path.parent}/{shards[0].path.name.rsplit('_', 1)[0]}_*.bin"
         if self.num_batches == 0:
-            raise ValueError(f"{where}: {total} validation samples of {self.sample_len} tokens, fewer than one micro batch on every rank ({per_step})")
+            raise ValueError(
+                f"{where}: {total} validation samples of {self.sample_len} tokens, fewer than one micro batch on "
+                f"every rank ({per_step})"
+            )
         if self.num_batches < num_batches:
-            warnings.warn(f"{where}: only {total} validation samples, so {self.num_batches} batches per rank instead of {num_batches}")
+            warnings.warn(
+                f"{where}: only {total} validation samples, so {self.num_batches} batches per rank instead of "
+                f"{num_batches}"
+            )
 
     def __len__(self) -> int:
         return self.num_batches
@@ -374,11 +436,23 @@ class ValLoader:
                 g = local * self.world_size + self.rank
                 f = int(np.searchsorted(self.file_start, g, "right")) - 1
                 block = g - self.file_start[f]
-                out[row] = self._maps.get_or(f, lambda: open_shard(self.shards[f]))[block * self.sample_len : (block + 1) * self.sample_len]
+                out[row] = self._maps.get_or(f, lambda: open_shard(self.shards[f]))[
+                    block * self.sample_len : (block + 1) * self.sample_len
+                ]
                 check_ids(out[row], self.vocab_size, self.shards[f].path, int(block))
             yield torch.from_numpy(out)
 
 
-def build_val_loader(data_dir: str | Path, prefix: str, block_size: int, micro_batch_size: int, rank: int, world_size: int, num_batches: int,
-                     vocab_size: int | None = None) -> ValLoader:
-    return ValLoader(find_shards(data_dir, prefix), block_size, micro_batch_size, rank, world_size, num_batches, vocab_size)
+def build_val_loader(
+    data_dir: str | Path,
+    prefix: str,
+    block_size: int,
+    micro_batch_size: int,
+    rank: int,
+    world_size: int,
+    num_batches: int,
+    vocab_size: int | None = None,
+) -> ValLoader:
+    return ValLoader(
+        find_shards(data_dir, prefix), block_size, micro_batch_size, rank, world_size, num_batches, vocab_size
+    )

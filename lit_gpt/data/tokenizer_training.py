@@ -13,9 +13,9 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Iterator
 from itertools import zip_longest
 from pathlib import Path
-from typing import Iterator
 
 import sentencepiece as spm
 
@@ -82,7 +82,10 @@ def train_tokenizer(
         remove_extra_whitespaces=False,
         allow_whitespace_only_pieces=True,
         max_sentence_length=4 * max_piece_chars + 16,  # bytes, and UTF-8 takes up to 4 per character
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
         num_threads=num_threads,
         minloglevel=2,
     )
@@ -92,30 +95,47 @@ def train_tokenizer(
     print(f"wrote {out_dir / 'tokenizer.model'} (vocab {vocab_size})")
 
 
-def llama2_shaped_model(texts: Iterator[str], trained_pieces: int = 4000, vocab_size: int = 32_000, max_run: int = 16) -> bytes:
+def llama2_shaped_model(
+    texts: Iterator[str], trained_pieces: int = 4000, vocab_size: int = 32_000, max_run: int = 16
+) -> bytes:
     """A SentencePiece BPE model proto with the Llama 2 tokenizer's shape, for tests and benchmarks
     that must not download it: ids 0-2 `<unk>` `<s>` `</s>`, byte-fallback pieces `<0x00>`..`<0xFF>`
     at ids 3-258, split digits, identity normalisation with a dummy prefix, the whitespace runs of 2 to
     `max_run` "▁" as NORMAL pieces sharing the score -1e9 ("▁▁" at id 259, the others spread over the
     vocabulary), and `vocab_size` pieces in all: `trained_pieces` trained on `texts`, the rest filled
-    with single CJK ideographs, then Hangul syllables (so both multi-byte characters in the vocabulary and byte fallback for
+    with single CJK ideographs, then Hangul syllables (so both multi-byte characters in the vocabulary and byte
+    fallback for
     those outside it occur).
     """
     from sentencepiece import sentencepiece_model_pb2
 
     out = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=texts, model_writer=out, model_type="bpe", vocab_size=trained_pieces,
-        character_coverage=0.9995, byte_fallback=True, split_digits=True, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        num_threads=1, minloglevel=2,
+        sentence_iterator=texts,
+        model_writer=out,
+        model_type="bpe",
+        vocab_size=trained_pieces,
+        character_coverage=0.9995,
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
     )
     model = sentencepiece_model_pb2.ModelProto.FromString(out.getvalue())
     Piece = model.SentencePiece
     trained = [p for p in model.pieces if not (p.type == Piece.NORMAL and "▁▁" in p.piece)]
     head, body = trained[:259], trained[259:]  # specials and bytes, then the trained pieces
     present = {p.piece for p in trained}
-    fill = [chr(c) for c in [*range(0x4E00, 0xA000), *range(0xAC00, 0xD7A4)] if chr(c) not in present][: vocab_size - len(trained) - (max_run - 1)]
+    fill = [chr(c) for c in [*range(0x4E00, 0xA000), *range(0xAC00, 0xD7A4)] if chr(c) not in present][
+        : vocab_size - len(trained) - (max_run - 1)
+    ]
     low = min(p.score for p in body)
     body += [Piece(piece=c, score=low - 1 - i, type=Piece.NORMAL) for i, c in enumerate(fill)]
     runs = [Piece(piece="▁" * n, score=-1e9, type=Piece.NORMAL) for n in range(2, max_run + 1)]
@@ -124,6 +144,8 @@ def llama2_shaped_model(texts: Iterator[str], trained_pieces: int = 4000, vocab_
     del model.pieces[:]
     model.pieces.extend(head + body)
     if len(model.pieces) != vocab_size:
-        raise ValueError(f"built {len(model.pieces)} pieces, not {vocab_size}: raise trained_pieces or lower vocab_size")
+        raise ValueError(
+            f"built {len(model.pieces)} pieces, not {vocab_size}: raise trained_pieces or lower vocab_size"
+        )
     model.trainer_spec.vocab_size = vocab_size
     return model.SerializeToString()

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -40,7 +40,7 @@ from lit_gpt.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 # (request key for lm-eval's cache or None, context token ids, continuation token ids)
-TokenRequest = Tuple[Optional[Tuple[str, str]], List[int], List[int]]
+TokenRequest = tuple[tuple[str, str] | None, list[int], list[int]]
 
 
 @register_model("lit_gpt")
@@ -65,17 +65,17 @@ class LitGPTLM(TemplateLM):
 
     def __init__(
         self,
-        checkpoint: Optional[Union[str, Path]] = None,
-        tokenizer_dir: Optional[Union[str, Path]] = None,
-        device: Optional[str] = None,
-        dtype: Optional[str] = None,
-        batch_size: Union[int, str] = 1,
-        max_batch_size: Optional[int] = None,
-        max_length: Optional[int] = None,
+        checkpoint: str | Path | None = None,
+        tokenizer_dir: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int | str = 1,
+        max_batch_size: int | None = None,
+        max_length: int | None = None,
         max_gen_toks: int = 256,
         add_bos_token: bool = True,
-        model: Optional[nn.Module] = None,
-        tokenizer: Optional[Tokenizer] = None,
+        model: nn.Module | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         super().__init__()
         if (checkpoint is None) == (model is None):
@@ -130,7 +130,7 @@ class LitGPTLM(TemplateLM):
     def tokenizer_name(self) -> str:
         return str(self.tokenizer.path)
 
-    def tok_encode(self, string: str, add_special_tokens: Optional[bool] = None, **kwargs) -> List[int]:
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         """Token ids of `string`; BOS in front when `add_special_tokens` says so (None: `add_bos_token`)."""
         bos = self.add_bos_token if add_special_tokens is None else add_special_tokens
         return self.tokenizer.encode(string, bos=bos and self.tokenizer.bos_id is not None)
@@ -140,8 +140,9 @@ class LitGPTLM(TemplateLM):
 
     # --- scoring ------------------------------------------------------------------------------
     @torch.no_grad()
-    def _loglikelihood_tokens(self, requests: List[TokenRequest], disable_tqdm: bool = False,
-                              **kwargs) -> List[Tuple[float, bool]]:
+    def _loglikelihood_tokens(
+        self, requests: list[TokenRequest], disable_tqdm: bool = False, **kwargs
+    ) -> list[tuple[float, bool]]:
         """(sum of log p(continuation | context), whether greedy decoding yields the continuation) per
         request. Requests run longest first in right-padded batches (padding after a causal row
         changes nothing before it)."""
@@ -150,9 +151,9 @@ class LitGPTLM(TemplateLM):
             if not 0 < len(continuation) <= L:
                 raise ValueError(f"a continuation of {len(continuation)} tokens does not fit a window of {L}")
         # the window: the last L + 1 tokens; the model reads all but the last
-        windows = [(context + continuation)[-(L + 1):][:-1] for _, context, continuation in requests]
+        windows = [(context + continuation)[-(L + 1) :][:-1] for _, context, continuation in requests]
         order = sorted(range(len(requests)), key=lambda i: -len(windows[i]))
-        results: List[Optional[Tuple[float, bool]]] = [None] * len(requests)
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
         was_training = self.model.training
         self.model.eval()
         with tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="loglikelihood") as bar:
@@ -178,16 +179,20 @@ class LitGPTLM(TemplateLM):
         self.model.train(was_training)
         return results
 
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> List[float]:
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """log p(text | BOS) of each whole text, however long: lm-eval's disjoint windows of
         `max_length` tokens, each scoring only tokens no earlier window scored, with as much context
         before them as fits."""
-        pieces: List[TokenRequest] = []
-        owner: List[int] = []
+        pieces: list[TokenRequest] = []
+        owner: list[int] = []
         for i, (text,) in enumerate(req.args for req in requests):
             tokens = self.tok_encode(text, add_special_tokens=False)
-            for context, continuation in map(make_disjoint_window, get_rolling_token_windows(
-                    token_list=tokens, prefix_token=self.prefix_token_id, max_seq_len=self.max_length, context_len=1)):
+            for context, continuation in map(
+                make_disjoint_window,
+                get_rolling_token_windows(
+                    token_list=tokens, prefix_token=self.prefix_token_id, max_seq_len=self.max_length, context_len=1
+                ),
+            ):
                 pieces.append((None, context, continuation))
                 owner.append(i)
         totals = [0.0] * len(requests)
@@ -197,14 +202,15 @@ class LitGPTLM(TemplateLM):
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
         return totals
 
-    def generate_until(self, requests, disable_tqdm: bool = False) -> List[str]:
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         """Continue each context until a stop sequence (cut off the result), EOS or `max_gen_toks`
         tokens. Greedy unless the task asks for sampling. One sequence at a time, with the KV cache."""
         outputs = []
         was_training = self.model.training
         self.model.eval()
-        for context, gen_kwargs in tqdm([req.args for req in requests], disable=disable_tqdm or self.rank != 0,
-                                        desc="generate_until"):
+        for context, gen_kwargs in tqdm(
+            [req.args for req in requests], disable=disable_tqdm or self.rank != 0, desc="generate_until"
+        ):
             outputs.append(self._generate_one(context, gen_kwargs))
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), outputs[-1])
         self.model.train(was_training)
@@ -222,10 +228,13 @@ class LitGPTLM(TemplateLM):
         if room < 1:
             raise ValueError(f"max_gen_toks={max_new} leaves no room for a context in max_length={self.max_length}")
         prompt = torch.tensor(self.tok_encode(context)[-room:], dtype=torch.long)
-        new: List[int] = []
+        new: list[int] = []
         text = ""
-        with closing(generate(self.model, prompt, max_new, temperature=temperature, top_k=top_k, top_p=top_p,
-                              eos_id=self.eot_token_id)) as tokens:
+        with closing(
+            generate(
+                self.model, prompt, max_new, temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.eot_token_id
+            )
+        ) as tokens:
             for token in tokens:
                 if token == self.eot_token_id:
                     break
@@ -244,9 +253,9 @@ def lm_eval_cli() -> None:
 
     from lm_eval.__main__ import cli_evaluate
 
-    from lit_gpt.exit_codes import run_command
     from lit_gpt.evaluation.offline import check_task_data_offline
     from lit_gpt.evaluation.periodic import task_manager
+    from lit_gpt.exit_codes import run_command
 
     # offline, a task without its data on disk stops here in one line instead of after lm-eval's retries
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, List, Optional, Set, Tuple
 from urllib.parse import urlparse
 
 # `dataset_path` values that name a file format of the `datasets` library: the data is in local files
 LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "webdataset", "imagefolder", "audiofolder"}
-LOCAL_TASK_HINT = ("or run it as a local task: a task YAML with `dataset_path: json` and `data_files` on disk, "
-                   "passed with --include_path (EVAL.md, \"Offline: local tasks\")")
+LOCAL_TASK_HINT = (
+    "or run it as a local task: a task YAML with `dataset_path: json` and `data_files` on disk, "
+    'passed with --include_path (EVAL.md, "Offline: local tasks")'
+)
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
     """Whether the Hugging Face hub can be used: not when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE says so,
     nor when its host does not answer within `timeout` seconds."""
-    if any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-           for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+    if any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    ):
         return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     try:
@@ -29,10 +33,12 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     return True
 
 
-def _cache_folders() -> List[Path]:
+def _cache_folders() -> list[Path]:
     home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).expanduser()
-    return [Path(os.environ.get("HF_DATASETS_CACHE", home / "datasets")).expanduser(),
-            Path(os.environ.get("HF_HUB_CACHE", os.environ.get("HUGGINGFACE_HUB_CACHE", home / "hub"))).expanduser()]
+    return [
+        Path(os.environ.get("HF_DATASETS_CACHE", home / "datasets")).expanduser(),
+        Path(os.environ.get("HF_HUB_CACHE", os.environ.get("HUGGINGFACE_HUB_CACHE", home / "hub"))).expanduser(),
+    ]
 
 
 def cached_on_disk(dataset: str) -> bool:
@@ -44,11 +50,11 @@ def cached_on_disk(dataset: str) -> bool:
     return False
 
 
-def hub_datasets(manager, names: Iterable[str]) -> List[Tuple[str, str]]:
+def hub_datasets(manager, names: Iterable[str]) -> list[tuple[str, str]]:
     """(task, hub data set) of every task under `names` (tasks, groups, tags) that reads from the hub.
     Tasks lm-eval does not know, or defines in Python only, are left to lm-eval."""
-    found: List[Tuple[str, str]] = []
-    seen: Set[str] = set()
+    found: list[tuple[str, str]] = []
+    seen: set[str] = set()
 
     def visit(spec) -> None:
         if isinstance(spec, dict):  # an inline task of a group
@@ -85,7 +91,7 @@ def hub_datasets(manager, names: Iterable[str]) -> List[Tuple[str, str]]:
     return found
 
 
-def check_task_data_offline(manager, names: Iterable[str], reachable: Optional[bool] = None) -> None:
+def check_task_data_offline(manager, names: Iterable[str], reachable: bool | None = None) -> None:
     """Raise FileNotFoundError naming the first task whose hub data is neither reachable nor cached."""
     missing = [(task, dataset) for task, dataset in hub_datasets(manager, names) if not cached_on_disk(dataset)]
     if not missing or (hub_reachable() if reachable is None else reachable):
@@ -94,5 +100,6 @@ def check_task_data_offline(manager, names: Iterable[str], reachable: Optional[b
     more = f" (and {len(missing) - 1} more task(s))" if len(missing) > 1 else ""
     raise FileNotFoundError(
         f"task {task}{more}: its data set {dataset} is not on disk and the Hugging Face hub is not reachable "
-        f"(offline); download it where the hub is reachable (python -c \"import datasets; "
-        f"datasets.load_dataset('{dataset}')\") and copy ~/.cache/huggingface over, {LOCAL_TASK_HINT}")
+        f'(offline); download it where the hub is reachable (python -c "import datasets; '
+        f"datasets.load_dataset('{dataset}')\") and copy ~/.cache/huggingface over, {LOCAL_TASK_HINT}"
+    )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from lit_gpt.tokenizer import Tokenizer
 
 
 @lru_cache(maxsize=4)
-def task_manager(include_path: Optional[str], tasks: Sequence[str] = ()):
+def task_manager(include_path: str | None, tasks: Sequence[str] = ()):
     """An lm-eval TaskManager that knows `tasks`. When `include_path` defines all of them, lm-eval's
     own task folders (some 15,000 files, about 10 s to index) are left out."""
     from lm_eval.tasks import TaskManager
@@ -26,7 +26,7 @@ def task_manager(include_path: Optional[str], tasks: Sequence[str] = ()):
     return TaskManager(include_path=include_path)
 
 
-def flatten_results(results: dict) -> Dict[str, float]:
+def flatten_results(results: dict) -> dict[str, float]:
     """lm-eval's {"task": {"acc,none": 0.5, "acc_stderr,none": ...}} -> {"task/acc": 0.5}: every
     numeric "metric,filter" entry except the standard errors; a filter other than "none" is kept as a
     suffix. Entries without a filter ("alias", "sample_len") are no metrics."""
@@ -34,16 +34,27 @@ def flatten_results(results: dict) -> Dict[str, float]:
     for task, metrics in results.items():
         for key, value in metrics.items():
             metric, comma, filter_name = key.partition(",")
-            if not comma or metric.endswith("_stderr") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            if (
+                not comma
+                or metric.endswith("_stderr")
+                or isinstance(value, bool)
+                or not isinstance(value, (int, float))
+            ):
                 continue
             name = f"{task}/{metric}" if filter_name == "none" else f"{task}/{metric}/{filter_name}"
             flat[name] = float(value)
     return flat
 
 
-def run_lm_eval_tasks(model: nn.Module, tokenizer: Tokenizer, tasks: List[str], limit: Optional[int] = None,
-                      include_path: Optional[str] = None, batch_size: int = 8,
-                      device: Optional[torch.device] = None) -> Dict[str, float]:
+def run_lm_eval_tasks(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    tasks: list[str],
+    limit: int | None = None,
+    include_path: str | None = None,
+    batch_size: int = 8,
+    device: torch.device | None = None,
+) -> dict[str, float]:
     """Zero-shot (unless a task says otherwise) lm-eval scores of an in-memory GPT, e.g.
     {"hellaswag/acc": 0.31, "hellaswag/acc_norm": 0.33}.
 
@@ -66,9 +77,14 @@ def run_lm_eval_tasks(model: nn.Module, tokenizer: Tokenizer, tasks: List[str], 
     try:
         with torch.random.fork_rng(devices=devices):
             lm = LitGPTLM(model=model, tokenizer=tokenizer, batch_size=batch_size)
-            output = simple_evaluate(model=lm, tasks=list(tasks), limit=limit,
-                                     task_manager=task_manager(include_path, tuple(tasks)),
-                                     log_samples=False, bootstrap_iters=0)
+            output = simple_evaluate(
+                model=lm,
+                tasks=list(tasks),
+                limit=limit,
+                task_manager=task_manager(include_path, tuple(tasks)),
+                log_samples=False,
+                bootstrap_iters=0,
+            )
     finally:
         random.setstate(python_rng)
         np.random.set_state(numpy_rng)

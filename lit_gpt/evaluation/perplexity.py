@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,17 +20,18 @@ from lit_gpt.data.stream import build_val_loader
 from lit_gpt.tokenizer import Tokenizer
 
 IGNORE = -100  # targets the loss skips
-SplitBatch = Callable[[Any], Tuple[torch.Tensor, torch.Tensor]]
+SplitBatch = Callable[[Any], tuple[torch.Tensor, torch.Tensor]]
 
 
-def split_packed(batch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def split_packed(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A packed pretraining batch (B, T+1) -> inputs (B, T) and next-token targets (B, T)."""
     return batch[:, :-1], batch[:, 1:]
 
 
 @torch.no_grad()
-def validate(fabric, model: nn.Module, loader: Iterable, split_batch: SplitBatch = split_packed,
-             ignore_index: int = IGNORE) -> float:
+def validate(
+    fabric, model: nn.Module, loader: Iterable, split_batch: SplitBatch = split_packed, ignore_index: int = IGNORE
+) -> float:
     """Token-mean loss over the fixed validation batches of every rank."""
     model.eval()
     total = torch.zeros((), device=fabric.device, dtype=torch.float64)
@@ -46,7 +48,7 @@ def validate(fabric, model: nn.Module, loader: Iterable, split_batch: SplitBatch
     return (total / count).item()
 
 
-def single_device_fabric(device: str = "auto", precision: Optional[str] = None):
+def single_device_fabric(device: str = "auto", precision: str | None = None):
     """A one-process Fabric on `device` (auto: cuda when present). `precision` None: bf16-mixed where
     the GPU has bf16, else 32-true: the training run's default."""
     import lightning as L
@@ -64,8 +66,16 @@ def _result(loss: float, tokens: int) -> dict:
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": tokens}
 
 
-def perplexity_on_shards(fabric, model: nn.Module, data_dir: Union[str, Path], prefix: str, block_size: int,
-                         micro_batch_size: int, num_batches: int, world_size: int = 1) -> dict:
+def perplexity_on_shards(
+    fabric,
+    model: nn.Module,
+    data_dir: str | Path,
+    prefix: str,
+    block_size: int,
+    micro_batch_size: int,
+    num_batches: int,
+    world_size: int = 1,
+) -> dict:
     """The validation loss the training loop reports for `model` on `{data_dir}/{prefix}_*.bin`,
     computed in one process: {"loss", "perplexity", "tokens"}.
 
@@ -79,7 +89,7 @@ def perplexity_on_shards(fabric, model: nn.Module, data_dir: Union[str, Path], p
     return _result(loss, len(loader) * micro_batch_size * block_size)
 
 
-def read_documents(path: Union[str, Path], text_field: str = "text") -> List[str]:
+def read_documents(path: str | Path, text_field: str = "text") -> list[str]:
     """The documents of a file: one per line of a `.jsonl` (or `.jsonl.zst`) file, its `text_field`;
     any other file is one document."""
     path = Path(path)
@@ -102,7 +112,9 @@ def read_documents(path: Union[str, Path], text_field: str = "text") -> List[str
     return [path.read_text(encoding="utf-8")]
 
 
-def text_windows(tokens: np.ndarray, block_size: int, micro_batch_size: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+def text_windows(
+    tokens: np.ndarray, block_size: int, micro_batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(inputs, targets) batches that predict every token after the first exactly once: windows of
     `block_size` inputs one after the other, then a last window ending at the final token that sees a
     full context but scores only the tokens no earlier window scored (the others are IGNORE)."""
@@ -117,14 +129,15 @@ def text_windows(tokens: np.ndarray, block_size: int, micro_batch_size: int) -> 
         yield windows[:, :-1], windows[:, 1:]
     left = predicted - full * T
     if left:
-        window = tokens[-(T + 1):]
+        window = tokens[-(T + 1) :]
         targets = window[1:].clone()
         targets[: len(targets) - left] = IGNORE
         yield window[None, :-1], targets[None]
 
 
-def perplexity_on_text(fabric, model: nn.Module, tokenizer: Tokenizer, documents: List[str], block_size: int,
-                       micro_batch_size: int) -> dict:
+def perplexity_on_text(
+    fabric, model: nn.Module, tokenizer: Tokenizer, documents: list[str], block_size: int, micro_batch_size: int
+) -> dict:
     """Loss and perplexity on documents encoded as data preparation does (BOS + tokens + EOS each,
     concatenated) and scored in windows of `block_size` (`text_windows`)."""
     tokens = tokenizer.encode_flat(documents, bos=True, eos=True)

@@ -7,7 +7,8 @@ The tokens are processed in chunks. For each chunk:
 2. one Triton program per row sweeps the row twice in slices of up to 8192 logits (16 warps): an
    online logsumexp (running max and rescaled sum, fp32) gives the row's loss ``lse - logit[target]``;
    the second sweep, mostly served from L2, overwrites the logits in place with the loss's gradient
-   ``(softmax - onehot) / n_valid`` (zero for ignored rows). ``n_valid``, the number of non-ignored targets in the whole batch, is
+   ``(softmax - onehot) / n_valid`` (zero for ignored rows). ``n_valid``, the number of non-ignored targets in the
+   whole batch, is
    read from device memory: no host sync. (Holding a whole 32k row in registers for a single sweep
    measured no faster on an H100.);
 3. ``grad_hidden[chunk] = grad_logits @ W`` and ``grad_W += grad_logits.T @ h_chunk``.
@@ -28,8 +29,6 @@ If all targets are ``ignore_index`` the loss is 0 (the reference's ``F.cross_ent
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import triton
 import triton.language as tl
@@ -43,9 +42,16 @@ MAX_BLOCK_V = 8192
 
 @triton.jit(do_not_specialize=["first_row"])  # one compiled kernel for every chunk offset
 def _ce_rows_kernel(
-    LOGITS, stride_row, TARGETS, LOSS, N_VALID,
-    first_row, n_cols, ignore_index,
-    BLOCK_V: tl.constexpr, WRITE_GRAD: tl.constexpr,
+    LOGITS,
+    stride_row,
+    TARGETS,
+    LOSS,
+    N_VALID,
+    first_row,
+    n_cols,
+    ignore_index,
+    BLOCK_V: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
 ):
     # LOGITS holds this chunk's rows; TARGETS and LOSS are the whole batch's, from row first_row on
     row = tl.program_id(0).to(tl.int64)
@@ -83,7 +89,7 @@ def _ce_rows_kernel(
             tl.store(row_ptr + cols, g.to(LOGITS.dtype.element_ty), mask=mask)
 
 
-def default_chunk_rows(n_rows: int, vocab: int, elem_bytes: int, max_chunk_bytes: Optional[int] = None) -> int:
+def default_chunk_rows(n_rows: int, vocab: int, elem_bytes: int, max_chunk_bytes: int | None = None) -> int:
     budget = MAX_CHUNK_BYTES if max_chunk_bytes is None else max_chunk_bytes
     max_rows = max(1, budget // max(1, vocab * elem_bytes))
     n_chunks = cdiv(max(n_rows, 1), max_rows)
@@ -117,9 +123,17 @@ def _fused_forward(
         # whole targets/loss buffers and a row offset rather than slices: Inductor's handling of a
         # kernel's view arguments failed for symbolic shapes (torch 2.11, dynamic=True)
         _ce_rows_kernel[(end - start,)](
-            logits, logits.stride(0), targets, loss_rows, n_valid,
-            start, vocab, ignore_index,
-            BLOCK_V=block_v, WRITE_GRAD=write_grad, num_warps=num_warps,
+            logits,
+            logits.stride(0),
+            targets,
+            loss_rows,
+            n_valid,
+            start,
+            vocab,
+            ignore_index,
+            BLOCK_V=block_v,
+            WRITE_GRAD=write_grad,
+            num_warps=num_warps,
         )
         # `logits` now holds d(loss)/d(logits) for these rows.
         if need_grad_hidden:
@@ -165,7 +179,7 @@ def linear_cross_entropy(
     targets: torch.Tensor,
     ignore_index: int = -100,
     *,
-    chunk_size: Optional[int] = None,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` over non-ignored positions
     computed chunk by chunk; ``chunk_size`` rows per chunk
@@ -175,8 +189,9 @@ def linear_cross_entropy(
         # in the autocast dtype explicitly, autocast off; the casts stay in the autograd graph.
         dtype = torch.get_autocast_dtype(hidden.device.type)
         with torch.autocast(hidden.device.type, enabled=False):
-            return linear_cross_entropy(hidden.to(dtype), weight.to(dtype), targets, ignore_index,
-                                        chunk_size=chunk_size)
+            return linear_cross_entropy(
+                hidden.to(dtype), weight.to(dtype), targets, ignore_index, chunk_size=chunk_size
+            )
     n_embd = hidden.shape[-1]
     hidden2 = hidden.reshape(-1, n_embd)
     targets2 = targets.reshape(-1)

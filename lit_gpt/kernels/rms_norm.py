@@ -39,9 +39,18 @@ def _rms_norm_fwd_kernel(X, W, Y, RSTD, stride_x, stride_y, n_cols, eps, BLOCK: 
 
 @triton.jit
 def _rms_norm_bwd_kernel(
-    DY, X, W, RSTD, DX, DW_PARTIAL,
-    stride_dy, stride_x, stride_dx,
-    n_rows, n_cols, rows_per_program,
+    DY,
+    X,
+    W,
+    RSTD,
+    DX,
+    DW_PARTIAL,
+    stride_dy,
+    stride_x,
+    stride_dx,
+    n_rows,
+    n_cols,
+    rows_per_program,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -89,8 +98,16 @@ class RMSNormFunction(torch.autograd.Function):
         block = next_pow2(n_cols)
         if n_rows > 0:
             _rms_norm_fwd_kernel[(n_rows,)](
-                x_rows, weight, y, rstd, stride_x, n_cols, n_cols, eps,
-                BLOCK=block, num_warps=row_warps(block),
+                x_rows,
+                weight,
+                y,
+                rstd,
+                stride_x,
+                n_cols,
+                n_cols,
+                eps,
+                BLOCK=block,
+                num_warps=row_warps(block),
             )
         ctx.save_for_backward(x_rows, weight, rstd)
         ctx.stride_x = stride_x
@@ -109,10 +126,20 @@ class RMSNormFunction(torch.autograd.Function):
         dw_partial = torch.empty((n_programs, n_cols), dtype=torch.float32, device=dy.device)
         block = next_pow2(n_cols)
         _rms_norm_bwd_kernel[(n_programs,)](
-            dy_rows, x_rows, weight, rstd, dx, dw_partial,
-            stride_dy, ctx.stride_x, n_cols,
-            n_rows, n_cols, rows_per_program,
-            BLOCK=block, num_warps=row_warps(block),
+            dy_rows,
+            x_rows,
+            weight,
+            rstd,
+            dx,
+            dw_partial,
+            stride_dy,
+            ctx.stride_x,
+            n_cols,
+            n_rows,
+            n_cols,
+            rows_per_program,
+            BLOCK=block,
+            num_warps=row_warps(block),
         )
         return dx, dw_partial.sum(0).to(weight.dtype), None
 

@@ -18,8 +18,20 @@ from lit_gpt.kernels._common import next_pow2
 
 @triton.jit
 def _rotate_heads(
-    SRC, DST, src_token, dst_token, stride_h, n_heads, c1, c2, a, b, half, head_size,
-    BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr,
+    SRC,
+    DST,
+    src_token,
+    dst_token,
+    stride_h,
+    n_heads,
+    c1,
+    c2,
+    a,
+    b,
+    half,
+    head_size,
+    BLOCK_H: tl.constexpr,
+    BLOCK_HALF: tl.constexpr,
 ):
     # out1 = x1*c1 - x2*a ; out2 = x2*c2 + x1*b  (forward: a=sin1, b=sin2; backward: a=-sin2, b=-sin1)
     h = tl.arange(0, BLOCK_H)
@@ -37,10 +49,28 @@ def _rotate_heads(
 
 @triton.jit
 def _rope_kernel(
-    Q, K, COS, SIN, QO, KO,
-    q_sb, q_st, q_sh, k_sb, k_st, k_sh, cos_st, sin_st,
-    T, n_q_heads, n_k_heads, half,
-    BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BLOCK_HALF: tl.constexpr, BACKWARD: tl.constexpr,
+    Q,
+    K,
+    COS,
+    SIN,
+    QO,
+    KO,
+    q_sb,
+    q_st,
+    q_sh,
+    k_sb,
+    k_st,
+    k_sh,
+    cos_st,
+    sin_st,
+    T,
+    n_q_heads,
+    n_k_heads,
+    half,
+    BLOCK_HQ: tl.constexpr,
+    BLOCK_HK: tl.constexpr,
+    BLOCK_HALF: tl.constexpr,
+    BACKWARD: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     b_idx = token // T
@@ -60,12 +90,36 @@ def _rope_kernel(
         b = s2
     head_size = 2 * half
     _rotate_heads(
-        Q, QO, b_idx * q_sb + t_idx * q_st, token * (n_q_heads * head_size), q_sh, n_q_heads,
-        c1, c2, a, b, half, head_size, BLOCK_H=BLOCK_HQ, BLOCK_HALF=BLOCK_HALF,
+        Q,
+        QO,
+        b_idx * q_sb + t_idx * q_st,
+        token * (n_q_heads * head_size),
+        q_sh,
+        n_q_heads,
+        c1,
+        c2,
+        a,
+        b,
+        half,
+        head_size,
+        BLOCK_H=BLOCK_HQ,
+        BLOCK_HALF=BLOCK_HALF,
     )
     _rotate_heads(
-        K, KO, b_idx * k_sb + t_idx * k_st, token * (n_k_heads * head_size), k_sh, n_k_heads,
-        c1, c2, a, b, half, head_size, BLOCK_H=BLOCK_HK, BLOCK_HALF=BLOCK_HALF,
+        K,
+        KO,
+        b_idx * k_sb + t_idx * k_st,
+        token * (n_k_heads * head_size),
+        k_sh,
+        n_k_heads,
+        c1,
+        c2,
+        a,
+        b,
+        half,
+        head_size,
+        BLOCK_H=BLOCK_HK,
+        BLOCK_HALF=BLOCK_HALF,
     )
 
 
@@ -88,11 +142,28 @@ def _launch(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tens
     block_hk = next_pow2(n_k_heads)
     tile = max(block_hq, block_hk) * block_half
     _rope_kernel[(B * T,)](
-        q, k, cos, sin, q_out, k_out,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        cos.stride(0), sin.stride(0),
-        T, n_q_heads, n_k_heads, half,
-        BLOCK_HQ=block_hq, BLOCK_HK=block_hk, BLOCK_HALF=block_half, BACKWARD=backward,
+        q,
+        k,
+        cos,
+        sin,
+        q_out,
+        k_out,
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        cos.stride(0),
+        sin.stride(0),
+        T,
+        n_q_heads,
+        n_k_heads,
+        half,
+        BLOCK_HQ=block_hq,
+        BLOCK_HK=block_hk,
+        BLOCK_HALF=block_half,
+        BACKWARD=backward,
         num_warps=max(1, min(8, tile // 256)),
     )
     return q_out, k_out

@@ -31,9 +31,7 @@ def _swiglu_fwd_kernel(G, U, Y, stride_g, stride_u, n_cols, n_col_blocks, BLOCK:
 
 
 @triton.jit
-def _swiglu_bwd_kernel(
-    DY, G, U, DG, DU, stride_dy, stride_g, stride_u, n_cols, n_col_blocks, BLOCK: tl.constexpr
-):
+def _swiglu_bwd_kernel(DY, G, U, DG, DU, stride_dy, stride_g, stride_u, n_cols, n_col_blocks, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     row = pid // n_col_blocks
     cols = (pid % n_col_blocks) * BLOCK + tl.arange(0, BLOCK)
@@ -71,8 +69,15 @@ class SwiGLUFunction(torch.autograd.Function):
         n_col_blocks = cdiv(n_cols, BLOCK)
         if n_rows * n_cols > 0:
             _swiglu_fwd_kernel[(n_rows * n_col_blocks,)](
-                g2, u2, y, stride_g, stride_u, n_cols, n_col_blocks,
-                BLOCK=BLOCK, num_warps=NUM_WARPS,
+                g2,
+                u2,
+                y,
+                stride_g,
+                stride_u,
+                n_cols,
+                n_col_blocks,
+                BLOCK=BLOCK,
+                num_warps=NUM_WARPS,
             )
         ctx.save_for_backward(gate, up)
         return y
@@ -86,8 +91,18 @@ class SwiGLUFunction(torch.autograd.Function):
         n_col_blocks = cdiv(n_cols, BLOCK)
         if n_rows * n_cols > 0:
             _swiglu_bwd_kernel[(n_rows * n_col_blocks,)](
-                dy2, g2, u2, dgate, dup, stride_dy, stride_g, stride_u, n_cols, n_col_blocks,
-                BLOCK=BLOCK, num_warps=NUM_WARPS,
+                dy2,
+                g2,
+                u2,
+                dgate,
+                dup,
+                stride_dy,
+                stride_g,
+                stride_u,
+                n_cols,
+                n_col_blocks,
+                BLOCK=BLOCK,
+                num_warps=NUM_WARPS,
             )
         return dgate, dup
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,25 +35,34 @@ class DataReport:
 
     conversations: int = 0
     skipped: Counter = field(default_factory=Counter)
-    skipped_at: List[str] = field(default_factory=list)
+    skipped_at: list[str] = field(default_factory=list)
     truncated: int = 0
     dropped: int = 0
     boundary_merges: int = 0  # examples whose ids differ from the rendered text's (a merge spans a turn boundary)
 
-    def skip(self, where: str, error: "BadRecord") -> None:
+    def skip(self, where: str, error: BadRecord) -> None:
         self.skipped[error.kind] += 1
         if len(self.skipped_at) < 5:
             self.skipped_at.append(f"{where}: {error}")
 
     def summary(self) -> str:
-        text = (f"{self.conversations} conversations; {sum(self.skipped.values())} bad records skipped; "
-                f"{self.truncated} truncated and {self.dropped} dropped for length")
+        text = (
+            f"{self.conversations} conversations; {sum(self.skipped.values())} bad records skipped; "
+            f"{self.truncated} truncated and {self.dropped} dropped for length"
+        )
         if self.boundary_merges:
-            text += (f"; in {self.boundary_merges} the tokenizer merges across a turn boundary, so their ids differ "
-                     f"from transformers' tokenization of the rendered text")
+            text += (
+                f"; in {self.boundary_merges} the tokenizer merges across a turn boundary, so their ids differ "
+                f"from transformers' tokenization of the rendered text"
+            )
         if self.skipped:
-            text += " (skipped: " + ", ".join(f"{n} {r}" for r, n in self.skipped.items()) + "; first at " \
-                    + "; ".join(self.skipped_at) + ")"
+            text += (
+                " (skipped: "
+                + ", ".join(f"{n} {r}" for r, n in self.skipped.items())
+                + "; first at "
+                + "; ".join(self.skipped_at)
+                + ")"
+            )
         return text
 
 
@@ -62,7 +72,7 @@ class BadRecord(ValueError):
         self.kind = kind  # what the report counts it under
 
 
-def _records(path: Path) -> Iterator[Tuple[int, Any]]:
+def _records(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed record or a BadRecord) for each record of a .jsonl file or a .json array."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
@@ -107,7 +117,7 @@ def _skip_space(text: str, pos: int) -> int:
 _GUANACO_TURN = re.compile(r"### (Human|Assistant):")
 
 
-def guanaco_messages(text: str) -> List[Message]:
+def guanaco_messages(text: str) -> list[Message]:
     """Turns of a guanaco `text`; text before the first turn is a system prompt."""
     parts = _GUANACO_TURN.split(text)
     messages = [{"role": "system", "content": parts[0].strip()}] if parts[0].strip() else []
@@ -118,7 +128,7 @@ def guanaco_messages(text: str) -> List[Message]:
     return messages
 
 
-def alpaca_messages(record: Dict[str, Any]) -> List[Message]:
+def alpaca_messages(record: dict[str, Any]) -> list[Message]:
     for key in ("instruction", "output"):
         if not isinstance(record.get(key), str):
             raise BadRecord(f"missing or non-string field {key!r}")
@@ -137,7 +147,7 @@ def detect_format(record: Any) -> str:
     raise BadRecord("cannot tell the format: expected a 'messages', 'text' or 'instruction' field")
 
 
-def to_messages(record: Any, fmt: str) -> List[Message]:
+def to_messages(record: Any, fmt: str) -> list[Message]:
     if not isinstance(record, dict):
         raise BadRecord(f"a record must be a JSON object, got {type(record).__name__}")
     if fmt == "chat":
@@ -157,7 +167,7 @@ def to_messages(record: Any, fmt: str) -> List[Message]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def data_files(path: Path) -> List[Path]:
+def data_files(path: Path) -> list[Path]:
     """A file, or every .jsonl/.json file under a folder (sorted)."""
     path = Path(path)
     if path.is_file():
@@ -170,8 +180,9 @@ def data_files(path: Path) -> List[Path]:
     return files
 
 
-def read_conversations(path: Path, fmt: Format = "auto", skip_bad: bool = False,
-                       report: Optional[DataReport] = None) -> List[List[Message]]:
+def read_conversations(
+    path: Path, fmt: Format = "auto", skip_bad: bool = False, report: DataReport | None = None
+) -> list[list[Message]]:
     """All conversations of a file or folder. `fmt="auto"` reads each file's format off its first record."""
     report = report if report is not None else DataReport()
     conversations = []
@@ -200,9 +211,14 @@ class Example:
         return len(self.ids)
 
 
-def tokenize(conversations: Sequence[List[Message]], encoder: SegmentEncoder, template: ChatTemplate,
-             max_seq_length: int, overlong: Literal["truncate", "drop"] = "truncate",
-             report: Optional[DataReport] = None) -> List[Example]:
+def tokenize(
+    conversations: Sequence[list[Message]],
+    encoder: SegmentEncoder,
+    template: ChatTemplate,
+    max_seq_length: int,
+    overlong: Literal["truncate", "drop"] = "truncate",
+    report: DataReport | None = None,
+) -> list[Example]:
     """Examples of at most `max_seq_length + 1` tokens (the model reads all but the last).
 
     A longer one is cut to that length (`truncate`), or left out (`drop`); one with no trained token
@@ -227,7 +243,7 @@ def tokenize(conversations: Sequence[List[Message]], encoder: SegmentEncoder, te
     return examples
 
 
-def split_validation(conversations: List, fraction: float, seed: int) -> Tuple[List, List]:
+def split_validation(conversations: list, fraction: float, seed: int) -> tuple[list, list]:
     """(train, validation): a seeded random `fraction` of the conversations held out (at least one)."""
     if not 0 <= fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {fraction}")
@@ -236,11 +252,15 @@ def split_validation(conversations: List, fraction: float, seed: int) -> Tuple[L
     order = np.random.default_rng(seed).permutation(len(conversations))
     n_val = max(1, round(fraction * len(conversations)))
     held = set(order[:n_val].tolist())
-    return ([c for i, c in enumerate(conversations) if i not in held],
-            [c for i, c in enumerate(conversations) if i in held])
+    return (
+        [c for i, c in enumerate(conversations) if i not in held],
+        [c for i, c in enumerate(conversations) if i in held],
+    )
 
 
-def collate(examples: Sequence[Example], max_seq_length: int, pad_id: int = 0, pad_multiple: int = 8) -> Dict[str, torch.Tensor]:
+def collate(
+    examples: Sequence[Example], max_seq_length: int, pad_id: int = 0, pad_multiple: int = 8
+) -> dict[str, torch.Tensor]:
     """Right-padded `input_ids` and `labels` (-100 where there is no loss and on padding), both
     (B, T + 1) with T the longest input rounded up to `pad_multiple` (at most `max_seq_length`)."""
     longest = max(len(e) for e in examples) - 1
@@ -249,12 +269,12 @@ def collate(examples: Sequence[Example], max_seq_length: int, pad_id: int = 0, p
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     for row, e in enumerate(examples):
         ids = torch.from_numpy(e.ids)
-        input_ids[row, :len(e)] = ids
-        labels[row, :len(e)] = ids.masked_fill(~torch.from_numpy(e.loss), IGNORE)
+        input_ids[row, : len(e)] = ids
+        labels[row, : len(e)] = ids.masked_fill(~torch.from_numpy(e.loss), IGNORE)
     return {"input_ids": input_ids, "labels": labels}
 
 
-def split_chat_batch(batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+def split_chat_batch(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """A collated batch -> inputs (B, T) and next-token targets (B, T) for the trainer."""
     return batch["input_ids"][:, :-1], batch["labels"][:, 1:]
 
@@ -268,35 +288,52 @@ class ChatBatches:
     the r-th slice of each global micro batch. The examples an epoch cannot fill a global batch with
     are left out of that epoch (other ones next epoch). `state_dict()` is (epoch, batches handed out)."""
 
-    def __init__(self, examples: Sequence[Example], micro_batch_size: int, max_seq_length: int, seed: int,
-                 rank: int = 0, world_size: int = 1, pad_id: int = 0, bucket_batches: int = 16) -> None:
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        micro_batch_size: int,
+        max_seq_length: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        pad_id: int = 0,
+        bucket_batches: int = 16,
+    ) -> None:
         self.examples, self.micro_batch_size, self.max_seq_length = list(examples), micro_batch_size, max_seq_length
-        self.seed, self.rank, self.world_size, self.pad_id, self.bucket_batches = seed, rank, world_size, pad_id, bucket_batches
+        self.seed, self.rank, self.world_size, self.pad_id, self.bucket_batches = (
+            seed,
+            rank,
+            world_size,
+            pad_id,
+            bucket_batches,
+        )
         self.lengths = np.array([len(e) for e in self.examples])
         if len(self.examples) < micro_batch_size * world_size:
-            raise ValueError(f"{len(self.examples)} training examples cannot fill one global micro batch of "
-                             f"{micro_batch_size} x {world_size}")
+            raise ValueError(
+                f"{len(self.examples)} training examples cannot fill one global micro batch of "
+                f"{micro_batch_size} x {world_size}"
+            )
         self.epoch, self.batch = 0, 0
-        self._plan: Optional[Tuple[int, List[np.ndarray]]] = None
+        self._plan: tuple[int, list[np.ndarray]] | None = None
 
     @property
     def batches_per_epoch(self) -> int:
         return len(self.examples) // (self.micro_batch_size * self.world_size)
 
-    def epoch_plan(self, epoch: int) -> List[np.ndarray]:
+    def epoch_plan(self, epoch: int) -> list[np.ndarray]:
         """This rank's example indices for every micro batch of `epoch`."""
         rng = np.random.default_rng([self.seed, epoch])
         group = self.micro_batch_size * self.world_size
         order = rng.permutation(len(self.examples))[: self.batches_per_epoch * group]
         batches = []
         for start in range(0, len(order), group * self.bucket_batches):
-            chunk = order[start:start + group * self.bucket_batches]
+            chunk = order[start : start + group * self.bucket_batches]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + group] for i in range(0, len(chunk), group)]
+            batches += [chunk[i : i + group] for i in range(0, len(chunk), group)]
         lo = self.rank * self.micro_batch_size
-        return [batches[i][lo:lo + self.micro_batch_size] for i in rng.permutation(len(batches))]
+        return [batches[i][lo : lo + self.micro_batch_size] for i in rng.permutation(len(batches))]
 
-    def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
             if self._plan is None or self._plan[0] != self.epoch:
                 self._plan = (self.epoch, self.epoch_plan(self.epoch))
@@ -307,13 +344,13 @@ class ChatBatches:
                 yield self.collate(indices)
             self.epoch, self.batch = self.epoch + 1, 0
 
-    def collate(self, indices) -> Dict[str, torch.Tensor]:
+    def collate(self, indices) -> dict[str, torch.Tensor]:
         return collate([self.examples[i] for i in indices], self.max_seq_length, self.pad_id)
 
-    def state_dict(self) -> Dict[str, int]:
+    def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch, "group": self.micro_batch_size * self.world_size}
 
-    def load_state_dict(self, state: Dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
         group = self.micro_batch_size * self.world_size
         if int(state["group"]) != group:
@@ -322,23 +359,31 @@ class ChatBatches:
             self.batch = self.batch * int(state["group"]) // group
 
 
-def validation_batches(examples: Sequence[Example], micro_batch_size: int, max_seq_length: int, rank: int = 0,
-                       world_size: int = 1, pad_id: int = 0) -> List[Dict[str, torch.Tensor]]:
+def validation_batches(
+    examples: Sequence[Example],
+    micro_batch_size: int,
+    max_seq_length: int,
+    rank: int = 0,
+    world_size: int = 1,
+    pad_id: int = 0,
+) -> list[dict[str, torch.Tensor]]:
     """The fixed validation batches of one rank, sorted by length. Every rank gets the same number of
     batches (a sharded model needs every rank in every forward), so up to world_size - 1 examples of
     the set are left out."""
     order = np.argsort([len(e) for e in examples], kind="stable")
     per_rank = len(order) // world_size
     mine = order[rank::world_size][:per_rank]
-    return [collate([examples[i] for i in mine[s:s + micro_batch_size]], max_seq_length, pad_id)
-            for s in range(0, per_rank, micro_batch_size)]
+    return [
+        collate([examples[i] for i in mine[s : s + micro_batch_size]], max_seq_length, pad_id)
+        for s in range(0, per_rank, micro_batch_size)
+    ]
 
 
-def pack(lengths: Sequence[int], capacity: int) -> List[List[int]]:
+def pack(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Rows of example indices, each row's lengths summing to at most `capacity`: first fit, in the given
     order (a shuffled order keeps rows a mix of lengths)."""
-    rows: List[List[int]] = []
-    room: List[int] = []
+    rows: list[list[int]] = []
+    room: list[int] = []
     for i, n in enumerate(lengths):
         if n > capacity:
             raise ValueError(f"an example of {n} tokens does not fit a row of {capacity}")
@@ -353,7 +398,7 @@ def pack(lengths: Sequence[int], capacity: int) -> List[List[int]]:
     return rows
 
 
-def collate_packed(rows: Sequence[Sequence[Example]], max_seq_length: int, pad_id: int = 0) -> Dict[str, torch.Tensor]:
+def collate_packed(rows: Sequence[Sequence[Example]], max_seq_length: int, pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Rows of whole conversations laid end to end, (B, max_seq_length + 1), padded at the end. Each
     conversation's first token (BOS) is never a target, so no target crosses from one into the next;
     the model's document mask keeps attention inside each."""
@@ -364,8 +409,8 @@ def collate_packed(rows: Sequence[Sequence[Example]], max_seq_length: int, pad_i
         at = 0
         for e in row:
             ids = torch.from_numpy(e.ids)
-            input_ids[r, at:at + len(e)] = ids
-            labels[r, at:at + len(e)] = ids.masked_fill(~torch.from_numpy(e.loss), IGNORE)
+            input_ids[r, at : at + len(e)] = ids
+            labels[r, at : at + len(e)] = ids.masked_fill(~torch.from_numpy(e.loss), IGNORE)
             at += len(e)
     return {"input_ids": input_ids, "labels": labels}
 
@@ -377,19 +422,29 @@ class PackedBatches(ChatBatches):
     of rows; the rows an epoch cannot fill a global batch with are left out of it. Deterministic in
     (seed, epoch) and resumable exactly, like ChatBatches."""
 
-    def __init__(self, examples: Sequence[Example], micro_batch_size: int, max_seq_length: int, seed: int,
-                 rank: int = 0, world_size: int = 1, pad_id: int = 0) -> None:
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        micro_batch_size: int,
+        max_seq_length: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        pad_id: int = 0,
+    ) -> None:
         self.examples, self.micro_batch_size, self.max_seq_length = list(examples), micro_batch_size, max_seq_length
         self.seed, self.rank, self.world_size, self.pad_id = seed, rank, world_size, pad_id
         self.lengths = np.array([len(e) for e in self.examples])
         self.epoch, self.batch = 0, 0
         self._plan = None
         if self.rows_in_epoch(0) < micro_batch_size * world_size:
-            raise ValueError(f"{len(self.examples)} training examples pack into {self.rows_in_epoch(0)} rows of "
-                             f"{max_seq_length + 1} tokens, too few for one global micro batch of "
-                             f"{micro_batch_size} x {world_size}")
+            raise ValueError(
+                f"{len(self.examples)} training examples pack into {self.rows_in_epoch(0)} rows of "
+                f"{max_seq_length + 1} tokens, too few for one global micro batch of "
+                f"{micro_batch_size} x {world_size}"
+            )
 
-    def _rows(self, epoch: int) -> List[np.ndarray]:
+    def _rows(self, epoch: int) -> list[np.ndarray]:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
         return [order[row] for row in pack(self.lengths[order].tolist(), self.max_seq_length + 1)]
 
@@ -400,14 +455,16 @@ class PackedBatches(ChatBatches):
     def batches_per_epoch(self) -> int:
         return self.rows_in_epoch(self.epoch) // (self.micro_batch_size * self.world_size)
 
-    def epoch_plan(self, epoch: int) -> List[List[np.ndarray]]:
+    def epoch_plan(self, epoch: int) -> list[list[np.ndarray]]:
         rows = self._rows(epoch)
         group = self.micro_batch_size * self.world_size
         lo = self.rank * self.micro_batch_size
-        return [rows[start + lo:start + lo + self.micro_batch_size]
-                for start in range(0, len(rows) // group * group, group)]
+        return [
+            rows[start + lo : start + lo + self.micro_batch_size]
+            for start in range(0, len(rows) // group * group, group)
+        ]
 
-    def collate(self, rows) -> Dict[str, torch.Tensor]:
+    def collate(self, rows) -> dict[str, torch.Tensor]:
         return collate_packed([[self.examples[i] for i in row] for row in rows], self.max_seq_length, self.pad_id)
 
     def real_tokens_per_row(self) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import Literal
 
 from lit_gpt.training.args import RunArgs
 
@@ -42,21 +42,21 @@ class FinetuneArgs(RunArgs):
             each conversation) instead of length-bucketed, padded batches; global_batch_size then counts rows.
     """
 
-    checkpoint: Optional[Path] = None
-    tokenizer_dir: Optional[Path] = None
-    data: Optional[Path] = None
+    checkpoint: Path | None = None
+    tokenizer_dir: Path | None = None
+    data: Path | None = None
     data_format: Literal["auto", "chat", "guanaco", "alpaca"] = "auto"
-    val_data: Optional[Path] = None
+    val_data: Path | None = None
     val_fraction: float = 0.05
     template: Literal["guanaco", "chatml", "zephyr"] = "zephyr"
     skip_bad: bool = False
-    max_seq_length: Optional[int] = None
+    max_seq_length: int | None = None
     overlong: Literal["truncate", "drop"] = "truncate"
-    epochs: Optional[float] = None
+    epochs: float | None = None
     warmup_fraction: float = 0.03
     method: Literal["full", "lora", "qlora"] = "full"
     lora_r: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
-    lora_targets: Optional[List[str]] = None
+    lora_targets: list[str] | None = None
     packed: bool = False

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple
 
 ROLES = ("system", "user", "assistant")
-Message = Dict[str, str]
+Message = dict[str, str]
 
 
 class Segment(NamedTuple):
@@ -46,7 +47,7 @@ class ChatTemplate:
     assistant_header: str
     assistant_body: str
     assistant_footer: str
-    stop_strings: Tuple[str, ...]  # generation stops at these as well as at the EOS token
+    stop_strings: tuple[str, ...]  # generation stops at these as well as at the EOS token
 
     def needs_eos(self) -> bool:
         return any("{eos}" in s for s in (self.system, self.user, self.assistant_body, self.assistant_footer))
@@ -55,6 +56,7 @@ class ChatTemplate:
     def jinja(self) -> str:
         """The Jinja chat_template for transformers (rendered there with trim_blocks and lstrip_blocks,
         which change nothing here: every tag trims its own whitespace)."""
+
         def expr(fmt: str) -> str:
             parts = []
             for piece in re.split(r"(\{content\}|\{eos\})", fmt):
@@ -70,9 +72,12 @@ class ChatTemplate:
         return (
             "{%- if bos_token %}{{ bos_token }}{% endif -%}"
             "{%- for message in messages -%}"
-            "{%- if message['role'] == 'system' -%}" + expr(self.system)
-            + "{%- elif message['role'] == 'user' -%}" + expr(self.user)
-            + "{%- elif message['role'] == 'assistant' -%}" + expr(assistant)
+            "{%- if message['role'] == 'system' -%}"
+            + expr(self.system)
+            + "{%- elif message['role'] == 'user' -%}"
+            + expr(self.user)
+            + "{%- elif message['role'] == 'assistant' -%}"
+            + expr(assistant)
             + "{%- else -%}{{ raise_exception('unknown role: ' + message['role']) }}"
             "{%- endif -%}"
             "{%- endfor -%}"
@@ -80,21 +85,34 @@ class ChatTemplate:
         )
 
 
-TEMPLATES: Dict[str, ChatTemplate] = {
+TEMPLATES: dict[str, ChatTemplate] = {
     # openassistant-guanaco's turns, with EOS closing each answer so that generation ends there; a
     # system prompt is the text before the first turn.
     "guanaco": ChatTemplate(
-        name="guanaco", system="{content}\n", user="### Human: {content}", assistant_header="### Assistant:",
-        assistant_body=" {content}{eos}", assistant_footer="", stop_strings=("### Human:",),
+        name="guanaco",
+        system="{content}\n",
+        user="### Human: {content}",
+        assistant_header="### Assistant:",
+        assistant_body=" {content}{eos}",
+        assistant_footer="",
+        stop_strings=("### Human:",),
     ),
     "chatml": ChatTemplate(
-        name="chatml", system="<|im_start|>system\n{content}<|im_end|>\n", user="<|im_start|>user\n{content}<|im_end|>\n",
-        assistant_header="<|im_start|>assistant\n", assistant_body="{content}<|im_end|>\n", assistant_footer="",
+        name="chatml",
+        system="<|im_start|>system\n{content}<|im_end|>\n",
+        user="<|im_start|>user\n{content}<|im_end|>\n",
+        assistant_header="<|im_start|>assistant\n",
+        assistant_body="{content}<|im_end|>\n",
+        assistant_footer="",
         stop_strings=("<|im_end|>",),
     ),
     "zephyr": ChatTemplate(
-        name="zephyr", system="<|system|>\n{content}{eos}\n", user="<|user|>\n{content}{eos}\n",
-        assistant_header="<|assistant|>\n", assistant_body="{content}{eos}", assistant_footer="\n",
+        name="zephyr",
+        system="<|system|>\n{content}{eos}\n",
+        user="<|user|>\n{content}{eos}\n",
+        assistant_header="<|assistant|>\n",
+        assistant_body="{content}{eos}",
+        assistant_footer="\n",
         stop_strings=(),
     ),
 }
@@ -123,8 +141,11 @@ def check_conversation(messages: Sequence[Message], complete: bool = True) -> No
     for i, m in enumerate(turns):
         expected = "user" if i % 2 == 0 else "assistant"
         if m["role"] != expected:
-            where = "a system message may only come first" if m["role"] == "system" else \
-                f"expected {expected}, got {m['role']}"
+            where = (
+                "a system message may only come first"
+                if m["role"] == "system"
+                else f"expected {expected}, got {m['role']}"
+            )
             raise ValueError(f"message {i + len(messages) - len(turns)}: turns must alternate user/assistant ({where})")
     last = turns[-1]["role"] if turns else "system"
     if complete and last != "assistant":
@@ -133,8 +154,13 @@ def check_conversation(messages: Sequence[Message], complete: bool = True) -> No
         raise ValueError(f"a prompt must end with a user message (last: {last})")
 
 
-def render(template: ChatTemplate, messages: Sequence[Message], bos: Optional[str], eos: Optional[str],
-           add_generation_prompt: bool = False) -> List[Segment]:
+def render(
+    template: ChatTemplate,
+    messages: Sequence[Message],
+    bos: str | None,
+    eos: str | None,
+    add_generation_prompt: bool = False,
+) -> list[Segment]:
     """The conversation as text segments (adjacent ones of the same kind merged). `bos`/`eos` are the
     tokenizer's BOS/EOS token texts (None where it has none)."""
     if template.needs_eos() and not eos:
@@ -144,13 +170,16 @@ def render(template: ChatTemplate, messages: Sequence[Message], bos: Optional[st
     segments = [Segment(bos, False)] if bos else []
     for m in messages:
         if m["role"] == "assistant":
-            segments += [Segment(template.assistant_header, False), Segment(fill(template.assistant_body, m["content"]), True),
-                         Segment(template.assistant_footer, False)]
+            segments += [
+                Segment(template.assistant_header, False),
+                Segment(fill(template.assistant_body, m["content"]), True),
+                Segment(template.assistant_footer, False),
+            ]
         else:
             segments.append(Segment(fill(getattr(template, m["role"]), m["content"]), False))
     if add_generation_prompt:
         segments.append(Segment(template.assistant_header, False))
-    merged: List[Segment] = []
+    merged: list[Segment] = []
     for s in segments:
         if not s.text:
             continue
@@ -172,7 +201,7 @@ class SegmentEncoder:
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        self.specials: Dict[str, int] = {}
+        self.specials: dict[str, int] = {}
         if tokenizer.backend == "sentencepiece":
             import sentencepiece
             from sentencepiece import sentencepiece_model_pb2
@@ -185,31 +214,36 @@ class SegmentEncoder:
         else:
             to_token = tokenizer.processor.id_to_token
             self.specials = {to_token(i): i for i in (tokenizer.bos_id, tokenizer.eos_id) if i is not None}
-        self._split = re.compile("(" + "|".join(map(re.escape, sorted(self.specials, key=len, reverse=True))) + ")") \
-            if self.specials else None
+        self._split = (
+            re.compile("(" + "|".join(map(re.escape, sorted(self.specials, key=len, reverse=True))) + ")")
+            if self.specials
+            else None
+        )
 
-    def token_text(self, token_id: Optional[int]) -> Optional[str]:
+    def token_text(self, token_id: int | None) -> str | None:
         """The text of a special token (what a template writes for it), or None."""
-        return next((text for text, i in self.specials.items() if i == token_id), None) if token_id is not None else None
+        return (
+            next((text for text, i in self.specials.items() if i == token_id), None) if token_id is not None else None
+        )
 
     @property
-    def bos(self) -> Optional[str]:
+    def bos(self) -> str | None:
         return self.token_text(self.tokenizer.bos_id)
 
     @property
-    def eos(self) -> Optional[str]:
+    def eos(self) -> str | None:
         return self.token_text(self.tokenizer.eos_id)
 
-    def _encode_plain(self, text: str, at_start: bool) -> List[int]:
+    def _encode_plain(self, text: str, at_start: bool) -> list[int]:
         if self.tokenizer.backend == "sentencepiece":
             return (self.tokenizer.processor if at_start else self._no_prefix).encode(text)
         return self.tokenizer.processor.encode(text, add_special_tokens=False).ids
 
-    def encode(self, segments: Sequence[Segment]) -> Tuple[List[int], List[bool]]:
-        ids: List[int] = []
-        mask: List[bool] = []
+    def encode(self, segments: Sequence[Segment]) -> tuple[list[int], list[bool]]:
+        ids: list[int] = []
+        mask: list[bool] = []
         for text, loss in segments:
-            for piece in (self._split.split(text) if self._split else [text]):
+            for piece in self._split.split(text) if self._split else [text]:
                 if not piece:
                     continue
                 new = [self.specials[piece]] if piece in self.specials else self._encode_plain(piece, at_start=not ids)
@@ -217,7 +251,7 @@ class SegmentEncoder:
                 mask += [loss] * len(new)
         return ids, mask
 
-    def encode_text(self, text: str) -> List[int]:
+    def encode_text(self, text: str) -> list[int]:
         """The ids of a rendered string as one piece: what transformers' tokenizer gives for it."""
         return self.encode([Segment(text, False)])[0]
 
@@ -238,8 +272,9 @@ class SegmentEncoder:
                 run.append(i)
         return text
 
-    def encode_conversation(self, template: ChatTemplate, messages: Sequence[Message],
-                            add_generation_prompt: bool = False) -> Tuple[List[int], List[bool]]:
+    def encode_conversation(
+        self, template: ChatTemplate, messages: Sequence[Message], add_generation_prompt: bool = False
+    ) -> tuple[list[int], list[bool]]:
         return self.encode(render(template, messages, self.bos, self.eos, add_generation_prompt))
 
 
@@ -261,7 +296,7 @@ def write_chat_template(folder: Path, template: ChatTemplate) -> None:
     path.write_text(json.dumps({**config, "chat_template": template.jinja}, indent=2) + "\n")
 
 
-def template_of(folder: Path) -> Optional[ChatTemplate]:
+def template_of(folder: Path) -> ChatTemplate | None:
     """The template a checkpoint or Hugging Face folder was fine-tuned with: its train_state.json's
     run config, else a tokenizer_config.json chat_template equal to one of ours; None if neither."""
     folder = Path(folder)

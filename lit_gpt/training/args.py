@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Sequence, Type, TypeVar
+from typing import Any, Literal, TypeVar
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -59,42 +60,42 @@ class RunArgs:
         wandb_online: Sync W&B logs to the server.
     """
 
-    out_dir: Optional[Path] = None
-    resume: Optional[str] = "auto"
+    out_dir: Path | None = None
+    resume: str | None = "auto"
     seed: int = 42
-    global_batch_size: Optional[int] = None
-    micro_batch_size: Optional[int] = None
-    max_steps: Optional[int] = None
-    lr: Optional[float] = None
-    min_lr: Optional[float] = None
-    warmup_steps: Optional[int] = None
-    weight_decay: Optional[float] = None
-    beta1: Optional[float] = None
-    beta2: Optional[float] = None
-    grad_clip: Optional[float] = None
-    log_interval: Optional[int] = None
-    eval_interval: Optional[int] = None
-    save_interval: Optional[int] = None
-    keep_last: Optional[int] = None
+    global_batch_size: int | None = None
+    micro_batch_size: int | None = None
+    max_steps: int | None = None
+    lr: float | None = None
+    min_lr: float | None = None
+    warmup_steps: int | None = None
+    weight_decay: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    grad_clip: float | None = None
+    log_interval: int | None = None
+    eval_interval: int | None = None
+    save_interval: int | None = None
+    keep_last: int | None = None
     async_checkpoint: bool = False
     max_consecutive_nonfinite: int = 10
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
     strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
-    precision: Optional[Literal["bf16-mixed", "bf16-true", "32-true"]] = None
+    precision: Literal["bf16-mixed", "bf16-true", "32-true"] | None = None
     cpu_offload: bool = False
     activation_checkpointing: Literal["none", "block", "mlp"] = "none"
-    compile: Optional[bool] = None
-    float8: Optional[Literal["tensorwise", "rowwise"]] = None
+    compile: bool | None = None
+    float8: Literal["tensorwise", "rowwise"] | None = None
     float8_min_features: int = 1024
-    kernels: Optional[str] = None
+    kernels: str | None = None
     tensorboard: bool = True
-    wandb_project: Optional[str] = None
+    wandb_project: str | None = None
     wandb_online: bool = False
 
 
-def recipe_note(name: str, recipes: Dict[str, Dict[str, Any]]) -> Optional[str]:
+def recipe_note(name: str, recipes: dict[str, dict[str, Any]]) -> str | None:
     """What option `name` takes from each recipe when left unset, e.g. "(TinyLlama recipe: 8; demo: 8)"."""
     values = [f"{label}: {_shown(recipe[name])}" for label, recipe in recipes.items() if name in recipe]
     return f"(when unset, {'; '.join(values)})" if values else None
@@ -108,8 +109,12 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def parse_args(cls: Type[T], description: str, argv: Optional[Sequence[str]] = None,
-               recipes: Optional[Dict[str, Dict[str, Any]]] = None) -> T:
+def parse_args(
+    cls: type[T],
+    description: str,
+    argv: Sequence[str] | None = None,
+    recipes: dict[str, dict[str, Any]] | None = None,
+) -> T:
     """Flags (and a YAML `--config`) for every field of the dataclass `cls`. `recipes` (label -> option ->
     value) adds to each option's help the value every recipe gives it when it is left unset."""
     parser = ArgumentParser(description=description, default_config_files=[])

@@ -25,15 +25,15 @@ import random
 import re
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.nn as nn
-from torch.distributed.tensor import DTensor
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -41,9 +41,16 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.tensor import DTensor
 
-from lit_gpt.training.disk import NoSpaceLeft, estimated_checkpoint_bytes, free_bytes, out_of_space, warn_if_short_of_space
 from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
+from lit_gpt.training.disk import (
+    NoSpaceLeft,
+    estimated_checkpoint_bytes,
+    free_bytes,
+    out_of_space,
+    warn_if_short_of_space,
+)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAIN_STATE = "train_state.json"
@@ -53,7 +60,7 @@ def step_dir(checkpoint_root: Path, step: int) -> Path:
     return checkpoint_root / f"step-{step:09d}"
 
 
-def list_checkpoints(checkpoint_root: Path) -> List[tuple]:
+def list_checkpoints(checkpoint_root: Path) -> list[tuple]:
     """(step, path) of every complete checkpoint, oldest first, ordered by the step number."""
     if not checkpoint_root.is_dir():
         return []
@@ -65,7 +72,7 @@ def list_checkpoints(checkpoint_root: Path) -> List[tuple]:
     return sorted(found)
 
 
-def latest_checkpoint(checkpoint_root: Path) -> Optional[Path]:
+def latest_checkpoint(checkpoint_root: Path) -> Path | None:
     found = list_checkpoints(checkpoint_root)
     return found[-1][1] if found else None
 
@@ -83,13 +90,18 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def capture_rng_state() -> Dict[str, Any]:
+def capture_rng_state() -> dict[str, Any]:
     """The random states as tensors and plain values only, so that they load with weights_only=True."""
     name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     state = {
         "python": random.getstate(),  # (version, tuple of ints, float or None)
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -97,11 +109,12 @@ def capture_rng_state() -> Dict[str, Any]:
     return state
 
 
-def restore_rng_state(state: Dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -112,9 +125,9 @@ def save_checkpoint(
     step: int,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    train_state: Dict[str, Any],
-    extra_files: Dict[str, Path],
-    keep_last: Optional[int] = None,
+    train_state: dict[str, Any],
+    extra_files: dict[str, Path],
+    keep_last: int | None = None,
 ) -> Path:
     """Write a checkpoint atomically on all ranks; return its final path.
 
@@ -135,8 +148,15 @@ class _Save:
     has written its shards, adds the train state, the extra files and `files.json` (last) and renames
     the folder into place, then prunes to `keep_last`."""
 
-    def __init__(self, checkpoint_root: Path, step: int, train_state: Dict[str, Any], extra_files: Dict[str, Path],
-                 keep_last: Optional[int], model: nn.Module) -> None:
+    def __init__(
+        self,
+        checkpoint_root: Path,
+        step: int,
+        train_state: dict[str, Any],
+        extra_files: dict[str, Path],
+        keep_last: int | None,
+        model: nn.Module,
+    ) -> None:
         self.root, self.step, self.train_state = checkpoint_root, step, train_state
         self.extra_files, self.keep_last = extra_files, keep_last
         self.final = step_dir(checkpoint_root, step)
@@ -169,7 +189,7 @@ class _Save:
                 shutil.rmtree(self.final)
             os.replace(self.tmp, self.final)
             if self.keep_last:
-                for _, old in list_checkpoints(self.root)[:-self.keep_last]:
+                for _, old in list_checkpoints(self.root)[: -self.keep_last]:
                     shutil.rmtree(old, ignore_errors=True)
         _barrier()
         return self.final
@@ -183,15 +203,18 @@ class _Save:
             raise NoSpaceLeft(
                 f"no space left on {self.root} while saving step {self.step} (about {self.needed / 1e9:.2f} GB needed, "
                 f"{free_bytes(self.root) / 1e9:.2f} GB free); removed the partial {self.tmp.name}, kept the earlier "
-                f"checkpoints ({kept.name if kept else 'none yet'})") from e
+                f"checkpoints ({kept.name if kept else 'none yet'})"
+            ) from e
         raise e
 
 
-def _training_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
-    return _plain_tensors({
-        "model": get_model_state_dict(model, options=_model_options(model)),
-        "optimizer": get_optimizer_state_dict(model, optimizer),
-    })
+def _training_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    return _plain_tensors(
+        {
+            "model": get_model_state_dict(model, options=_model_options(model)),
+            "optimizer": get_optimizer_state_dict(model, optimizer),
+        }
+    )
 
 
 class AsyncCheckpointer:
@@ -206,12 +229,20 @@ class AsyncCheckpointer:
     the earlier checkpoints."""
 
     def __init__(self) -> None:
-        self._pending: Optional[tuple] = None  # (future, _Save)
+        self._pending: tuple | None = None  # (future, _Save)
         self._group = None
         self._staging = _PinnedStaging()
 
-    def save(self, checkpoint_root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-             train_state: Dict[str, Any], extra_files: Dict[str, Path], keep_last: Optional[int] = None) -> Path:
+    def save(
+        self,
+        checkpoint_root: Path,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_state: dict[str, Any],
+        extra_files: dict[str, Path],
+        keep_last: int | None = None,
+    ) -> Path:
         """Start writing a checkpoint (after completing the one in flight); return its final path."""
         self.wait()
         if _distributed() and self._group is None:
@@ -220,8 +251,13 @@ class AsyncCheckpointer:
         try:
             # staged here, before training changes the weights; async_save gets the copy as it is
             staged = self._staging.copy(_training_state(model, optimizer))
-            future = dcp.async_save(staged, checkpoint_id=save.tmp, process_group=self._group,
-                                    async_stager=_AlreadyStaged(), no_dist=not _distributed())
+            future = dcp.async_save(
+                staged,
+                checkpoint_id=save.tmp,
+                process_group=self._group,
+                async_stager=_AlreadyStaged(),
+                no_dist=not _distributed(),
+            )
             future = getattr(future, "upload_completion", future)  # newer torch answers with a pair of futures
             save.write_rng_state()
         except BaseException as e:
@@ -234,7 +270,7 @@ class AsyncCheckpointer:
         """Whether the shards of the save in flight (if any) are all written on this rank."""
         return self._pending is None or self._pending[0].done()
 
-    def wait(self) -> Optional[Path]:
+    def wait(self) -> Path | None:
         """Finish the save in flight, if any (on every rank together); return its path."""
         if self._pending is None:
             return None
@@ -270,7 +306,7 @@ class _PinnedStaging:
     param_groups in place)."""
 
     def __init__(self) -> None:
-        self._buffers: Dict[tuple, torch.Tensor] = {}
+        self._buffers: dict[tuple, torch.Tensor] = {}
 
     def copy(self, state: Any) -> Any:
         staged = self._copy(state, ())
@@ -284,8 +320,14 @@ class _PinnedStaging:
         if isinstance(obj, (list, tuple)):
             return type(obj)(self._copy(v, key + (i,)) for i, v in enumerate(obj))
         if isinstance(obj, DTensor):
-            return DTensor.from_local(self._copy(obj.to_local(), key), obj.device_mesh, obj.placements,
-                                      run_check=False, shape=obj.shape, stride=obj.stride())
+            return DTensor.from_local(
+                self._copy(obj.to_local(), key),
+                obj.device_mesh,
+                obj.placements,
+                run_check=False,
+                shape=obj.shape,
+                stride=obj.stride(),
+            )
         if isinstance(obj, torch.Tensor):
             buffer = self._buffers.get(key)
             if buffer is None or buffer.shape != obj.shape or buffer.dtype != obj.dtype:
@@ -325,10 +367,15 @@ def _plain_tensors(obj: Any) -> Any:
         plain = _plain_tensors(local)
         if plain is local:
             return obj
-        return DTensor.from_local(plain, obj.device_mesh, obj.placements, run_check=False, shape=obj.shape,
-                                  stride=obj.stride())
-    if isinstance(obj, torch.Tensor) and type(obj) is not torch.Tensor and not isinstance(obj, nn.Parameter) \
-            and hasattr(obj, "__tensor_flatten__"):
+        return DTensor.from_local(
+            plain, obj.device_mesh, obj.placements, run_check=False, shape=obj.shape, stride=obj.stride()
+        )
+    if (
+        isinstance(obj, torch.Tensor)
+        and type(obj) is not torch.Tensor
+        and not isinstance(obj, nn.Parameter)
+        and hasattr(obj, "__tensor_flatten__")
+    ):
         inner, _ = obj.__tensor_flatten__()
         if len(inner) == 1:
             return getattr(obj, inner[0])
@@ -342,7 +389,7 @@ def _model_options(model: torch.nn.Module) -> StateDictOptions:
     return StateDictOptions(ignore_frozen_params=frozen)
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer]) -> Dict[str, Any]:
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
     """Load model (and optimizer) in place from a checkpoint folder written by `save_checkpoint`, on
     any number of ranks (DCP reshards); restore this rank's random state when the folder has one.
     Returns the train state."""
@@ -353,7 +400,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torc
         )
     read_dcp_metadata(path / ".metadata")  # refuses a crafted file with a clear error before DCP wraps it
     options = _model_options(model)
-    state: Dict[str, Any] = {"model": get_model_state_dict(model, options=options)}
+    state: dict[str, Any] = {"model": get_model_state_dict(model, options=options)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
     # fails on any key the checkpoint lacks
@@ -367,7 +414,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Optional[torc
     return json.loads((path / TRAIN_STATE).read_text())
 
 
-def resume_path(resume: Optional[str], checkpoint_root: Path) -> Optional[Path]:
+def resume_path(resume: str | None, checkpoint_root: Path) -> Path | None:
     """The checkpoint a run continues from: "auto" the newest in `checkpoint_root` (None if there is
     none), a path that folder; None starts afresh and refuses a `checkpoint_root` that holds checkpoints."""
     if resume is None:
@@ -388,16 +435,17 @@ def resume_path(resume: Optional[str], checkpoint_root: Path) -> Optional[Path]:
     return path
 
 
-def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], fixed: Sequence[str]) -> None:
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], fixed: Sequence[str]) -> None:
     """Refuse to resume when one of the run-config options in `fixed` (those the model or the data
     stream depend on) changed since the checkpoint was written."""
     changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in fixed if saved.get(k) != current.get(k)]
     if changed:
-        raise ValueError("cannot resume: options that fix the model or the data stream changed ("
-                         + "; ".join(changed) + ")")
+        raise ValueError(
+            "cannot resume: options that fix the model or the data stream changed (" + "; ".join(changed) + ")"
+        )
 
 
-def read_train_state(path: Path) -> Dict[str, Any]:
+def read_train_state(path: Path) -> dict[str, Any]:
     """A checkpoint's train_state.json, cheaply, before any weights are read."""
     state_file = Path(path) / TRAIN_STATE
     try:
@@ -417,11 +465,17 @@ def check_model_config(path: Path, config) -> None:
 
     saved = Config.from_file(Path(path) / "model_config.yaml").to_dict()
     current = config.to_dict()
-    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
-               if k not in _RUNTIME_CONFIG_FIELDS and saved.get(k) != current.get(k)]
+    changed = [
+        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
+        for k in sorted(set(saved) | set(current))
+        if k not in _RUNTIME_CONFIG_FIELDS and saved.get(k) != current.get(k)
+    ]
     if changed:
-        raise ValueError(f"cannot resume from {path}: the model config differs from the checkpoint's ("
-                         + "; ".join(changed) + "); resume with the same model or start a new --out_dir")
+        raise ValueError(
+            f"cannot resume from {path}: the model config differs from the checkpoint's ("
+            + "; ".join(changed)
+            + "); resume with the same model or start a new --out_dir"
+        )
 
 
 def remove_stale_temporaries(checkpoint_root: Path) -> None:
@@ -452,11 +506,14 @@ def write_completeness_record(folder: Path) -> None:
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.name != FILES_RECORD:
             size = p.stat().st_size
-            files[p.relative_to(folder).as_posix()] = {"size": size, **({"sha256": _sha256(p)} if size < _HASHED_BELOW else {})}
+            files[p.relative_to(folder).as_posix()] = {
+                "size": size,
+                **({"sha256": _sha256(p)} if size < _HASHED_BELOW else {}),
+            }
     _write_json(folder / FILES_RECORD, {"files": files})
 
 
-def damage(folder: Path) -> Optional[str]:
+def damage(folder: Path) -> str | None:
     """What is wrong with a checkpoint folder (the first damaged file and how), or None if it is whole.
     A folder from before completeness records is taken as whole when its train state parses."""
     folder = Path(folder)
@@ -483,7 +540,7 @@ def damage(folder: Path) -> Optional[str]:
     return None
 
 
-def newest_whole_checkpoint(checkpoint_root: Path) -> Optional[Path]:
+def newest_whole_checkpoint(checkpoint_root: Path) -> Path | None:
     """The newest checkpoint that matches its completeness record; each damaged newer one is named in a warning."""
     for step, path in reversed(list_checkpoints(checkpoint_root)):
         problem = damage(path)
@@ -493,7 +550,7 @@ def newest_whole_checkpoint(checkpoint_root: Path) -> Optional[Path]:
     return None
 
 
-def find_checkpoint(path: Optional[Path], default_run: Optional[Path] = None, hint: str = "") -> Path:
+def find_checkpoint(path: Path | None, default_run: Path | None = None, hint: str = "") -> Path:
     """`path`, or its newest whole checkpoint when it is a run folder (it has `checkpoints/`); without
     `path`, the newest of `default_run`. `hint` ends the error when `default_run` has none."""
     if path is None and default_run is None:
@@ -502,7 +559,9 @@ def find_checkpoint(path: Optional[Path], default_run: Optional[Path] = None, hi
     if path is None or (root / "checkpoints").is_dir():
         found = newest_whole_checkpoint(root / "checkpoints")
         if found is None:
-            raise FileNotFoundError(f"{root / 'checkpoints'} holds no complete checkpoint" + (hint if path is None else ""))
+            raise FileNotFoundError(
+                f"{root / 'checkpoints'} holds no complete checkpoint" + (hint if path is None else "")
+            )
         return found
     if not root.exists():
         raise FileNotFoundError(f"checkpoint {root} not found")

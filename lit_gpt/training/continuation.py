@@ -7,20 +7,31 @@ import dataclasses
 import math
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, Tuple
+from typing import Any
 
 from lit_gpt.training.checkpointing import damage, read_train_state, resume_path
 from lit_gpt.training.schedule import schedule_from_options
 
 # Options an annealing branch never takes from the original run: they say where the branch comes from
 # and how long it lasts, or the model comes from the checkpoint itself.
-_OWN_TO_THE_BRANCH = ("out_dir", "resume", "initial_checkpoint", "anneal_from", "max_steps", "max_tokens",
-                      "decay_steps", "decay_fraction", "lr_schedule", "model_name", "model_config")
+_OWN_TO_THE_BRANCH = (
+    "out_dir",
+    "resume",
+    "initial_checkpoint",
+    "anneal_from",
+    "max_steps",
+    "max_tokens",
+    "decay_steps",
+    "decay_fraction",
+    "lr_schedule",
+    "model_name",
+    "model_config",
+)
 # The data stream's order depends on these: always the original run's.
 _FROM_THE_ORIGINAL = ("seed", "shuffle_buffer_files")
 
 
-def anneal_options(args) -> Tuple[Any, Path]:
+def anneal_options(args) -> tuple[Any, Path]:
     """`args` of an annealing branch (`args.anneal_from` set) completed: options left unset are the
     original run's, the schedule is a WSD decay of `decay_steps` from the checkpoint's step k (max_steps
     k + decay_steps) starting from the rate the original schedule had at k. Returns the options and the
@@ -31,10 +42,14 @@ def anneal_options(args) -> Tuple[Any, Path]:
     if args.decay_steps is None or args.decay_steps < 1 or args.decay_fraction is not None:
         raise ValueError("--anneal_from needs --decay_steps N (N >= 1): the length of the decay in steps")
     if args.max_steps is not None or args.max_tokens is not None:
-        raise ValueError("--anneal_from ends the branch at the checkpoint's step + --decay_steps: drop --max_steps/--max_tokens")
+        raise ValueError(
+            "--anneal_from ends the branch at the checkpoint's step + --decay_steps: drop --max_steps/--max_tokens"
+        )
     if source.resolve().parent == (Path(args.out_dir) / "checkpoints").resolve():
-        raise ValueError(f"--out_dir {args.out_dir} is the original run's: an annealing branch goes to a new one, "
-                         f"so that the original run stays as it is and can go on")
+        raise ValueError(
+            f"--out_dir {args.out_dir} is the original run's: an annealing branch goes to a new one, "
+            f"so that the original run stays as it is and can go on"
+        )
     own = resume_path(args.resume, Path(args.out_dir) / "checkpoints")
     if own is not None:
         # the branch resumes: its own saved options already say where it decays to
@@ -48,12 +63,16 @@ def anneal_options(args) -> Tuple[Any, Path]:
     train_state = read_train_state(source)
     original, k = train_state["config"], int(train_state["step"])
     if original.get("out_dir") and Path(original["out_dir"]).resolve() == Path(args.out_dir).resolve():
-        raise ValueError(f"--out_dir {args.out_dir} is the original run's: an annealing branch goes to a new one, "
-                         f"so that the original run stays as it is and can go on")
+        raise ValueError(
+            f"--out_dir {args.out_dir} is the original run's: an annealing branch goes to a new one, "
+            f"so that the original run stays as it is and can go on"
+        )
     branch = _filled(args, original, keep=("min_lr", "warmup_steps"))
     if k < branch.warmup_steps or k == 0:
-        raise ValueError(f"--anneal_from {source}: step {k} is inside the warmup ({branch.warmup_steps} steps); "
-                         f"anneal from a checkpoint after it")
+        raise ValueError(
+            f"--anneal_from {source}: step {k} is inside the warmup ({branch.warmup_steps} steps); "
+            f"anneal from a checkpoint after it"
+        )
     lr = args.lr
     if lr is None:
         # where the original schedule stood at k (its plateau for a WSD or constant run): no jump
@@ -64,14 +83,17 @@ def anneal_options(args) -> Tuple[Any, Path]:
     return dataclasses.replace(branch, lr=lr, max_steps=k + args.decay_steps), source
 
 
-def _filled(args, saved: Dict[str, Any], keep: Tuple[str, ...]):
+def _filled(args, saved: dict[str, Any], keep: tuple[str, ...]):
     """`args` with every unset option (and those the data order depends on) taken from `saved`, a run
     config; of the branch-own options only those in `keep`."""
     values = {}
     for field in dataclasses.fields(args):
         name, value = field.name, getattr(args, field.name)
-        if name in saved and saved[name] is not None and (
-                name in _FROM_THE_ORIGINAL or (value is None and (name not in _OWN_TO_THE_BRANCH or name in keep))):
+        if (
+            name in saved
+            and saved[name] is not None
+            and (name in _FROM_THE_ORIGINAL or (value is None and (name not in _OWN_TO_THE_BRANCH or name in keep)))
+        ):
             value = saved[name]
             if "Path" in str(field.type):
                 value = Path(value)
@@ -80,10 +102,12 @@ def _filled(args, saved: Dict[str, Any], keep: Tuple[str, ...]):
     return type(args)(**values)
 
 
-def check_mix_change(saved: Dict[str, Any], current: Dict[str, Any], allowed: bool) -> None:
+def check_mix_change(saved: dict[str, Any], current: dict[str, Any], allowed: bool) -> None:
     """Refuse a different `train_sources` (sources, weights or their order) on resume unless allowed."""
     was, now = saved.get("train_sources") or {}, current.get("train_sources") or {}
     if list(was.items()) != list(now.items()) and not allowed:
-        raise ValueError(f"cannot resume: the data mix changed (train_sources {was} -> {now}); pass --allow_mix_change "
-                         f"to go on with the new mix from here (PRETRAIN.md, Changing the data mix), or give the "
-                         f"checkpoint's mix again")
+        raise ValueError(
+            f"cannot resume: the data mix changed (train_sources {was} -> {now}); pass --allow_mix_change "
+            f"to go on with the new mix from here (PRETRAIN.md, Changing the data mix), or give the "
+            f"checkpoint's mix again"
+        )

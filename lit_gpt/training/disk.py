@@ -10,7 +10,6 @@ import errno
 import shutil
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -34,13 +33,15 @@ def warn_if_short_of_space(path: Path, needed: int, when: str) -> bool:
     """Warn (and return True) when fewer than `needed` bytes are free where `path` is."""
     free = free_bytes(path)
     if free < needed:
-        warnings.warn(f"{when}: {free / 1e9:.2f} GB free on {path}, a checkpoint takes about {needed / 1e9:.2f} GB; "
-                      f"free some space or the next save will fail")
+        warnings.warn(
+            f"{when}: {free / 1e9:.2f} GB free on {path}, a checkpoint takes about {needed / 1e9:.2f} GB; "
+            f"free some space or the next save will fail"
+        )
         return True
     return False
 
 
-def out_of_space(exc: BaseException, path: Path, needed: Optional[int] = None) -> bool:
+def out_of_space(exc: BaseException, path: Path, needed: int | None = None) -> bool:
     """Whether `exc` (or an error it was raised from) is the file system running full at `path`."""
     pending = [exc]
     while pending:

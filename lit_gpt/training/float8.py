@@ -18,7 +18,8 @@ lives inside the fused cross-entropy); small matmuls cost more in casts than flo
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -32,7 +33,7 @@ DEFAULT_MIN_FEATURES = 1024
 MIN_CAPABILITY = (8, 9)
 
 
-def check_float8(recipe: Optional[str], accelerator: str = "auto") -> None:
+def check_float8(recipe: str | None, accelerator: str = "auto") -> None:
     """Refuse float8 at start-up, with the reason, when it cannot run: unknown recipe, torchao missing, or
     a GPU without float8 tensor cores. On a CPU torchao emulates the float8 matmuls (for tests; slow)."""
     if recipe is None:
@@ -72,8 +73,9 @@ def float8_filter(min_features: int = DEFAULT_MIN_FEATURES) -> Callable[[nn.Modu
     return keep
 
 
-def convert_to_float8(model: nn.Module, recipe: Float8Recipe, *, sharded: bool = False,
-                      min_features: int = DEFAULT_MIN_FEATURES) -> int:
+def convert_to_float8(
+    model: nn.Module, recipe: Float8Recipe, *, sharded: bool = False, min_features: int = DEFAULT_MIN_FEATURES
+) -> int:
     """Swap the chosen linears of `model` (on any device, the meta device included) for float8 ones, in
     place. `sharded`: the model is about to be sharded with FSDP2 (tensorwise then all-gathers float8
     weights). Returns the number of linears converted."""
@@ -91,13 +93,14 @@ def _count_float8(model: nn.Module) -> int:
     return sum(type(m).__name__ == "Float8Linear" for m in model.modules())
 
 
-def after_optimizer_step(model: nn.Module) -> Optional[Callable[[], None]]:
+def after_optimizer_step(model: nn.Module) -> Callable[[], None] | None:
     """What the loop must call after every optimizer step, or None: with float8 weights all-gathered by
     FSDP2, their scales for the next step are computed once here (one fused amax over all weights)
     instead of inside every forward."""
     uses_fp8_all_gather = any(
         getattr(getattr(m, "config", None), "enable_fsdp_float8_all_gather", False)
-        for m in model.modules() if type(m).__name__ == "Float8Linear"
+        for m in model.modules()
+        if type(m).__name__ == "Float8Linear"
     )
     if not uses_fp8_all_gather:
         return None

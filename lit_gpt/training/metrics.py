@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any
 
 import torch
 from lightning.fabric.loggers import Logger
@@ -30,7 +31,7 @@ PEAK_BF16_TFLOPS = [
 ]
 
 
-def peak_flops(device: torch.device) -> Optional[float]:
+def peak_flops(device: torch.device) -> float | None:
     """The card's dense bf16 peak in FLOP/s, or None where unknown (CPU, unlisted GPU): no MFU then."""
     if device.type != "cuda":
         return None
@@ -43,8 +44,19 @@ def peak_flops(device: torch.device) -> Optional[float]:
 
 # The first columns of metrics.csv, in order; a row leaves empty what was not measured at that step.
 CSV_COLUMNS = [
-    "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_sec", "tokens_per_sec_per_device", "mfu",
-    "peak_memory_gb", "skipped_steps", "val_loss", "val_ppl", "elapsed_sec",
+    "step",
+    "tokens",
+    "loss",
+    "lr",
+    "grad_norm",
+    "tokens_per_sec",
+    "tokens_per_sec_per_device",
+    "mfu",
+    "peak_memory_gb",
+    "skipped_steps",
+    "val_loss",
+    "val_ppl",
+    "elapsed_sec",
 ]
 
 
@@ -53,7 +65,7 @@ class CSVMetricsLogger(Logger):
     file (readers keep the last row of a step that appears twice). A metric without a column yet (an
     lm-eval task's score, say) adds one: the file is rewritten once with the wider header."""
 
-    def __init__(self, root_dir: Path, columns: List[str] = CSV_COLUMNS) -> None:
+    def __init__(self, root_dir: Path, columns: list[str] = CSV_COLUMNS) -> None:
         self._root = Path(root_dir)
         self._columns = list(columns)
         self._path = self._root / "metrics.csv"
@@ -71,7 +83,7 @@ class CSVMetricsLogger(Logger):
         return str(self._root)
 
     @rank_zero_only  # every rank logs the same reduced metrics; one writer keeps the file whole
-    def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         self._root.mkdir(parents=True, exist_ok=True)
         row = {**metrics, "step": step if step is not None else metrics.get("step")}
         if self._path.exists():
@@ -112,15 +124,15 @@ def _fmt(v: Any) -> Any:
     return f"{v:.9g}" if isinstance(v, float) else v
 
 
-def read_metrics(path: Path) -> Dict[str, List[tuple]]:
+def read_metrics(path: Path) -> dict[str, list[tuple]]:
     """metrics.csv as {column: [(step, value), ...]}, the last row winning for a repeated step."""
-    by_step: Dict[int, Dict[str, str]] = {}
+    by_step: dict[int, dict[str, str]] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             step = int(row["step"])
             merged = by_step.setdefault(step, {})
             merged.update({k: v for k, v in row.items() if v not in ("", None)})
-    series: Dict[str, List[tuple]] = {}
+    series: dict[str, list[tuple]] = {}
     for step in sorted(by_step):
         for k, v in by_step[step].items():
             if k != "step":

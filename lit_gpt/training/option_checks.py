@@ -41,5 +41,7 @@ def check_pretrain_options(args) -> None:
         try:
             schedule_from_options(args, args.max_steps)
         except ValueError as e:
-            raise ValueError(f"learning-rate schedule: {e} (set --lr_schedule, --warmup_steps, --max_steps, --lr, "
-                             f"--min_lr, --decay_steps)") from None
+            raise ValueError(
+                f"learning-rate schedule: {e} (set --lr_schedule, --warmup_steps, --max_steps, --lr, "
+                f"--min_lr, --decay_steps)"
+            ) from None

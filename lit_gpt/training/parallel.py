@@ -4,12 +4,11 @@ and compilation, applied from outside the model (the model code knows none of it
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal, Optional, Tuple
+from typing import Literal
 
 import torch
 import torch.nn as nn
 from lightning.fabric.strategies import ModelParallelStrategy
-
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from lit_gpt.model import GPT, seeded_normal_
@@ -38,8 +37,9 @@ def apply_activation_checkpointing(model: GPT, what: ActivationCheckpointing = "
             blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
 
 
-def apply_compile(model: GPT, mode: Optional[str] = None, whole_model: bool = False,
-                  tune_kernels: Optional[bool] = None) -> None:
+def apply_compile(
+    model: GPT, mode: str | None = None, whole_model: bool = False, tune_kernels: bool | None = None
+) -> None:
     """Compile block by block: one graph serves every layer and the parameter names do not change.
     `whole_model`: one graph for the embedding, every block, the final norm and the loss instead (longer
     to compile; lets Inductor fuse across block boundaries; not with FSDP2, whose hooks run per block).
@@ -94,7 +94,7 @@ def fsdp_parallelize(
     cpu_offload: bool = False,
     activation_checkpointing: ActivationCheckpointing = "none",
     compile: bool = False,
-    float8: Optional[str] = None,
+    float8: str | None = None,
     float8_min_features: int = DEFAULT_MIN_FEATURES,
 ) -> GPT:
     """FSDP2: one shard unit per transformer block plus the root (embedding, final norm, head); on a
@@ -114,7 +114,8 @@ def fsdp_parallelize(
     kwargs = dict(
         mesh=mesh,
         mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        if mixed_precision else MixedPrecisionPolicy(),
+        if mixed_precision
+        else MixedPrecisionPolicy(),
         offload_policy=CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
     )
     blocks = model.transformer.h
@@ -160,9 +161,9 @@ def build_fabric_strategy(
     cpu_offload: bool = False,
     activation_checkpointing: ActivationCheckpointing = "none",
     compile: bool = False,
-    float8: Optional[str] = None,
+    float8: str | None = None,
     float8_min_features: int = DEFAULT_MIN_FEATURES,
-) -> Tuple[object, str]:
+) -> tuple[object, str]:
     """The Fabric strategy object (or name) and the precision Fabric itself should apply.
 
     Under FSDP2 bf16-mixed is done by the sharding's MixedPrecisionPolicy, so Fabric adds no autocast."""
@@ -183,9 +184,14 @@ def build_fabric_strategy(
     return ("ddp" if strategy == "ddp" else "auto"), precision
 
 
-def prepare_unsharded(model: GPT, device: torch.device, activation_checkpointing: ActivationCheckpointing,
-                      compile: bool, float8: Optional[str] = None,
-                      float8_min_features: int = DEFAULT_MIN_FEATURES) -> GPT:
+def prepare_unsharded(
+    model: GPT,
+    device: torch.device,
+    activation_checkpointing: ActivationCheckpointing,
+    compile: bool,
+    float8: str | None = None,
+    float8_min_features: int = DEFAULT_MIN_FEATURES,
+) -> GPT:
     """Single-device and DDP runs: the same outside-in treatment as `fsdp_parallelize`, without sharding."""
     if float8:
         convert_to_float8(model, float8, min_features=float8_min_features)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Literal, Optional
+from typing import Literal
 
 from lit_gpt.training.args import RunArgs
 
@@ -50,26 +50,26 @@ class PretrainArgs(RunArgs):
             the samples it had delivered (PRETRAIN.md, "Changing the data mix").
     """
 
-    data_dir: Optional[Path] = None
-    tokenizer_dir: Optional[Path] = None
-    model_name: Optional[str] = None
-    model_config: Optional[Path] = None
-    initial_checkpoint: Optional[Path] = None
-    train_sources: Optional[Dict[str, float]] = None
-    val_prefix: Optional[str] = None
-    global_batch_tokens: Optional[int] = None
-    max_tokens: Optional[int] = None
-    eval_batches: Optional[int] = None
-    num_workers: Optional[int] = None
+    data_dir: Path | None = None
+    tokenizer_dir: Path | None = None
+    model_name: str | None = None
+    model_config: Path | None = None
+    initial_checkpoint: Path | None = None
+    train_sources: dict[str, float] | None = None
+    val_prefix: str | None = None
+    global_batch_tokens: int | None = None
+    max_tokens: int | None = None
+    eval_batches: int | None = None
+    num_workers: int | None = None
     shuffle_buffer_files: int = 8
-    eval_tasks: Optional[str] = None
+    eval_tasks: str | None = None
     eval_tasks_interval: int = 0
-    eval_tasks_limit: Optional[int] = None
-    eval_tasks_include_path: Optional[str] = None
+    eval_tasks_limit: int | None = None
+    eval_tasks_include_path: str | None = None
     document_mask: bool = False
     lr_schedule: Literal["cosine", "wsd", "constant"] = "cosine"
-    decay_steps: Optional[int] = None
-    decay_fraction: Optional[float] = None
+    decay_steps: int | None = None
+    decay_fraction: float | None = None
     decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
-    anneal_from: Optional[Path] = None
+    anneal_from: Path | None = None
     allow_mix_change: bool = False

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, Literal, Mapping, Optional
+from typing import Any
 
 from lit_gpt.checkpoint import load_any_checkpoint
 from lit_gpt.config import Config
@@ -15,13 +16,13 @@ from lit_gpt.data import build_train_loader, build_val_loader, check_source
 from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs  # noqa: F401  (re-exported)
-from lit_gpt.training.pretrain_args import PretrainArgs  # noqa: F401  (re-exported)
 from lit_gpt.training.checkpointing import read_train_state
-from lit_gpt.training.parallel import unwrap
-from lit_gpt.training.schedule import plan_batches, schedule_from_options
-from lit_gpt.training.option_checks import check_pretrain_options
 from lit_gpt.training.continuation import anneal_options, check_mix_change
+from lit_gpt.training.option_checks import check_pretrain_options
+from lit_gpt.training.parallel import unwrap
+from lit_gpt.training.pretrain_args import PretrainArgs  # noqa: F401  (re-exported)
 from lit_gpt.training.run import run_config_of, start_run
+from lit_gpt.training.schedule import plan_batches, schedule_from_options
 from lit_gpt.training.trainer import FitJob, LoopSettings, fit
 
 
@@ -29,16 +30,18 @@ def resolve(args: PretrainArgs, recipe: Mapping[str, Any]) -> PretrainArgs:
     """Fill every unset option from `recipe` (option -> value; the command picks it: lit_gpt/cli/pretrain.py)."""
     filled = {f.name: getattr(args, f.name) for f in fields(args)}
     for key, value in recipe.items():
-        if filled[key] is None and not (key == "global_batch_size" and args.global_batch_tokens is not None) \
-                and not (key == "max_steps" and args.max_tokens is not None) \
-                and not (key == "model_name" and (args.model_config or args.initial_checkpoint or args.anneal_from)):
+        if (
+            filled[key] is None
+            and not (key == "global_batch_size" and args.global_batch_tokens is not None)
+            and not (key == "max_steps" and args.max_tokens is not None)
+            and not (key == "model_name" and (args.model_config or args.initial_checkpoint or args.anneal_from))
+        ):
             filled[key] = value
     return PretrainArgs(**filled)
 
 
-def model_config_for(args: PretrainArgs, initial_config: Optional[Config], tokenizer=None,
-                     demo: bool = False) -> Config:
-    overrides: Dict[str, Any] = {"kernels": args.kernels} if args.kernels else {}
+def model_config_for(args: PretrainArgs, initial_config: Config | None, tokenizer=None, demo: bool = False) -> Config:
+    overrides: dict[str, Any] = {"kernels": args.kernels} if args.kernels else {}
     if args.document_mask:
         if tokenizer is None or tokenizer.bos_id is None:
             raise ValueError("--document_mask finds documents by their BOS token: give a --tokenizer_dir that has one")
@@ -58,13 +61,16 @@ def check_data(args: PretrainArgs, tokenizer, config: Config) -> None:
     """Refuse, before any training, data the model cannot read or that another tokenizer made."""
     prefixes = list(args.train_sources) + ([args.val_prefix] if args.val_prefix else [])  # "" = no validation
     for prefix in prefixes:
-        unchecked = check_source(args.data_dir, prefix, tokenizer.identity() if tokenizer else None, config.padded_vocab_size)
+        unchecked = check_source(
+            args.data_dir, prefix, tokenizer.identity() if tokenizer else None, config.padded_vocab_size
+        )
         if unchecked:
             warnings.warn(unchecked)
 
 
-def pretrain(args: PretrainArgs, recipe: Optional[Mapping[str, Any]] = None,
-             sample_dir: Optional[Path] = None) -> Dict[str, Any]:
+def pretrain(
+    args: PretrainArgs, recipe: Mapping[str, Any] | None = None, sample_dir: Path | None = None
+) -> dict[str, Any]:
     """Train. `recipe` fills the options left unset; without `data_dir`, `sample_dir` (a folder of raw
     SlimPajama/Starcoder-style files, the demo's) is tokenized into `{out_dir}/data` first."""
     branch_from = None  # an annealing branch's starting checkpoint (PRETRAIN.md, Annealing)
@@ -102,20 +108,35 @@ def pretrain(args: PretrainArgs, recipe: Optional[Mapping[str, Any]] = None,
         args = dataclasses.replace(args, model_name=config.name)
     check_data(args, tokenizer, config)
 
-    plan = plan_batches(args.micro_batch_size, fabric.world_size, config.block_size,
-                        args.global_batch_size, args.global_batch_tokens)
+    plan = plan_batches(
+        args.micro_batch_size, fabric.world_size, config.block_size, args.global_batch_size, args.global_batch_tokens
+    )
     max_steps = args.max_steps if args.max_tokens is None else -(-args.max_tokens // plan.tokens_per_step)
     schedule = schedule_from_options(args, max_steps)
     train_loader = build_train_loader(
-        args.data_dir, args.train_sources, config.block_size, args.micro_batch_size, seed=args.seed,
-        rank=fabric.global_rank, world_size=fabric.world_size, num_workers=args.num_workers,
-        shuffle_buffer_files=args.shuffle_buffer_files, vocab_size=config.padded_vocab_size,
+        args.data_dir,
+        args.train_sources,
+        config.block_size,
+        args.micro_batch_size,
+        seed=args.seed,
+        rank=fabric.global_rank,
+        world_size=fabric.world_size,
+        num_workers=args.num_workers,
+        shuffle_buffer_files=args.shuffle_buffer_files,
+        vocab_size=config.padded_vocab_size,
     )
     val_loader = None
     if args.val_prefix:
-        val_loader = build_val_loader(args.data_dir, args.val_prefix, config.block_size, args.micro_batch_size,
-                                      rank=fabric.global_rank, world_size=fabric.world_size,
-                                      num_batches=args.eval_batches, vocab_size=config.padded_vocab_size)
+        val_loader = build_val_loader(
+            args.data_dir,
+            args.val_prefix,
+            config.block_size,
+            args.micro_batch_size,
+            rank=fabric.global_rank,
+            world_size=fabric.world_size,
+            num_batches=args.eval_batches,
+            vocab_size=config.padded_vocab_size,
+        )
 
     model = run.setup_model(args, config, initial_state)
     optimizer = run.setup_optimizer(args, model)
@@ -124,42 +145,77 @@ def pretrain(args: PretrainArgs, recipe: Optional[Mapping[str, Any]] = None,
     if load_from is not None:
         check_mix_change(read_train_state(load_from)["config"], run_config, args.allow_mix_change)
     fixed = _FIXED_ON_RESUME if run.resume_from is not None else _FIXED_ON_BRANCH
-    state, _ = run.resume(load_from, config, run_config, fixed, model, optimizer, train_loader,
-                          allow_mix_change=args.allow_mix_change)
+    state, _ = run.resume(
+        load_from, config, run_config, fixed, model, optimizer, train_loader, allow_mix_change=args.allow_mix_change
+    )
     if run.resume_from is not None:
         fabric.print(f"resumed from {run.resume_from} at step {state['step']} ({state['tokens']:,} tokens)")
     elif branch_from is not None:
-        fabric.print(f"annealing branch from {branch_from} at step {state['step']}: lr {schedule(state['step']):.3g} "
-                     f"-> {args.min_lr:.3g} ({args.decay_shape}) over {args.decay_steps} steps")
+        fabric.print(
+            f"annealing branch from {branch_from} at step {state['step']}: lr {schedule(state['step']):.3g} "
+            f"-> {args.min_lr:.3g} ({args.decay_shape}) over {args.decay_steps} steps"
+        )
     extra_files = run.write_configs(config, run_config, tokenizer)
 
     fpt = flops_per_token(config)
     fabric.print(
-        f"{config.name}: {num_parameters(config):,} parameters, {fpt / 1e9:.3g} GFLOP/token; {run.kind} on {fabric.world_size} device(s); global batch "
+        f"{config.name}: {num_parameters(config):,} parameters, {fpt / 1e9:.3g} GFLOP/token; {run.kind} on "
+        f"{fabric.world_size} device(s); global batch "
         f"{plan.global_batch_size} x {config.block_size} = {plan.tokens_per_step:,} tokens, micro batch "
         f"{plan.micro_batch_size}, accumulation {plan.grad_accum_steps}; {max_steps:,} steps"
     )
-    settings = LoopSettings.from_args(args, max_steps,
-                                      extra_eval_interval=args.eval_tasks_interval if args.eval_tasks else 0)
+    settings = LoopSettings.from_args(
+        args, max_steps, extra_eval_interval=args.eval_tasks_interval if args.eval_tasks else 0
+    )
     extra_eval = None
     if args.eval_tasks:
         if tokenizer is None:
             raise ValueError("--eval_tasks needs --tokenizer_dir")
         from lit_gpt.evaluation.periodic import run_lm_eval_tasks
 
-        def extra_eval() -> Dict[str, float]:
+        def extra_eval() -> dict[str, float]:
             # every rank scores the same documents: a sharded model's forward needs all of them
-            return {f"lm_eval/{k}": v for k, v in run_lm_eval_tasks(
-                unwrap(model), tokenizer, args.eval_tasks.split(","), limit=args.eval_tasks_limit,
-                include_path=args.eval_tasks_include_path, batch_size=args.micro_batch_size).items()}
+            return {
+                f"lm_eval/{k}": v
+                for k, v in run_lm_eval_tasks(
+                    unwrap(model),
+                    tokenizer,
+                    args.eval_tasks.split(","),
+                    limit=args.eval_tasks_limit,
+                    include_path=args.eval_tasks_include_path,
+                    batch_size=args.micro_batch_size,
+                ).items()
+            }
 
-    return fit(FitJob(fabric, model, optimizer, train_loader, val_loader, schedule, plan, settings, state,
-                      run.checkpoint_root, extra_files, fpt, run_config, extra_eval=extra_eval))
+    return fit(
+        FitJob(
+            fabric,
+            model,
+            optimizer,
+            train_loader,
+            val_loader,
+            schedule,
+            plan,
+            settings,
+            state,
+            run.checkpoint_root,
+            extra_files,
+            fpt,
+            run_config,
+            extra_eval=extra_eval,
+        )
+    )
 
 
 # Options that must not change across a resume: the model and the data stream depend on them
 # (train_sources too, but check_mix_change allows it with --allow_mix_change).
-_FIXED_ON_RESUME = ("model_name", "model_config", "seed", "global_batch_size", "global_batch_tokens",
-                    "shuffle_buffer_files")
+_FIXED_ON_RESUME = (
+    "model_name",
+    "model_config",
+    "seed",
+    "global_batch_size",
+    "global_batch_tokens",
+    "shuffle_buffer_files",
+)
 # An annealing branch takes its model from the checkpoint (compared in content): the data stream's options.
 _FIXED_ON_BRANCH = ("seed", "global_batch_size", "global_batch_tokens", "shuffle_buffer_files")

@@ -5,9 +5,10 @@ checkpoint carries. The jobs keep what differs: data, loss masking, LoRA, recipe
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,8 +16,14 @@ import yaml
 
 from lit_gpt.config import Config
 from lit_gpt.training.args import RunArgs
-from lit_gpt.training.checkpointing import (check_model_config, check_resumable, load_checkpoint, read_train_state,
-                                            remove_stale_temporaries, resume_path)
+from lit_gpt.training.checkpointing import (
+    check_model_config,
+    check_resumable,
+    load_checkpoint,
+    read_train_state,
+    remove_stale_temporaries,
+    resume_path,
+)
 from lit_gpt.training.disk import estimated_checkpoint_bytes, warn_if_short_of_space
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.run_lock import hold_run_lock
@@ -32,16 +39,22 @@ class Run:
     fabric: L.Fabric
     kind: str
     out_dir: Path
-    resume_from: Optional[Path]
+    resume_from: Path | None
 
     @property
     def checkpoint_root(self) -> Path:
         return self.out_dir / "checkpoints"
 
-    def setup_model(self, args: RunArgs, config: Config, initial_state: Optional[Dict[str, torch.Tensor]] = None,
-                    transform: Optional[Callable] = None):
-        return setup_model(self.fabric, config, args, sharded=self.kind == "fsdp", initial_state=initial_state,
-                           transform=transform)
+    def setup_model(
+        self,
+        args: RunArgs,
+        config: Config,
+        initial_state: dict[str, torch.Tensor] | None = None,
+        transform: Callable | None = None,
+    ):
+        return setup_model(
+            self.fabric, config, args, sharded=self.kind == "fsdp", initial_state=initial_state, transform=transform
+        )
 
     def setup_optimizer(self, args: RunArgs, model):
         """AdamW for `model`; warns when the disk is short of room for a checkpoint and drops the half-written
@@ -53,12 +66,21 @@ class Run:
         remove_stale_temporaries(self.checkpoint_root)
         return optimizer
 
-    def resume(self, load_from: Optional[Path], config: Config, run_config: Dict[str, Any], fixed: Sequence[str],
-               model, optimizer, train_loader, **loader_options) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    def resume(
+        self,
+        load_from: Path | None,
+        config: Config,
+        run_config: dict[str, Any],
+        fixed: Sequence[str],
+        model,
+        optimizer,
+        train_loader,
+        **loader_options,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The loop's counters (all 0 without `load_from`) and the run config saved in `load_from`, whose weights,
         optimizer and data position are loaded once its model config and the options in `fixed` are found
         unchanged (checked first: a change is named, not met as a missing key or a shape)."""
-        state: Dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
+        state: dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
         if load_from is None:
             return state, None
         check_model_config(load_from, config)
@@ -67,8 +89,9 @@ class Run:
         train_loader.load_state_dict(saved["data"], **loader_options)
         return {k: saved[k] for k in state}, saved["config"]
 
-    def write_configs(self, config: Config, run_config: Dict[str, Any], tokenizer=None,
-                      texts: Optional[Dict[str, str]] = None) -> Dict[str, Path]:
+    def write_configs(
+        self, config: Config, run_config: dict[str, Any], tokenizer=None, texts: dict[str, str] | None = None
+    ) -> dict[str, Path]:
         """Rank 0 writes the model config, the run config and `texts` (file name -> content) to out_dir.
         Returns the files every checkpoint carries a copy of: those but the run config, and the tokenizer's."""
         texts = texts or {}
@@ -95,6 +118,6 @@ def start_run(args: RunArgs) -> Run:
     return Run(fabric, kind, out_dir, resume_path(args.resume, out_dir / "checkpoints"))
 
 
-def run_config_of(args: RunArgs) -> Dict[str, Any]:
+def run_config_of(args: RunArgs) -> dict[str, Any]:
     """The options as checkpoints record them (paths as strings)."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()}

@@ -16,7 +16,6 @@ import socket
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
 
 LOCK_NAME = "run.lock"
 
@@ -35,7 +34,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _read(lock: Path) -> Optional[dict]:
+def _read(lock: Path) -> dict | None:
     try:
         holder = json.loads(lock.read_text())
         return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
@@ -61,11 +60,13 @@ def acquire_run_lock(out_dir: Path) -> Path:
                 raise RunLockedError(
                     f"{out_dir} is in use by process {holder['pid']} on host {holder.get('host')} (since "
                     f"{holder.get('since')}); stop that run or choose another --out_dir. If it is no longer running, "
-                    f"delete {lock}")
+                    f"delete {lock}"
+                )
             if holder["pid"] != pid and _alive(holder["pid"]):
                 raise RunLockedError(
                     f"{out_dir} is in use by process {holder['pid']} on this host (since {holder.get('since')}); "
-                    f"stop that run or choose another --out_dir")
+                    f"stop that run or choose another --out_dir"
+                )
             if holder["pid"] != pid:
                 warnings.warn(f"{lock}: taking over the lock of process {holder['pid']}, which is no longer running")
             lock.unlink(missing_ok=True)

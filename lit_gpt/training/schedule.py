@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -24,8 +23,8 @@ def plan_batches(
     micro_batch_size: int,
     world_size: int,
     block_size: int,
-    global_batch_size: Optional[int] = None,
-    global_batch_tokens: Optional[int] = None,
+    global_batch_size: int | None = None,
+    global_batch_tokens: int | None = None,
 ) -> BatchPlan:
     """Derive gradient accumulation from a global batch (sequences or tokens) that does not depend on
     the number of devices. Any split that does not come out whole is an error, raised at start-up."""
@@ -71,7 +70,7 @@ class LRSchedule:
     warmup_steps: int
     max_steps: int
     kind: str = "cosine"
-    decay_steps: Optional[int] = None
+    decay_steps: int | None = None
     decay_shape: str = "linear"
 
     def __post_init__(self) -> None:
@@ -92,8 +91,10 @@ class LRSchedule:
             if self.decay_steps is None or self.decay_steps < 1:
                 raise ValueError(f"the wsd schedule needs decay_steps >= 1, got {self.decay_steps}")
             if self.warmup_steps + self.decay_steps > self.max_steps:
-                raise ValueError(f"warmup_steps ({self.warmup_steps}) + decay_steps ({self.decay_steps}) exceed "
-                                 f"max_steps ({self.max_steps})")
+                raise ValueError(
+                    f"warmup_steps ({self.warmup_steps}) + decay_steps ({self.decay_steps}) exceed "
+                    f"max_steps ({self.max_steps})"
+                )
         elif self.decay_steps is not None:
             raise ValueError(f"decay_steps applies to the wsd schedule only, not to {self.kind!r}")
 
@@ -126,7 +127,7 @@ class LRSchedule:
         return self.min_lr + factor * (self.lr - self.min_lr)
 
 
-def decay_length(max_steps: int, decay_steps: Optional[int], decay_fraction: Optional[float]) -> Optional[int]:
+def decay_length(max_steps: int, decay_steps: int | None, decay_fraction: float | None) -> int | None:
     """The WSD decay in steps, from `decay_steps` or from `decay_fraction` of `max_steps` (rounded)."""
     if decay_steps is not None and decay_fraction is not None:
         raise ValueError("give one of --decay_steps and --decay_fraction, not both")
@@ -146,5 +147,12 @@ def schedule_from_options(args, max_steps: int) -> LRSchedule:
         raise ValueError(f"--decay_steps/--decay_fraction apply to --lr_schedule wsd, not {kind}")
     if kind == "wsd" and decay is None:
         raise ValueError("--lr_schedule wsd needs --decay_steps or --decay_fraction")
-    return LRSchedule(args.lr, args.min_lr, args.warmup_steps, max_steps, kind=kind, decay_steps=decay,
-                      decay_shape=getattr(args, "decay_shape", "linear"))
+    return LRSchedule(
+        args.lr,
+        args.min_lr,
+        args.warmup_steps,
+        max_steps,
+        kind=kind,
+        decay_steps=decay,
+        decay_shape=getattr(args, "decay_shape", "linear"),
+    )

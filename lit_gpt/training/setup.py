@@ -3,8 +3,8 @@ start from. Shared by pretraining and fine-tuning."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
 
 import lightning as L
 import torch
@@ -13,12 +13,12 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.args import RunArgs
-from lit_gpt.training.metrics import CSVMetricsLogger
 from lit_gpt.training.float8 import check_float8
+from lit_gpt.training.metrics import CSVMetricsLogger
 from lit_gpt.training.parallel import build_fabric_strategy, prepare_unsharded, resolve_strategy, unwrap
 
 
-def build_fabric(args: RunArgs) -> Tuple[L.Fabric, str]:
+def build_fabric(args: RunArgs) -> tuple[L.Fabric, str]:
     """Fabric for one run and the strategy kind chosen ("single", "ddp" or "fsdp"). Precision null picks
     bf16-mixed where the device supports bf16, else 32-true."""
     check_float8(args.float8, args.accelerator)
@@ -28,10 +28,15 @@ def build_fabric(args: RunArgs) -> Tuple[L.Fabric, str]:
         precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
     kind = resolve_strategy(args.strategy, args.devices, args.num_nodes)
     fabric_strategy, fabric_precision = build_fabric_strategy(
-        kind, precision, cpu_offload=args.cpu_offload, activation_checkpointing=args.activation_checkpointing,
-        compile=compile_enabled(args), float8=args.float8, float8_min_features=args.float8_min_features,
+        kind,
+        precision,
+        cpu_offload=args.cpu_offload,
+        activation_checkpointing=args.activation_checkpointing,
+        compile=compile_enabled(args),
+        float8=args.float8,
+        float8_min_features=args.float8_min_features,
     )
-    loggers: List = [CSVMetricsLogger(out_dir)]
+    loggers: list = [CSVMetricsLogger(out_dir)]
     if args.tensorboard:
         from lightning.fabric.loggers import TensorBoardLogger
 
@@ -40,8 +45,14 @@ def build_fabric(args: RunArgs) -> Tuple[L.Fabric, str]:
         from lightning.pytorch.loggers import WandbLogger
 
         loggers.append(WandbLogger(project=args.wandb_project, save_dir=str(out_dir), offline=not args.wandb_online))
-    fabric = L.Fabric(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-                      strategy=fabric_strategy, precision=fabric_precision, loggers=loggers)
+    fabric = L.Fabric(
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=fabric_strategy,
+        precision=fabric_precision,
+        loggers=loggers,
+    )
     return fabric, kind
 
 
@@ -67,8 +78,8 @@ def setup_model(
     config: Config,
     args: RunArgs,
     sharded: bool,
-    initial_state: Optional[Dict[str, torch.Tensor]] = None,
-    transform: Optional[Callable[[GPT], object]] = None,
+    initial_state: dict[str, torch.Tensor] | None = None,
+    transform: Callable[[GPT], object] | None = None,
 ):
     """Build the model the way the strategy wants it (meta-device init under FSDP2), initialise it with
     the TinyLlama init, apply float8, activation checkpointing and compilation as `args` ask (under FSDP2
@@ -80,11 +91,16 @@ def setup_model(
         if transform is not None:
             transform(model)
     if not sharded:
-        prepare_unsharded(model, fabric.device, args.activation_checkpointing, compile_enabled(args),
-                          float8=args.float8, float8_min_features=args.float8_min_features)
+        prepare_unsharded(
+            model,
+            fabric.device,
+            args.activation_checkpointing,
+            compile_enabled(args),
+            float8=args.float8,
+            float8_min_features=args.float8_min_features,
+        )
     model = fabric.setup_module(model)
     if initial_state is not None:
         # full weights, loaded by every rank; FSDP2 keeps only each rank's shard
-        set_model_state_dict(unwrap(model), initial_state,
-                             options=StateDictOptions(full_state_dict=True, strict=True))
+        set_model_state_dict(unwrap(model), initial_state, options=StateDictOptions(full_state_dict=True, strict=True))
     return model

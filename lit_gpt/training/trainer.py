@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -31,18 +32,25 @@ class LoopSettings:
     log_interval: int = 10
     eval_interval: int = 0  # 0: validate only at the end
     save_interval: int = 0  # 0: save only at the end and on a signal
-    keep_last: Optional[int] = None
+    keep_last: int | None = None
     max_consecutive_nonfinite: int = 10
     extra_eval_interval: int = 0  # call `extra_eval` every N steps (0: never)
     async_checkpoint: bool = False  # interval saves written while training goes on
 
     @classmethod
-    def from_args(cls, args, max_steps: int, **extra: Any) -> "LoopSettings":
+    def from_args(cls, args, max_steps: int, **extra: Any) -> LoopSettings:
         """The loop's settings from a job's resolved options (a `RunArgs`)."""
-        return cls(max_steps=max_steps, grad_clip=args.grad_clip, log_interval=args.log_interval,
-                   eval_interval=args.eval_interval, save_interval=args.save_interval, keep_last=args.keep_last,
-                   max_consecutive_nonfinite=args.max_consecutive_nonfinite,
-                   async_checkpoint=args.async_checkpoint, **extra)
+        return cls(
+            max_steps=max_steps,
+            grad_clip=args.grad_clip,
+            log_interval=args.log_interval,
+            eval_interval=args.eval_interval,
+            save_interval=args.save_interval,
+            keep_last=args.keep_last,
+            max_consecutive_nonfinite=args.max_consecutive_nonfinite,
+            async_checkpoint=args.async_checkpoint,
+            **extra,
+        )
 
 
 class StopRequest:
@@ -50,10 +58,10 @@ class StopRequest:
     optimizer step: save, then leave. A second SIGINT interrupts at once."""
 
     def __init__(self) -> None:
-        self.signum: Optional[int] = None
-        self._previous: Dict[int, Any] = {}
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -68,8 +76,9 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: Tuple[float, float],
-                   eps: float = 1e-8) -> torch.optim.AdamW:
+def make_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], eps: float = 1e-8
+) -> torch.optim.AdamW:
     """AdamW with no weight decay on one-dimensional parameters (the norm weights); fused on CUDA."""
     decay, no_decay = [], []
     for p in model.parameters():
@@ -78,7 +87,11 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: Tupl
     on_cuda = all(p.is_cuda for p in decay + no_decay)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr, betas=betas, eps=eps, fused=on_cuda, foreach=None if on_cuda else True,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        fused=on_cuda,
+        foreach=None if on_cuda else True,
     )
 
 
@@ -101,32 +114,44 @@ class FitJob:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     train_loader: Any
-    val_loader: Optional[Iterable]
+    val_loader: Iterable | None
     schedule: LRSchedule
     plan: BatchPlan
     settings: LoopSettings
-    state: Dict[str, Any]
+    state: dict[str, Any]
     checkpoint_root: Path
-    extra_files: Dict[str, Path]
+    extra_files: dict[str, Path]
     flops_per_token: int
-    run_config: Dict[str, Any]
+    run_config: dict[str, Any]
     split_batch: SplitBatch = split_packed
-    extra_eval: Optional[Callable[[], Dict[str, float]]] = None
+    extra_eval: Callable[[], dict[str, float]] | None = None
 
 
-def fit(job: FitJob) -> Dict[str, Any]:
+def fit(job: FitJob) -> dict[str, Any]:
     """Train until `settings.max_steps` optimizer steps, a stop signal, or too many non-finite steps.
     Returns `job.state` updated; checkpoints hold it together with the data-stream state."""
     fabric, model, optimizer, train_loader, plan, settings, state = (
-        job.fabric, job.model, job.optimizer, job.train_loader, job.plan, job.settings, job.state)
+        job.fabric,
+        job.model,
+        job.optimizer,
+        job.train_loader,
+        job.plan,
+        job.settings,
+        job.state,
+    )
     peak = peak_flops(fabric.device)
     world = fabric.world_size
     start_step, loop_start = state["step"], time.perf_counter()
     elapsed_before = state["elapsed_sec"]
     last_log_time, last_log_tokens = loop_start, state["tokens"]
     data_wait = 0.0  # seconds spent in next(train_iter) since the last log line
-    bar = tqdm(total=settings.max_steps, initial=state["step"], disable=fabric.global_rank != 0,
-               dynamic_ncols=True, desc="train")
+    bar = tqdm(
+        total=settings.max_steps,
+        initial=state["step"],
+        disable=fabric.global_rank != 0,
+        dynamic_ncols=True,
+        desc="train",
+    )
     train_iter = iter(train_loader)
     raw_model, raw_optimizer = unwrap(model), getattr(optimizer, "optimizer", optimizer)
     # float8 weights gathered by FSDP2 get their scales once per optimizer step
@@ -139,7 +164,8 @@ def fit(job: FitJob) -> Dict[str, Any]:
         state["elapsed_sec"] = elapsed_before + time.perf_counter() - loop_start
         full = {**state, "data": train_loader.state_dict(), "config": job.run_config, "reason": reason}
         path = (save_checkpoint if writer is None else writer.save)(
-            job.checkpoint_root, state["step"], raw_model, raw_optimizer, full, job.extra_files, settings.keep_last)
+            job.checkpoint_root, state["step"], raw_model, raw_optimizer, full, job.extra_files, settings.keep_last
+        )
         if writer is not None:
             if background:
                 fabric.print(f"saving checkpoint {path} ({reason}) while training goes on")
@@ -184,14 +210,19 @@ def fit(job: FitJob) -> Dict[str, Any]:
             stop = fabric.strategy.reduce_boolean_decision(stop_request.signum is not None, all=False)
 
             if not finite:
-                fabric.print(f"step {step}: non-finite gradient norm ({grad_norm.item()}); update skipped "
-                             f"({state['consecutive_nonfinite']} in a row, {state['skipped_steps']} in all)")
+                fabric.print(
+                    f"step {step}: non-finite gradient norm ({grad_norm.item()}); update skipped "
+                    f"({state['consecutive_nonfinite']} in a row, {state['skipped_steps']} in all)"
+                )
                 if state["consecutive_nonfinite"] >= settings.max_consecutive_nonfinite:
                     before = latest_checkpoint(job.checkpoint_root)  # the last one saved before the divergence
                     saved = save("non-finite")
-                    advice = (f"resume from the last checkpoint before it with --resume {before} and a lower --lr, "
-                              f"or check the data" if before else "no checkpoint precedes it: start again with a lower "
-                              "--lr, or check the data")
+                    advice = (
+                        f"resume from the last checkpoint before it with --resume {before} and a lower --lr, "
+                        f"or check the data"
+                        if before
+                        else "no checkpoint precedes it: start again with a lower --lr, or check the data"
+                    )
                     raise RuntimeError(
                         f"{state['consecutive_nonfinite']} consecutive optimizer steps had a non-finite loss or "
                         f"gradient (last at step {step}); saved {saved} (diverged: do not resume from it) and "
@@ -205,8 +236,12 @@ def fit(job: FitJob) -> Dict[str, Any]:
                 tps = (state["tokens"] - last_log_tokens) / (now - last_log_time)
                 last_log_time, last_log_tokens = now, state["tokens"]
                 metrics = {
-                    "tokens": state["tokens"], "loss": loss_value, "lr": lr, "grad_norm": grad_norm.item(),
-                    "tokens_per_sec": tps, "tokens_per_sec_per_device": tps / world,
+                    "tokens": state["tokens"],
+                    "loss": loss_value,
+                    "lr": lr,
+                    "grad_norm": grad_norm.item(),
+                    "tokens_per_sec": tps,
+                    "tokens_per_sec_per_device": tps / world,
                     "skipped_steps": state["skipped_steps"],
                     "data_wait_fraction": data_wait_fraction,
                     "elapsed_sec": elapsed_before + now - loop_start,
@@ -217,11 +252,13 @@ def fit(job: FitJob) -> Dict[str, Any]:
                     metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated(fabric.device) / 1e9
                 fabric.log_dict(metrics, step=step)
                 eta = (now - loop_start) / (step - start_step) * (settings.max_steps - step)
-                line = (f"step {step}/{settings.max_steps} | loss {loss_value:.4f} | lr {lr:.3g} | "
-                        f"grad norm {metrics['grad_norm']:.3f} | {tps:,.0f} tok/s"
-                        + (f" | MFU {metrics['mfu']:.1%}" if peak else "")
-                        + (f" | mem {metrics['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in metrics else "")
-                        + f" | ETA {_duration(eta)}")
+                line = (
+                    f"step {step}/{settings.max_steps} | loss {loss_value:.4f} | lr {lr:.3g} | "
+                    f"grad norm {metrics['grad_norm']:.3f} | {tps:,.0f} tok/s"
+                    + (f" | MFU {metrics['mfu']:.1%}" if peak else "")
+                    + (f" | mem {metrics['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in metrics else "")
+                    + f" | ETA {_duration(eta)}"
+                )
                 bar.set_postfix_str(f"loss {loss_value:.3f}, {tps:,.0f} tok/s")
                 if fabric.global_rank == 0:
                     bar.write(line)
@@ -230,7 +267,9 @@ def fit(job: FitJob) -> Dict[str, Any]:
                 val_loss = validate(fabric, model, job.val_loader, job.split_batch)
                 fabric.log_dict({"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50))}, step=step)
                 if fabric.global_rank == 0:
-                    bar.write(f"step {step}: validation loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 50)):.2f}")
+                    bar.write(
+                        f"step {step}: validation loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 50)):.2f}"
+                    )
 
             if job.extra_eval is not None and settings.extra_eval_interval and step % settings.extra_eval_interval == 0:
                 scores = job.extra_eval()
@@ -251,7 +290,7 @@ def fit(job: FitJob) -> Dict[str, Any]:
 
 
 @contextmanager
-def _finishing(writer: Optional[AsyncCheckpointer]):
+def _finishing(writer: AsyncCheckpointer | None):
     """Leaves no asynchronous save behind: one still in flight is completed when training ends, and
     only let finish writing (left as .tmp) when it ends in an error."""
     try:
