@@ -9,7 +9,7 @@ TORCH_PIN ?= torch==2.13.0
 TRITON_PIN ?= triton==3.8.0
 OUT ?= out/demo
 
-.PHONY: venv test test-cuda demo sft-demo chat-sample clean
+.PHONY: venv lint test test-cuda demo sft-demo chat-sample clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ $(PY):
 
 venv: $(PY)
 
-test: $(PY)
+lint: $(PY)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
 	$(PY) -m pytest -m "not cuda and not llamacpp" -q tests
 
 test-cuda: $(PY)

@@ -54,6 +54,7 @@ setup(
     },
     extras_require={
         "test": [
+            "ruff>=0.14",
             "pytest>=8",
             "transformers>=4.45",
             "matplotlib>=3.7",
