@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from model_fixtures import SAMPLE_LINES, random_model, randomize, sp_tokenizer_dir, tiny_config  # noqa: F401
+from model_helpers import SAMPLE_LINES, random_model, randomize, tiny_config
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

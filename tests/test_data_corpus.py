@@ -11,7 +11,6 @@ import pytest
 import zstandard
 
 import lit_gpt.cli.prepare_corpus as prepare_corpus_command
-from data_fixtures import sample_tokenizer  # noqa: F401
 from lit_gpt.data import build_train_loader, open_shard, read_header, read_manifest
 from lit_gpt.data.corpus import corpus_files
 from lit_gpt.tokenizer import Tokenizer
@@ -75,7 +74,7 @@ def run(inputs, tokenizer, dest, **kw):
     return prepare_corpus_command.prepare_corpus(inputs=[str(i) for i in inputs], tokenizer_path=tokenizer, destination_path=dest, **{**args, **kw})
 
 
-def test_every_input_kind_deduplicated_filtered_and_split(tmp_path, sample_tokenizer):  # noqa: F811
+def test_every_input_kind_deduplicated_filtered_and_split(tmp_path, sample_tokenizer):
     expected = write_corpus(tmp_path / "in")
     files, _ = corpus_files([tmp_path / "in"])
     assert sorted(p.name for p in files) == ["a.jsonl", "b.jsonl.gz", "c.jsonl.zst", "d.parquet", "data-00000-of-00001.arrow", "e.txt", "empty.jsonl", "empty.txt"]
@@ -95,7 +94,7 @@ def test_every_input_kind_deduplicated_filtered_and_split(tmp_path, sample_token
     assert next(iter(loader)).shape == (2, 16)
 
 
-def test_strict_stops_at_the_first_bad_input(tmp_path, sample_tokenizer):  # noqa: F811
+def test_strict_stops_at_the_first_bad_input(tmp_path, sample_tokenizer):
     root = tmp_path / "in"
     root.mkdir()
     (root / "a.jsonl").write_text(jsonl([doc(1)], extra=["not json\n"]))
@@ -111,7 +110,7 @@ def test_strict_stops_at_the_first_bad_input(tmp_path, sample_tokenizer):  # noq
         run([root], sample_tokenizer, tmp_path / "out4", source="web_2")
 
 
-def test_resume_after_an_interruption_writes_no_duplicates(tmp_path, sample_tokenizer, monkeypatch):  # noqa: F811
+def test_resume_after_an_interruption_writes_no_duplicates(tmp_path, sample_tokenizer, monkeypatch):
     import importlib
 
     prepare_module = importlib.import_module("lit_gpt.data.prepare")  # the package re-exports the function under that name

@@ -13,7 +13,7 @@ import zstandard
 
 import lit_gpt.cli.prepare_slimpajama as prepare_slimpajama_command
 import lit_gpt.cli.prepare_starcoder as prepare_starcoder_command
-from data_fixtures import ROOT, SAMPLE, prepared_sample, sample_tokenizer  # noqa: F401
+from data_helpers import ROOT, SAMPLE
 from lit_gpt.data import BadInputError, check_tokenizer, open_shard, prepare, read_header, read_manifest, read_slimpajama, read_starcoder
 from lit_gpt.tokenizer import Tokenizer
 

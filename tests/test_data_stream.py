@@ -6,7 +6,7 @@ from itertools import islice
 import pytest
 import torch
 
-from data_fixtures import ROOT, block_ids, write_block_shards
+from data_helpers import ROOT, block_ids, write_block_shards
 from lit_gpt.data.stream import build_train_loader, build_val_loader
 
 SAMPLE_LEN = 8  # block_size 7
@@ -82,7 +82,7 @@ RESUME = """
 import json, sys
 from itertools import islice
 sys.path[:0] = [{root!r}, {tests!r}]
-from data_fixtures import block_ids
+from data_helpers import block_ids
 from lit_gpt.data.stream import build_train_loader
 args = json.loads(sys.argv[1])
 L = build_train_loader(args["dir"], args["sources"], block_size=7, micro_batch_size=args["batch"], seed=7, rank=0,

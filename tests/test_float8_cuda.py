@@ -16,8 +16,7 @@ import math
 import pytest
 import torch
 
-from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import losses, model_config, run  # noqa: F401
+from training.pretrain_helpers import losses, run
 
 pytestmark = [
     pytest.mark.cuda,
@@ -66,7 +65,7 @@ def test_float8_block_matches_bf16(recipe):
 
 
 def test_float8_run_saves_resumes_in_bf16_and_continues(tmp_path, prepared_sample, sample_tokenizer,
-                                                        model_config):  # noqa: F811
+                                                        model_config):
     common = (prepared_sample, sample_tokenizer, model_config)
     cuda = ("--accelerator", "cuda", "--num_workers", "0")
     out = tmp_path / "run"

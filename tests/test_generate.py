@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_fixtures import random_model, sp_tokenizer_dir, tiny_config  # noqa: F401
+from model_helpers import random_model, tiny_config
 
 from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict, save_lit_checkpoint
 from lit_gpt.generate import generate, sample

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_fixtures import random_model, sp_tokenizer_dir, tiny_config  # noqa: F401
+from model_helpers import random_model, tiny_config
 
 from lit_gpt.checkpoint import save_hf_checkpoint, save_lit_checkpoint
 
@@ -61,7 +61,7 @@ def test_interleaved_rows_give_llama_cpp_rope_the_same_attention_scores():
 
 
 @pytest.fixture(scope="module")
-def lit_checkpoint(tmp_path_factory, sp_tokenizer_dir):  # noqa: F811
+def lit_checkpoint(tmp_path_factory, sp_tokenizer_dir):
     """Tiny model (intermediate size 88: the MLP down projection's rows do not fill 32-value blocks)."""
     folder = tmp_path_factory.mktemp("gguf") / "lit"
     model = random_model(tiny_config(vocab_size=320), seed=0)
@@ -193,7 +193,7 @@ def test_llama_cpp_layout_read_back_by_transformers_gives_our_logits(lit_checkpo
     assert hf_tokenizer(text).input_ids == Tokenizer(lit_checkpoint).encode(text, bos=True)
 
 
-def test_hf_folder_padded_vocab_and_condensed_rope(tmp_path, sp_tokenizer_dir):  # noqa: F811
+def test_hf_folder_padded_vocab_and_condensed_rope(tmp_path, sp_tokenizer_dir):
     """A Hugging Face folder gives the same file as the lit checkpoint; embedding rows past the
     tokenizer are dropped; a condense ratio becomes linear RoPE scaling."""
     model = random_model(tiny_config(vocab_size=330, rope_condense_ratio=4.0), seed=1)  # padded to 384 rows
@@ -224,7 +224,7 @@ def byte_level_bpe_dir(folder: Path, template: str) -> Path:
     tokenizer_config.json with a chat template."""
     import json
 
-    from model_fixtures import SAMPLE_LINES
+    from model_helpers import SAMPLE_LINES
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -278,7 +278,7 @@ def test_byte_level_bpe_vocabulary_and_chat_template_read_back(tmp_path):
 
 
 @pytest.mark.parametrize("outtype", ["q4_k_m", "q6_k"])
-def test_k_quant_files_read_back_with_their_types_and_shapes(tmp_path, sp_tokenizer_dir, outtype):  # noqa: F811
+def test_k_quant_files_read_back_with_their_types_and_shapes(tmp_path, sp_tokenizer_dir, outtype):
     """Rows of 256 (n_embd) fill K-quant super-blocks; ffn_down's rows of 352 do not and fall back to
     Q8_0. In a 2-layer q4_k_m file only output and token_embd take Q6_K (no layer is in the first or
     last eighth, none is a third one). Every matrix decodes close to our weights (relative RMS error
@@ -319,7 +319,7 @@ def test_k_quant_files_read_back_with_their_types_and_shapes(tmp_path, sp_tokeni
 
 @pytest.mark.llamacpp
 @pytest.mark.parametrize("outtype", ["q6_k", "q4_k_m"])
-def test_llama_cpp_runs_k_quant_files_as_their_dequantised_weights(tmp_path, sp_tokenizer_dir, outtype):  # noqa: F811
+def test_llama_cpp_runs_k_quant_files_as_their_dequantised_weights(tmp_path, sp_tokenizer_dir, outtype):
     """llama.cpp itself (llama-cpp-python, not a dependency; `pytest -m llamacpp` where it is installed) on a
     K-quant file: its logits over a prompt equal those of the file's own weights, dequantised by the
     gguf package and run by transformers, within llama.cpp's rounding of the activations to 8 bits

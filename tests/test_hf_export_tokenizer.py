@@ -4,10 +4,9 @@ AutoTokenizer (BOS included), so greedy generation through transformers equals o
 from __future__ import annotations
 
 import torch
-from model_fixtures import random_model
+from model_helpers import random_model
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from data_fixtures import sample_tokenizer  # noqa: F401
 from lit_gpt.checkpoint import save_hf_checkpoint
 from lit_gpt.config import Config
 from lit_gpt.generate import generate
@@ -16,7 +15,7 @@ from lit_gpt.tokenizer import Tokenizer
 TEXTS = ["hello", "def fibonacci(n):", "The Python language is", "import numpy as np\nx = 1"]
 
 
-def test_autotokenizer_and_greedy_generation_match_ours(tmp_path, sample_tokenizer):  # noqa: F811
+def test_autotokenizer_and_greedy_generation_match_ours(tmp_path, sample_tokenizer):
     # the tokenizer folder of a pretraining run carries a tokenizer_config.json of special tokens only
     assert (sample_tokenizer / "tokenizer_config.json").is_file()
     config = Config(name="t", n_layer=2, n_head=4, n_query_groups=2, n_embd=32, intermediate_size=88, vocab_size=1024,
@@ -38,7 +37,7 @@ def test_autotokenizer_and_greedy_generation_match_ours(tmp_path, sample_tokeniz
 def test_exported_files_get_the_usual_mode(tmp_path):
     import os
 
-    from model_fixtures import tiny_config
+    from model_helpers import tiny_config
 
     umask = os.umask(0o022)
     try:

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from model_fixtures import random_model, tiny_config
+from model_helpers import random_model, tiny_config
 
 from lit_gpt.config import Config
 from lit_gpt.generate import generate

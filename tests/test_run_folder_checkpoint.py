@@ -10,8 +10,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
 import torch
-from eval_fixtures import TASK, task_dir  # noqa: F401
-from model_fixtures import SAMPLE_LINES, random_model, sp_tokenizer_dir, tiny_config  # noqa: F401
+from eval_helpers import TASK
+from model_helpers import SAMPLE_LINES, random_model, tiny_config
 
 from lit_gpt.checkpoint import save_lit_checkpoint
 from lit_gpt.cli.convert_gguf import convert_to_gguf
@@ -24,7 +24,7 @@ from lit_gpt.training.checkpointing import save_checkpoint
 
 
 @pytest.fixture(scope="module")
-def run_folder(tmp_path_factory, sp_tokenizer_dir):  # noqa: F811
+def run_folder(tmp_path_factory, sp_tokenizer_dir):
     """A run folder with checkpoints at steps 2 and 4 (other weights) and a damaged one at step 6."""
     run = tmp_path_factory.mktemp("run")
     for step, seed in ((2, 1), (4, 2), (6, 3)):
@@ -87,7 +87,7 @@ def test_converters_take_a_run_folder(run_folder, tmp_path):
         assert (tmp_path / "run.gguf").read_bytes() == (tmp_path / "step.gguf").read_bytes()
 
 
-def test_evaluate_takes_a_run_folder(run_folder, task_dir):  # noqa: F811
+def test_evaluate_takes_a_run_folder(run_folder, task_dir):
     pytest.importorskip("lm_eval")
     evaluate = evaluate_command
     options = dict(tasks=TASK, include_path=task_dir, device="cpu", batch_size=4)

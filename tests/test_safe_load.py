@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_fixtures import random_model, tiny_config
+from model_helpers import random_model, tiny_config
 
 from lit_gpt.checkpoint import load_hf_checkpoint, load_lit_checkpoint, save_lit_checkpoint
 from lit_gpt.safe_load import UnsafeCheckpointError, load_torch_file, read_dcp_metadata

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_fixtures import SAMPLE_LINES, random_model, sp_tokenizer_dir, tiny_config  # noqa: F401
+from model_helpers import SAMPLE_LINES, random_model, tiny_config
 
 from lit_gpt.checkpoint import save_hf_checkpoint, save_lit_checkpoint
 from lit_gpt.generate import generate, sample
@@ -234,7 +234,7 @@ def test_sampled_tokens_follow_the_target_distribution(sampling, k):
 
 # --- loading pairs and the command line ------------------------------------------------------------
 @pytest.fixture(scope="module")
-def checkpoint_pair(tmp_path_factory, sp_tokenizer_dir):  # noqa: F811
+def checkpoint_pair(tmp_path_factory, sp_tokenizer_dir):
     folder = tmp_path_factory.mktemp("pair")
     target = random_model(tiny_config(vocab_size=320), seed=0)
     draft = perturbed_copy(target, 0.01, seed=1)

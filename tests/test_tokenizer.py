@@ -8,7 +8,7 @@ import torch
 
 from lit_gpt.data.readers import InputLog, read_slimpajama, read_starcoder
 from lit_gpt.tokenizer import Tokenizer
-from data_fixtures import SAMPLE, hard_texts, llama2_shaped_tokenizer, sample_tokenizer  # noqa: F401
+from data_helpers import SAMPLE, hard_texts
 
 EDGE_CASES = ["", " ", "  a", "\t x", "end ", "    ", "a\u2581b", "x\x00y", "日本語 ok", "\U0001f600 emoji", "e\u0301", "\r\n\t\x0b", "1234567"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from data_fixtures import ROOT, prepared_sample, sample_tokenizer, write_block_shards  # noqa: F401
+from data_helpers import ROOT, write_block_shards
 
 
 def load_benchmark(name: str):
@@ -71,7 +71,7 @@ def test_data_coverage_catches_two_ranks_reading_the_same_blocks(block_shards, m
     assert not result["ok"] and any("more than once" in m for m in result["problems"])
 
 
-def test_parity_smoke_one_and_two_processes_and_resumes_agree(tmp_path, prepared_sample, sample_tokenizer):  # noqa: F811
+def test_parity_smoke_one_and_two_processes_and_resumes_agree(tmp_path, prepared_sample, sample_tokenizer):
     png = tmp_path / "parity.png"
     result = load_benchmark("parity_1v2").main([
         "--smoke", "--data_dir", str(prepared_sample), "--tokenizer_dir", str(sample_tokenizer),

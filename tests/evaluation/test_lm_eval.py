@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 import torch
 from lit_gpt.cli.evaluate import evaluate as evaluate_command
-from eval_fixtures import QUESTIONS, TASK, task_dir  # noqa: F401
+from eval_helpers import QUESTIONS, TASK
 
 # a test extra, always there in CI; a GPU machine running `pytest -m cuda` may lack it
 pytest.importorskip("lm_eval")
 
 from lm_eval import simple_evaluate  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
-from model_fixtures import random_model, sp_tokenizer_dir, tiny_config  # noqa: F401
+from model_helpers import random_model, tiny_config
 
 from lit_gpt.checkpoint import save_hf_checkpoint, save_lit_checkpoint
 from lit_gpt.evaluation.lm_eval_model import LitGPTLM

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from eval_fixtures import TASK, task_dir  # noqa: F401
+from eval_helpers import TASK
 
 pytest.importorskip("lm_eval")
 
@@ -51,7 +51,7 @@ def test_lit_lm_eval_offline_says_it_in_one_line(tmp_path, monkeypatch, capsys):
     assert err.startswith("error: task hellaswag") and "--include_path" in err and len(err.splitlines()) == 1
 
 
-def test_local_and_cached_tasks_pass_the_check(task_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_local_and_cached_tasks_pass_the_check(task_dir, tmp_path, monkeypatch):
     manager = task_manager(str(task_dir), (TASK,))
     assert hub_datasets(manager, [TASK]) == []  # dataset_path: json with local files
     check_task_data_offline(manager, [TASK], reachable=False)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import yaml
 from lit_gpt.cli.perplexity import perplexity as perplexity_command
 from lightning import Fabric
-from model_fixtures import random_model, sp_tokenizer_dir, tiny_config  # noqa: F401
+from model_helpers import random_model, tiny_config
 
 from lit_gpt.checkpoint import save_lit_checkpoint
 from lit_gpt.data.shards import write_shard

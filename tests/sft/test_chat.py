@@ -14,10 +14,10 @@ from lit_gpt.sft.inference import ChatSession, StopStream
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder
 from lit_gpt.tokenizer import Tokenizer
 
-from .chat_fixtures import ROOT, chat_tokenizer, tiny_checkpoint  # noqa: F401
+from .chat_helpers import ROOT
 
 
-def test_stop_stream_holds_back_a_possible_stop_string_and_ends_at_one(chat_tokenizer):  # noqa: F811
+def test_stop_stream_holds_back_a_possible_stop_string_and_ends_at_one(chat_tokenizer):
     tokenizer = Tokenizer(chat_tokenizer)
     encoder = SegmentEncoder(tokenizer)
     ids = encoder._no_prefix.encode("4 * 3 = 12.<|im_end|>\n<|im_start|>user")
@@ -35,12 +35,12 @@ def test_stop_stream_holds_back_a_possible_stop_string_and_ends_at_one(chat_toke
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_checkpoint):  # noqa: F811
+def tiny_model(tiny_checkpoint):
     state_dict, config = load_lit_checkpoint(tiny_checkpoint)
     return model_from_state_dict(state_dict, config).eval()
 
 
-def test_session_keeps_history_and_drops_the_oldest_turns_when_full(tiny_model, chat_tokenizer):  # noqa: F811
+def test_session_keeps_history_and_drops_the_oldest_turns_when_full(tiny_model, chat_tokenizer):
     tokenizer = Tokenizer(chat_tokenizer)
     tiny_model.max_seq_length = 256  # ChatML's markers take about 12 tokens each with this tokenizer
     session = ChatSession(tiny_model, tokenizer, TEMPLATES["chatml"], system_prompt="Be brief.", max_new_tokens=6,
@@ -62,7 +62,7 @@ def test_session_keeps_history_and_drops_the_oldest_turns_when_full(tiny_model, 
     assert session.history == [] and session.dropped_turns == 0
 
 
-def test_command_line_programs(tmp_path, tiny_checkpoint):  # noqa: F811
+def test_command_line_programs(tmp_path, tiny_checkpoint):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     common = ["--checkpoint", str(tiny_checkpoint), "--template", "zephyr", "--max_new_tokens", "5", "--device", "cpu"]
     one = subprocess.run([sys.executable, str(ROOT / "sft" / "simple_inference.py"), "--prompt", "What is 2 + 2?", *common],

@@ -15,7 +15,7 @@ from lit_gpt.sft.data import (IGNORE, ChatBatches, DataReport, Example, collate,
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder
 from lit_gpt.tokenizer import Tokenizer
 
-from .chat_fixtures import CHAT_SAMPLE, chat_tokenizer  # noqa: F401
+from .chat_helpers import CHAT_SAMPLE
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
@@ -83,7 +83,7 @@ def test_bad_records_of_a_json_array_are_named_by_line(tmp_path):
     assert report.skipped == {"invalid conversation": 1, "invalid record": 1}
 
 
-def test_overlong_examples_are_truncated_or_dropped_and_counted(chat_tokenizer):  # noqa: F811
+def test_overlong_examples_are_truncated_or_dropped_and_counted(chat_tokenizer):
     encoder, template = SegmentEncoder(Tokenizer(chat_tokenizer)), TEMPLATES["zephyr"]
     short = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     long_answer = [{"role": "user", "content": "count"}, {"role": "assistant", "content": " ".join(map(str, range(60)))}]
@@ -177,7 +177,7 @@ def test_validation_split_and_batches():
     assert len(ids) == len(set(ids)) == 21
 
 
-def test_a_merge_across_a_turn_boundary_is_counted(chat_tokenizer):  # noqa: F811
+def test_a_merge_across_a_turn_boundary_is_counted(chat_tokenizer):
     tokenizer = Tokenizer(chat_tokenizer)
     encoder, sp = SegmentEncoder(tokenizer), tokenizer.processor
     piece = next(p for p in map(sp.id_to_piece, range(sp.vocab_size())) if len(p) == 2 and p.isalpha())

@@ -21,7 +21,7 @@ from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 from lit_gpt.training.schedule import LRSchedule
 
-from .chat_fixtures import ROOT, chat_tokenizer, run_args, tiny_checkpoint  # noqa: F401
+from .chat_helpers import ROOT, run_args
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."}],
@@ -36,7 +36,7 @@ def losses(out_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_checkpoint):  # noqa: F811
+def reference(tmp_path_factory, tiny_checkpoint):
     out = tmp_path_factory.mktemp("sft_reference")
     finetune(run_args(tiny_checkpoint, out))
     return out
@@ -55,7 +55,7 @@ def test_loss_falls_and_the_schedule_and_validation_are_logged(reference):
     assert state["step"] == 12 and state["config"]["template"] == "zephyr" and state["data"]["group"] == 4
 
 
-def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, reference, tiny_checkpoint):  # noqa: F811
+def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, reference, tiny_checkpoint):
     real_iter = ChatBatches.__iter__
     # the scheduler's SIGTERM after the 9th micro batch: inside step 5
     preempted = preempting(real_iter, 9, rank_of=lambda _: 0)
@@ -91,7 +91,7 @@ def test_export_carries_the_chat_template(tmp_path, monkeypatch, reference):
             assert theirs.decode(ids) == text and their_ids == ids
 
 
-def test_missing_demo_model_and_bad_options_stop_before_training(tmp_path, monkeypatch, tiny_checkpoint):  # noqa: F811
+def test_missing_demo_model_and_bad_options_stop_before_training(tmp_path, monkeypatch, tiny_checkpoint):
     monkeypatch.setattr(finetune_command, "DEMO_PRETRAIN_RUN", tmp_path / "no_demo")
     with pytest.raises(FileNotFoundError, match="pretrain/tinyllama.py"):
         finetune(run_args(None, tmp_path / "a"))
@@ -110,7 +110,7 @@ def test_command_line_and_yaml(tmp_path):
     assert args.checkpoint is None and args.out_dir is None  # the demo recipe fills them in
 
 
-def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):  # noqa: F811
+def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):
     def launch(out, *simulate):
         args = ["--checkpoint", str(tiny_checkpoint), "--out_dir", str(out), "--accelerator", "cpu", "--devices", "2",
                 "--strategy", "fsdp", "--max_steps", "6", "--global_batch_size", "8", "--micro_batch_size", "2",

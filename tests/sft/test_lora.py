@@ -20,7 +20,7 @@ from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 
-from .chat_fixtures import ROOT, chat_tokenizer, run_args, tiny_chat_config, tiny_checkpoint  # noqa: F401
+from .chat_helpers import ROOT, run_args, tiny_chat_config
 
 LORA = dict(method="lora", lora_r=4, lora_alpha=8.0, lora_dropout=0.1, max_steps=6, eval_interval=3, lr=1e-2,
             min_lr=1e-3)
@@ -53,13 +53,13 @@ def test_zero_update_equals_the_base():
 
 
 @pytest.fixture(scope="module")
-def lora_reference(tmp_path_factory, tiny_checkpoint):  # noqa: F811
+def lora_reference(tmp_path_factory, tiny_checkpoint):
     out = tmp_path_factory.mktemp("lora_reference")
     finetune(run_args(tiny_checkpoint, out, **LORA))
     return out
 
 
-def test_checkpoint_holds_the_adapter_and_merges_exactly(lora_reference, tiny_checkpoint, tmp_path):  # noqa: F811
+def test_checkpoint_holds_the_adapter_and_merges_exactly(lora_reference, tiny_checkpoint, tmp_path):
     series = losses(lora_reference)
     assert series[6] < series[1] - 0.3
     checkpoint = list_checkpoints(lora_reference / "checkpoints")[-1][1]
@@ -96,7 +96,7 @@ def test_checkpoint_holds_the_adapter_and_merges_exactly(lora_reference, tiny_ch
     torch.testing.assert_close(hf_logits, ours[..., :hf_logits.size(-1)], rtol=0, atol=1e-4)
 
 
-def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, lora_reference, tiny_checkpoint):  # noqa: F811
+def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, lora_reference, tiny_checkpoint):
     real_iter = ChatBatches.__iter__
     # SIGTERM after the 5th micro batch: inside step 3
     preempted = preempting(real_iter, 5, rank_of=lambda _: 0)
@@ -112,7 +112,7 @@ def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, lora_reference, tin
         finetune(run_args(tiny_checkpoint, out, **{**LORA, "lora_r": 8, "max_steps": 8}))
 
 
-def test_qlora_and_bad_options_stop_with_a_message(tmp_path, tiny_checkpoint):  # noqa: F811
+def test_qlora_and_bad_options_stop_with_a_message(tmp_path, tiny_checkpoint):
     with pytest.raises(RuntimeError, match="QLoRA .* needs a CUDA GPU"):
         finetune(run_args(tiny_checkpoint, tmp_path / "q", method="qlora"))
     with pytest.raises(ValueError, match="lora_targets"):
@@ -123,7 +123,7 @@ def test_qlora_and_bad_options_stop_with_a_message(tmp_path, tiny_checkpoint):  
         merge_checkpoint(list_checkpoints(full / "checkpoints")[-1][1], tmp_path / "m")
 
 
-def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):  # noqa: F811
+def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):
     def launch(out, *simulate):
         args = ["--checkpoint", str(tiny_checkpoint), "--out_dir", str(out), "--accelerator", "cpu", "--devices", "2",
                 "--strategy", "fsdp", "--data", str(demo_data("chat_sample")), "--max_steps", "4",

@@ -16,7 +16,7 @@ from lit_gpt.sft.templates import SegmentEncoder, get_template
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.metrics import read_metrics
 
-from .chat_fixtures import CHAT_SAMPLE, chat_tokenizer, run_args, tiny_chat_config, tiny_checkpoint  # noqa: F401
+from .chat_helpers import CHAT_SAMPLE, run_args, tiny_chat_config
 
 
 def examples(tokenizer_dir, max_seq_length=127):
@@ -39,7 +39,7 @@ def per_token_losses(model, batch):
     return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="none").view(y.shape)
 
 
-def test_packed_losses_equal_the_unpacked_ones(chat_tokenizer):  # noqa: F811
+def test_packed_losses_equal_the_unpacked_ones(chat_tokenizer):
     tokenizer = Tokenizer(chat_tokenizer)
     data = examples(chat_tokenizer)
     torch.manual_seed(0)
@@ -66,7 +66,7 @@ def test_packed_losses_equal_the_unpacked_ones(chat_tokenizer):  # noqa: F811
     assert (leaky - packed).abs().max() > 1e-2
 
 
-def test_packed_loader_is_dense_and_resumes_exactly(chat_tokenizer):  # noqa: F811
+def test_packed_loader_is_dense_and_resumes_exactly(chat_tokenizer):
     data = examples(chat_tokenizer)
     loader = PackedBatches(data, micro_batch_size=2, max_seq_length=127, seed=3)
     first = list(itertools.islice(iter(loader), loader.batches_per_epoch + 3))  # into the second epoch
@@ -88,7 +88,7 @@ def test_packed_loader_is_dense_and_resumes_exactly(chat_tokenizer):  # noqa: F8
     assert np.isclose(loader.real_tokens_per_row(), sum(len(e) for e in data) / loader.rows_in_epoch(0))
 
 
-def test_a_packed_run_trains(tmp_path, tiny_checkpoint):  # noqa: F811
+def test_a_packed_run_trains(tmp_path, tiny_checkpoint):
     finetune(run_args(tiny_checkpoint, tmp_path, packed=True, max_steps=8, global_batch_size=4, micro_batch_size=2,
                       eval_interval=8))
     series = read_metrics(tmp_path / "metrics.csv")

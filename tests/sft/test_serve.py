@@ -16,8 +16,6 @@ from lit_gpt.generate import generate
 from lit_gpt.serve import BatchedGenerator, create_app, load_served_model
 from lit_gpt.sft.templates import SegmentEncoder, get_template
 
-from .chat_fixtures import chat_tokenizer, tiny_checkpoint  # noqa: F401
-
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
@@ -27,7 +25,7 @@ PROMPTS = ["What is 2 + 2?", "How do I reverse a list in Python?", "Name a prime
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_checkpoint):  # noqa: F811
+def reference(tiny_checkpoint):
     """Greedy answers of the model alone (its own copy: the server's is busy in another thread)."""
     served = load_served_model(tiny_checkpoint, name="tiny", template="zephyr", device="cpu", dtype="float32")
     encoder, eos = SegmentEncoder(served.tokenizer), served.tokenizer.eos_id
@@ -47,7 +45,7 @@ def reference(tiny_checkpoint):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint):  # noqa: F811
+def server(tiny_checkpoint):
     served = load_served_model(tiny_checkpoint, name="tiny", template="zephyr", device="cpu", dtype="float32")
     engine = BatchedGenerator(served.model, served.tokenizer, max_batch=8)
     engine.start()

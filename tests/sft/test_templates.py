@@ -12,8 +12,6 @@ from lit_gpt.sft.templates import (TEMPLATES, SegmentEncoder, check_conversation
                                    template_of, write_chat_template)
 from lit_gpt.tokenizer import Tokenizer
 
-from .chat_fixtures import chat_tokenizer  # noqa: F401
-
 SYSTEM = {"role": "system", "content": "You are a patient tutor. Explain things simply."}
 TURNS = [
     {"role": "user", "content": "What is 17 + 25?"}, {"role": "assistant", "content": "17 + 25 = 42."},
@@ -39,7 +37,7 @@ def runs(mask):
 
 @pytest.mark.parametrize("name", TEMPLATES)
 @pytest.mark.parametrize("case", CONVERSATIONS)
-def test_exactly_the_assistant_tokens_carry_loss(name, case, chat_tokenizer):  # noqa: F811
+def test_exactly_the_assistant_tokens_carry_loss(name, case, chat_tokenizer):
     template, messages = TEMPLATES[name], CONVERSATIONS[case]
     encoder = SegmentEncoder(Tokenizer(chat_tokenizer))
     ids, mask = encoder.encode_conversation(template, messages)
@@ -59,7 +57,7 @@ def test_exactly_the_assistant_tokens_carry_loss(name, case, chat_tokenizer):  #
 
 
 @pytest.mark.parametrize("name", TEMPLATES)
-def test_rendering_and_ids_equal_transformers_apply_chat_template(name, tmp_path, monkeypatch, chat_tokenizer):  # noqa: F811
+def test_rendering_and_ids_equal_transformers_apply_chat_template(name, tmp_path, monkeypatch, chat_tokenizer):
     from jinja2.exceptions import TemplateError
     from transformers import AutoTokenizer
 
@@ -82,7 +80,7 @@ def test_rendering_and_ids_equal_transformers_apply_chat_template(name, tmp_path
     assert template_of(tmp_path) is template
 
 
-def test_generation_prompt_is_the_assistant_header(chat_tokenizer):  # noqa: F811
+def test_generation_prompt_is_the_assistant_header(chat_tokenizer):
     encoder = SegmentEncoder(Tokenizer(chat_tokenizer))
     for template in TEMPLATES.values():
         prompt = render(template, TURNS[:3], encoder.bos, encoder.eos, add_generation_prompt=True)

@@ -7,7 +7,7 @@ import json
 import warnings
 
 import pytest
-from model_fixtures import random_model, tiny_config
+from model_helpers import random_model, tiny_config
 
 from lit_gpt.training.checkpointing import FILES_RECORD, damage, load_checkpoint, resume_path, save_checkpoint
 from lit_gpt.training.trainer import make_optimizer

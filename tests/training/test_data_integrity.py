@@ -9,8 +9,6 @@ import shutil
 import numpy as np
 import pytest
 
-from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import model_config  # noqa: F401
 from lit_gpt.data import ShardError, build_train_loader, read_manifest
 from lit_gpt.data.integrity import check_shards
 from lit_gpt.data.shards import HEADER
@@ -19,7 +17,7 @@ from lit_gpt.training.pretrain_args import PretrainArgs
 
 
 @pytest.fixture
-def data(tmp_path, prepared_sample):  # noqa: F811
+def data(tmp_path, prepared_sample):
     copy = tmp_path / "data"
     shutil.copytree(prepared_sample, copy)
     return copy
@@ -42,7 +40,7 @@ def test_the_manifest_records_sizes_and_the_run_checks_them(data):
         check_shards(data, "train_starcoder", manifest)
 
 
-def test_a_deleted_shard_stops_the_run_naming_it(tmp_path, data, sample_tokenizer, model_config):  # noqa: F811
+def test_a_deleted_shard_stops_the_run_naming_it(tmp_path, data, sample_tokenizer, model_config):
     victim = read_manifest(data, "train_slimpajama")["shards"][-1]["file"]
     (data / victim).unlink()
     with pytest.raises(FileNotFoundError, match=rf"{victim}: listed in"):
@@ -64,7 +62,7 @@ def test_an_id_outside_the_vocabulary_names_file_and_block(data):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "no_tokenizer_key", "other_tokenizer"])
-def test_a_damaged_or_foreign_manifest_stops_the_run_naming_it(tmp_path, data, sample_tokenizer, model_config,  # noqa: F811
+def test_a_damaged_or_foreign_manifest_stops_the_run_naming_it(tmp_path, data, sample_tokenizer, model_config,
                                                                damage):
     path = data / "train_slimpajama.manifest.json"
     manifest = json.loads(path.read_text())
@@ -80,6 +78,6 @@ def test_a_damaged_or_foreign_manifest_stops_the_run_naming_it(tmp_path, data, s
         short_run(tmp_path, data, sample_tokenizer, model_config)
 
 
-def test_real_data_without_a_tokenizer_is_refused(tmp_path, data, model_config):  # noqa: F811
+def test_real_data_without_a_tokenizer_is_refused(tmp_path, data, model_config):
     with pytest.raises(ValueError, match=r"train_slimpajama\.manifest\.json.*pass that tokenizer's folder as --tokenizer_dir"):
         short_run(tmp_path, data, None, model_config)

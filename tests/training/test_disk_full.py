@@ -7,7 +7,7 @@ import os
 import warnings
 
 import pytest
-from model_fixtures import random_model, tiny_config
+from model_helpers import random_model, tiny_config
 from torch.distributed.checkpoint import FileSystemWriter
 
 import lit_gpt.training.disk as disk

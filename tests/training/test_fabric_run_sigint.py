@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import signal
 
-from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import interrupt_fabric_run, model_config  # noqa: F401
+from training.pretrain_helpers import interrupt_fabric_run
 from lit_gpt.training.checkpointing import list_checkpoints
 
 
 def test_sigint_to_a_fabric_run_launcher_saves_without_a_traceback_from_our_ranks(
-        tmp_path, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+        tmp_path, prepared_sample, sample_tokenizer, model_config):
     out = tmp_path / "fabric_run"
     text, launcher = interrupt_fabric_run(out, prepared_sample, sample_tokenizer, model_config, signal.SIGINT,
                                           num_workers=1)

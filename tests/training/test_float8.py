@@ -11,8 +11,7 @@ import sys
 import pytest
 import torch
 
-from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import losses, model_config, run  # noqa: F401
+from training.pretrain_helpers import losses, run
 from lit_gpt.cli import STOPPED_AND_SAVED
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
@@ -79,7 +78,7 @@ def test_converted_model_keeps_names_and_computes_close_to_the_original():
 
 
 def test_float8_run_resumes_without_float8_and_the_reverse(tmp_path, prepared_sample, sample_tokenizer,
-                                                           model_config):  # noqa: F811
+                                                           model_config):
     common = (prepared_sample, sample_tokenizer, model_config)
     fp8 = ("--float8", "tensorwise", "--float8_min_features", "0", "--num_workers", "0")
     out = tmp_path / "fp8_then_bf16"
@@ -106,7 +105,7 @@ def test_float8_run_resumes_without_float8_and_the_reverse(tmp_path, prepared_sa
 
 
 def test_fsdp2_float8_all_gather_trains_and_resumes_on_one_process(tmp_path, prepared_sample, sample_tokenizer,
-                                                                   model_config):  # noqa: F811
+                                                                   model_config):
     """Two gloo processes with float8 weights all-gathered (scales refreshed after each optimizer step),
     stopped at step 4, then continued on one process in plain fp32."""
     common = (prepared_sample, sample_tokenizer, model_config)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import ENV, LAUNCHER, losses, model_config, run  # noqa: F401
+from training.pretrain_helpers import ENV, LAUNCHER, losses, run
 from lit_gpt.training.checkpointing import damage, list_checkpoints, read_train_state
 from lit_gpt.training.metrics import read_metrics
 
@@ -24,7 +23,7 @@ def snapshot(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def constant_run(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:  # noqa: F811
+def constant_run(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:
     """8 steps at a constant rate after the warmup, checkpoints at steps 4 and 8."""
     out = tmp_path_factory.mktemp("constant")
     run(out, prepared_sample, sample_tokenizer, model_config, *SERIAL, "--lr_schedule", "constant", "--max_steps", "8",
@@ -33,7 +32,7 @@ def constant_run(tmp_path_factory, prepared_sample, sample_tokenizer, model_conf
 
 
 def test_annealing_branch_equals_a_wsd_run_that_decays_at_k(tmp_path, constant_run, prepared_sample,
-                                                            sample_tokenizer, model_config):  # noqa: F811
+                                                            sample_tokenizer, model_config):
     wsd = tmp_path / "wsd"  # 12 steps, the last 4 a 1-sqrt decay: it switches to the decay at step 8
     run(wsd, prepared_sample, sample_tokenizer, model_config, *SERIAL, "--lr_schedule", "wsd", "--decay_steps", "4",
         "--decay_shape", "1-sqrt")
@@ -73,7 +72,7 @@ def test_annealing_refuses_bad_branches(tmp_path, constant_run):
 
 
 def test_a_mix_change_on_resume_needs_the_option(tmp_path, constant_run, prepared_sample, sample_tokenizer,
-                                                 model_config):  # noqa: F811
+                                                 model_config):
     from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
     from lit_gpt.training.pretrain_args import PretrainArgs
 
@@ -120,14 +119,14 @@ def test_initial_weights_do_not_depend_on_processes_or_sharding(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def serial_reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:  # noqa: F811
+def serial_reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:
     out = tmp_path_factory.mktemp("serial_reference")
     run(out, prepared_sample, sample_tokenizer, model_config, *SERIAL)
     return out
 
 
 def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint_and_resumes_exactly(
-        tmp_path, serial_reference, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+        tmp_path, serial_reference, prepared_sample, sample_tokenizer, model_config):
     """Checkpoints at steps 3 and 6 written asynchronously while training goes on; the process dies with the
     step-6 save in flight. Step 3 (itself written in the background) resumes bit for bit."""
     out = tmp_path / "async_crash"
@@ -146,7 +145,7 @@ def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint_and_resumes_
 
 
 def test_fsdp2_resume_from_async_checkpoints_is_exact(tmp_path, prepared_sample, sample_tokenizer,
-                                                      model_config):  # noqa: F811
+                                                      model_config):
     """Two gloo processes, asynchronous interval saves (steps 2 and 4), SIGTERM in step 5: the save then
     waits for the one in flight, writes step 5 and exits; the resume matches an uninterrupted run."""
     common = (prepared_sample, sample_tokenizer, model_config)

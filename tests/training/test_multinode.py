@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import ENV, ROOT, STOPPED_AND_SAVED, losses, model_config, pretrain_args, run  # noqa: F401
+from training.pretrain_helpers import ENV, ROOT, losses, pretrain_args, run
+from lit_gpt.cli import STOPPED_AND_SAVED
 from lit_gpt.training.checkpointing import list_checkpoints
 
 SCRIPT = str(ROOT / "pretrain" / "tinyllama.py")
@@ -36,7 +36,7 @@ def two_nodes(launcher_for_node, out, data, tokenizer, config, separator=()) -> 
 
 
 @pytest.fixture(scope="module")
-def one_node_two_processes(tmp_path_factory, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+def one_node_two_processes(tmp_path_factory, prepared_sample, sample_tokenizer, model_config):
     out = tmp_path_factory.mktemp("one_node")
     run(out, prepared_sample, sample_tokenizer, model_config, *FSDP, devices=2)
     return losses(out)
@@ -44,7 +44,7 @@ def one_node_two_processes(tmp_path_factory, prepared_sample, sample_tokenizer, 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "fabric"])
 def test_two_nodes_on_localhost_train_like_one_node(launcher, tmp_path, one_node_two_processes, prepared_sample,
-                                                    sample_tokenizer, model_config):  # noqa: F811
+                                                    sample_tokenizer, model_config):
     port = free_port()
     bin_dir = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "fabric").exists() else None
     python = [sys.executable]
@@ -69,7 +69,7 @@ def test_two_nodes_on_localhost_train_like_one_node(launcher, tmp_path, one_node
         assert got[step] == pytest.approx(loss, rel=1e-6), step
 
 
-def test_one_process_checkpoint_resumes_on_two(tmp_path, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+def test_one_process_checkpoint_resumes_on_two(tmp_path, prepared_sample, sample_tokenizer, model_config):
     reference = tmp_path / "single"
     run(reference, prepared_sample, sample_tokenizer, model_config, "--num_workers", "0")
     out = tmp_path / "single_then_two"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from training.pretrain_fixtures import ENV, ROOT
+from training.pretrain_helpers import ENV, ROOT
 from lit_gpt.cli import USER_ERROR
 from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
 from lit_gpt.training.pretrain_args import PretrainArgs

@@ -14,18 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import (  # noqa: F401
-    MAX_STEPS, ROOT, STOPPED_AND_SAVED, interrupt_fabric_run, losses, model_config, run,
-)
-from eval_fixtures import TASK, task_dir  # noqa: F401
+from training.pretrain_helpers import MAX_STEPS, interrupt_fabric_run, losses, run
+from lit_gpt.cli import STOPPED_AND_SAVED
+from eval_helpers import TASK
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 from lit_gpt.training.schedule import LRSchedule
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:  # noqa: F811
+def reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:
     """An uninterrupted single-process run with two loader workers."""
     out = tmp_path_factory.mktemp("reference")
     run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2")
@@ -47,7 +45,7 @@ def test_uninterrupted_run_logs_the_schedule_and_learns(reference):
 
 
 def test_sigterm_then_resume_is_exact_with_loader_workers(tmp_path, reference, prepared_sample, sample_tokenizer,
-                                                          model_config):  # noqa: F811
+                                                          model_config):
     out = tmp_path / "interrupted"
     # preempted after 18 micro batches: inside step 5 (4 micro batches a step), so it saves at step 5
     proc = run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2",
@@ -60,7 +58,7 @@ def test_sigterm_then_resume_is_exact_with_loader_workers(tmp_path, reference, p
 
 
 def test_sigterm_to_the_whole_process_group_saves_and_resumes_exactly(tmp_path, reference, prepared_sample,
-                                                                      sample_tokenizer, model_config):  # noqa: F811
+                                                                      sample_tokenizer, model_config):
     """SLURM and torchrun signal the whole group: the two loader workers must outlive it until the save."""
     out = tmp_path / "group"
     proc = run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2",
@@ -71,7 +69,7 @@ def test_sigterm_to_the_whole_process_group_saves_and_resumes_exactly(tmp_path, 
     assert losses(out) == losses(reference)
 
 
-def test_sigterm_to_a_fabric_run_launcher_saves(tmp_path, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+def test_sigterm_to_a_fabric_run_launcher_saves(tmp_path, prepared_sample, sample_tokenizer, model_config):
     """`fabric run` of two processes with two loader workers each; SIGTERM to the launcher alone (torchrun
     passes it to each rank's whole process group)."""
     out = tmp_path / "fabric_run"
@@ -83,7 +81,7 @@ def test_sigterm_to_a_fabric_run_launcher_saves(tmp_path, prepared_sample, sampl
 
 
 def test_fsdp2_two_processes_resume_exactly_and_reshard_to_one(tmp_path, prepared_sample, sample_tokenizer,
-                                                               model_config):  # noqa: F811
+                                                               model_config):
     common = dict(data=prepared_sample, tokenizer=sample_tokenizer, model_config=model_config)
     fsdp = ("--strategy", "fsdp", "--num_workers", "0")
     ref = tmp_path / "fsdp_reference"
@@ -105,7 +103,7 @@ def test_fsdp2_two_processes_resume_exactly_and_reshard_to_one(tmp_path, prepare
 
 
 def test_sigkill_while_saving_keeps_the_previous_checkpoint(tmp_path, reference, prepared_sample, sample_tokenizer,
-                                                            model_config):  # noqa: F811
+                                                            model_config):
     out = tmp_path / "crash"
     run(out, prepared_sample, sample_tokenizer, model_config, "--save_interval", "3", "--num_workers", "0",
         simulate=("--sigkill_on_save", 2), expect_rc=-9)
@@ -127,9 +125,7 @@ def _pretrain_in_process(tmp_path, **overrides):
     return pretrain(PretrainArgs(**{**args, **overrides}))
 
 
-def test_bad_input_stops_before_training(tmp_path, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
-    from model_fixtures import sp_tokenizer_dir  # noqa: F401  (a tokenizer the data was not made with)
-
+def test_bad_input_stops_before_training(tmp_path, prepared_sample, sample_tokenizer, model_config):
     common = dict(tokenizer_dir=sample_tokenizer, model_config=model_config)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         _pretrain_in_process(tmp_path, data_dir=tmp_path / "nowhere", **common)
@@ -148,7 +144,7 @@ def test_bad_input_stops_before_training(tmp_path, prepared_sample, sample_token
 
 
 
-def test_document_mask_option_reaches_the_model(tmp_path, prepared_sample, sample_tokenizer, model_config):  # noqa: F811
+def test_document_mask_option_reaches_the_model(tmp_path, prepared_sample, sample_tokenizer, model_config):
     """--document_mask takes the BOS id from the tokenizer into the saved model config (the model's
     use of it: tests/test_model.py)."""
     from lit_gpt.config import Config
@@ -162,8 +158,8 @@ def test_document_mask_option_reaches_the_model(tmp_path, prepared_sample, sampl
     assert math.isfinite(losses(tmp_path / "masked" / "out")[1])
 
 
-def test_periodic_lm_eval_tasks_are_logged(tmp_path, prepared_sample, sample_tokenizer, model_config,  # noqa: F811
-                                           task_dir):  # noqa: F811
+def test_periodic_lm_eval_tasks_are_logged(tmp_path, prepared_sample, sample_tokenizer, model_config,
+                                           task_dir):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     _pretrain_in_process(tmp_path, data_dir=prepared_sample, tokenizer_dir=sample_tokenizer,
@@ -174,7 +170,7 @@ def test_periodic_lm_eval_tasks_are_logged(tmp_path, prepared_sample, sample_tok
     assert all(0 <= v <= 1 for _, v in series[f"lm_eval/{TASK}/acc_norm"])
 
 
-def test_continued_pretraining_starts_from_given_weights(tmp_path, reference, prepared_sample, sample_tokenizer):  # noqa: F811
+def test_continued_pretraining_starts_from_given_weights(tmp_path, reference, prepared_sample, sample_tokenizer):
     """--initial_checkpoint takes the weights of a training checkpoint or of a Hugging Face folder, with
     a fresh optimizer and schedule: step 1 of the new run already has the trained model's loss."""
     from lit_gpt.checkpoint import load_lit_checkpoint, save_hf_checkpoint

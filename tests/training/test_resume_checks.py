@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import model_config  # noqa: F401
 from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
 from lit_gpt.training.pretrain_args import PretrainArgs
 
@@ -18,8 +16,8 @@ def short_run(out_dir, data, tokenizer, config_file, **overrides):
     return pretrain(PretrainArgs(**{**args, **overrides}))
 
 
-def test_a_changed_model_config_is_refused_before_loading_weights(tmp_path, prepared_sample, sample_tokenizer,  # noqa: F811
-                                                                   model_config):  # noqa: F811
+def test_a_changed_model_config_is_refused_before_loading_weights(tmp_path, prepared_sample, sample_tokenizer,
+                                                                   model_config):
     config_file = tmp_path / "model.yaml"
     config_file.write_text(model_config.read_text())
     out = tmp_path / "run"
@@ -37,8 +35,8 @@ def test_a_changed_model_config_is_refused_before_loading_weights(tmp_path, prep
         short_run(out, prepared_sample, sample_tokenizer, other, max_steps=2)
 
 
-def test_the_non_finite_stop_names_the_checkpoint_before_the_divergence(tmp_path, monkeypatch, prepared_sample,  # noqa: F811
-                                                                        sample_tokenizer, model_config):  # noqa: F811
+def test_the_non_finite_stop_names_the_checkpoint_before_the_divergence(tmp_path, monkeypatch, prepared_sample,
+                                                                        sample_tokenizer, model_config):
     import torch
 
     import lit_gpt.training.trainer as trainer

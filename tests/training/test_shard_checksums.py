@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from data_fixtures import prepared_sample, sample_tokenizer  # noqa: F401
 from lit_gpt.data import read_manifest
 from lit_gpt.data.integrity import check_shards, verify_shards
 from lit_gpt.data.manifest import manifest_path
@@ -26,7 +25,7 @@ def verify(data_dir: Path) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
-def test_a_damaged_shard_of_the_right_size_is_found_and_named(tmp_path, prepared_sample):  # noqa: F811
+def test_a_damaged_shard_of_the_right_size_is_found_and_named(tmp_path, prepared_sample):
     data = tmp_path / "data"
     shutil.copytree(prepared_sample, data)
     manifest = read_manifest(data, "train_slimpajama")
@@ -51,7 +50,7 @@ def test_a_damaged_shard_of_the_right_size_is_found_and_named(tmp_path, prepared
     assert line.startswith(f"error: {victim}: contents differ from the checksum in") and "Traceback" not in proc.stderr
 
 
-def test_a_manifest_without_checksums_is_size_checked_with_a_warning(tmp_path, prepared_sample):  # noqa: F811
+def test_a_manifest_without_checksums_is_size_checked_with_a_warning(tmp_path, prepared_sample):
     data = tmp_path / "data"
     shutil.copytree(prepared_sample, data)
     path = manifest_path(data, "train_starcoder")

@@ -9,8 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from data_fixtures import sample_tokenizer  # noqa: F401
-from training.pretrain_fixtures import losses, model_config  # noqa: F401
+from training.pretrain_helpers import losses
 from lit_gpt.data import check_source, find_shards, write_shard
 from lit_gpt.training.metrics import read_metrics
 
@@ -26,7 +25,7 @@ def write_tinyllama_folder(folder, processes=2, files_per_process=2, chunk_size=
     return folder
 
 
-def test_tinyllama_named_shards_train_with_the_default_sources(tmp_path, sample_tokenizer, model_config):  # noqa: F811
+def test_tinyllama_named_shards_train_with_the_default_sources(tmp_path, sample_tokenizer, model_config):
     from lit_gpt.cli.pretrain import parse_args
     from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
 

@@ -1,13 +1,10 @@
-"""Tiny models and a tiny SentencePiece tokenizer shared by the model, checkpoint and generation tests.
-
-Import the fixtures by name into a test module (`from model_fixtures import sp_tokenizer_dir`)."""
+"""Tiny models shared by the model, checkpoint and generation tests, and the lines their tokenizer
+(`sp_tokenizer_dir` in conftest.py) is trained on."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
-import pytest
 import torch
 
 from lit_gpt.config import Config
@@ -46,19 +43,3 @@ def _sample_lines(n: int, seed: int = 0) -> list[str]:
 
 
 SAMPLE_LINES = _sample_lines(400)
-
-
-@pytest.fixture(scope="session")
-def sp_tokenizer_dir(tmp_path_factory) -> Path:
-    """A folder with a BPE SentencePiece tokenizer.model of 320 pieces (unk 0, bos 1, eos 2), trained like
-    Llama's: no normalisation, whitespace kept as it is, unseen characters spelled as bytes (256 pieces)."""
-    import sentencepiece
-
-    folder = tmp_path_factory.mktemp("sp_tokenizer")
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(SAMPLE_LINES), model_prefix=str(folder / "tokenizer"), vocab_size=320,
-        byte_fallback=True, model_type="bpe", character_coverage=1.0, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, minloglevel=2,
-    )
-    (folder / "tokenizer.vocab").unlink()
-    return folder

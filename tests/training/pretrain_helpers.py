@@ -8,23 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
-
-from lit_gpt.cli import STOPPED_AND_SAVED  # noqa: F401  (the exit code of a run stopped by a signal)
 from lit_gpt.training.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = ROOT / "tests" / "training" / "run_pretrain.py"
 MAX_STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def model_config(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "model.yaml"
-    path.write_text(yaml.safe_dump(dict(name="test_llama", n_layer=2, n_head=4, n_query_groups=2, n_embd=64,
-                                        intermediate_size=176, vocab_size=1024, block_size=32, kernels="torch")))
-    return path
 
 
 def pretrain_args(out_dir: Path, data: Path, tokenizer: Path, model_config: Path, *extra: str, devices: int = 1) -> list:
