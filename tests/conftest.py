@@ -17,13 +17,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
-
 from data_helpers import SAMPLE  # noqa: E402
 from eval_helpers import QUESTIONS, TASK  # noqa: E402
+from model_helpers import SAMPLE_LINES  # noqa: E402
+
 from lit_gpt.cli.prepare_slimpajama import prepare_slimpajama  # noqa: E402
 from lit_gpt.cli.prepare_starcoder import prepare_starcoder  # noqa: E402
 from lit_gpt.data.tokenizer_training import train_tokenizer  # noqa: E402
-from model_helpers import SAMPLE_LINES  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,11 @@ def sample_tokenizer(tmp_path_factory) -> Path:
     """A small SentencePiece tokenizer trained on the sample corpus."""
     out = tmp_path_factory.mktemp("tokenizer")
     train_tokenizer(
-        out_dir=out, slimpajama_dir=SAMPLE / "slimpajama" / "train", starcoder_dir=SAMPLE / "starcoder", vocab_size=1024, max_chars=1_000_000
+        out_dir=out,
+        slimpajama_dir=SAMPLE / "slimpajama" / "train",
+        starcoder_dir=SAMPLE / "starcoder",
+        vocab_size=1024,
+        max_chars=1_000_000,
     )
     return out
 
@@ -52,7 +56,9 @@ def llama2_shaped_tokenizer(tmp_path_factory) -> Path:
     from lit_gpt.data.tokenizer_training import llama2_shaped_model, training_text
 
     out = tmp_path_factory.mktemp("llama2_shaped")
-    texts = training_text(SAMPLE / "slimpajama" / "train", SAMPLE / "starcoder", max_chars=1_000_000, max_piece_chars=2000)
+    texts = training_text(
+        SAMPLE / "slimpajama" / "train", SAMPLE / "starcoder", max_chars=1_000_000, max_piece_chars=2000
+    )
     (out / "tokenizer.model").write_bytes(llama2_shaped_model(texts))
     (out / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>"}))
     return out
@@ -66,9 +72,15 @@ def sp_tokenizer_dir(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("sp_tokenizer")
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(SAMPLE_LINES), model_prefix=str(folder / "tokenizer"), vocab_size=320,
-        byte_fallback=True, model_type="bpe", character_coverage=1.0, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, minloglevel=2,
+        sentence_iterator=iter(SAMPLE_LINES),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=320,
+        byte_fallback=True,
+        model_type="bpe",
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        minloglevel=2,
     )
     (folder / "tokenizer.vocab").unlink()
     return folder
@@ -85,8 +97,8 @@ task: {TASK}
 dataset_path: json
 dataset_kwargs:
   data_files:
-    test: {folder / 'questions.jsonl'}
-  cache_dir: {folder / 'hf_datasets_cache'}
+    test: {folder / "questions.jsonl"}
+  cache_dir: {folder / "hf_datasets_cache"}
 test_split: test
 output_type: multiple_choice
 doc_to_text: "Question: {{{{question}}}}?\\nAnswer:"
@@ -106,6 +118,19 @@ metric_list:
 @pytest.fixture(scope="module")
 def model_config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "model.yaml"
-    path.write_text(yaml.safe_dump(dict(name="test_llama", n_layer=2, n_head=4, n_query_groups=2, n_embd=64,
-                                        intermediate_size=176, vocab_size=1024, block_size=32, kernels="torch")))
+    path.write_text(
+        yaml.safe_dump(
+            dict(
+                name="test_llama",
+                n_layer=2,
+                n_head=4,
+                n_query_groups=2,
+                n_embd=64,
+                intermediate_size=176,
+                vocab_size=1024,
+                block_size=32,
+                kernels="torch",
+            )
+        )
+    )
     return path

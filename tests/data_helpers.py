@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = demo_data("sample")
 
 
-def write_block_shards(folder: Path, prefix: str, blocks_per_file: list[int], sample_len: int, base: int = 0, tail: int = 3) -> None:
+def write_block_shards(
+    folder: Path, prefix: str, blocks_per_file: list[int], sample_len: int, base: int = 0, tail: int = 3
+) -> None:
     """Shards whose every block is filled with one id (`base + 100 * file + block`), followed by a
     partial tail of `tail` tokens of 65535 that no sample may ever contain."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -35,7 +37,20 @@ def hard_texts() -> list[str]:
     vocabulary (CJK, Hangul, Thai, Arabic, emoji: byte fallback), control characters, "▁" itself."""
     texts = [" " * n for n in range(1, 41)] + ["x" + " " * n + "y" for n in range(1, 41)]
     texts += [f"def f{n}():\n" + " " * n + "return 0\n" + " " * (2 * n) + "# done" for n in range(1, 21)]
-    texts += ["1234567890 3.14159 -42 1e10 2024-11-26 0x1F 007", "  12  345   6789    ", "価格は1234円です。 日本語の文章", "한국어 텍스트 똠방각하 힣",
-              "ภาษาไทย  สวัสดี", "مرحبا بالعالم", "\U0001f600\U0001f680 emoji  \U0001f9ea", "a\u2581b \u2581\u2581 c", "x\x00y\x7f\r\n\t\x0b",
-              "e\u0301 Ｆｕｌｌ ½ ﬁ", "tab\tseparated\t\tvalues", "trailing spaces   ", "   leading", ""]
+    texts += [
+        "1234567890 3.14159 -42 1e10 2024-11-26 0x1F 007",
+        "  12  345   6789    ",
+        "価格は1234円です。 日本語の文章",
+        "한국어 텍스트 똠방각하 힣",
+        "ภาษาไทย  สวัสดี",
+        "مرحبا بالعالم",
+        "\U0001f600\U0001f680 emoji  \U0001f9ea",
+        "a\u2581b \u2581\u2581 c",
+        "x\x00y\x7f\r\n\t\x0b",
+        "e\u0301 Ｆｕｌｌ ½ ﬁ",
+        "tab\tseparated\t\tvalues",
+        "trailing spaces   ",
+        "   leading",
+        "",
+    ]
     return texts

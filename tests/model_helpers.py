@@ -13,8 +13,17 @@ from lit_gpt.model import GPT
 
 def tiny_config(**overrides) -> Config:
     """Two layers with grouped-query attention (4 query heads over 2 key/value heads)."""
-    fields = dict(name="t", n_layer=2, n_head=4, n_query_groups=2, n_embd=32, intermediate_size=88,
-                  vocab_size=128, block_size=64, kernels="torch")
+    fields = dict(
+        name="t",
+        n_layer=2,
+        n_head=4,
+        n_query_groups=2,
+        n_embd=32,
+        intermediate_size=88,
+        vocab_size=128,
+        block_size=64,
+        kernels="torch",
+    )
     return Config(**{**fields, **overrides})
 
 
@@ -38,8 +47,10 @@ def _sample_lines(n: int, seed: int = 0) -> list[str]:
     syllables = ["ka", "lo", "mi", "ne", "tu", "ra", "zo", "pe", "qui", "ab", "el", "on", "st", "ch", "é", "ü"]
     words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(300)]
     words += ["the", "model", "learns", "tokens", "from", "text", "and", "code", "café", "naïve"]
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + rng.choice([".", "!", "?", ""])
-            for _ in range(n)]
+    return [
+        " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + rng.choice([".", "!", "?", ""])
+        for _ in range(n)
+    ]
 
 
 SAMPLE_LINES = _sample_lines(400)

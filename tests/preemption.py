@@ -3,14 +3,14 @@ and the simulated preemption."""
 
 import os
 import signal
-from typing import Callable, Dict, List, Tuple
+from collections.abc import Callable
 
 
-def split_argv(argv: List[str]) -> Tuple[Dict[str, int], List[str]]:
+def split_argv(argv: list[str]) -> tuple[dict[str, int], list[str]]:
     """`[--option N ...] -- <script args>` -> ({"--option": N, ...}, script args)."""
     split = argv.index("--")
     ours = argv[:split]
-    return dict(zip(ours[::2], map(int, ours[1::2]))), argv[split + 1:]
+    return dict(zip(ours[::2], map(int, ours[1::2]))), argv[split + 1 :]
 
 
 def preempting(iterate: Callable, after: int, rank_of: Callable[[object], int], whole_group: bool = False) -> Callable:

@@ -26,9 +26,18 @@ TOKENS = torch.randint(0, 128, (2, 64), generator=torch.Generator().manual_seed(
 
 def hf_llama(rope_scaling=None, seed=1) -> LlamaForCausalLM:
     """A random tiny LlamaForCausalLM with grouped-query attention (4 heads, 2 key/value heads)."""
-    config = LlamaConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=88,
-                         num_hidden_layers=2, vocab_size=128, max_position_embeddings=64, rms_norm_eps=1e-5,
-                         rope_theta=10000.0, rope_scaling=rope_scaling)
+    config = LlamaConfig(
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=88,
+        num_hidden_layers=2,
+        vocab_size=128,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        rope_scaling=rope_scaling,
+    )
     return randomize(LlamaForCausalLM(config), seed).eval()
 
 
@@ -51,8 +60,10 @@ def save_bin(model, folder, sharded):
         torch.save(state, folder / "pytorch_model.bin")
         return
     names = list(state)
-    halves = {"pytorch_model-00001-of-00002.bin": names[: len(names) // 2],
-              "pytorch_model-00002-of-00002.bin": names[len(names) // 2:]}
+    halves = {
+        "pytorch_model-00001-of-00002.bin": names[: len(names) // 2],
+        "pytorch_model-00002-of-00002.bin": names[len(names) // 2 :],
+    }
     for file, keys in halves.items():
         torch.save({k: state[k] for k in keys}, folder / file)
     weight_map = {k: file for file, keys in halves.items() for k in keys}
@@ -112,8 +123,9 @@ def test_round_trip_lit_hf_lit_is_bitwise(tmp_path):
     assert state_dict.keys() == original.keys()
     assert all(torch.equal(state_dict[k], original[k]) for k in original)
     ignore = {"name", "kernels"}
-    assert {k: v for k, v in config.to_dict().items() if k not in ignore} == \
-           {k: v for k, v in model.config.to_dict().items() if k not in ignore}
+    assert {k: v for k, v in config.to_dict().items() if k not in ignore} == {
+        k: v for k, v in model.config.to_dict().items() if k not in ignore
+    }
 
 
 def test_reexport_with_fewer_shards_removes_stale_files(tmp_path):
@@ -151,8 +163,16 @@ def test_condense_ratio_matches_linear_rope_scaling(tmp_path):
 
 
 def test_old_rope_spelling_is_read():
-    hf = dict(model_type="llama", hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=88,
-              vocab_size=100, rope_theta=1e6, rope_scaling={"type": "linear", "factor": 2.0})
+    hf = dict(
+        model_type="llama",
+        hidden_size=32,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        intermediate_size=88,
+        vocab_size=100,
+        rope_theta=1e6,
+        rope_scaling={"type": "linear", "factor": 2.0},
+    )
     config = config_from_hf(hf, source="config.json")
     assert (config.rope_base, config.rope_condense_ratio, config.n_query_groups) == (1e6, 2.0, 4)
     assert config.padded_vocab_size == 100  # the embedding keeps exactly vocab_size rows
@@ -236,14 +256,20 @@ def test_shape_mismatch_names_key_shapes_and_file(tmp_path):
     hf_llama().save_pretrained(tmp_path)
     hf_config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**hf_config, "intermediate_size": 96}))
-    with pytest.raises(ValueError, match=r"model.safetensors: tensor 'model.layers.0.mlp.\w+_proj.weight' has "
-                                         r"shape \((88, 32|32, 88)\).*\((96, 32|32, 96)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"model.safetensors: tensor 'model.layers.0.mlp.\w+_proj.weight' has "
+        r"shape \((88, 32|32, 88)\).*\((96, 32|32, 96)\)",
+    ):
         load_hf_checkpoint(tmp_path)
 
     model = random_model(tiny_config())
     save_lit_checkpoint(tmp_path / "lit", model.state_dict(), model.config)
-    with pytest.raises(ValueError, match=r"lit_model.pth: tensor 'transformer.h.0.mlp.fc_gate.weight' has shape "
-                                         r"\(88, 32\) but the config expects \(96, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"lit_model.pth: tensor 'transformer.h.0.mlp.fc_gate.weight' has shape "
+        r"\(88, 32\) but the config expects \(96, 32\)",
+    ):
         load_lit_checkpoint(tmp_path / "lit", config=tiny_config(intermediate_size=96))
 
 

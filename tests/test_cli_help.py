@@ -13,10 +13,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 CLIS = [
-    "pretrain/tinyllama.py", "sft/finetune.py", "sft/chat.py", "scripts/generate.py", "scripts/convert_hf_checkpoint.py",
-    "scripts/convert_lit_checkpoint.py", "scripts/convert_to_gguf.py", "scripts/evaluate.py", "scripts/perplexity.py", "scripts/prepare_corpus.py",
-    "scripts/prepare_slimpajama.py", "scripts/prepare_starcoder.py", "scripts/serve.py", "scripts/verify_data.py",
-    "speculative_decoding/generate.py", "sft/simple_inference.py", "scripts/merge_lora.py", "scripts/plot_run.py",
+    "pretrain/tinyllama.py",
+    "sft/finetune.py",
+    "sft/chat.py",
+    "scripts/generate.py",
+    "scripts/convert_hf_checkpoint.py",
+    "scripts/convert_lit_checkpoint.py",
+    "scripts/convert_to_gguf.py",
+    "scripts/evaluate.py",
+    "scripts/perplexity.py",
+    "scripts/prepare_corpus.py",
+    "scripts/prepare_slimpajama.py",
+    "scripts/prepare_starcoder.py",
+    "scripts/serve.py",
+    "scripts/verify_data.py",
+    "speculative_decoding/generate.py",
+    "sft/simple_inference.py",
+    "scripts/merge_lora.py",
+    "scripts/plot_run.py",
     "scripts/train_tokenizer.py",
 ]
 HEAVY = ("torch", "transformers", "lm_eval", "lightning", "fastapi")
@@ -40,8 +54,13 @@ sys.exit(code)
 @pytest.mark.parametrize("script", CLIS)
 def test_help_imports_no_torch(script):
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), str(ROOT / script)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY), str(ROOT / script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     assert "--help" in proc.stdout or "usage:" in proc.stdout
@@ -52,8 +71,9 @@ def test_help_imports_no_torch(script):
 
 def _option_help(script: str, option: str) -> str:
     """The help text of one option, on one line."""
-    proc = subprocess.run([sys.executable, str(ROOT / script), "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     text = " ".join(proc.stdout.split())
     start = text.index(f"--{option} ", text.index("options:"))
@@ -81,6 +101,9 @@ def test_demo_recipe_takes_the_tinyllama_mix():
     """The data mix is written once, in the TinyLlama recipe; the demo recipe builds on it."""
     from lit_gpt.cli.shipped import RECIPES_DIR, recipe
 
-    assert recipe("demo")["train_sources"] == recipe("tinyllama")["train_sources"] == {
-        "train_slimpajama": 0.693584, "train_starcoder": 0.306416}
+    assert (
+        recipe("demo")["train_sources"]
+        == recipe("tinyllama")["train_sources"]
+        == {"train_slimpajama": 0.693584, "train_starcoder": 0.306416}
+    )
     assert [p.name for p in RECIPES_DIR.glob("*.yaml") if "0.693584" in p.read_text()] == ["tinyllama.yaml"]

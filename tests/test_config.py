@@ -5,7 +5,13 @@ from lit_gpt.config import PRESETS, Config
 
 def test_presets_and_derived_fields():
     tiny = Config.from_name("tiny_LLaMA_1b")
-    assert (tiny.n_layer, tiny.n_head, tiny.n_query_groups, tiny.n_embd, tiny.intermediate_size) == (22, 32, 4, 2048, 5632)
+    assert (tiny.n_layer, tiny.n_head, tiny.n_query_groups, tiny.n_embd, tiny.intermediate_size) == (
+        22,
+        32,
+        4,
+        2048,
+        5632,
+    )
     assert (tiny.head_size, tiny.padded_vocab_size, tiny.block_size) == (64, 32000, 2048)
     code = Config.from_name("code_tiny_LLaMA_1b")
     assert (code.block_size, code.rope_condense_ratio, code.n_embd) == (8192, 4.0, 2048)
@@ -26,16 +32,19 @@ def test_overrides_apply_and_are_checked():
         Config.from_name("tiny_LLaMA_1b", n_layers=3)
 
 
-@pytest.mark.parametrize("fields, message", [
-    (dict(n_embd=100, n_head=32), "not divisible by n_head"),
-    (dict(n_head=32, n_query_groups=3), "not divisible by n_query_groups"),
-    (dict(n_embd=96, n_head=32), "head size 3 is odd"),
-    (dict(rope_condense_ratio=0.5), "rope_condense_ratio"),
-    (dict(norm_eps=0.0), "norm_eps"),
-    (dict(kernels="cuda"), "kernels='cuda'"),
-    (dict(n_layer=0), "n_layer must be a positive integer"),
-    (dict(block_size=2048.0), "block_size must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(n_embd=100, n_head=32), "not divisible by n_head"),
+        (dict(n_head=32, n_query_groups=3), "not divisible by n_query_groups"),
+        (dict(n_embd=96, n_head=32), "head size 3 is odd"),
+        (dict(rope_condense_ratio=0.5), "rope_condense_ratio"),
+        (dict(norm_eps=0.0), "norm_eps"),
+        (dict(kernels="cuda"), "kernels='cuda'"),
+        (dict(n_layer=0), "n_layer must be a positive integer"),
+        (dict(block_size=2048.0), "block_size must be a positive integer"),
+    ],
+)
 def test_invalid_combinations_raise(fields, message):
     with pytest.raises(ValueError, match=message):
         Config(name="bad", **fields)

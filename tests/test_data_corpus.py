@@ -28,7 +28,9 @@ def write_corpus(root):
     """Every input kind; doc(0) repeated in three files, a short document, broken lines, empty files.
     Returns the distinct documents of at least 20 characters that must come out."""
     root.mkdir(parents=True)
-    (root / "a.jsonl").write_text(jsonl([doc(0), doc(1), "tiny", doc(1)], extra=['{"text": broken\n', '{"other": 1}\n']))
+    (root / "a.jsonl").write_text(
+        jsonl([doc(0), doc(1), "tiny", doc(1)], extra=['{"text": broken\n', '{"other": 1}\n'])
+    )
     (root / "sub").mkdir()
     with gzip.open(root / "sub" / "b.jsonl.gz", "wt") as fh:
         fh.write(jsonl([doc(2), doc(0), doc(3)]))
@@ -46,7 +48,10 @@ def write_corpus(root):
     except ImportError:  # the same Arrow stream file save_to_disk writes
         (root / "hf_saved").mkdir()
         table = pa.table({"text": texts})
-        with pa.OSFile(str(root / "hf_saved" / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        with (
+            pa.OSFile(str(root / "hf_saved" / "data-00000-of-00001.arrow"), "wb") as sink,
+            pa.ipc.new_stream(sink, table.schema) as writer,
+        ):
             writer.write_table(table)
     return {doc(i) for i in range(11)}
 
@@ -71,26 +76,49 @@ def documents(folder, prefix, tok):
 
 def run(inputs, tokenizer, dest, **kw):
     args = dict(source="mine", min_chars=20, validation_fraction=0.3, chunk_size=500, num_processes=1)
-    return prepare_corpus_command.prepare_corpus(inputs=[str(i) for i in inputs], tokenizer_path=tokenizer, destination_path=dest, **{**args, **kw})
+    return prepare_corpus_command.prepare_corpus(
+        inputs=[str(i) for i in inputs], tokenizer_path=tokenizer, destination_path=dest, **{**args, **kw}
+    )
 
 
 def test_every_input_kind_deduplicated_filtered_and_split(tmp_path, sample_tokenizer):
     expected = write_corpus(tmp_path / "in")
     files, _ = corpus_files([tmp_path / "in"])
-    assert sorted(p.name for p in files) == ["a.jsonl", "b.jsonl.gz", "c.jsonl.zst", "d.parquet", "data-00000-of-00001.arrow", "e.txt", "empty.jsonl", "empty.txt"]
+    assert sorted(p.name for p in files) == [
+        "a.jsonl",
+        "b.jsonl.gz",
+        "c.jsonl.zst",
+        "d.parquet",
+        "data-00000-of-00001.arrow",
+        "e.txt",
+        "empty.jsonl",
+        "empty.txt",
+    ]
     run([tmp_path / "in"], sample_tokenizer, tmp_path / "out")
     tok = Tokenizer(sample_tokenizer)
     train, val = documents(tmp_path / "out", "train_mine", tok), documents(tmp_path / "out", "validation_mine", tok)
     assert len(train) + len(val) == len(expected) and set(train) | set(val) == expected  # each document once
     assert train and val
     manifest = read_manifest(tmp_path / "out", "train_mine")
-    skipped = {(r["file"].rsplit("/", 1)[-1], r["line"], r["reason"].split(" (")[0]) for r in manifest["skipped"]["rows"]}
-    assert skipped == {("a.jsonl", 5, "invalid JSON line"), ("a.jsonl", 6, "row without a string 'text' field"),
-                       ("d.parquet", 2, "row without a string 'text' value"), ("empty.jsonl", 0, "empty file"), ("empty.txt", 0, "empty file")}
+    skipped = {
+        (r["file"].rsplit("/", 1)[-1], r["line"], r["reason"].split(" (")[0]) for r in manifest["skipped"]["rows"]
+    }
+    assert skipped == {
+        ("a.jsonl", 5, "invalid JSON line"),
+        ("a.jsonl", 6, "row without a string 'text' field"),
+        ("d.parquet", 2, "row without a string 'text' value"),
+        ("empty.jsonl", 0, "empty file"),
+        ("empty.txt", 0, "empty file"),
+    }
     assert manifest["dropped"]["exact duplicate"] == 4 and manifest["dropped"]["shorter than 20 characters"] == 1
-    assert manifest["dropped"]["in the validation split"] == len(val) and manifest["settings"]["validation_fraction"] == 0.3
+    assert (
+        manifest["dropped"]["in the validation split"] == len(val)
+        and manifest["settings"]["validation_fraction"] == 0.3
+    )
     # The trainer mixes the new source with any other by its prefix.
-    loader = build_train_loader(tmp_path / "out", {"train_mine": 1.0, "validation_mine": 1.0}, block_size=15, micro_batch_size=2, num_workers=0)
+    loader = build_train_loader(
+        tmp_path / "out", {"train_mine": 1.0, "validation_mine": 1.0}, block_size=15, micro_batch_size=2, num_workers=0
+    )
     assert next(iter(loader)).shape == (2, 16)
 
 
@@ -113,7 +141,9 @@ def test_strict_stops_at_the_first_bad_input(tmp_path, sample_tokenizer):
 def test_resume_after_an_interruption_writes_no_duplicates(tmp_path, sample_tokenizer, monkeypatch):
     import importlib
 
-    prepare_module = importlib.import_module("lit_gpt.data.prepare")  # the package re-exports the function under that name
+    prepare_module = importlib.import_module(
+        "lit_gpt.data.prepare"
+    )  # the package re-exports the function under that name
 
     for i in range(6):
         (tmp_path / "in" / f"part{i}.jsonl").parent.mkdir(exist_ok=True)
@@ -137,6 +167,8 @@ def test_resume_after_an_interruption_writes_no_duplicates(tmp_path, sample_toke
     for prefix in ("train_mine", "validation_mine"):
         again, clean = documents(tmp_path / "out", prefix, tok), documents(tmp_path / "clean", prefix, tok)
         assert again == clean and len(set(again)) == len(again)
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.bin")) == sorted(p.name for p in (tmp_path / "clean").glob("*.bin"))
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.bin")) == sorted(
+        p.name for p in (tmp_path / "clean").glob("*.bin")
+    )
     with pytest.raises(SystemExit, match="other settings"):
         run([tmp_path / "in"], sample_tokenizer, tmp_path / "out", min_chars=30)

@@ -10,11 +10,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from data_helpers import ROOT, SAMPLE
 
 import lit_gpt.cli.prepare_slimpajama as prepare_slimpajama_command
 import lit_gpt.cli.prepare_starcoder as prepare_starcoder_command
-from data_helpers import ROOT, SAMPLE
-from lit_gpt.data import BadInputError, check_tokenizer, open_shard, prepare, read_header, read_manifest, read_slimpajama, read_starcoder
+from lit_gpt.data import (
+    BadInputError,
+    check_tokenizer,
+    open_shard,
+    prepare,
+    read_header,
+    read_manifest,
+    read_slimpajama,
+    read_starcoder,
+)
 from lit_gpt.tokenizer import Tokenizer
 
 
@@ -43,7 +52,9 @@ def test_shards_decode_to_the_documents_with_separators_only(prepared_sample, sa
         texts, github = raw_slimpajama()
         assert github > 0
     else:
-        texts = [t for p in sorted(SAMPLE.glob("starcoder/*/*.parquet")) for t in pq.read_table(p)["content"].to_pylist()]
+        texts = [
+            t for p in sorted(SAMPLE.glob("starcoder/*/*.parquet")) for t in pq.read_table(p)["content"].to_pylist()
+        ]
         github = 0
     tokens = shard_tokens(prepared_sample, prefix)
     expected = [i for t in texts for i in tok.encode(t, bos=True, eos=True)]  # reference SentencePiece encoder
@@ -93,9 +104,14 @@ def doc(text, set_name="RedPajamaC4"):
 def bad_corpora(tmp_path):
     """One SlimPajama and one Starcoder tree with every kind of bad input, plus good rows."""
     slim = tmp_path / "slim"
-    write_zst(slim / "train/chunk1/example_train_0.jsonl.zst", [doc("first"), b'{"text": "broken', doc("code", "RedPajamaGithub"), b'{"meta": {}}', doc("last")])
+    write_zst(
+        slim / "train/chunk1/example_train_0.jsonl.zst",
+        [doc("first"), b'{"text": "broken', doc("code", "RedPajamaGithub"), b'{"meta": {}}', doc("last")],
+    )
     rng = np.random.default_rng(0)  # incompressible rows, so the stream spans many zstd blocks
-    full = zstandard.ZstdCompressor().compress(b"".join(doc(" ".join(map(str, rng.integers(0, 10**9, 60)))) + b"\n" for i in range(2000)))
+    full = zstandard.ZstdCompressor().compress(
+        b"".join(doc(" ".join(map(str, rng.integers(0, 10**9, 60)))) + b"\n" for i in range(2000))
+    )
     (slim / "train/chunk1/example_train_1.jsonl.zst").write_bytes(full[: len(full) // 2])  # truncated stream
     (slim / "train/chunk2").mkdir()
     (slim / "train/chunk2/example_train_2.jsonl.zst").write_bytes(b"this is not zstd\n" * 10)
@@ -109,20 +125,31 @@ def bad_corpora(tmp_path):
 def test_bad_input_is_skipped_and_reported_with_file_and_line(bad_corpora, sample_tokenizer, tmp_path):
     slim, star = bad_corpora
     files = sorted((slim / "train").glob("chunk*/*.zst"))
-    manifest = prepare(files, slim, read_slimpajama, sample_tokenizer, tmp_path / "out", "train_slimpajama", num_processes=1)
-    skipped = {(os.path.basename(r["file"]), r["line"], r["reason"].split(" (")[0]) for r in manifest["skipped"]["rows"]}
-    assert {("example_train_0.jsonl.zst", 2, "invalid JSON line"), ("example_train_0.jsonl.zst", 4, "row without a string 'text' field"),
-            ("example_train_2.jsonl.zst", 1, "corrupt zstd stream")} < skipped
+    manifest = prepare(
+        files, slim, read_slimpajama, sample_tokenizer, tmp_path / "out", "train_slimpajama", num_processes=1
+    )
+    skipped = {
+        (os.path.basename(r["file"]), r["line"], r["reason"].split(" (")[0]) for r in manifest["skipped"]["rows"]
+    }
+    assert {
+        ("example_train_0.jsonl.zst", 2, "invalid JSON line"),
+        ("example_train_0.jsonl.zst", 4, "row without a string 'text' field"),
+        ("example_train_2.jsonl.zst", 1, "corrupt zstd stream"),
+    } < skipped
     truncated = [r for r in manifest["skipped"]["rows"] if r["file"].endswith("example_train_1.jsonl.zst")]
     assert len(truncated) == 1 and "truncated" in truncated[0]["reason"] and truncated[0]["line"] > 1
     assert manifest["dropped"] == {"redpajama_set_name=RedPajamaGithub": 1}
     assert manifest["documents"] == 2 + truncated[0]["line"] - 1  # the rows before the break are kept
 
     files = sorted(star.glob("*/*.parquet"))
-    manifest = prepare(files, star, read_starcoder, sample_tokenizer, tmp_path / "out", "train_starcoder", num_processes=1)
+    manifest = prepare(
+        files, star, read_starcoder, sample_tokenizer, tmp_path / "out", "train_starcoder", num_processes=1
+    )
     assert manifest["documents"] == 2 and manifest["skipped"]["count"] == 2
     rows = manifest["skipped"]["rows"]
-    assert (rows[0]["file"], rows[0]["line"]) == (str(files[0]), 2) and "row without a string 'content' value" in rows[0]["reason"]
+    assert (rows[0]["file"], rows[0]["line"]) == (str(files[0]), 2) and "row without a string 'content' value" in rows[
+        0
+    ]["reason"]
     assert rows[1]["file"] == str(files[1]) and rows[1]["reason"].startswith("unreadable parquet file")
 
 
@@ -145,12 +172,33 @@ def test_strict_makes_bad_input_fatal(bad_corpora, sample_tokenizer, tmp_path, n
 def test_strict_script_exits_naming_file_and_line(bad_corpora, sample_tokenizer, tmp_path):
     slim, star = bad_corpora
     run = lambda script, src: subprocess.run(  # noqa: E731
-        [sys.executable, str(ROOT / "scripts" / script), "--source_path", str(src), "--tokenizer_path", str(sample_tokenizer),
-         "--destination_path", str(tmp_path / "out"), "--num_processes", "1", "--strict", "true"], capture_output=True, text=True)
+        [
+            sys.executable,
+            str(ROOT / "scripts" / script),
+            "--source_path",
+            str(src),
+            "--tokenizer_path",
+            str(sample_tokenizer),
+            "--destination_path",
+            str(tmp_path / "out"),
+            "--num_processes",
+            "1",
+            "--strict",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+    )
     out = run("prepare_slimpajama.py", slim)
-    assert out.returncode == 1 and f"error: {slim}/train/chunk1/example_train_0.jsonl.zst:2: invalid JSON line" in out.stderr
+    assert (
+        out.returncode == 1
+        and f"error: {slim}/train/chunk1/example_train_0.jsonl.zst:2: invalid JSON line" in out.stderr
+    )
     out = run("prepare_starcoder.py", star)
-    assert out.returncode == 1 and f"error: {star}/python/train-00000-of-00002.parquet:2: row without a string 'content' value" in out.stderr
+    assert (
+        out.returncode == 1
+        and f"error: {star}/python/train-00000-of-00002.parquet:2: row without a string 'content' value" in out.stderr
+    )
 
 
 def copy_run(src, dst, prefix):
@@ -160,11 +208,17 @@ def copy_run(src, dst, prefix):
 
 
 def snapshot(folder, prefix):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name.startswith((prefix, f".{prefix}")) and "progress" not in p.name}
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.name.startswith((prefix, f".{prefix}")) and "progress" not in p.name
+    }
 
 
 def rerun(out, sample_tokenizer, **kw):
-    prepare_slimpajama_command.prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1, **kw)
+    prepare_slimpajama_command.prepare_slimpajama(
+        SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1, **kw
+    )
 
 
 def test_resume_after_a_crash_redoes_only_unfinished_units(prepared_sample, sample_tokenizer, tmp_path):
@@ -212,14 +266,18 @@ def test_resume_refuses_other_settings_or_foreign_shards(prepared_sample, sample
     prefix, out = "train_slimpajama", tmp_path / "out"
     copy_run(prepared_sample, out, prefix)
     with pytest.raises(ValueError, match="used other settings \\(changed: chunk_size\\)"):
-        prepare_slimpajama_command.prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=50_000, num_processes=1)
+        prepare_slimpajama_command.prepare_slimpajama(
+            SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=50_000, num_processes=1
+        )
     (out / f"{prefix}.progress.jsonl").unlink()
     with pytest.raises(ValueError, match="no train_slimpajama.progress.jsonl; refusing to mix runs"):
         rerun(out, sample_tokenizer)
 
 
 def test_parallel_run_writes_the_same_shards(prepared_sample, sample_tokenizer, tmp_path):
-    prepare_starcoder_command.prepare_starcoder(SAMPLE / "starcoder", sample_tokenizer, tmp_path, chunk_size=100_000, num_processes=2)
+    prepare_starcoder_command.prepare_starcoder(
+        SAMPLE / "starcoder", sample_tokenizer, tmp_path, chunk_size=100_000, num_processes=2
+    )
     assert snapshot(tmp_path, "train_starcoder") == snapshot(prepared_sample, "train_starcoder")
 
 
@@ -227,9 +285,13 @@ def test_starcoder_language_filter(sample_tokenizer, tmp_path):
     src = tmp_path / "src"
     for lang in ("python", "java"):
         (src / lang).mkdir(parents=True)
-        shutil.copy(next(SAMPLE.glob("starcoder/python/train-00000-*.parquet")), src / lang / "train-00000-of-00001.parquet")
+        shutil.copy(
+            next(SAMPLE.glob("starcoder/python/train-00000-*.parquet")), src / lang / "train-00000-of-00001.parquet"
+        )
     script = prepare_starcoder_command
     script.prepare_starcoder(src, sample_tokenizer, tmp_path / "out", languages=["java"], num_processes=1)
-    assert read_manifest(tmp_path / "out", "train_starcoder")["sources"]["files"] == ["java/train-00000-of-00001.parquet"]
+    assert read_manifest(tmp_path / "out", "train_starcoder")["sources"]["files"] == [
+        "java/train-00000-of-00001.parquet"
+    ]
     with pytest.raises(SystemExit, match="no language folder \\['rust'\\]"):
         script.prepare_starcoder(src, sample_tokenizer, tmp_path / "out2", languages=["rust"])

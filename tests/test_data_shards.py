@@ -55,7 +55,11 @@ def good_shard(tmp_path):
 @pytest.mark.parametrize(
     "corrupt, message",
     [
-        (lambda raw: raw[:1024], "header says 1000 tokens of uint16 (2000 bytes) but the file holds 1000 bytes after the header; the file is truncated"),
+        (
+            lambda raw: raw[:1024],
+            "header says 1000 tokens of uint16 (2000 bytes) but the file holds 1000 bytes after the header; the file "
+            "is truncated",
+        ),
         (lambda raw: raw + b"\0\0", "the file has trailing bytes"),
         (lambda raw: raw[:10], "shorter than the 24-byte header"),
         (lambda raw: b"NOTPKDS" + raw[7:], "not a packed token shard"),

@@ -5,8 +5,8 @@ from itertools import islice
 
 import pytest
 import torch
-
 from data_helpers import ROOT, block_ids, write_block_shards
+
 from lit_gpt.data.stream import build_train_loader, build_val_loader
 
 SAMPLE_LEN = 8  # block_size 7
@@ -28,8 +28,17 @@ def all_blocks(blocks, base=0):
 
 
 def loader(data_dir, batch, rank=0, world=1, workers=0, seed=7, sources=SOURCES):
-    return build_train_loader(data_dir, sources, block_size=SAMPLE_LEN - 1, micro_batch_size=batch, seed=seed, rank=rank,
-                              world_size=world, num_workers=workers, shuffle_buffer_files=3)
+    return build_train_loader(
+        data_dir,
+        sources,
+        block_size=SAMPLE_LEN - 1,
+        micro_batch_size=batch,
+        seed=seed,
+        rank=rank,
+        world_size=world,
+        num_workers=workers,
+        shuffle_buffer_files=3,
+    )
 
 
 def global_sequence(loaders, batches):
@@ -75,7 +84,10 @@ def test_mix_ratio_matches_weights(data_dir):
     seq = [i for b in islice(L, 100) for i in block_ids(b)]
     share = sum(i < 10000 for i in seq) / len(seq)
     assert abs(share - SOURCES["train_a"]) < 0.02
-    assert L.state_dict()["source_counts"] == {"train_a": sum(i < 10000 for i in seq), "train_b": sum(i >= 10000 for i in seq)}
+    assert L.state_dict()["source_counts"] == {
+        "train_a": sum(i < 10000 for i in seq),
+        "train_b": sum(i >= 10000 for i in seq),
+    }
 
 
 RESUME = """
@@ -94,7 +106,14 @@ print(json.dumps([i for b in islice(L, args["batches"]) for i in block_ids(b)]))
 
 def resume_in_fresh_process(data_dir, state, tmp_path, batch, workers, samples):
     (tmp_path / "state.json").write_text(json.dumps(state))
-    args = {"dir": str(data_dir), "sources": SOURCES, "batch": batch, "workers": workers, "state": str(tmp_path / "state.json"), "batches": samples // batch}
+    args = {
+        "dir": str(data_dir),
+        "sources": SOURCES,
+        "batch": batch,
+        "workers": workers,
+        "state": str(tmp_path / "state.json"),
+        "batches": samples // batch,
+    }
     script = RESUME.format(root=str(ROOT), tests=str(ROOT / "tests"))
     out = subprocess.run([sys.executable, "-c", script, json.dumps(args)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -111,7 +130,9 @@ def test_resume_in_fresh_process_continues_exactly(data_dir, uninterrupted, tmp_
     assert first == uninterrupted[:370]
     state = L.state_dict()
     assert state["g"] == 370
-    assert resume_in_fresh_process(data_dir, state, tmp_path, batch=10, workers=2, samples=1000) == uninterrupted[370:1370]
+    assert (
+        resume_in_fresh_process(data_dir, state, tmp_path, batch=10, workers=2, samples=1000) == uninterrupted[370:1370]
+    )
 
 
 def test_resume_from_two_ranks_on_one_rank_at_equal_samples_per_micro_step(data_dir, uninterrupted, tmp_path):
@@ -119,7 +140,10 @@ def test_resume_from_two_ranks_on_one_rank_at_equal_samples_per_micro_step(data_
     assert global_sequence(ranks, batches=37) == uninterrupted[:370]
     states = [L.state_dict() for L in ranks]
     assert states[0] == states[1] and states[0]["world_size"] == 2
-    assert resume_in_fresh_process(data_dir, states[0], tmp_path, batch=10, workers=0, samples=1000) == uninterrupted[370:1370]
+    assert (
+        resume_in_fresh_process(data_dir, states[0], tmp_path, batch=10, workers=0, samples=1000)
+        == uninterrupted[370:1370]
+    )
 
 
 def test_a_new_iteration_starts_after_the_last_batch_handed_out(data_dir, uninterrupted):
@@ -133,7 +157,9 @@ def test_load_state_errors(data_dir, tmp_path):
     L = loader(data_dir, batch=10)
     list(islice(L, 3))
     state = L.state_dict()
-    with pytest.raises(ValueError, match=r"not a multiple of the samples per micro step \(micro batch x world size\) 4 x 2 = 8"):
+    with pytest.raises(
+        ValueError, match=r"not a multiple of the samples per micro step \(micro batch x world size\) 4 x 2 = 8"
+    ):
         loader(data_dir, batch=4, world=2).load_state_dict(state)
     with pytest.raises(ValueError, match="seed was 7 in the checkpoint and is 8 now"):
         loader(data_dir, batch=10, seed=8).load_state_dict(state)
@@ -150,18 +176,25 @@ def test_missing_data_errors(data_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no shard files train_c_\\*.bin for source 'train_c'"):
         loader(data_dir, batch=2, sources={"train_a": 0.5, "train_c": 0.5})
     write_block_shards(tmp_path, "tiny", [0, 0], SAMPLE_LEN)
-    with pytest.raises(ValueError, match="tiny_\\*.bin: 2 files, 6 tokens, but no file holds one full sample of block_size \\+ 1 = 8"):
+    with pytest.raises(
+        ValueError, match="tiny_\\*.bin: 2 files, 6 tokens, but no file holds one full sample of block_size \\+ 1 = 8"
+    ):
         loader(tmp_path, batch=2, sources={"tiny": 1.0})
 
 
 def test_val_loader_is_fixed_sequential_and_split_across_ranks(data_dir):
-    vals = [build_val_loader(data_dir, "train_b", block_size=7, micro_batch_size=4, rank=r, world_size=2, num_batches=5) for r in range(2)]
+    vals = [
+        build_val_loader(data_dir, "train_b", block_size=7, micro_batch_size=4, rank=r, world_size=2, num_batches=5)
+        for r in range(2)
+    ]
     seqs = [[i for b in v for i in block_ids(b)] for v in vals]
     assert len(vals[0]) == 5 and seqs[0] == [i for b in vals[0] for i in block_ids(b)]  # the same batches every time
     interleaved = [seqs[g % 2][g // 2] for g in range(40)]
     assert interleaved == all_blocks(BLOCKS_B, 10000)[:40]  # sorted files, blocks in order, disjoint ranks
     with pytest.warns(UserWarning, match="only 86 validation samples, so 10 batches per rank instead of 50"):
-        short = build_val_loader(data_dir, "train_b", block_size=7, micro_batch_size=4, rank=1, world_size=2, num_batches=50)
+        short = build_val_loader(
+            data_dir, "train_b", block_size=7, micro_batch_size=4, rank=1, world_size=2, num_batches=50
+        )
     assert len(short) == 10 == len(list(short))
 
 
@@ -179,7 +212,9 @@ def test_a_mix_change_continues_every_source_where_it_stopped(data_dir):
     with pytest.raises(ValueError, match="allow_mix_change"):
         loader(data_dir, batch=10, sources={"train_a": 0.2, "train_b": 0.8}).load_state_dict(first.state_dict())
     with pytest.raises(ValueError, match="allow_mix_change"):  # the same weights in another order are another mix
-        loader(data_dir, batch=10, sources={"train_b": 0.306416, "train_a": 0.693584}).load_state_dict(first.state_dict())
+        loader(data_dir, batch=10, sources={"train_b": 0.306416, "train_a": 0.693584}).load_state_dict(
+            first.state_dict()
+        )
 
     changed = loader(data_dir, batch=10, sources={"train_a": 0.2, "train_b": 0.8})
     changed.load_state_dict(first.state_dict(), allow_mix_change=True)

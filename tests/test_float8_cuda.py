@@ -15,13 +15,14 @@ import math
 
 import pytest
 import torch
-
 from training.pretrain_helpers import losses, run
 
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
-                       reason="needs a CUDA GPU with float8 tensor cores"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+        reason="needs a CUDA GPU with float8 tensor cores",
+    ),
 ]
 
 MAX_REL_ERR = {"output": 0.05, "residual_branch": 0.12, "input_grad": 0.10, "weight_grad": 0.18}
@@ -64,8 +65,7 @@ def test_float8_block_matches_bf16(recipe):
         assert rel_err(dw[name], dw_ref[name]) < MAX_REL_ERR["weight_grad"], name
 
 
-def test_float8_run_saves_resumes_in_bf16_and_continues(tmp_path, prepared_sample, sample_tokenizer,
-                                                        model_config):
+def test_float8_run_saves_resumes_in_bf16_and_continues(tmp_path, prepared_sample, sample_tokenizer, model_config):
     common = (prepared_sample, sample_tokenizer, model_config)
     cuda = ("--accelerator", "cuda", "--num_workers", "0")
     out = tmp_path / "run"

@@ -56,8 +56,12 @@ def test_temperature_sharpens():
 def test_invalid_sampling_arguments_raise_at_the_call():
     model = random_model(tiny_config())
     prompt = torch.tensor([1, 2, 3])
-    for kwargs, message in [({"temperature": -1.0}, "temperature"), ({"top_k": 0}, "top_k"),
-                            ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p")]:
+    for kwargs, message in [
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+    ]:
         with pytest.raises(ValueError, match=message):
             generate(model, prompt, 5, **kwargs)
     with pytest.raises(ValueError, match=r"= 65 exceeds model.max_seq_length \(64\)"):
@@ -71,8 +75,9 @@ def test_seeded_generation_is_deterministic():
     prompt = torch.tensor([5, 6, 7])
 
     def run(seed):
-        return list(generate(model, prompt, 30, temperature=1.0, top_k=50,
-                             generator=torch.Generator().manual_seed(seed)))
+        return list(
+            generate(model, prompt, 30, temperature=1.0, top_k=50, generator=torch.Generator().manual_seed(seed))
+        )
 
     first = run(1)
     assert len(first) == 30 and first == run(1)
@@ -96,8 +101,13 @@ def test_generate_script_end_to_end(tmp_path, sp_tokenizer_dir):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def run(script, *args):
-        result = subprocess.run([sys.executable, str(REPO / "scripts" / script), *map(str, args)],
-                                capture_output=True, text=True, env=env, timeout=120)
+        result = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / script), *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         return result
 
@@ -105,8 +115,19 @@ def test_generate_script_end_to_end(tmp_path, sp_tokenizer_dir):
     run("convert_hf_checkpoint.py", "--checkpoint_dir", tmp_path / "hf", "--output_dir", tmp_path / "back")
     assert (tmp_path / "back" / "tokenizer.model").is_file()
     prompt = "the model learns"
-    result = run("generate.py", "--checkpoint", tmp_path / "back", "--prompt", prompt, "--max_new_tokens", 20,
-                 "--temperature", 0, "--device", "cpu")
+    result = run(
+        "generate.py",
+        "--checkpoint",
+        tmp_path / "back",
+        "--prompt",
+        prompt,
+        "--max_new_tokens",
+        20,
+        "--temperature",
+        0,
+        "--device",
+        "cpu",
+    )
 
     tokenizer = Tokenizer(tmp_path / "back")
     state_dict, config = load_lit_checkpoint(tmp_path / "back")

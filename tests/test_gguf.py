@@ -22,7 +22,7 @@ def rope_rotate_half(x, positions, base=10000.0):
     d = x.shape[-1]
     angles = positions[:, None].double() * base ** (-torch.arange(0, d, 2).double() / d)
     cos, sin = angles.cos(), angles.sin()
-    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
 
 
@@ -45,11 +45,21 @@ def attention_scores(wq, wk, x, positions, n_head, n_kv, rope):
 def test_interleaved_rows_give_llama_cpp_rope_the_same_attention_scores():
     n_head, n_kv, head_size, n_embd = 4, 2, 8, 16
     g = torch.Generator().manual_seed(0)
-    wq, wk = torch.randn(n_head * head_size, n_embd, generator=g).double(), torch.randn(n_kv * head_size, n_embd, generator=g).double()
+    wq, wk = (
+        torch.randn(n_head * head_size, n_embd, generator=g).double(),
+        torch.randn(n_kv * head_size, n_embd, generator=g).double(),
+    )
     x, positions = torch.randn(6, n_embd, generator=g).double(), torch.tensor([0, 1, 2, 7, 30, 100])
     ours = attention_scores(wq, wk, x, positions, n_head, n_kv, rope_rotate_half)
-    theirs = attention_scores(gguf_export.interleave_rope_rows(wq, n_head), gguf_export.interleave_rope_rows(wk, n_kv), x,
-                              positions, n_head, n_kv, rope_adjacent_pairs)
+    theirs = attention_scores(
+        gguf_export.interleave_rope_rows(wq, n_head),
+        gguf_export.interleave_rope_rows(wk, n_kv),
+        x,
+        positions,
+        n_head,
+        n_kv,
+        rope_adjacent_pairs,
+    )
     torch.testing.assert_close(theirs, ours)
     # the permutation itself: row i of a head to 2i, row i + d/2 to 2i + 1
     rows = torch.arange(n_kv * head_size, dtype=torch.float64)[:, None]
@@ -75,13 +85,25 @@ def expected_tensors(state_dict, config):
     out["token_embd.weight"] = state_dict["transformer.wte.weight"]
     for i in range(c.n_layer):
         q, k, v = state_dict[f"transformer.h.{i}.attn.qkv.weight"].split(
-            [c.n_head * c.head_size, c.n_query_groups * c.head_size, c.n_query_groups * c.head_size])
+            [c.n_head * c.head_size, c.n_query_groups * c.head_size, c.n_query_groups * c.head_size]
+        )
         half = c.head_size // 2
-        interleave = lambda w, n: torch.stack([w.view(n, 2, half, -1)[:, 0], w.view(n, 2, half, -1)[:, 1]], 2).reshape(w.shape)  # noqa: E731
-        out |= {f"blk.{i}.attn_q.weight": interleave(q, c.n_head), f"blk.{i}.attn_k.weight": interleave(k, c.n_query_groups),
-                f"blk.{i}.attn_v.weight": v}
-        for ours, theirs in [("norm_1", "attn_norm"), ("attn.proj", "attn_output"), ("norm_2", "ffn_norm"),
-                             ("mlp.fc_gate", "ffn_gate"), ("mlp.fc_up", "ffn_up"), ("mlp.proj", "ffn_down")]:
+        interleave = lambda w, n: torch.stack([w.view(n, 2, half, -1)[:, 0], w.view(n, 2, half, -1)[:, 1]], 2).reshape(
+            w.shape
+        )  # noqa: E731
+        out |= {
+            f"blk.{i}.attn_q.weight": interleave(q, c.n_head),
+            f"blk.{i}.attn_k.weight": interleave(k, c.n_query_groups),
+            f"blk.{i}.attn_v.weight": v,
+        }
+        for ours, theirs in [
+            ("norm_1", "attn_norm"),
+            ("attn.proj", "attn_output"),
+            ("norm_2", "ffn_norm"),
+            ("mlp.fc_gate", "ffn_gate"),
+            ("mlp.fc_up", "ffn_up"),
+            ("mlp.proj", "ffn_down"),
+        ]:
             out[f"blk.{i}.{theirs}.weight"] = state_dict[f"transformer.h.{i}.{ours}.weight"]
     out["output_norm.weight"] = state_dict["transformer.ln_f.weight"]
     out["output.weight"] = state_dict["lm_head.weight"]
@@ -104,10 +126,17 @@ def test_f16_file_holds_every_tensor_and_the_tokenizer(lit_checkpoint, tmp_path)
 
     assert field(reader, "general.architecture") == "llama"
     assert field(reader, "general.file_type") == gguf.LlamaFileType.MOSTLY_F16
-    metadata = {"context_length": c.block_size, "embedding_length": c.n_embd, "block_count": c.n_layer,
-                "feed_forward_length": c.intermediate_size, "attention.head_count": c.n_head,
-                "attention.head_count_kv": c.n_query_groups, "rope.dimension_count": c.head_size,
-                "rope.freq_base": c.rope_base, "vocab_size": 320}
+    metadata = {
+        "context_length": c.block_size,
+        "embedding_length": c.n_embd,
+        "block_count": c.n_layer,
+        "feed_forward_length": c.intermediate_size,
+        "attention.head_count": c.n_head,
+        "attention.head_count_kv": c.n_query_groups,
+        "rope.dimension_count": c.head_size,
+        "rope.freq_base": c.rope_base,
+        "vocab_size": 320,
+    }
     for key, value in metadata.items():
         assert field(reader, f"llama.{key}") == value, key
     assert field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(c.norm_eps)
@@ -119,13 +148,25 @@ def test_f16_file_holds_every_tensor_and_the_tokenizer(lit_checkpoint, tmp_path)
     assert field(reader, "tokenizer.ggml.tokens") == [p.piece for p in proto.pieces]
     assert field(reader, "tokenizer.ggml.scores") == pytest.approx([p.score for p in proto.pieces])
     T = gguf.TokenType
-    expected_types = [T.BYTE if processor.is_byte(i) else T.CONTROL if processor.is_control(i) else
-                      T.UNKNOWN if processor.is_unknown(i) else T.UNUSED if processor.is_unused(i) else T.NORMAL
-                      for i in range(processor.vocab_size())]
+    expected_types = [
+        T.BYTE
+        if processor.is_byte(i)
+        else T.CONTROL
+        if processor.is_control(i)
+        else T.UNKNOWN
+        if processor.is_unknown(i)
+        else T.UNUSED
+        if processor.is_unused(i)
+        else T.NORMAL
+        for i in range(processor.vocab_size())
+    ]
     assert field(reader, "tokenizer.ggml.token_type") == expected_types
     assert expected_types.count(T.BYTE) == 256 and expected_types.count(T.CONTROL) == 2
-    assert (field(reader, "tokenizer.ggml.bos_token_id"), field(reader, "tokenizer.ggml.eos_token_id"),
-            field(reader, "tokenizer.ggml.unknown_token_id")) == (processor.bos_id(), processor.eos_id(), processor.unk_id())
+    assert (
+        field(reader, "tokenizer.ggml.bos_token_id"),
+        field(reader, "tokenizer.ggml.eos_token_id"),
+        field(reader, "tokenizer.ggml.unknown_token_id"),
+    ) == (processor.bos_id(), processor.eos_id(), processor.unk_id())
     assert field(reader, "tokenizer.ggml.add_bos_token") is True
 
     expected = expected_tensors(state_dict, c)
@@ -150,8 +191,21 @@ def test_quantised_files_dequantise_close_to_our_weights(lit_checkpoint, tmp_pat
 
     if outtype == "q4_0":  # once through the command line
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        subprocess.run([sys.executable, str(REPO / "scripts" / "convert_to_gguf.py"), "--checkpoint", str(lit_checkpoint),
-                        "--output", str(tmp_path / "model.gguf"), "--outtype", outtype], check=True, env=env, timeout=120)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "convert_to_gguf.py"),
+                "--checkpoint",
+                str(lit_checkpoint),
+                "--output",
+                str(tmp_path / "model.gguf"),
+                "--outtype",
+                outtype,
+            ],
+            check=True,
+            env=env,
+            timeout=120,
+        )
         path = tmp_path / "model.gguf"
     else:
         path = gguf_export.write_gguf(lit_checkpoint, tmp_path / "model.gguf", outtype)
@@ -199,8 +253,10 @@ def test_hf_folder_padded_vocab_and_condensed_rope(tmp_path, sp_tokenizer_dir):
     model = random_model(tiny_config(vocab_size=330, rope_condense_ratio=4.0), seed=1)  # padded to 384 rows
     save_lit_checkpoint(tmp_path / "lit", model.state_dict(), model.config, tokenizer_dir=sp_tokenizer_dir)
     save_hf_checkpoint(tmp_path / "hf", model.state_dict(), model.config, tokenizer_dir=sp_tokenizer_dir)
-    readers = [gguf.GGUFReader(gguf_export.write_gguf(tmp_path / src, tmp_path / f"{src}.gguf", "f16", name="m"))
-               for src in ("lit", "hf")]
+    readers = [
+        gguf.GGUFReader(gguf_export.write_gguf(tmp_path / src, tmp_path / f"{src}.gguf", "f16", name="m"))
+        for src in ("lit", "hf")
+    ]
     for reader in readers:
         assert field(reader, "llama.vocab_size") == 320
         assert field(reader, "llama.rope.scaling.type") == "linear"
@@ -208,8 +264,9 @@ def test_hf_folder_padded_vocab_and_condensed_rope(tmp_path, sp_tokenizer_dir):
     lit_tensors, hf_tensors = ({t.name: t for t in r.tensors} for r in readers)
     assert lit_tensors["token_embd.weight"].data.shape == (320, 32)
     assert lit_tensors["output.weight"].data.shape == (320, 32)
-    np.testing.assert_array_equal(lit_tensors["output.weight"].data,
-                                  model.lm_head.weight[:320].detach().numpy().astype(np.float16))
+    np.testing.assert_array_equal(
+        lit_tensors["output.weight"].data, model.lm_head.weight[:320].detach().numpy().astype(np.float16)
+    )
     for name, t in lit_tensors.items():
         np.testing.assert_array_equal(t.data, hf_tensors[name].data, err_msg=name)
 
@@ -231,13 +288,25 @@ def byte_level_bpe_dir(folder: Path, template: str) -> Path:
     tokenizer = HFTokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(SAMPLE_LINES, trainer)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "chat_template": template, "tokenizer_class": "PreTrainedTokenizerFast"}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "chat_template": template,
+                "tokenizer_class": "PreTrainedTokenizerFast",
+            }
+        )
+    )
     return folder
 
 
@@ -250,8 +319,12 @@ def test_byte_level_bpe_vocabulary_and_chat_template_read_back(tmp_path):
     template = TEMPLATES["chatml"].jinja
     tokenizer_dir = byte_level_bpe_dir(tmp_path / "tok", template)
     spec = json.loads((tokenizer_dir / "tokenizer.json").read_text())
-    save_lit_checkpoint(tmp_path / "ckpt", random_model(tiny_config(vocab_size=400)).state_dict(),
-                        tiny_config(vocab_size=400), tokenizer_dir=tokenizer_dir)
+    save_lit_checkpoint(
+        tmp_path / "ckpt",
+        random_model(tiny_config(vocab_size=400)).state_dict(),
+        tiny_config(vocab_size=400),
+        tokenizer_dir=tokenizer_dir,
+    )
     path = gguf_export.write_gguf(tmp_path / "ckpt", tmp_path / "bpe.gguf", "f16")
     reader = gguf.GGUFReader(path)
     assert field(reader, "tokenizer.ggml.model") == "gpt2"
@@ -261,7 +334,10 @@ def test_byte_level_bpe_vocabulary_and_chat_template_read_back(tmp_path):
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
     assert field(reader, "tokenizer.ggml.merges") == merges and len(merges) > 100
     ours = Tokenizer(tokenizer_dir)
-    assert (field(reader, "tokenizer.ggml.bos_token_id"), field(reader, "tokenizer.ggml.eos_token_id")) == (ours.bos_id, ours.eos_id)
+    assert (field(reader, "tokenizer.ggml.bos_token_id"), field(reader, "tokenizer.ggml.eos_token_id")) == (
+        ours.bos_id,
+        ours.eos_id,
+    )
     types = field(reader, "tokenizer.ggml.token_type")
     assert types[ours.bos_id] == gguf.TokenType.CONTROL and types[vocab["a"]] == gguf.TokenType.NORMAL
 
@@ -274,7 +350,9 @@ def test_byte_level_bpe_vocabulary_and_chat_template_read_back(tmp_path):
     spec["model"]["type"] = "Unigram"
     (tmp_path / "unigram.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="only BPE"):
-        gguf_export.add_byte_level_bpe_vocab(gguf.GGUFWriter(tmp_path / "bad.gguf", "llama"), tmp_path / "unigram.json", {})
+        gguf_export.add_byte_level_bpe_vocab(
+            gguf.GGUFWriter(tmp_path / "bad.gguf", "llama"), tmp_path / "unigram.json", {}
+        )
 
 
 @pytest.mark.parametrize("outtype", ["q4_k_m", "q6_k"])
@@ -286,12 +364,16 @@ def test_k_quant_files_read_back_with_their_types_and_shapes(tmp_path, sp_tokeni
     from lit_gpt.checkpoint import load_lit_checkpoint
 
     config = tiny_config(n_embd=256, intermediate_size=352, vocab_size=320)
-    save_lit_checkpoint(tmp_path / "ckpt", random_model(config, seed=1).state_dict(), config, tokenizer_dir=sp_tokenizer_dir)
+    save_lit_checkpoint(
+        tmp_path / "ckpt", random_model(config, seed=1).state_dict(), config, tokenizer_dir=sp_tokenizer_dir
+    )
     path = gguf_export.write_gguf(tmp_path / "ckpt", tmp_path / "model.gguf", outtype)
     reader = gguf.GGUFReader(path)
     Q = gguf.GGMLQuantizationType
-    assert field(reader, "general.file_type") == {"q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M,
-                                                  "q6_k": gguf.LlamaFileType.MOSTLY_Q6_K}[outtype]
+    assert (
+        field(reader, "general.file_type")
+        == {"q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M, "q6_k": gguf.LlamaFileType.MOSTLY_Q6_K}[outtype]
+    )
     assert field(reader, "general.quantization_version") == gguf.GGML_QUANT_VERSION
     expected = expected_tensors(*load_lit_checkpoint(tmp_path / "ckpt"))
     assert {t.name for t in reader.tensors} == set(expected)
@@ -344,7 +426,7 @@ def test_llama_cpp_runs_k_quant_files_as_their_dequantised_weights(tmp_path, sp_
 
     llm = Llama(model_path=str(path), n_ctx=32, n_threads=2, logits_all=True, verbose=False)
     llm.eval(ids)
-    theirs = torch.tensor(np.array(llm.scores[:len(ids)]), dtype=torch.float32)
+    theirs = torch.tensor(np.array(llm.scores[: len(ids)]), dtype=torch.float32)
     hf = LlamaForCausalLM.from_pretrained(tmp_path, gguf_file="model.gguf", dtype=torch.float32).eval()
     ours = model_from_state_dict(*load_lit_checkpoint(tmp_path / "ckpt")).eval()
     with torch.no_grad():

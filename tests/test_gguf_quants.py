@@ -70,7 +70,9 @@ def test_special_blocks(qtype):
     assert np.isfinite(restored).all()
     np.testing.assert_array_equal(restored[0], 0)
     for row in (1, 2, 3, 4):
-        np.testing.assert_allclose(restored[row], w[row], atol=np.abs(w[row]).max() / LEVELS[qtype] * 1.1, err_msg=str(row))
+        np.testing.assert_allclose(
+            restored[row], w[row], atol=np.abs(w[row]).max() / LEVELS[qtype] * 1.1, err_msg=str(row)
+        )
     assert relative_error(w[5], restored[5]) < 0.2
 
 

@@ -18,8 +18,17 @@ TEXTS = ["hello", "def fibonacci(n):", "The Python language is", "import numpy a
 def test_autotokenizer_and_greedy_generation_match_ours(tmp_path, sample_tokenizer):
     # the tokenizer folder of a pretraining run carries a tokenizer_config.json of special tokens only
     assert (sample_tokenizer / "tokenizer_config.json").is_file()
-    config = Config(name="t", n_layer=2, n_head=4, n_query_groups=2, n_embd=32, intermediate_size=88, vocab_size=1024,
-                    block_size=64, kernels="torch")
+    config = Config(
+        name="t",
+        n_layer=2,
+        n_head=4,
+        n_query_groups=2,
+        n_embd=32,
+        intermediate_size=88,
+        vocab_size=1024,
+        block_size=64,
+        kernels="torch",
+    )
     model = random_model(config)
     save_hf_checkpoint(tmp_path / "hf", model.state_dict(), config, tokenizer_dir=sample_tokenizer)
     ours, theirs = Tokenizer(sample_tokenizer), AutoTokenizer.from_pretrained(tmp_path / "hf")
@@ -28,7 +37,7 @@ def test_autotokenizer_and_greedy_generation_match_ours(tmp_path, sample_tokeniz
     hf_model = LlamaForCausalLM.from_pretrained(tmp_path / "hf").eval()
     prompt = theirs("def fibonacci(n):", return_tensors="pt").input_ids
     with torch.no_grad():
-        hf_out = hf_model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=None)[0, prompt.shape[1]:]
+        hf_out = hf_model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=None)[0, prompt.shape[1] :]
     model.max_seq_length = prompt.shape[1] + 12
     our_out = list(generate(model, torch.tensor(list(ours.encode("def fibonacci(n):", bos=True))), 12, temperature=0.0))
     assert hf_out.tolist() == our_out

@@ -14,9 +14,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-README_SCRIPTS = ["pretrain/tinyllama.py", "sft/finetune.py", "sft/chat.py", "sft/simple_inference.py",
-                  "speculative_decoding/generate.py", "scripts/generate.py", "scripts/serve.py", "scripts/evaluate.py",
-                  "scripts/perplexity.py", "scripts/merge_lora.py", "scripts/convert_to_gguf.py", "scripts/plot_run.py"]
+README_SCRIPTS = [
+    "pretrain/tinyllama.py",
+    "sft/finetune.py",
+    "sft/chat.py",
+    "sft/simple_inference.py",
+    "speculative_decoding/generate.py",
+    "scripts/generate.py",
+    "scripts/serve.py",
+    "scripts/evaluate.py",
+    "scripts/perplexity.py",
+    "scripts/merge_lora.py",
+    "scripts/convert_to_gguf.py",
+    "scripts/plot_run.py",
+]
 
 
 def console_commands() -> list[str]:
@@ -29,14 +40,34 @@ def installed(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("site")
     build = tmp_path_factory.mktemp("build")
     # a copy of the tree without build leftovers, so that pip's in-tree build does not write into the checkout
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"], check=True,
-                           capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"], check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         if (ROOT / name).is_file():
             (build / name).parent.mkdir(parents=True, exist_ok=True)
             (build / name).write_bytes((ROOT / name).read_bytes())
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--target", str(target), str(build)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(build),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return target
 
@@ -47,10 +78,13 @@ def _env(site: Path) -> dict:
 
 
 def test_the_installed_copy_is_imported_with_its_data(installed, tmp_path):
-    probe = ("import lit_gpt, lit_gpt.cli.shipped as s; print(lit_gpt.__file__); "
-             "print(s.demo_data('sample')); print(s.demo_data('chat_sample')); print(s.recipe('demo')['train_sources'])")
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=_env(installed), capture_output=True,
-                          text=True, timeout=120)
+    probe = (
+        "import lit_gpt, lit_gpt.cli.shipped as s; print(lit_gpt.__file__); "
+        "print(s.demo_data('sample')); print(s.demo_data('chat_sample')); print(s.recipe('demo')['train_sources'])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=_env(installed), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     module, sample, chat, mix = proc.stdout.splitlines()
     assert Path(module).is_relative_to(installed) and not Path(module).is_relative_to(ROOT)

@@ -142,7 +142,10 @@ def test_rope_noncontiguous_grads_and_separate_inputs(gen):
     cos, sin = _rope_table(T, D)
     # gradients arrive transposed (as from attention in (B, H, T, D) layout)
     check_fn_and_grads(
-        OPS.apply_rope, ref_ops.apply_rope, (q, k, cos, sin), gen,
+        OPS.apply_rope,
+        ref_ops.apply_rope,
+        (q, k, cos, sin),
+        gen,
         grad_map=lambda g: g.transpose(1, 2).contiguous().transpose(1, 2),
     )
 

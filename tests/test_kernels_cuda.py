@@ -118,9 +118,7 @@ def test_linear_cross_entropy_bf16(ops, gen):
     weight = randn(gen, VOCAB, N_EMBD, scale=0.02).requires_grad_(True)
     targets = torch.randint(0, VOCAB, (N,), generator=gen, device="cuda")
     targets[torch.rand(N, generator=gen, device="cuda") < 0.05] = -100
-    check_against_fp32(
-        ops.linear_cross_entropy, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100), gen
-    )
+    check_against_fp32(ops.linear_cross_entropy, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100), gen)
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -280,9 +278,7 @@ def test_liger_backend_matches_reference(gen):
     weight = randn(gen, VOCAB, N_EMBD, scale=0.02).requires_grad_(True)
     targets = torch.randint(0, VOCAB, (N,), generator=gen, device="cuda")
     targets[torch.rand(N, generator=gen, device="cuda") < 0.05] = -100
-    check_against_fp32(
-        liger.linear_cross_entropy, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100), gen
-    )
+    check_against_fp32(liger.linear_cross_entropy, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100), gen)
 
 
 def _train_losses(kernels: str, bf16: bool = True, steps: int = 50, seed: int = 0) -> list:
@@ -322,8 +318,10 @@ def test_fifty_training_steps_match_the_reference_within_bf16_noise():
     assert reference[-1] < reference[0] - 2.0 and fused[-1] < fused[0] - 2.0  # both really train
     noise = sum(abs(a - b) for a, b in zip(reference, exact)) / len(exact)
     fused_error = sum(abs(a - b) for a, b in zip(fused, exact)) / len(exact)
-    print(f"mean |loss - fp32 loss| over 50 steps: torch bf16 {noise:.4f}, triton bf16 {fused_error:.4f}; "
-          f"final fp32 {exact[-1]:.4f}, torch {reference[-1]:.4f}, triton {fused[-1]:.4f}")
+    print(
+        f"mean |loss - fp32 loss| over 50 steps: torch bf16 {noise:.4f}, triton bf16 {fused_error:.4f}; "
+        f"final fp32 {exact[-1]:.4f}, torch {reference[-1]:.4f}, triton {fused[-1]:.4f}"
+    )
     # (single steps of this short, fast-falling run are chaotic: final losses of the two bf16 runs were
     # seen 0.4 apart on an H100, so the check is the mean distance over the run, not the last step)
     assert fused_error <= 1.5 * noise + 1e-3

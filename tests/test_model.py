@@ -34,8 +34,17 @@ def _check_tinyllama_init(model: GPT) -> None:
 
 @pytest.mark.parametrize("on_meta", [False, True], ids=["eager", "meta_to_empty"])
 def test_tinyllama_init(on_meta):
-    config = Config(name="medium", n_layer=3, n_head=8, n_query_groups=2, n_embd=512, intermediate_size=1376,
-                    vocab_size=1024, block_size=128, kernels="torch")
+    config = Config(
+        name="medium",
+        n_layer=3,
+        n_head=8,
+        n_query_groups=2,
+        n_embd=512,
+        intermediate_size=1376,
+        vocab_size=1024,
+        block_size=128,
+        kernels="torch",
+    )
     torch.manual_seed(0)
     if not on_meta:
         model = GPT(config)
@@ -64,7 +73,7 @@ def test_kv_cache_steps_match_full_recomputation():
     prefill = model(tokens[:, :prompt_len], input_pos=torch.arange(prompt_len))
     torch.testing.assert_close(prefill, full[:, :prompt_len], atol=1e-5, rtol=0)
     for pos in range(prompt_len, 64):
-        step = model(tokens[:, pos:pos + 1], input_pos=torch.tensor([pos]))
+        step = model(tokens[:, pos : pos + 1], input_pos=torch.tensor([pos]))
         torch.testing.assert_close(step[:, 0], full[:, pos], atol=1e-5, rtol=0)
 
 
@@ -159,8 +168,10 @@ def test_document_block_mask_equals_dense_mask():
     block = document_causal_mask(idx, bos_id=1, flex=True)
     q, k, v = (torch.randn(2, 4, 40, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
     with torch.no_grad():
-        torch.testing.assert_close(flex_attention(q, k, v, block_mask=block),
-                                   torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense))
+        torch.testing.assert_close(
+            flex_attention(q, k, v, block_mask=block),
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense),
+        )
 
 
 def test_document_mask_compiled_block_equals_dense():

@@ -94,9 +94,11 @@ def test_crafted_weight_files_run_nothing(tmp_path, zipped):
     marker = tmp_path / "pwned"
     hf = tmp_path / "hf"
     hf.mkdir()
-    (hf / "config.json").write_text('{"model_type": "llama", "hidden_size": 32, "num_attention_heads": 4, '
-                                    '"num_key_value_heads": 2, "intermediate_size": 88, "num_hidden_layers": 2, '
-                                    '"vocab_size": 128}')
+    (hf / "config.json").write_text(
+        '{"model_type": "llama", "hidden_size": 32, "num_attention_heads": 4, '
+        '"num_key_value_heads": 2, "intermediate_size": 88, "num_hidden_layers": 2, '
+        '"vocab_size": 128}'
+    )
     torch.save({"w": CreatesMarker(marker)}, hf / "pytorch_model.bin", _use_new_zipfile_serialization=zipped)
     with pytest.raises(UnsafeCheckpointError, match=r"pytorch_model\.bin: the weights file holds more than tensors"):
         load_hf_checkpoint(hf)

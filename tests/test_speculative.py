@@ -50,8 +50,12 @@ PROMPTS = [torch.tensor([5, 6, 7]), torch.tensor([1]), torch.tensor([100, 3, 3, 
 
 def test_filtered_probs_is_what_sample_draws_from():
     logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(0)) * 3
-    for kwargs in [dict(temperature=1.0), dict(temperature=0.7, top_k=5), dict(temperature=1.3, top_p=0.8),
-                   dict(temperature=1.0, top_k=10, top_p=0.6)]:
+    for kwargs in [
+        dict(temperature=1.0),
+        dict(temperature=0.7, top_k=5),
+        dict(temperature=1.3, top_p=0.8),
+        dict(temperature=1.0, top_k=10, top_p=0.6),
+    ]:
         ours = torch.multinomial(filtered_probs(logits, **kwargs), 1, generator=torch.Generator().manual_seed(1))[:, 0]
         theirs = sample(logits, generator=torch.Generator().manual_seed(1), **kwargs)
         assert torch.equal(ours, theirs), kwargs
@@ -62,9 +66,11 @@ def test_filtered_probs_is_what_sample_draws_from():
 @pytest.mark.parametrize("draft_kind", ["perturbed", "smaller", "same"])
 def test_greedy_output_equals_target_only_greedy(draft_kind):
     target = random_model(tiny_config(), seed=0)
-    draft = {"perturbed": lambda: perturbed_copy(target, 0.01, seed=1),
-             "smaller": lambda: random_model(tiny_config(n_layer=1, n_embd=16, n_head=2, n_query_groups=1), seed=2),
-             "same": lambda: target}[draft_kind]()
+    draft = {
+        "perturbed": lambda: perturbed_copy(target, 0.01, seed=1),
+        "smaller": lambda: random_model(tiny_config(n_layer=1, n_embd=16, n_head=2, n_query_groups=1), seed=2),
+        "same": lambda: target,
+    }[draft_kind]()
     proposed = accepted = 0
     for prompt in PROMPTS:
         expected = list(generate(target, prompt, 40, temperature=0))
@@ -139,8 +145,7 @@ def fresh_prefill_cache(model, token_ids):
 def test_rollback_leaves_caches_equal_to_a_fresh_prefill_of_the_accepted_text():
     target = random_model(tiny_config(), seed=0)
     draft = perturbed_copy(target, 0.02, seed=1)
-    decoder = SpeculativeDecoder(target, draft, [5, 6, 7], temperature=1.0,
-                                 generator=torch.Generator().manual_seed(0))
+    decoder = SpeculativeDecoder(target, draft, [5, 6, 7], temperature=1.0, generator=torch.Generator().manual_seed(0))
     draft_lags = set()
     try:
         for _ in range(8):
@@ -262,9 +267,17 @@ def test_pairs_load_from_lit_and_hf_folders_and_must_share_the_tokenizer(checkpo
     other = tmp_path / "other"
     other.mkdir()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(SAMPLE_LINES[::-1][:200]), model_prefix=str(other / "tokenizer"), vocab_size=320,
-        byte_fallback=True, model_type="bpe", character_coverage=1.0, minloglevel=2)
-    save_lit_checkpoint(tmp_path / "stranger", lit_draft.model.state_dict(), lit_draft.model.config, tokenizer_dir=other)
+        sentence_iterator=iter(SAMPLE_LINES[::-1][:200]),
+        model_prefix=str(other / "tokenizer"),
+        vocab_size=320,
+        byte_fallback=True,
+        model_type="bpe",
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    save_lit_checkpoint(
+        tmp_path / "stranger", lit_draft.model.state_dict(), lit_draft.model.config, tokenizer_dir=other
+    )
     with pytest.raises(ValueError, match="different tokenizers"):
         check_same_tokenizer(target, load_cpu(tmp_path / "stranger"))
     small = random_model(tiny_config(vocab_size=256), seed=0)
@@ -282,9 +295,23 @@ def run_script(*args, timeout=180):
 
 def test_command_line_prints_the_target_greedy_text_and_the_speedup(checkpoint_pair):
     prompt, n = "the model learns", 24
-    result = run_script(REPO / "speculative_decoding" / "generate.py", "--target", checkpoint_pair / "target",
-                        "--draft", checkpoint_pair / "draft_hf", "--prompt", prompt, "--max_new_tokens", n,
-                        "--temperature", 0, "--k", 3, "--device", "cpu")
+    result = run_script(
+        REPO / "speculative_decoding" / "generate.py",
+        "--target",
+        checkpoint_pair / "target",
+        "--draft",
+        checkpoint_pair / "draft_hf",
+        "--prompt",
+        prompt,
+        "--max_new_tokens",
+        n,
+        "--temperature",
+        0,
+        "--k",
+        3,
+        "--device",
+        "cpu",
+    )
     loaded = load_cpu(checkpoint_pair / "target")
     tokenizer = Tokenizer(checkpoint_pair / "target")
     prompt_ids = tokenizer.encode(prompt, bos=True)
@@ -298,11 +325,32 @@ def test_command_line_prints_the_target_greedy_text_and_the_speedup(checkpoint_p
 def test_benchmark_runs_on_cpu(checkpoint_pair, tmp_path):
     """The benchmark's CPU path on tiny shapes: the demo pair, then decode latencies and the speedup they imply."""
     out = tmp_path / "bench.json"
-    result = run_script(REPO / "benchmarks" / "speculative.py", "--device", "cpu", "--dtype", "float32",
-                        "--demo_pair", checkpoint_pair / "target", checkpoint_pair / "draft",
-                        "--ks", "2,4", "--max_new_tokens", 16, "--prompts", "the model learns", "--latency_steps", 8,
-                        "--latency_prompt", 16, "--latency_target", "micro_LLaMA", "--latency_draft", "micro_LLaMA",
-                        "--json", out)
+    result = run_script(
+        REPO / "benchmarks" / "speculative.py",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--demo_pair",
+        checkpoint_pair / "target",
+        checkpoint_pair / "draft",
+        "--ks",
+        "2,4",
+        "--max_new_tokens",
+        16,
+        "--prompts",
+        "the model learns",
+        "--latency_steps",
+        8,
+        "--latency_prompt",
+        16,
+        "--latency_target",
+        "micro_LLaMA",
+        "--latency_draft",
+        "micro_LLaMA",
+        "--json",
+        out,
+    )
     report = json.loads(out.read_text())
     assert {(row["k"], row["temperature"]) for row in report["pair"]} == {(2, 0.0), (4, 0.0), (2, 1.0), (4, 1.0)}
     for row in report["pair"]:
@@ -313,7 +361,7 @@ def test_benchmark_runs_on_cpu(checkpoint_pair, tmp_path):
     assert len(report["implied"]) == 4  # one per measured (k, temperature)
     for row in report["implied"]:
         a, k = row["alpha"], row["k"]
-        e = sum(a ** i for i in range(k + 1))  # 1 + a + ... + a^k accepted-prefix-plus-one tokens
+        e = sum(a**i for i in range(k + 1))  # 1 + a + ... + a^k accepted-prefix-plus-one tokens
         assert row["expected_tokens_per_round"] == pytest.approx(e)
         assert row["implied_speedup"] == pytest.approx(e * t_target / (k * t_draft + t_target))
     assert "E = (1 - alpha^(k+1)) / (1 - alpha)" in result.stdout

@@ -5,12 +5,26 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from data_helpers import SAMPLE, hard_texts
 
 from lit_gpt.data.readers import InputLog, read_slimpajama, read_starcoder
 from lit_gpt.tokenizer import Tokenizer
-from data_helpers import SAMPLE, hard_texts
 
-EDGE_CASES = ["", " ", "  a", "\t x", "end ", "    ", "a\u2581b", "x\x00y", "日本語 ok", "\U0001f600 emoji", "e\u0301", "\r\n\t\x0b", "1234567"]
+EDGE_CASES = [
+    "",
+    " ",
+    "  a",
+    "\t x",
+    "end ",
+    "    ",
+    "a\u2581b",
+    "x\x00y",
+    "日本語 ok",
+    "\U0001f600 emoji",
+    "e\u0301",
+    "\r\n\t\x0b",
+    "1234567",
+]
 
 
 def test_sentencepiece_backend(sample_tokenizer):
@@ -50,7 +64,9 @@ def test_fast_encoder_without_dummy_prefix(tmp_path, sample_tokenizer):
     tok = Tokenizer(tmp_path)
     assert tok.fast_encoder is not None and tok.fast_encoder.dummy_prefix is False
     texts = EDGE_CASES + [(SAMPLE.parent.parent / "lit_gpt" / "tokenizer.py").read_text()]
-    np.testing.assert_array_equal(tok.encode_flat(texts, eos=True, check_every=1), [i for t in texts for i in tok.encode(t, eos=True)])
+    np.testing.assert_array_equal(
+        tok.encode_flat(texts, eos=True, check_every=1), [i for t in texts for i in tok.encode(t, eos=True)]
+    )
 
 
 def test_fast_encoder_declines_other_normalisation(tmp_path):
@@ -60,7 +76,14 @@ def test_fast_encoder_declines_other_normalisation(tmp_path):
 
     model = io.BytesIO()
     lines = ["Ｆｕｌｌ width text", "hello  world", "print(x)  # done"] * 50
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=300, byte_fallback=True, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=300,
+        byte_fallback=True,
+        minloglevel=2,
+    )
     (tmp_path / "tokenizer.model").write_bytes(model.getvalue())
     tok = Tokenizer(tmp_path)  # NFKC normalisation and collapsed spaces: not reproduced by the fast encoder
     assert tok.fast_encoder is None
@@ -74,7 +97,9 @@ def _hf_folder(tmp_path, specials):
 
     hf = HFTokenizer(models.BPE(unk_token="<unk>"))
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", *specials], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", *specials], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     hf.train_from_iterator(["hello world", "print('hi')", "tokenizers are fun"] * 20, trainer)
     from tokenizers import decoders
 
@@ -85,13 +110,17 @@ def _hf_folder(tmp_path, specials):
 
 def test_huggingface_backend_reads_specials_from_tokenizer_config(tmp_path):
     folder = _hf_folder(tmp_path, ["<|begin|>", "<|end|>"])
-    (folder / "tokenizer_config.json").write_text(json.dumps({"bos_token": {"content": "<|begin|>"}, "eos_token": "<|end|>"}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": {"content": "<|begin|>"}, "eos_token": "<|end|>"})
+    )
     tok = Tokenizer(folder)
     assert (tok.backend, tok.bos_id, tok.eos_id) == ("huggingface", 1, 2)
     ids = tok.encode("hello world", bos=True, eos=True)
     assert ids[0] == 1 and ids[-1] == 2 and tok.decode(ids[1:-1]) == "hello world"
     assert tok.encode_batch(["hello", "fun"]) == [tok.encode("hello"), tok.encode("fun")]
-    np.testing.assert_array_equal(tok.encode_flat(["hello", "fun"], bos=True), [1, *tok.encode("hello"), 1, *tok.encode("fun")])
+    np.testing.assert_array_equal(
+        tok.encode_flat(["hello", "fun"], bos=True), [1, *tok.encode("hello"), 1, *tok.encode("fun")]
+    )
     assert tok.identity()["sha256"] == hashlib.sha256((folder / "tokenizer.json").read_bytes()).hexdigest()
     assert [p.name for p in tok.files] == ["tokenizer.json", "tokenizer_config.json"]
     assert pickle.loads(pickle.dumps(tok)).encode("fun") == tok.encode("fun")
@@ -115,7 +144,9 @@ def test_sentencepiece_wins_over_tokenizer_json(tmp_path, sample_tokenizer):
 def test_missing_tokenizer_files(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         Tokenizer(tmp_path)
-    assert str(tmp_path) in str(err.value) and "tokenizer.model" in str(err.value) and "tokenizer.json" in str(err.value)
+    assert (
+        str(tmp_path) in str(err.value) and "tokenizer.model" in str(err.value) and "tokenizer.json" in str(err.value)
+    )
 
 
 def _sample_texts() -> list[str]:
@@ -150,14 +181,20 @@ def _edited(tmp_path, folder, edit):
     return Tokenizer(tmp_path)
 
 
-@pytest.mark.parametrize("edit, reason", [
-    (lambda m: setattr(m.pieces[300], "score", m.pieces[301].score), "share the score"),
-    (lambda m: setattr(m.pieces[259], "score", 0.0), "not all one score"),
-    (lambda m: [setattr(p, "score", 1e9) for p in m.pieces if set(p.piece) == {"▁"}], "not below every other piece"),
-    (lambda m: setattr(m.pieces[300], "piece", "▁▁zq"), "holds a whitespace run"),
-    # a piece no merge sequence reaches: tiktoken would return it for the word itself, SentencePiece not
-    (lambda m: setattr(m.pieces[300], "piece", "▁ЖqЖqЖq"), "does not encode the word '▁ЖqЖqЖq' as its own piece"),
-])
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (lambda m: setattr(m.pieces[300], "score", m.pieces[301].score), "share the score"),
+        (lambda m: setattr(m.pieces[259], "score", 0.0), "not all one score"),
+        (
+            lambda m: [setattr(p, "score", 1e9) for p in m.pieces if set(p.piece) == {"▁"}],
+            "not below every other piece",
+        ),
+        (lambda m: setattr(m.pieces[300], "piece", "▁▁zq"), "holds a whitespace run"),
+        # a piece no merge sequence reaches: tiktoken would return it for the word itself, SentencePiece not
+        (lambda m: setattr(m.pieces[300], "piece", "▁ЖqЖqЖq"), "does not encode the word '▁ЖqЖqЖq' as its own piece"),
+    ],
+)
 def test_fast_encoder_refuses_ties_it_cannot_reproduce(tmp_path, llama2_shaped_tokenizer, edit, reason):
     tok = _edited(tmp_path, llama2_shaped_tokenizer, edit)
     assert tok.fast_encoder is None and reason in tok.fast_encoder_refusal
@@ -179,12 +216,23 @@ def test_preparation_says_once_why_the_fast_path_is_off(tmp_path, llama2_shaped_
         (tmp_path / f"in{i}.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress("\n".join(rows).encode()))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        prepare(sorted(tmp_path.glob("in*.zst")), tmp_path, read_slimpajama, tmp_path / "tok", tmp_path / "out", "train_x", num_processes=1, check_every=1)
+        prepare(
+            sorted(tmp_path.glob("in*.zst")),
+            tmp_path,
+            read_slimpajama,
+            tmp_path / "tok",
+            tmp_path / "out",
+            "train_x",
+            num_processes=1,
+            check_every=1,
+        )
     said = [str(w.message) for w in caught if "fast tokenization is off" in str(w.message)]
     assert len(said) == 1 and "share the score" in said[0]
     tok = Tokenizer(tmp_path / "tok")
     tokens = np.concatenate([open_shard(read_header(p)) for p in sorted((tmp_path / "out").glob("train_x_*.bin"))])
-    np.testing.assert_array_equal(tokens, [i for _ in range(2) for t in hard_texts() if t for i in tok.encode(t, bos=True, eos=True)])
+    np.testing.assert_array_equal(
+        tokens, [i for _ in range(2) for t in hard_texts() if t for i in tok.encode(t, bos=True, eos=True)]
+    )
 
 
 def test_huggingface_byte_level_bpe_flat_encoding_matches_per_document_encoding(tmp_path):
@@ -194,11 +242,15 @@ def test_huggingface_byte_level_bpe_flat_encoding_matches_per_document_encoding(
     hf = HFTokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's regex split, then bytes
     hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     hf.train_from_iterator(_sample_texts()[:200], trainer)
     hf.save(str(tmp_path / "tokenizer.json"))
     tok = Tokenizer(tmp_path)
     assert tok.fast_encoder is None and "natively" in tok.fast_encoder_refusal
     texts = _sample_texts()[200:260] + hard_texts()
-    np.testing.assert_array_equal(tok.encode_flat(texts, bos=True, eos=True), [i for t in texts for i in tok.encode(t, bos=True, eos=True)])
+    np.testing.assert_array_equal(
+        tok.encode_flat(texts, bos=True, eos=True), [i for t in texts for i in tok.encode(t, bos=True, eos=True)]
+    )
     assert tok.decode(tok.encode(texts[-5])) == texts[-5]

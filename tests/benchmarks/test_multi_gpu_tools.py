@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from data_helpers import ROOT, write_block_shards
 
 
@@ -19,8 +18,22 @@ def load_benchmark(name: str):
     return module
 
 
-TINY = ["--device", "cpu", "--model", "micro_LLaMA", "--seq_len", "32", "--micro_batches", "2", "--steps", "2",
-        "--warmup", "1", "--timeout", "90"]
+TINY = [
+    "--device",
+    "cpu",
+    "--model",
+    "micro_LLaMA",
+    "--seq_len",
+    "32",
+    "--micro_batches",
+    "2",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--timeout",
+    "90",
+]
 
 
 def test_scaling_runs_every_mode_on_one_and_two_gloo_processes(tmp_path):
@@ -30,7 +43,11 @@ def test_scaling_runs_every_mode_on_one_and_two_gloo_processes(tmp_path):
     rows += scaling.main([*TINY, "--gpus", "2", "--modes", "no_shard,hybrid", "--shard_size", "1"])
     assert [r.get("error") for r in rows] == [None] * 4, rows
     assert [(r["mode"], r["gpus"], r["mesh"]) for r in rows] == [
-        ("full", 1, [1]), ("full", 2, [2]), ("no_shard", 2, [2]), ("hybrid", 2, [2, 1])]
+        ("full", 1, [1]),
+        ("full", 2, [2]),
+        ("no_shard", 2, [2]),
+        ("hybrid", 2, [2, 1]),
+    ]
     for r in rows:
         assert r["tokens_per_sec"] > 0 and r["tokens_per_sec_per_gpu"] == pytest.approx(r["tokens_per_sec"] / r["gpus"])
     assert len(json.loads((tmp_path / "rows.json").read_text())) == 2
@@ -54,8 +71,24 @@ def block_shards(tmp_path) -> Path:
 def test_data_coverage_logs_every_block_once_per_epoch(block_shards, tmp_path):
     coverage = load_benchmark("data_coverage")
     log = tmp_path / "ids.csv"
-    rc = coverage.main(["--data_dir", str(block_shards), "--sources", '{"a": 0.6, "b": 0.4}', "--ranks", "2",
-                        "--workers", "2", "--micro_batch", "2", "--block_size", "16", "--log", str(log)])
+    rc = coverage.main(
+        [
+            "--data_dir",
+            str(block_shards),
+            "--sources",
+            '{"a": 0.6, "b": 0.4}',
+            "--ranks",
+            "2",
+            "--workers",
+            "2",
+            "--micro_batch",
+            "2",
+            "--block_size",
+            "16",
+            "--log",
+            str(log),
+        ]
+    )
     assert rc == 0
     rows = log.read_text().splitlines()[1:]
     first_epoch = [r.split(",") for r in rows if r.split(",")[4] == "a" and r.endswith(",0")]
@@ -73,9 +106,19 @@ def test_data_coverage_catches_two_ranks_reading_the_same_blocks(block_shards, m
 
 def test_parity_smoke_one_and_two_processes_and_resumes_agree(tmp_path, prepared_sample, sample_tokenizer):
     png = tmp_path / "parity.png"
-    result = load_benchmark("parity_1v2").main([
-        "--smoke", "--data_dir", str(prepared_sample), "--tokenizer_dir", str(sample_tokenizer),
-        "--out_dir", str(tmp_path / "runs"), "--png", str(png)])
+    result = load_benchmark("parity_1v2").main(
+        [
+            "--smoke",
+            "--data_dir",
+            str(prepared_sample),
+            "--tokenizer_dir",
+            str(sample_tokenizer),
+            "--out_dir",
+            str(tmp_path / "runs"),
+            "--png",
+            str(png),
+        ]
+    )
     assert png.stat().st_size > 10_000
     assert set(result["differences"]) == {"2 vs 1", "2->1 vs 2", "1->2 vs 1"}
     assert max(result["differences"].values()) < 1e-5, result["differences"]

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lit_gpt.cli.evaluate import evaluate as evaluate_command
 from eval_helpers import QUESTIONS, TASK
+
+from lit_gpt.cli.evaluate import evaluate as evaluate_command
 
 # a test extra, always there in CI; a GPU machine running `pytest -m cuda` may lack it
 pytest.importorskip("lm_eval")
@@ -73,8 +74,12 @@ def reference(checkpoint, sp_tokenizer_dir):
     (acc_norm divides by the choice's length in characters)."""
     lls = reference_loglikelihoods(checkpoint[1], Tokenizer(sp_tokenizer_dir))
     acc = np.mean([np.argmax(s) == answer for s, (_, _, answer) in zip(lls, QUESTIONS)])
-    acc_norm = np.mean([np.argmax(np.array(s) / [len(c) for c in choices]) == answer
-                        for s, (_, choices, answer) in zip(lls, QUESTIONS)])
+    acc_norm = np.mean(
+        [
+            np.argmax(np.array(s) / [len(c) for c in choices]) == answer
+            for s, (_, choices, answer) in zip(lls, QUESTIONS)
+        ]
+    )
     return lls, acc, acc_norm
 
 
@@ -88,8 +93,16 @@ def sample_loglikelihoods(samples: list) -> list:
 def script_results(checkpoint, task_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("scores") / "scores.json"
     evaluate = evaluate_command
-    results = evaluate(checkpoint=checkpoint[0], tasks=TASK, include_path=task_dir, batch_size=5, device="cpu",
-                       dtype="float32", output_path=out, log_samples=True)
+    results = evaluate(
+        checkpoint=checkpoint[0],
+        tasks=TASK,
+        include_path=task_dir,
+        batch_size=5,
+        device="cpu",
+        dtype="float32",
+        output_path=out,
+        log_samples=True,
+    )
     return results, out
 
 
@@ -113,9 +126,15 @@ def test_hugging_face_export_scores_the_same(checkpoint, task_dir, script_result
     folder, model = checkpoint
     hf_dir = tmp_path / "hf"
     save_hf_checkpoint(hf_dir, model.state_dict(), model.config, tokenizer_dir=folder)
-    hf = simple_evaluate(model="hf", model_args={"pretrained": str(hf_dir), "dtype": "float32"}, device="cpu",
-                         batch_size=4, tasks=[TASK], task_manager=task_manager(str(task_dir), (TASK,)),
-                         log_samples=True)
+    hf = simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(hf_dir), "dtype": "float32"},
+        device="cpu",
+        batch_size=4,
+        tasks=[TASK],
+        task_manager=task_manager(str(task_dir), (TASK,)),
+        log_samples=True,
+    )
     theirs = sample_loglikelihoods(hf["samples"][TASK])
     ours = sample_loglikelihoods(script_results[0]["samples"][TASK])
     for got, want in zip(ours, theirs):
@@ -138,7 +157,7 @@ def greedy_reference(model, prompt: list, n: int) -> list:
     tokens = list(prompt)
     for _ in range(n):
         tokens.append(int(model(torch.tensor([tokens]))[0, -1].argmax()))
-    return tokens[len(prompt):]
+    return tokens[len(prompt) :]
 
 
 @torch.no_grad()
@@ -156,7 +175,7 @@ def test_loglikelihood_greedy_flag_and_batching(checkpoint):
     assert [g for _, g in one_by_one] == [True, False, False, False]
     for (a, ga), (b, gb) in zip(one_by_one, batched):
         assert a == pytest.approx(b, abs=1e-4) and ga == gb
-    window = (long_context + greedy)[-(64 + 1):][:-1]
+    window = (long_context + greedy)[-(64 + 1) :][:-1]
     logprobs = torch.log_softmax(model(torch.tensor([window]))[0, -4:].double(), dim=-1)
     assert one_by_one[2][0] == pytest.approx(float(logprobs[torch.arange(4), greedy].sum()), abs=1e-4)
 
@@ -169,7 +188,9 @@ def test_rolling_of_a_short_text_is_one_forward(checkpoint):
     tokens = [lm.prefix_token_id] + lm.tok_encode(text, add_special_tokens=False)
     logprobs = torch.log_softmax(model(torch.tensor([tokens[:-1]]))[0].double(), dim=-1)
     expected = float(logprobs[torch.arange(len(tokens) - 1), tokens[1:]].sum())
-    assert lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])[0] == pytest.approx(expected, abs=1e-4)
+    assert lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])[0] == pytest.approx(
+        expected, abs=1e-4
+    )
 
 
 def test_generate_until_is_greedy_and_stops(checkpoint):
@@ -195,8 +216,9 @@ def test_periodic_evaluation_of_a_model_in_memory(checkpoint, sp_tokenizer_dir, 
     model.train()
     torch.manual_seed(7)
     random.seed(7)
-    scores = run_lm_eval_tasks(model, Tokenizer(sp_tokenizer_dir), [TASK], limit=None, include_path=str(task_dir),
-                               batch_size=4, device="cpu")
+    scores = run_lm_eval_tasks(
+        model, Tokenizer(sp_tokenizer_dir), [TASK], limit=None, include_path=str(task_dir), batch_size=4, device="cpu"
+    )
     # training goes on undisturbed: its mode and random number streams are as they were
     assert model.training
     after = (torch.rand(2), random.random())
@@ -206,24 +228,51 @@ def test_periodic_evaluation_of_a_model_in_memory(checkpoint, sp_tokenizer_dir, 
     model.eval()
     _, acc, acc_norm = reference
     assert scores == pytest.approx({f"{TASK}/acc": acc, f"{TASK}/acc_norm": acc_norm})
-    assert run_lm_eval_tasks(model, Tokenizer(sp_tokenizer_dir), [TASK], limit=5, include_path=str(task_dir),
-                             batch_size=4)[f"{TASK}/acc"] == pytest.approx(
-        np.mean([np.argmax(s) == a for s, (_, _, a) in zip(reference[0][:5], QUESTIONS)]))
+    assert run_lm_eval_tasks(
+        model, Tokenizer(sp_tokenizer_dir), [TASK], limit=5, include_path=str(task_dir), batch_size=4
+    )[f"{TASK}/acc"] == pytest.approx(np.mean([np.argmax(s) == a for s, (_, _, a) in zip(reference[0][:5], QUESTIONS)]))
 
 
 def test_flatten_results():
-    results = {"hellaswag": {"alias": "hellaswag", "sample_len": 12, "acc,none": 0.25, "acc_stderr,none": 0.01, "acc_norm,none": 0.5},
-               "gsm8k": {"exact_match,strict-match": 0.125, "exact_match_stderr,strict-match": "N/A"}}
-    assert flatten_results(results) == {"hellaswag/acc": 0.25, "hellaswag/acc_norm": 0.5,
-                                        "gsm8k/exact_match/strict-match": 0.125}
+    results = {
+        "hellaswag": {
+            "alias": "hellaswag",
+            "sample_len": 12,
+            "acc,none": 0.25,
+            "acc_stderr,none": 0.01,
+            "acc_norm,none": 0.5,
+        },
+        "gsm8k": {"exact_match,strict-match": 0.125, "exact_match_stderr,strict-match": "N/A"},
+    }
+    assert flatten_results(results) == {
+        "hellaswag/acc": 0.25,
+        "hellaswag/acc_norm": 0.5,
+        "gsm8k/exact_match/strict-match": 0.125,
+    }
 
 
 def test_lm_eval_command_line_knows_lit_gpt(checkpoint, task_dir, reference, tmp_path):
     """`lit-lm-eval` (lm-eval's CLI with the model registered) runs `--model lit_gpt`."""
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-c", "from lit_gpt.evaluation.lm_eval_model import lm_eval_cli; lm_eval_cli()",
-           "--model", "lit_gpt", "--model_args", f"checkpoint={checkpoint[0]},dtype=float32", "--tasks", TASK,
-           "--include_path", str(task_dir), "--device", "cpu", "--batch_size", "4", "--output_path", str(out)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from lit_gpt.evaluation.lm_eval_model import lm_eval_cli; lm_eval_cli()",
+        "--model",
+        "lit_gpt",
+        "--model_args",
+        f"checkpoint={checkpoint[0]},dtype=float32",
+        "--tasks",
+        TASK,
+        "--include_path",
+        str(task_dir),
+        "--device",
+        "cpu",
+        "--batch_size",
+        "4",
+        "--output_path",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True, timeout=300)
     (result_file,) = out.rglob("results_*.json")
     metrics = json.loads(result_file.read_text())["results"][TASK]

@@ -19,13 +19,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def offline_env(hf_home: Path) -> dict:
-    return {**os.environ, "HF_HOME": str(hf_home), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-            "PYTHONPATH": str(REPO)}
+    return {
+        **os.environ,
+        "HF_HOME": str(hf_home),
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def test_a_hub_task_offline_stops_at_once_in_one_line(tmp_path):
-    cmd = [sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(tmp_path / "ckpt"),
-           "--tasks", "hellaswag", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "evaluate.py"),
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+        "--tasks",
+        "hellaswag",
+        "--device",
+        "cpu",
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=offline_env(tmp_path / "hf"))
     elapsed = time.perf_counter() - start
@@ -42,8 +55,21 @@ def test_lit_lm_eval_offline_says_it_in_one_line(tmp_path, monkeypatch, capsys):
 
     for name, value in offline_env(tmp_path / "hf").items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(sys, "argv", ["lit-lm-eval", "--model", "lit_gpt", "--model_args",
-                                      f"checkpoint={tmp_path / 'ckpt'}", "--tasks", "hellaswag", "--device", "cpu"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "lit-lm-eval",
+            "--model",
+            "lit_gpt",
+            "--model_args",
+            f"checkpoint={tmp_path / 'ckpt'}",
+            "--tasks",
+            "hellaswag",
+            "--device",
+            "cpu",
+        ],
+    )
     with pytest.raises(SystemExit) as stop:
         lm_eval_cli()
     assert stop.value.code == 2

@@ -8,15 +8,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from lit_gpt.cli.perplexity import perplexity as perplexity_command
 from lightning import Fabric
 from model_helpers import random_model, tiny_config
 
 from lit_gpt.checkpoint import save_lit_checkpoint
+from lit_gpt.cli.perplexity import perplexity as perplexity_command
 from lit_gpt.data.shards import write_shard
 from lit_gpt.data.stream import build_val_loader
-from lit_gpt.evaluation.perplexity import (IGNORE, perplexity_on_shards, perplexity_on_text, read_documents,
-                                           text_windows, validate)
+from lit_gpt.evaluation.perplexity import (
+    IGNORE,
+    perplexity_on_shards,
+    perplexity_on_text,
+    read_documents,
+    text_windows,
+    validate,
+)
 from lit_gpt.tokenizer import Tokenizer
 
 BLOCK = 16
@@ -49,8 +55,10 @@ def shards(tmp_path_factory):
 @torch.no_grad()
 def mean_loss(model, samples: np.ndarray) -> float:
     """Token-mean cross-entropy of next-token prediction over whole samples, one sample at a time."""
-    losses = [F.cross_entropy(model(torch.from_numpy(s[None, :-1]))[0].double(), torch.from_numpy(s[1:]), reduction="sum")
-              for s in samples]
+    losses = [
+        F.cross_entropy(model(torch.from_numpy(s[None, :-1]))[0].double(), torch.from_numpy(s[1:]), reduction="sum")
+        for s in samples
+    ]
     return float(sum(losses)) / (len(samples) * (samples.shape[1] - 1))
 
 
@@ -69,8 +77,12 @@ def test_shards_of_a_run_on_several_ranks(fabric, model, shards):
     process scoring for them takes the same 12, not the 14 it could."""
     folder, samples = shards
     with pytest.warns(UserWarning, match="batches per rank"):
-        per_rank = [validate(fabric, model, build_val_loader(folder, "val", BLOCK, 2, r, 3, num_batches=5)) for r in range(3)]
-        result = perplexity_on_shards(fabric, model, folder, "val", BLOCK, micro_batch_size=2, num_batches=5, world_size=3)
+        per_rank = [
+            validate(fabric, model, build_val_loader(folder, "val", BLOCK, 2, r, 3, num_batches=5)) for r in range(3)
+        ]
+        result = perplexity_on_shards(
+            fabric, model, folder, "val", BLOCK, micro_batch_size=2, num_batches=5, world_size=3
+        )
     assert result["loss"] == pytest.approx(sum(per_rank) / 3, abs=1e-6)  # every rank scores as many tokens
     assert result["loss"] == pytest.approx(mean_loss(model, samples[:12]), abs=1e-5)
     assert result["tokens"] == 12 * BLOCK
@@ -119,8 +131,15 @@ def test_script_takes_the_runs_settings(model, shards, sp_tokenizer_dir, tmp_pat
     folder, samples = shards
     checkpoint = tmp_path / "run" / "checkpoints" / "step-000000010"
     save_lit_checkpoint(checkpoint, model.state_dict(), model.config, tokenizer_dir=sp_tokenizer_dir)
-    run = {"data_dir": str(folder), "val_prefix": "val", "micro_batch_size": 2, "eval_batches": 3, "devices": 2,
-           "num_nodes": 1, "precision": "32-true"}
+    run = {
+        "data_dir": str(folder),
+        "val_prefix": "val",
+        "micro_batch_size": 2,
+        "eval_batches": 3,
+        "devices": 2,
+        "num_nodes": 1,
+        "precision": "32-true",
+    }
     (tmp_path / "run" / "run_config.yaml").write_text(yaml.safe_dump(run))
     perplexity = perplexity_command
     result = perplexity(checkpoint=checkpoint, block_size=BLOCK, device="cpu")
@@ -128,5 +147,7 @@ def test_script_takes_the_runs_settings(model, shards, sp_tokenizer_dir, tmp_pat
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     text = tmp_path / "held_out.jsonl"
     text.write_text(json.dumps({"text": "the model learns"}) + "\n")
-    assert perplexity(checkpoint=checkpoint, text=text, device="cpu")["tokens"] == len(
-        Tokenizer(sp_tokenizer_dir).encode("the model learns")) + 1
+    assert (
+        perplexity(checkpoint=checkpoint, text=text, device="cpu")["tokens"]
+        == len(Tokenizer(sp_tokenizer_dir).encode("the model learns")) + 1
+    )

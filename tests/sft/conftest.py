@@ -24,9 +24,16 @@ def chat_tokenizer(tmp_path_factory) -> Path:
     texts = [m["content"] for c in read_conversations(CHAT_SAMPLE) for m in c]
     folder = tmp_path_factory.mktemp("chat_tokenizer")
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_prefix=str(folder / "tokenizer"), vocab_size=512, byte_fallback=True,
-        model_type="bpe", character_coverage=1.0, normalization_rule_name="identity", remove_extra_whitespaces=False,
-        split_digits=True, minloglevel=2,
+        sentence_iterator=iter(texts),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=512,
+        byte_fallback=True,
+        model_type="bpe",
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        minloglevel=2,
     )
     (folder / "tokenizer.vocab").unlink()
     return folder

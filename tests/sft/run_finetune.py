@@ -13,16 +13,18 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from lit_gpt.sft.data import ChatBatches  # noqa: E402
-from lit_gpt.cli.finetune import finetune_with_recipe, parse_args  # noqa: E402
 from preemption import preempting, split_argv  # noqa: E402
+
+from lit_gpt.cli.finetune import finetune_with_recipe, parse_args  # noqa: E402
+from lit_gpt.sft.data import ChatBatches  # noqa: E402
 
 
 def main() -> None:
     options, theirs = split_argv(sys.argv[1:])
     if "--sigterm_after_batches" in options:
-        ChatBatches.__iter__ = preempting(ChatBatches.__iter__, options["--sigterm_after_batches"],
-                                          lambda batches: batches.rank)
+        ChatBatches.__iter__ = preempting(
+            ChatBatches.__iter__, options["--sigterm_after_batches"], lambda batches: batches.rank
+        )
     finetune_with_recipe(parse_args(theirs))
 
 

@@ -10,8 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from lit_gpt.sft.data import (IGNORE, ChatBatches, DataReport, Example, collate, read_conversations,
-                              split_chat_batch, split_validation, tokenize, validation_batches)
+from lit_gpt.sft.data import (
+    IGNORE,
+    ChatBatches,
+    DataReport,
+    Example,
+    collate,
+    read_conversations,
+    split_chat_batch,
+    split_validation,
+    tokenize,
+    validation_batches,
+)
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder
 from lit_gpt.tokenizer import Tokenizer
 
@@ -33,32 +43,58 @@ def test_the_sample_reads_in_all_three_formats():
     chat = by_file["chat.jsonl"]
     assert 30 < sum(c[0]["role"] == "system" for c in chat) < 150
     assert 30 < sum(len(c) >= 4 for c in chat) < 200
-    assert by_file["guanaco.jsonl"][0][0]["content"].startswith("Compute") and \
-        all(c[-1]["role"] == "assistant" for c in by_file["guanaco.jsonl"])
+    assert by_file["guanaco.jsonl"][0][0]["content"].startswith("Compute") and all(
+        c[-1]["role"] == "assistant" for c in by_file["guanaco.jsonl"]
+    )
     assert by_file["alpaca.json"][1][0]["content"].startswith("Explain what this standard library function does.\n\n")
 
 
 def test_guanaco_and_alpaca_records_become_conversations(tmp_path):
-    guanaco = write_jsonl(tmp_path / "g.jsonl", [{"text": "Be brief.### Human: a?### Assistant: b.### Human: c?### Assistant: d."}])
-    assert read_conversations(guanaco) == [[
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "a?"},
-        {"role": "assistant", "content": "b."}, {"role": "user", "content": "c?"}, {"role": "assistant", "content": "d."}]]
+    guanaco = write_jsonl(
+        tmp_path / "g.jsonl", [{"text": "Be brief.### Human: a?### Assistant: b.### Human: c?### Assistant: d."}]
+    )
+    assert read_conversations(guanaco) == [
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "a?"},
+            {"role": "assistant", "content": "b."},
+            {"role": "user", "content": "c?"},
+            {"role": "assistant", "content": "d."},
+        ]
+    ]
     alpaca = tmp_path / "a.json"
-    alpaca.write_text(json.dumps([{"instruction": "Sum.", "input": "1 2", "output": "3"},
-                                  {"instruction": "Say hi.", "input": "", "output": "hi"}]))
+    alpaca.write_text(
+        json.dumps(
+            [
+                {"instruction": "Sum.", "input": "1 2", "output": "3"},
+                {"instruction": "Say hi.", "input": "", "output": "hi"},
+            ]
+        )
+    )
     assert read_conversations(alpaca) == [
         [{"role": "user", "content": "Sum.\n\n1 2"}, {"role": "assistant", "content": "3"}],
-        [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}]]
+        [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}],
+    ]
 
 
-@pytest.mark.parametrize("bad, error, kind", [
-    ('{"messages": [oops', "not JSON", "not JSON"),
-    ({"messages": [{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "x"}]}, "unknown role 'bot'",
-     "invalid conversation"),
-    ({"messages": [{"role": "user", "content": "hi"}]}, "does not end with an assistant", "invalid conversation"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]}, "'role' and 'content'", "invalid conversation"),
-    ({"text": "no turns here"}, "missing field 'messages'", "invalid record"),
-])
+@pytest.mark.parametrize(
+    "bad, error, kind",
+    [
+        ('{"messages": [oops', "not JSON", "not JSON"),
+        (
+            {"messages": [{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "x"}]},
+            "unknown role 'bot'",
+            "invalid conversation",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "does not end with an assistant", "invalid conversation"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]},
+            "'role' and 'content'",
+            "invalid conversation",
+        ),
+        ({"text": "no turns here"}, "missing field 'messages'", "invalid record"),
+    ],
+)
 def test_a_bad_jsonl_record_is_named_by_file_and_line_or_skipped_and_counted(tmp_path, bad, error, kind):
     path = write_jsonl(tmp_path / "chats.jsonl", [GOOD, "", GOOD, bad, GOOD])
     with pytest.raises(ValueError, match=f"chats.jsonl:4: .*{error}"):
@@ -86,7 +122,10 @@ def test_bad_records_of_a_json_array_are_named_by_line(tmp_path):
 def test_overlong_examples_are_truncated_or_dropped_and_counted(chat_tokenizer):
     encoder, template = SegmentEncoder(Tokenizer(chat_tokenizer)), TEMPLATES["zephyr"]
     short = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    long_answer = [{"role": "user", "content": "count"}, {"role": "assistant", "content": " ".join(map(str, range(60)))}]
+    long_answer = [
+        {"role": "user", "content": "count"},
+        {"role": "assistant", "content": " ".join(map(str, range(60)))},
+    ]
     long_question = [{"role": "user", "content": "word " * 80}, {"role": "assistant", "content": "ok"}]
     limit = 40
     report = DataReport()
@@ -105,12 +144,18 @@ def fake_examples(lengths, seed=0):
 
 
 def test_collate_masks_padding_and_untrained_tokens():
-    examples = [Example(np.array([5, 6, 7]), np.array([False, True, True])), Example(np.array([8, 9]), np.array([False, True]))]
+    examples = [
+        Example(np.array([5, 6, 7]), np.array([False, True, True])),
+        Example(np.array([8, 9]), np.array([False, True])),
+    ]
     batch = collate(examples, max_seq_length=16, pad_multiple=4)
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0, 0], [8, 9, 0, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7, IGNORE, IGNORE], [IGNORE, 9, IGNORE, IGNORE, IGNORE]]
     x, y = split_chat_batch(batch)
-    assert x.tolist() == [[5, 6, 7, 0], [8, 9, 0, 0]] and y.tolist() == [[6, 7, IGNORE, IGNORE], [9, IGNORE, IGNORE, IGNORE]]
+    assert x.tolist() == [[5, 6, 7, 0], [8, 9, 0, 0]] and y.tolist() == [
+        [6, 7, IGNORE, IGNORE],
+        [9, IGNORE, IGNORE, IGNORE],
+    ]
 
 
 def ids_of(batch):
@@ -135,11 +180,14 @@ def test_loader_is_deterministic_sharded_bucketed_and_reshuffled_each_epoch():
     assert epochs[0] != epochs[1] and ranks[0].state_dict() == {"epoch": 1, "batch": 12, "group": 8}
     again = iter(ChatBatches(examples, 4, 64, seed=7, rank=0, world_size=2, bucket_batches=4))
     assert [ids_of(next(again)) for _ in range(12)] == [
-        ids_of(collate([examples[i] for i in indices], 64)) for indices in ranks[0].epoch_plan(0)]
+        ids_of(collate([examples[i] for i in indices], 64)) for indices in ranks[0].epoch_plan(0)
+    ]
 
     def padded_positions(loader):
         batches = [collate([examples[i] for i in indices], 64, pad_multiple=1) for indices in loader.epoch_plan(0)]
-        return sum(b["input_ids"].numel() for b in batches) - sum(len(examples[i]) for i in np.concatenate(loader.epoch_plan(0)))
+        return sum(b["input_ids"].numel() for b in batches) - sum(
+            len(examples[i]) for i in np.concatenate(loader.epoch_plan(0))
+        )
 
     # sorting within buckets puts similar lengths together: far less padding than unsorted batches
     unsorted = ChatBatches(examples, 4, 64, seed=7, rank=0, world_size=2, bucket_batches=1)

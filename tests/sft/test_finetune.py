@@ -10,11 +10,11 @@ import sys
 
 import pytest
 import yaml
+from preemption import preempting
 
 import lit_gpt.cli.finetune as finetune_command
-from lit_gpt.sft.data import ChatBatches
-from preemption import preempting
 from lit_gpt.cli.finetune import finetune_with_recipe as finetune
+from lit_gpt.sft.data import ChatBatches
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.checkpointing import list_checkpoints
@@ -25,9 +25,13 @@ from .chat_helpers import ROOT, run_args
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."}],
-    [{"role": "system", "content": "You are a concise assistant."},
-     {"role": "user", "content": "What does math.sqrt do?"}, {"role": "assistant", "content": "It returns the square root."},
-     {"role": "user", "content": "And times 3?"}, {"role": "assistant", "content": "4 * 3 = 12."}],
+    [
+        {"role": "system", "content": "You are a concise assistant."},
+        {"role": "user", "content": "What does math.sqrt do?"},
+        {"role": "assistant", "content": "It returns the square root."},
+        {"role": "user", "content": "And times 3?"},
+        {"role": "assistant", "content": "4 * 3 = 12."},
+    ],
 ]
 
 
@@ -106,19 +110,57 @@ def test_command_line_and_yaml(tmp_path):
     config = tmp_path / "sft.yaml"
     config.write_text(yaml.safe_dump({"template": "chatml", "lr": 2e-5, "epochs": 5}))
     args = finetune_command.parse_args(["--config", str(config), "--data", "chats.jsonl", "--skip_bad", "true"])
-    assert (args.template, args.lr, args.epochs, str(args.data), args.skip_bad) == ("chatml", 2e-5, 5, "chats.jsonl", True)
+    assert (args.template, args.lr, args.epochs, str(args.data), args.skip_bad) == (
+        "chatml",
+        2e-5,
+        5,
+        "chats.jsonl",
+        True,
+    )
     assert args.checkpoint is None and args.out_dir is None  # the demo recipe fills them in
 
 
 def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):
     def launch(out, *simulate):
-        args = ["--checkpoint", str(tiny_checkpoint), "--out_dir", str(out), "--accelerator", "cpu", "--devices", "2",
-                "--strategy", "fsdp", "--max_steps", "6", "--global_batch_size", "8", "--micro_batch_size", "2",
-                "--lr", "3e-3", "--min_lr", "3e-4", "--warmup_steps", "1", "--log_interval", "1", "--eval_interval", "3",
-                "--save_interval", "0", "--tensorboard", "false"]
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "sft" / "run_finetune.py"), *map(str, simulate),
-                               "--", *args], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                              timeout=300)
+        args = [
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--out_dir",
+            str(out),
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--strategy",
+            "fsdp",
+            "--max_steps",
+            "6",
+            "--global_batch_size",
+            "8",
+            "--micro_batch_size",
+            "2",
+            "--lr",
+            "3e-3",
+            "--min_lr",
+            "3e-4",
+            "--warmup_steps",
+            "1",
+            "--log_interval",
+            "1",
+            "--eval_interval",
+            "3",
+            "--save_interval",
+            "0",
+            "--tensorboard",
+            "false",
+        ]
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "sft" / "run_finetune.py"), *map(str, simulate), "--", *args],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
         return proc
 

@@ -9,21 +9,22 @@ import sys
 
 import pytest
 import torch
+from preemption import preempting
 
 from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict
+from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.cli.shipped import demo_data
 from lit_gpt.lora import LoRASettings, apply_lora, load_adapter, lora_init_state, merge_checkpoint, merge_lora_weights
 from lit_gpt.model import GPT
 from lit_gpt.sft.data import ChatBatches
-from preemption import preempting
-from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 
 from .chat_helpers import ROOT, run_args, tiny_chat_config
 
-LORA = dict(method="lora", lora_r=4, lora_alpha=8.0, lora_dropout=0.1, max_steps=6, eval_interval=3, lr=1e-2,
-            min_lr=1e-3)
+LORA = dict(
+    method="lora", lora_r=4, lora_alpha=8.0, lora_dropout=0.1, max_steps=6, eval_interval=3, lr=1e-2, min_lr=1e-3
+)
 
 
 def losses(out_dir) -> dict:
@@ -67,7 +68,10 @@ def test_checkpoint_holds_the_adapter_and_merges_exactly(lora_reference, tiny_ch
     assert adapter and all(k.endswith((".lora_a", ".lora_b")) for k in adapter)
     assert all(adapter[k].abs().max() > 0 for k in adapter if k.endswith("lora_b"))  # trained away from zero
     # the checkpoint is small: the base (here most of the bytes) is not in it
-    assert sum(f.stat().st_size for f in checkpoint.glob("*.distcp")) < (tiny_checkpoint / "lit_model.pth").stat().st_size / 2
+    assert (
+        sum(f.stat().st_size for f in checkpoint.glob("*.distcp"))
+        < (tiny_checkpoint / "lit_model.pth").stat().st_size / 2
+    )
 
     base, config = load_lit_checkpoint(tiny_checkpoint)
     settings = LoRASettings(r=4, alpha=8.0, dropout=0.1)
@@ -75,8 +79,10 @@ def test_checkpoint_holds_the_adapter_and_merges_exactly(lora_reference, tiny_ch
     merge_checkpoint(checkpoint, tmp_path / "merged")
     merged_state, merged_config = load_lit_checkpoint(tmp_path / "merged")
     assert merged_state.keys() == base.keys()
-    assert torch.equal(merged_state["transformer.h.0.mlp.fc_up.weight"],
-                       merge_lora_weights(base, adapter, settings)["transformer.h.0.mlp.fc_up.weight"])
+    assert torch.equal(
+        merged_state["transformer.h.0.mlp.fc_up.weight"],
+        merge_lora_weights(base, adapter, settings)["transformer.h.0.mlp.fc_up.weight"],
+    )
     merged = model_from_state_dict(merged_state, merged_config).eval()
     idx = torch.randint(0, config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -89,11 +95,12 @@ def test_checkpoint_holds_the_adapter_and_merges_exactly(lora_reference, tiny_ch
     from transformers import AutoModelForCausalLM
 
     from lit_gpt.cli import convert_lit as convert
+
     convert.convert_lit_checkpoint(tmp_path / "merged", tmp_path / "hf")
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
     with torch.no_grad():
         hf_logits = hf(idx).logits
-    torch.testing.assert_close(hf_logits, ours[..., :hf_logits.size(-1)], rtol=0, atol=1e-4)
+    torch.testing.assert_close(hf_logits, ours[..., : hf_logits.size(-1)], rtol=0, atol=1e-4)
 
 
 def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, lora_reference, tiny_checkpoint):
@@ -125,14 +132,53 @@ def test_qlora_and_bad_options_stop_with_a_message(tmp_path, tiny_checkpoint):
 
 def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):
     def launch(out, *simulate):
-        args = ["--checkpoint", str(tiny_checkpoint), "--out_dir", str(out), "--accelerator", "cpu", "--devices", "2",
-                "--strategy", "fsdp", "--data", str(demo_data("chat_sample")), "--max_steps", "4",
-                "--global_batch_size", "8", "--micro_batch_size", "2", "--lr", "1e-2", "--min_lr", "1e-3",
-                "--warmup_steps", "1", "--log_interval", "1", "--eval_interval", "0", "--save_interval", "0",
-                "--tensorboard", "false", "--method", "lora", "--lora_r", "4", "--lora_alpha", "8"]
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "sft" / "run_finetune.py"), *map(str, simulate),
-                               "--", *args], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                              timeout=300)
+        args = [
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--out_dir",
+            str(out),
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--strategy",
+            "fsdp",
+            "--data",
+            str(demo_data("chat_sample")),
+            "--max_steps",
+            "4",
+            "--global_batch_size",
+            "8",
+            "--micro_batch_size",
+            "2",
+            "--lr",
+            "1e-2",
+            "--min_lr",
+            "1e-3",
+            "--warmup_steps",
+            "1",
+            "--log_interval",
+            "1",
+            "--eval_interval",
+            "0",
+            "--save_interval",
+            "0",
+            "--tensorboard",
+            "false",
+            "--method",
+            "lora",
+            "--lora_r",
+            "4",
+            "--lora_alpha",
+            "8",
+        ]
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "sft" / "run_finetune.py"), *map(str, simulate), "--", *args],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
     launch(tmp_path / "reference")
@@ -142,6 +188,7 @@ def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):
     launch(out, "--sigterm_after_batches", 3)  # 2 micro batches per rank and step: inside step 2
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [2]
     assert set(load_adapter(list_checkpoints(out / "checkpoints")[-1][1])) == set(
-        load_adapter(list_checkpoints(tmp_path / "reference" / "checkpoints")[-1][1]))
+        load_adapter(list_checkpoints(tmp_path / "reference" / "checkpoints")[-1][1])
+    )
     launch(out)
     assert losses(out) == reference

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.model import GPT
 from lit_gpt.sft.data import IGNORE, PackedBatches, collate, collate_packed, pack, read_conversations, tokenize
-from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.sft.templates import SegmentEncoder, get_template
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.metrics import read_metrics
@@ -56,7 +56,7 @@ def test_packed_losses_equal_the_unpacked_ones(chat_tokenizer):
         for i in row:
             alone = per_token_losses(plain_model, collate([data[i]], 127, pad_multiple=1))[0]
             n = len(data[i]) - 1  # targets of this conversation: positions at .. at + n - 1
-            torch.testing.assert_close(packed[r, at:at + n], alone[:n], rtol=0, atol=2e-5)
+            torch.testing.assert_close(packed[r, at : at + n], alone[:n], rtol=0, atol=2e-5)
             assert packed[r, at + n] == 0  # the next conversation's BOS (or padding) is no target
             compared += int((alone[:n] > 0).sum())
             at += len(data[i])
@@ -70,7 +70,7 @@ def test_packed_loader_is_dense_and_resumes_exactly(chat_tokenizer):
     data = examples(chat_tokenizer)
     loader = PackedBatches(data, micro_batch_size=2, max_seq_length=127, seed=3)
     first = list(itertools.islice(iter(loader), loader.batches_per_epoch + 3))  # into the second epoch
-    real = sum(int((b["input_ids"] != 0).sum()) for b in first[:loader.batches_per_epoch])
+    real = sum(int((b["input_ids"] != 0).sum()) for b in first[: loader.batches_per_epoch])
     assert real / (loader.batches_per_epoch * 2 * 128) > 0.85  # rows nearly full
     again = PackedBatches(data, micro_batch_size=2, max_seq_length=127, seed=3)
     it = iter(again)
@@ -89,8 +89,17 @@ def test_packed_loader_is_dense_and_resumes_exactly(chat_tokenizer):
 
 
 def test_a_packed_run_trains(tmp_path, tiny_checkpoint):
-    finetune(run_args(tiny_checkpoint, tmp_path, packed=True, max_steps=8, global_batch_size=4, micro_batch_size=2,
-                      eval_interval=8))
+    finetune(
+        run_args(
+            tiny_checkpoint,
+            tmp_path,
+            packed=True,
+            max_steps=8,
+            global_batch_size=4,
+            micro_batch_size=2,
+            eval_interval=8,
+        )
+    )
     series = read_metrics(tmp_path / "metrics.csv")
     losses = [loss for _, loss in series["loss"]]
     assert len(losses) == 8 and sum(losses[-2:]) / 2 < losses[0] - 0.5

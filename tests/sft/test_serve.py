@@ -19,9 +19,16 @@ from lit_gpt.sft.templates import SegmentEncoder, get_template
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
-PROMPTS = ["What is 2 + 2?", "How do I reverse a list in Python?", "Name a prime number.",
-           "Why is the sky blue? Tell me briefly.", "Hello!", "What does math.sqrt do?",
-           "Write a haiku about the sea.", "And times 3?"]
+PROMPTS = [
+    "What is 2 + 2?",
+    "How do I reverse a list in Python?",
+    "Name a prime number.",
+    "Why is the sky blue? Tell me briefly.",
+    "Hello!",
+    "What does math.sqrt do?",
+    "Write a haiku about the sea.",
+    "And times 3?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +45,15 @@ def reference(tiny_checkpoint):
             out.append(token)
         return served.tokenizer.decode(out)
 
-    chats = {p: greedy(encoder.encode_conversation(get_template("zephyr"), [{"role": "user", "content": p}],
-                                                   add_generation_prompt=True)[0], 12) for p in PROMPTS}
+    chats = {
+        p: greedy(
+            encoder.encode_conversation(
+                get_template("zephyr"), [{"role": "user", "content": p}], add_generation_prompt=True
+            )[0],
+            12,
+        )
+        for p in PROMPTS
+    }
     completions = {p: greedy(served.tokenizer.encode(p, bos=True), 10) for p in PROMPTS}
     return chats, completions
 
@@ -74,16 +88,20 @@ def test_models_completions_and_chat(server, reference):
     out = client.completions.create(model="tiny", prompt=prompt, max_tokens=10, temperature=0)
     assert out.choices[0].text == completions[prompt]
     assert out.usage.completion_tokens <= 10 and out.choices[0].finish_reason in ("stop", "length")
-    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
-                                          max_tokens=12, temperature=0)
+    chat = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": prompt}], max_tokens=12, temperature=0
+    )
     assert chat.choices[0].message.role == "assistant" and chat.choices[0].message.content == chats[prompt]
-    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
-                                            max_tokens=12, temperature=0, stream=True)
+    stream = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": prompt}], max_tokens=12, temperature=0, stream=True
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == chats[prompt]
-    text = "".join(c.choices[0].text for c in client.completions.create(
-        model="tiny", prompt=prompt, max_tokens=10, temperature=0, stream=True))
+    text = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model="tiny", prompt=prompt, max_tokens=10, temperature=0, stream=True)
+    )
     assert text == completions[prompt]
     sampled = client.completions.create(model="tiny", prompt=prompt, max_tokens=8, temperature=1.0, top_p=0.9)
     assert isinstance(sampled.choices[0].text, str)
@@ -106,8 +124,10 @@ def test_bad_requests_get_4xx_with_a_message(server):
     import urllib.request
 
     with pytest.raises(urllib.error.HTTPError) as bad:
-        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=b"{not json",
-                                                      method="POST"), timeout=10)
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=b"{not json", method="POST"),
+            timeout=10,
+        )
     assert bad.value.code == 400 and "JSON" in json.loads(bad.value.read())["error"]["message"]
     page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
     assert "/v1/chat/completions" in page and "tiny" in page
@@ -129,13 +149,24 @@ def test_eight_concurrent_streaming_clients(server, reference):
             while time.monotonic() < stop_at and n < 40:
                 prompt = PROMPTS[(worker + n) % len(PROMPTS)]
                 if (worker + n) % 2:
-                    got = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-                        model="tiny", messages=[{"role": "user", "content": prompt}], max_tokens=12, temperature=0,
-                        stream=True))
+                    got = "".join(
+                        c.choices[0].delta.content or ""
+                        for c in client.chat.completions.create(
+                            model="tiny",
+                            messages=[{"role": "user", "content": prompt}],
+                            max_tokens=12,
+                            temperature=0,
+                            stream=True,
+                        )
+                    )
                     expected = chats[prompt]
                 else:
-                    got = "".join(c.choices[0].text for c in client.completions.create(
-                        model="tiny", prompt=prompt, max_tokens=10, temperature=0, stream=True))
+                    got = "".join(
+                        c.choices[0].text
+                        for c in client.completions.create(
+                            model="tiny", prompt=prompt, max_tokens=10, temperature=0, stream=True
+                        )
+                    )
                     expected = completions[prompt]
                 if got != expected:
                     errors.append(f"worker {worker}, {prompt!r}: {got!r} != {expected!r}")

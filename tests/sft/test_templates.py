@@ -8,19 +8,32 @@ import shutil
 
 import pytest
 
-from lit_gpt.sft.templates import (TEMPLATES, SegmentEncoder, check_conversation, hf_tokenizer_config, render,
-                                   template_of, write_chat_template)
+from lit_gpt.sft.templates import (
+    TEMPLATES,
+    SegmentEncoder,
+    check_conversation,
+    hf_tokenizer_config,
+    render,
+    template_of,
+    write_chat_template,
+)
 from lit_gpt.tokenizer import Tokenizer
 
 SYSTEM = {"role": "system", "content": "You are a patient tutor. Explain things simply."}
 TURNS = [
-    {"role": "user", "content": "What is 17 + 25?"}, {"role": "assistant", "content": "17 + 25 = 42."},
-    {"role": "user", "content": "And times 3?"}, {"role": "assistant", "content": "42 * 3 = 126.\nThat is all."},
+    {"role": "user", "content": "What is 17 + 25?"},
+    {"role": "assistant", "content": "17 + 25 = 42."},
+    {"role": "user", "content": "And times 3?"},
+    {"role": "assistant", "content": "42 * 3 = 126.\nThat is all."},
     {"role": "user", "content": "What does `math.sqrt` do? (café)"},
     {"role": "assistant", "content": " It returns the square root: math.sqrt(16) returns 4.0 ✓"},
 ]
-CONVERSATIONS = {"one turn": TURNS[:2], "multi-turn": TURNS, "system, one turn": [SYSTEM] + TURNS[:2],
-                 "system, multi-turn": [SYSTEM] + TURNS}
+CONVERSATIONS = {
+    "one turn": TURNS[:2],
+    "multi-turn": TURNS,
+    "system, one turn": [SYSTEM] + TURNS[:2],
+    "system, multi-turn": [SYSTEM] + TURNS,
+}
 
 
 def runs(mask):
@@ -42,8 +55,11 @@ def test_exactly_the_assistant_tokens_carry_loss(name, case, chat_tokenizer):
     encoder = SegmentEncoder(Tokenizer(chat_tokenizer))
     ids, mask = encoder.encode_conversation(template, messages)
     eos = encoder.eos
-    expected = [template.assistant_body.replace("{content}", m["content"]).replace("{eos}", eos)
-                for m in messages if m["role"] == "assistant"]
+    expected = [
+        template.assistant_body.replace("{content}", m["content"]).replace("{eos}", eos)
+        for m in messages
+        if m["role"] == "assistant"
+    ]
     trained = [encoder.decode(ids[a:b]) for a, b in runs(mask)]
     assert trained == expected
     # the end of every answer is trained: EOS for guanaco and zephyr, <|im_end|> and its newline for ChatML
@@ -72,8 +88,9 @@ def test_rendering_and_ids_equal_transformers_apply_chat_template(name, tmp_path
             conversation = messages[:-1] if prompt else messages
             segments = render(template, conversation, encoder.bos, encoder.eos, add_generation_prompt=prompt)
             ids, _ = encoder.encode(segments)
-            assert theirs.apply_chat_template(conversation, tokenize=False, add_generation_prompt=prompt) == \
-                "".join(s.text for s in segments)
+            assert theirs.apply_chat_template(conversation, tokenize=False, add_generation_prompt=prompt) == "".join(
+                s.text for s in segments
+            )
             assert theirs.apply_chat_template(conversation, add_generation_prompt=prompt, return_dict=False) == ids
     with pytest.raises(TemplateError, match="unknown role: bot"):
         theirs.apply_chat_template([{"role": "bot", "content": "hi"}], tokenize=False)
@@ -89,15 +106,22 @@ def test_generation_prompt_is_the_assistant_header(chat_tokenizer):
         assert prompt[-1].text.endswith(template.assistant_header) and not prompt[-1].loss
 
 
-@pytest.mark.parametrize("messages, complete, error", [
-    ([], True, "non-empty"),
-    ([{"role": "bot", "content": "hi"}], True, "unknown role 'bot'"),
-    ([{"role": "user", "content": 3}], True, "must be a string"),
-    ([{"role": "user", "content": "hi"}], True, "does not end with an assistant"),
-    ([{"role": "assistant", "content": "hi"}], True, "expected user"),
-    ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], True, "system message may only come first"),
-    (TURNS[:2], False, "must end with a user message"),
-])
+@pytest.mark.parametrize(
+    "messages, complete, error",
+    [
+        ([], True, "non-empty"),
+        ([{"role": "bot", "content": "hi"}], True, "unknown role 'bot'"),
+        ([{"role": "user", "content": 3}], True, "must be a string"),
+        ([{"role": "user", "content": "hi"}], True, "does not end with an assistant"),
+        ([{"role": "assistant", "content": "hi"}], True, "expected user"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}],
+            True,
+            "system message may only come first",
+        ),
+        (TURNS[:2], False, "must end with a user message"),
+    ],
+)
 def test_malformed_conversations_are_refused(messages, complete, error):
     with pytest.raises(ValueError, match=error):
         check_conversation(messages, complete)

@@ -15,27 +15,78 @@ LAUNCHER = ROOT / "tests" / "training" / "run_pretrain.py"
 MAX_STEPS = 12
 
 
-def pretrain_args(out_dir: Path, data: Path, tokenizer: Path, model_config: Path, *extra: str, devices: int = 1) -> list:
+def pretrain_args(
+    out_dir: Path, data: Path, tokenizer: Path, model_config: Path, *extra: str, devices: int = 1
+) -> list:
     args = [
-        "--data_dir", str(data), "--tokenizer_dir", str(tokenizer), "--model_config", str(model_config),
-        "--out_dir", str(out_dir), "--accelerator", "cpu", "--devices", str(devices),
-        "--global_batch_size", "8", "--micro_batch_size", "2", "--max_steps", str(MAX_STEPS),
-        "--lr", "3e-3", "--min_lr", "3e-4", "--warmup_steps", "2", "--log_interval", "1",
-        "--eval_interval", "6", "--eval_batches", "2", "--val_prefix", "train_starcoder",
-        "--save_interval", "0", "--tensorboard", "false", *extra,
+        "--data_dir",
+        str(data),
+        "--tokenizer_dir",
+        str(tokenizer),
+        "--model_config",
+        str(model_config),
+        "--out_dir",
+        str(out_dir),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        str(devices),
+        "--global_batch_size",
+        "8",
+        "--micro_batch_size",
+        "2",
+        "--max_steps",
+        str(MAX_STEPS),
+        "--lr",
+        "3e-3",
+        "--min_lr",
+        "3e-4",
+        "--warmup_steps",
+        "2",
+        "--log_interval",
+        "1",
+        "--eval_interval",
+        "6",
+        "--eval_batches",
+        "2",
+        "--val_prefix",
+        "train_starcoder",
+        "--save_interval",
+        "0",
+        "--tensorboard",
+        "false",
+        *extra,
     ]
     return args
 
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+ENV = {
+    **os.environ,
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 
-def run(out_dir: Path, data: Path, tokenizer: Path, model_config: Path, *extra: str, devices: int = 1,
-        simulate: tuple = (), expect_rc: int = 0) -> subprocess.CompletedProcess:
+def run(
+    out_dir: Path,
+    data: Path,
+    tokenizer: Path,
+    model_config: Path,
+    *extra: str,
+    devices: int = 1,
+    simulate: tuple = (),
+    expect_rc: int = 0,
+) -> subprocess.CompletedProcess:
     args = pretrain_args(out_dir, data, tokenizer, model_config, *extra, devices=devices)
     # a session of its own: a simulated group-wide SIGTERM reaches the run, not pytest
-    proc = subprocess.run([sys.executable, str(LAUNCHER), *map(str, simulate), "--", *args], env=ENV,
-                          capture_output=True, text=True, timeout=600, start_new_session=True)
+    proc = subprocess.run(
+        [sys.executable, str(LAUNCHER), *map(str, simulate), "--", *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
     assert proc.returncode == expect_rc, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
@@ -44,16 +95,45 @@ def losses(out_dir: Path) -> dict:
     return dict(read_metrics(out_dir / "metrics.csv")["loss"])
 
 
-def interrupt_fabric_run(out_dir: Path, data: Path, tokenizer: Path, model_config: Path, signum: int,
-                         num_workers: int) -> tuple:
+def interrupt_fabric_run(
+    out_dir: Path, data: Path, tokenizer: Path, model_config: Path, signum: int, num_workers: int
+) -> tuple:
     """`fabric run` of two CPU processes (DDP, `num_workers` loader workers each), sent `signum` once rank
     0 has logged step 2; returns everything it printed and the launcher (finished)."""
     fabric_cli = Path(sys.executable).with_name("fabric")
-    args = pretrain_args(out_dir, data, tokenizer, model_config, "--strategy", "ddp", "--num_workers", str(num_workers),
-                         "--max_steps", "10000", "--eval_interval", "0", devices=2)
-    launcher = subprocess.Popen([str(fabric_cli), "run", "--accelerator", "cpu", "--devices", "2",
-                                 str(ROOT / "pretrain" / "tinyllama.py"), "--", *args], env=ENV, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    args = pretrain_args(
+        out_dir,
+        data,
+        tokenizer,
+        model_config,
+        "--strategy",
+        "ddp",
+        "--num_workers",
+        str(num_workers),
+        "--max_steps",
+        "10000",
+        "--eval_interval",
+        "0",
+        devices=2,
+    )
+    launcher = subprocess.Popen(
+        [
+            str(fabric_cli),
+            "run",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            str(ROOT / "pretrain" / "tinyllama.py"),
+            "--",
+            *args,
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     seen = []
     for line in launcher.stdout:
         seen.append(line)

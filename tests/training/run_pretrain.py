@@ -1,9 +1,11 @@
-"""Launch the pretraining command (lit_gpt/cli/pretrain.py) for the tests, optionally with a simulated preemption or crash.
+"""Launch the pretraining command (lit_gpt/cli/pretrain.py) for the tests, optionally with a simulated preemption or
+crash.
 
     python tests/training/run_pretrain.py [--sigterm_(group_)after_batches K] [--sigkill_on_save N] -- <pretrain args>
 
 `--sigterm_after_batches K`: rank 0 sends itself SIGTERM after handing out its K-th training batch
-(tests/preemption.py); `--sigterm_group_after_batches K`: the same to its whole process group. `--sigkill_on_save N`: the process kills itself with SIGKILL in the middle of
+(tests/preemption.py); `--sigterm_group_after_batches K`: the same to its whole process group. `--sigkill_on_save N`:
+the process kills itself with SIGKILL in the middle of
 writing its N-th checkpoint (after the shards are written, before the folder is complete).
 `--sigkill_on_async_save N`: SIGKILL right after the N-th asynchronous save has started (its shards
 still being written by the background thread, or just written, and the folder not complete).
@@ -18,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from preemption import preempting, split_argv  # noqa: E402
+
 import lit_gpt.training.checkpointing as checkpointing  # noqa: E402
 import lit_gpt.training.pretraining as pretraining  # noqa: E402
-from preemption import preempting, split_argv  # noqa: E402
 from lit_gpt.cli.pretrain import main as main_of_script  # noqa: E402
 
 

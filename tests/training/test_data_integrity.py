@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
+from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
 from lit_gpt.data import ShardError, build_train_loader, read_manifest
 from lit_gpt.data.integrity import check_shards
 from lit_gpt.data.shards import HEADER
-from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
 from lit_gpt.training.pretrain_args import PretrainArgs
 
 
@@ -24,10 +24,24 @@ def data(tmp_path, prepared_sample):
 
 
 def short_run(tmp_path, data_dir, tokenizer, config_file):
-    return pretrain(PretrainArgs(out_dir=tmp_path / "out", data_dir=data_dir, tokenizer_dir=tokenizer,
-                                 model_config=config_file, accelerator="cpu", global_batch_size=4, micro_batch_size=2,
-                                 max_steps=1, warmup_steps=0, eval_interval=0, eval_batches=1, val_prefix="",
-                                 tensorboard=False, num_workers=0))
+    return pretrain(
+        PretrainArgs(
+            out_dir=tmp_path / "out",
+            data_dir=data_dir,
+            tokenizer_dir=tokenizer,
+            model_config=config_file,
+            accelerator="cpu",
+            global_batch_size=4,
+            micro_batch_size=2,
+            max_steps=1,
+            warmup_steps=0,
+            eval_interval=0,
+            eval_batches=1,
+            val_prefix="",
+            tensorboard=False,
+            num_workers=0,
+        )
+    )
 
 
 def test_the_manifest_records_sizes_and_the_run_checks_them(data):
@@ -36,7 +50,9 @@ def test_the_manifest_records_sizes_and_the_run_checks_them(data):
     assert first["bytes"] == (data / first["file"]).stat().st_size == HEADER.size + 2 * first["tokens"]
     check_shards(data, "train_starcoder", manifest)
     (data / first["file"]).unlink()
-    with pytest.raises(FileNotFoundError, match=rf"{first['file']}: listed in .*train_starcoder.manifest.json but missing"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"{first['file']}: listed in .*train_starcoder.manifest.json but missing"
+    ):
         check_shards(data, "train_starcoder", manifest)
 
 
@@ -53,17 +69,20 @@ def test_an_id_outside_the_vocabulary_names_file_and_block(data):
         tokens = np.memmap(data / entry["file"], dtype=np.uint16, mode="r+", offset=HEADER.size)
         tokens[:] = 2000  # a valid header, ids the 1024-token model cannot embed
         tokens.flush()
-    loader = build_train_loader(data, {"train_starcoder": 1.0}, block_size=32, micro_batch_size=2, num_workers=0,
-                                vocab_size=1024)
-    with pytest.raises(ShardError, match=r"train_starcoder_\d+\.bin: block \d+ holds token id 2000, outside the model's "
-                                         r"vocabulary of 1024"):
+    loader = build_train_loader(
+        data, {"train_starcoder": 1.0}, block_size=32, micro_batch_size=2, num_workers=0, vocab_size=1024
+    )
+    with pytest.raises(
+        ShardError,
+        match=r"train_starcoder_\d+\.bin: block \d+ holds token id 2000, outside the model's "
+        r"vocabulary of 1024",
+    ):
         for _ in zip(range(50), loader):
             pass
 
 
 @pytest.mark.parametrize("damage", ["truncated", "no_tokenizer_key", "other_tokenizer"])
-def test_a_damaged_or_foreign_manifest_stops_the_run_naming_it(tmp_path, data, sample_tokenizer, model_config,
-                                                               damage):
+def test_a_damaged_or_foreign_manifest_stops_the_run_naming_it(tmp_path, data, sample_tokenizer, model_config, damage):
     path = data / "train_slimpajama.manifest.json"
     manifest = json.loads(path.read_text())
     if damage == "truncated":
@@ -79,5 +98,7 @@ def test_a_damaged_or_foreign_manifest_stops_the_run_naming_it(tmp_path, data, s
 
 
 def test_real_data_without_a_tokenizer_is_refused(tmp_path, data, model_config):
-    with pytest.raises(ValueError, match=r"train_slimpajama\.manifest\.json.*pass that tokenizer's folder as --tokenizer_dir"):
+    with pytest.raises(
+        ValueError, match=r"train_slimpajama\.manifest\.json.*pass that tokenizer's folder as --tokenizer_dir"
+    ):
         short_run(tmp_path, data, None, model_config)

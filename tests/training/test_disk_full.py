@@ -34,8 +34,11 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeyp
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
 
     monkeypatch.setattr(FileSystemWriter, "write_data", write_until_full)
-    with pytest.raises(NoSpaceLeft, match=rf"no space left on {root} while saving step 8.*kept the earlier "
-                                          r"checkpoints \(step-000000004\)"):
+    with pytest.raises(
+        NoSpaceLeft,
+        match=rf"no space left on {root} while saving step 8.*kept the earlier "
+        r"checkpoints \(step-000000004\)",
+    ):
         save_checkpoint(root, 8, model, optimizer, {"step": 8}, {})
     assert [s for s, _ in list_checkpoints(root)] == [4]
     assert sorted(p.name for p in root.iterdir()) == ["step-000000004"]  # no partial step-000000008.tmp

@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import signal
 
-from training.pretrain_helpers import interrupt_fabric_run
 from lit_gpt.training.checkpointing import list_checkpoints
+from training.pretrain_helpers import interrupt_fabric_run
 
 
 def test_sigint_to_a_fabric_run_launcher_saves_without_a_traceback_from_our_ranks(
-        tmp_path, prepared_sample, sample_tokenizer, model_config):
+    tmp_path, prepared_sample, sample_tokenizer, model_config
+):
     out = tmp_path / "fabric_run"
-    text, launcher = interrupt_fabric_run(out, prepared_sample, sample_tokenizer, model_config, signal.SIGINT,
-                                          num_workers=1)
+    text, launcher = interrupt_fabric_run(
+        out, prepared_sample, sample_tokenizer, model_config, signal.SIGINT, num_workers=1
+    )
     saved = list_checkpoints(out / "checkpoints")
     assert len(saved) == 1, text[-5000:]
     state = json.loads((saved[0][1] / "train_state.json").read_text())

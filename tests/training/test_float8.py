@@ -11,12 +11,12 @@ import sys
 import pytest
 import torch
 
-from training.pretrain_helpers import losses, run
 from lit_gpt.cli import STOPPED_AND_SAVED
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.float8 import check_float8, convert_to_float8
+from training.pretrain_helpers import losses, run
 
 pytest.importorskip("torchao")  # a test dependency (setup.py extras "test"); present in CI
 
@@ -57,8 +57,13 @@ def test_the_rule_converts_the_large_block_linears_only():
     assert type(big.lm_head).__name__ == "Linear"
     # tiny_LLaMA_120M is 768 wide: below the default minimum, nothing converted unless asked
     assert converted("tiny_LLaMA_120M") == []
-    assert converted("tiny_LLaMA_120M", min_features=0) == ["attn.proj", "attn.qkv", "mlp.fc_gate", "mlp.fc_up",
-                                                            "mlp.proj"]
+    assert converted("tiny_LLaMA_120M", min_features=0) == [
+        "attn.proj",
+        "attn.qkv",
+        "mlp.fc_gate",
+        "mlp.fc_up",
+        "mlp.proj",
+    ]
 
 
 def test_converted_model_keeps_names_and_computes_close_to_the_original():
@@ -77,8 +82,7 @@ def test_converted_model_keeps_names_and_computes_close_to_the_original():
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_float8_run_resumes_without_float8_and_the_reverse(tmp_path, prepared_sample, sample_tokenizer,
-                                                           model_config):
+def test_float8_run_resumes_without_float8_and_the_reverse(tmp_path, prepared_sample, sample_tokenizer, model_config):
     common = (prepared_sample, sample_tokenizer, model_config)
     fp8 = ("--float8", "tensorwise", "--float8_min_features", "0", "--num_workers", "0")
     out = tmp_path / "fp8_then_bf16"
@@ -104,14 +108,28 @@ def test_float8_run_resumes_without_float8_and_the_reverse(tmp_path, prepared_sa
     assert "resumed from" in proc.stdout and sorted(losses(back)) == list(range(1, 13))
 
 
-def test_fsdp2_float8_all_gather_trains_and_resumes_on_one_process(tmp_path, prepared_sample, sample_tokenizer,
-                                                                   model_config):
+def test_fsdp2_float8_all_gather_trains_and_resumes_on_one_process(
+    tmp_path, prepared_sample, sample_tokenizer, model_config
+):
     """Two gloo processes with float8 weights all-gathered (scales refreshed after each optimizer step),
     stopped at step 4, then continued on one process in plain fp32."""
     common = (prepared_sample, sample_tokenizer, model_config)
     out = tmp_path / "fsdp_fp8"
-    run(out, *common, "--strategy", "fsdp", "--float8", "tensorwise", "--float8_min_features", "0",
-        "--num_workers", "0", devices=2, simulate=("--sigterm_after_batches", 7), expect_rc=STOPPED_AND_SAVED)
+    run(
+        out,
+        *common,
+        "--strategy",
+        "fsdp",
+        "--float8",
+        "tensorwise",
+        "--float8_min_features",
+        "0",
+        "--num_workers",
+        "0",
+        devices=2,
+        simulate=("--sigterm_after_batches", 7),
+        expect_rc=STOPPED_AND_SAVED,
+    )
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [4]
     run(out, *common, "--num_workers", "0", devices=1)
     series = losses(out)

@@ -3,7 +3,6 @@ that do not depend on the number of processes, asynchronous checkpoints."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -11,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from training.pretrain_helpers import ENV, LAUNCHER, losses, run
 from lit_gpt.training.checkpointing import damage, list_checkpoints, read_train_state
 from lit_gpt.training.metrics import read_metrics
+from training.pretrain_helpers import ENV, LAUNCHER, losses, run
 
 SERIAL = ("--num_workers", "0")
 
@@ -26,23 +25,64 @@ def snapshot(folder: Path) -> dict:
 def constant_run(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:
     """8 steps at a constant rate after the warmup, checkpoints at steps 4 and 8."""
     out = tmp_path_factory.mktemp("constant")
-    run(out, prepared_sample, sample_tokenizer, model_config, *SERIAL, "--lr_schedule", "constant", "--max_steps", "8",
-        "--save_interval", "4")
+    run(
+        out,
+        prepared_sample,
+        sample_tokenizer,
+        model_config,
+        *SERIAL,
+        "--lr_schedule",
+        "constant",
+        "--max_steps",
+        "8",
+        "--save_interval",
+        "4",
+    )
     return out
 
 
-def test_annealing_branch_equals_a_wsd_run_that_decays_at_k(tmp_path, constant_run, prepared_sample,
-                                                            sample_tokenizer, model_config):
+def test_annealing_branch_equals_a_wsd_run_that_decays_at_k(
+    tmp_path, constant_run, prepared_sample, sample_tokenizer, model_config
+):
     wsd = tmp_path / "wsd"  # 12 steps, the last 4 a 1-sqrt decay: it switches to the decay at step 8
-    run(wsd, prepared_sample, sample_tokenizer, model_config, *SERIAL, "--lr_schedule", "wsd", "--decay_steps", "4",
-        "--decay_shape", "1-sqrt")
+    run(
+        wsd,
+        prepared_sample,
+        sample_tokenizer,
+        model_config,
+        *SERIAL,
+        "--lr_schedule",
+        "wsd",
+        "--decay_steps",
+        "4",
+        "--decay_shape",
+        "1-sqrt",
+    )
     source = constant_run / "checkpoints" / "step-000000008"
     before = snapshot(constant_run)
     branch = tmp_path / "branch"
     # every other option is the original run's
-    proc = subprocess.run([sys.executable, str(LAUNCHER), "--", "--anneal_from", str(source), "--decay_steps", "4",
-                           "--decay_shape", "1-sqrt", "--out_dir", str(branch), "--tensorboard", "false"],
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(LAUNCHER),
+            "--",
+            "--anneal_from",
+            str(source),
+            "--decay_steps",
+            "4",
+            "--decay_shape",
+            "1-sqrt",
+            "--out_dir",
+            str(branch),
+            "--tensorboard",
+            "false",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "annealing branch from" in proc.stdout and "at step 8" in proc.stdout
     expected, got = losses(wsd), losses(branch)
@@ -62,17 +102,21 @@ def test_annealing_refuses_bad_branches(tmp_path, constant_run):
     from lit_gpt.training.pretraining import PretrainArgs
 
     source = constant_run / "checkpoints" / "step-000000004"
-    for options, message in ((dict(out_dir=constant_run), "original run's"), (dict(out_dir=tmp_path, decay_steps=None), "--decay_steps N"),
-                             (dict(out_dir=tmp_path, decay_steps=2, max_steps=9), "drop --max_steps"),
-                             (dict(out_dir=tmp_path, decay_steps=2, anneal_from=tmp_path / "none"), "no such checkpoint")):
+    for options, message in (
+        (dict(out_dir=constant_run), "original run's"),
+        (dict(out_dir=tmp_path, decay_steps=None), "--decay_steps N"),
+        (dict(out_dir=tmp_path, decay_steps=2, max_steps=9), "drop --max_steps"),
+        (dict(out_dir=tmp_path, decay_steps=2, anneal_from=tmp_path / "none"), "no such checkpoint"),
+    ):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             anneal_options(PretrainArgs(**{"anneal_from": source, "decay_steps": 4, **options}))
     args, start = anneal_options(PretrainArgs(anneal_from=source, decay_steps=3, out_dir=tmp_path))
     assert start == source and (args.max_steps, args.lr_schedule, args.lr, args.warmup_steps) == (7, "wsd", 3e-3, 2)
 
 
-def test_a_mix_change_on_resume_needs_the_option(tmp_path, constant_run, prepared_sample, sample_tokenizer,
-                                                 model_config):
+def test_a_mix_change_on_resume_needs_the_option(
+    tmp_path, constant_run, prepared_sample, sample_tokenizer, model_config
+):
     from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
     from lit_gpt.training.pretrain_args import PretrainArgs
 
@@ -80,10 +124,25 @@ def test_a_mix_change_on_resume_needs_the_option(tmp_path, constant_run, prepare
     shutil.copytree(constant_run, out)
     saved = read_train_state(out / "checkpoints" / "step-000000008")["data"]
     new_mix = {"train_starcoder": 0.5, "train_slimpajama": 0.5}
-    args = dict(out_dir=out, data_dir=prepared_sample, tokenizer_dir=sample_tokenizer, model_config=model_config,
-                accelerator="cpu", global_batch_size=8, micro_batch_size=2, max_steps=10, lr=3e-3, min_lr=3e-4,
-                warmup_steps=2, lr_schedule="constant", eval_interval=0, val_prefix="", tensorboard=False,
-                num_workers=0, train_sources=new_mix)
+    args = dict(
+        out_dir=out,
+        data_dir=prepared_sample,
+        tokenizer_dir=sample_tokenizer,
+        model_config=model_config,
+        accelerator="cpu",
+        global_batch_size=8,
+        micro_batch_size=2,
+        max_steps=10,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=2,
+        lr_schedule="constant",
+        eval_interval=0,
+        val_prefix="",
+        tensorboard=False,
+        num_workers=0,
+        train_sources=new_mix,
+    )
     with pytest.raises(ValueError, match="allow_mix_change"):
         pretrain(PretrainArgs(**args))
     pretrain(PretrainArgs(**args, allow_mix_change=True))
@@ -98,8 +157,20 @@ def _initial_weights(tmp_path: Path, strategy: str, devices: int, seed: int = 42
     import torch
 
     out = tmp_path / f"{strategy}_{devices}_{seed}.pt"
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("initial_weights.py")), str(out), strategy,
-                           str(devices), str(seed)], env=ENV, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("initial_weights.py")),
+            str(out),
+            strategy,
+            str(devices),
+            str(seed),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     return torch.load(out, weights_only=True)
 
@@ -126,13 +197,21 @@ def serial_reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_
 
 
 def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint_and_resumes_exactly(
-        tmp_path, serial_reference, prepared_sample, sample_tokenizer, model_config):
+    tmp_path, serial_reference, prepared_sample, sample_tokenizer, model_config
+):
     """Checkpoints at steps 3 and 6 written asynchronously while training goes on; the process dies with the
     step-6 save in flight. Step 3 (itself written in the background) resumes bit for bit."""
     out = tmp_path / "async_crash"
     async_options = (*SERIAL, "--save_interval", "3", "--async_checkpoint", "true")
-    run(out, prepared_sample, sample_tokenizer, model_config, *async_options,
-        simulate=("--sigkill_on_async_save", 2), expect_rc=-9)
+    run(
+        out,
+        prepared_sample,
+        sample_tokenizer,
+        model_config,
+        *async_options,
+        simulate=("--sigkill_on_async_save", 2),
+        expect_rc=-9,
+    )
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3]
     assert damage(out / "checkpoints" / "step-000000003") is None
     assert max(losses(out)) >= 6  # training went on while step 3 was written
@@ -144,8 +223,7 @@ def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint_and_resumes_
     assert losses(out) == losses(serial_reference)
 
 
-def test_fsdp2_resume_from_async_checkpoints_is_exact(tmp_path, prepared_sample, sample_tokenizer,
-                                                      model_config):
+def test_fsdp2_resume_from_async_checkpoints_is_exact(tmp_path, prepared_sample, sample_tokenizer, model_config):
     """Two gloo processes, asynchronous interval saves (steps 2 and 4), SIGTERM in step 5: the save then
     waits for the one in flight, writes step 5 and exits; the resume matches an uninterrupted run."""
     common = (prepared_sample, sample_tokenizer, model_config)

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from training.pretrain_helpers import ENV, ROOT, losses, pretrain_args, run
 from lit_gpt.cli import STOPPED_AND_SAVED
 from lit_gpt.training.checkpointing import list_checkpoints
+from training.pretrain_helpers import ENV, ROOT, losses, pretrain_args, run
 
 SCRIPT = str(ROOT / "pretrain" / "tinyllama.py")
 FSDP = ("--strategy", "fsdp", "--num_workers", "0")
@@ -28,8 +28,16 @@ def free_port() -> int:
 def two_nodes(launcher_for_node, out, data, tokenizer, config, separator=()) -> None:
     """Start node 0 and node 1 at once (each one process) and wait for both."""
     args = pretrain_args(out, data, tokenizer, config, *FSDP, "--num_nodes", "2", devices=1)
-    procs = [subprocess.Popen([*launcher_for_node(rank), SCRIPT, *separator, *args], env=ENV, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [*launcher_for_node(rank), SCRIPT, *separator, *args],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for p, text in zip(procs, outputs):
         assert p.returncode == 0, text[-5000:]
@@ -43,26 +51,61 @@ def one_node_two_processes(tmp_path_factory, prepared_sample, sample_tokenizer, 
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "fabric"])
-def test_two_nodes_on_localhost_train_like_one_node(launcher, tmp_path, one_node_two_processes, prepared_sample,
-                                                    sample_tokenizer, model_config):
+def test_two_nodes_on_localhost_train_like_one_node(
+    launcher, tmp_path, one_node_two_processes, prepared_sample, sample_tokenizer, model_config
+):
     port = free_port()
     bin_dir = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "fabric").exists() else None
     python = [sys.executable]
 
     def torchrun(rank):
-        return [*python, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-                "--node_rank", str(rank), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
-                "--rdzv_id", "test"]
+        return [
+            *python,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--nproc_per_node",
+            "1",
+            "--node_rank",
+            str(rank),
+            "--rdzv_backend",
+            "c10d",
+            "--rdzv_endpoint",
+            f"127.0.0.1:{port}",
+            "--rdzv_id",
+            "test",
+        ]
 
     def fabric(rank):
         fabric_cli = str(bin_dir / "fabric") if bin_dir else shutil.which("fabric")
-        return [fabric_cli, "run", "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2", "--node-rank",
-                str(rank), "--main-address", "127.0.0.1", "--main-port", str(port)]
+        return [
+            fabric_cli,
+            "run",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "1",
+            "--num-nodes",
+            "2",
+            "--node-rank",
+            str(rank),
+            "--main-address",
+            "127.0.0.1",
+            "--main-port",
+            str(port),
+        ]
 
     out = tmp_path / launcher
     # `fabric run` would take the script's own --strategy/--devices flags for itself without the "--"
-    two_nodes(torchrun if launcher == "torchrun" else fabric, out, prepared_sample, sample_tokenizer, model_config,
-              separator=("--",) if launcher == "fabric" else ())
+    two_nodes(
+        torchrun if launcher == "torchrun" else fabric,
+        out,
+        prepared_sample,
+        sample_tokenizer,
+        model_config,
+        separator=("--",) if launcher == "fabric" else (),
+    )
     got = losses(out)
     assert sorted(got) == sorted(one_node_two_processes)
     for step, loss in one_node_two_processes.items():  # gloo may sum across "nodes" in another order
@@ -73,8 +116,16 @@ def test_one_process_checkpoint_resumes_on_two(tmp_path, prepared_sample, sample
     reference = tmp_path / "single"
     run(reference, prepared_sample, sample_tokenizer, model_config, "--num_workers", "0")
     out = tmp_path / "single_then_two"
-    run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "0",
-        simulate=("--sigterm_after_batches", 14), expect_rc=STOPPED_AND_SAVED)  # in step 4 (4 micro batches a step)
+    run(
+        out,
+        prepared_sample,
+        sample_tokenizer,
+        model_config,
+        "--num_workers",
+        "0",
+        simulate=("--sigterm_after_batches", 14),
+        expect_rc=STOPPED_AND_SAVED,
+    )  # in step 4 (4 micro batches a step)
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [4]
     run(out, prepared_sample, sample_tokenizer, model_config, *FSDP, devices=2)
     expected, got = losses(reference), losses(out)

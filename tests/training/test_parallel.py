@@ -10,8 +10,17 @@ from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.parallel import apply_activation_checkpointing, materialize
 
-CONFIG = Config(name="t", n_layer=2, n_head=4, n_query_groups=2, n_embd=32, intermediate_size=88, vocab_size=128,
-                block_size=16, kernels="torch")
+CONFIG = Config(
+    name="t",
+    n_layer=2,
+    n_head=4,
+    n_query_groups=2,
+    n_embd=32,
+    intermediate_size=88,
+    vocab_size=128,
+    block_size=16,
+    kernels="torch",
+)
 
 
 @pytest.mark.parametrize("what", ["block", "mlp"])

@@ -8,18 +8,17 @@ import math
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-from training.pretrain_helpers import MAX_STEPS, interrupt_fabric_run, losses, run
-from lit_gpt.cli import STOPPED_AND_SAVED
 from eval_helpers import TASK
+
+from lit_gpt.cli import STOPPED_AND_SAVED
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 from lit_gpt.training.schedule import LRSchedule
+from training.pretrain_helpers import MAX_STEPS, interrupt_fabric_run, losses, run
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +43,21 @@ def test_uninterrupted_run_logs_the_schedule_and_learns(reference):
     assert state["step"] == MAX_STEPS and state["reason"] == "end" and state["data"]["g"] == MAX_STEPS * 8
 
 
-def test_sigterm_then_resume_is_exact_with_loader_workers(tmp_path, reference, prepared_sample, sample_tokenizer,
-                                                          model_config):
+def test_sigterm_then_resume_is_exact_with_loader_workers(
+    tmp_path, reference, prepared_sample, sample_tokenizer, model_config
+):
     out = tmp_path / "interrupted"
     # preempted after 18 micro batches: inside step 5 (4 micro batches a step), so it saves at step 5
-    proc = run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2",
-               simulate=("--sigterm_after_batches", 18), expect_rc=STOPPED_AND_SAVED)
+    proc = run(
+        out,
+        prepared_sample,
+        sample_tokenizer,
+        model_config,
+        "--num_workers",
+        "2",
+        simulate=("--sigterm_after_batches", 18),
+        expect_rc=STOPPED_AND_SAVED,
+    )
     assert "stopped by SIGTERM" in proc.stdout + proc.stderr
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
     assert max(losses(out)) == 5
@@ -57,12 +65,21 @@ def test_sigterm_then_resume_is_exact_with_loader_workers(tmp_path, reference, p
     assert losses(out) == losses(reference)  # bit for bit, as printed with 9 significant digits
 
 
-def test_sigterm_to_the_whole_process_group_saves_and_resumes_exactly(tmp_path, reference, prepared_sample,
-                                                                      sample_tokenizer, model_config):
+def test_sigterm_to_the_whole_process_group_saves_and_resumes_exactly(
+    tmp_path, reference, prepared_sample, sample_tokenizer, model_config
+):
     """SLURM and torchrun signal the whole group: the two loader workers must outlive it until the save."""
     out = tmp_path / "group"
-    proc = run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2",
-               simulate=("--sigterm_group_after_batches", 18), expect_rc=STOPPED_AND_SAVED)
+    proc = run(
+        out,
+        prepared_sample,
+        sample_tokenizer,
+        model_config,
+        "--num_workers",
+        "2",
+        simulate=("--sigterm_group_after_batches", 18),
+        expect_rc=STOPPED_AND_SAVED,
+    )
     assert "stopped by SIGTERM" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
     run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2")
@@ -80,8 +97,9 @@ def test_sigterm_to_a_fabric_run_launcher_saves(tmp_path, prepared_sample, sampl
     assert state["reason"] == "stopped by SIGTERM", text[-5000:]
 
 
-def test_fsdp2_two_processes_resume_exactly_and_reshard_to_one(tmp_path, prepared_sample, sample_tokenizer,
-                                                               model_config):
+def test_fsdp2_two_processes_resume_exactly_and_reshard_to_one(
+    tmp_path, prepared_sample, sample_tokenizer, model_config
+):
     common = dict(data=prepared_sample, tokenizer=sample_tokenizer, model_config=model_config)
     fsdp = ("--strategy", "fsdp", "--num_workers", "0")
     ref = tmp_path / "fsdp_reference"
@@ -102,11 +120,22 @@ def test_fsdp2_two_processes_resume_exactly_and_reshard_to_one(tmp_path, prepare
         assert got[step] == pytest.approx(expected[step], rel=2e-5), step
 
 
-def test_sigkill_while_saving_keeps_the_previous_checkpoint(tmp_path, reference, prepared_sample, sample_tokenizer,
-                                                            model_config):
+def test_sigkill_while_saving_keeps_the_previous_checkpoint(
+    tmp_path, reference, prepared_sample, sample_tokenizer, model_config
+):
     out = tmp_path / "crash"
-    run(out, prepared_sample, sample_tokenizer, model_config, "--save_interval", "3", "--num_workers", "0",
-        simulate=("--sigkill_on_save", 2), expect_rc=-9)
+    run(
+        out,
+        prepared_sample,
+        sample_tokenizer,
+        model_config,
+        "--save_interval",
+        "3",
+        "--num_workers",
+        "0",
+        simulate=("--sigkill_on_save", 2),
+        expect_rc=-9,
+    )
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3]
     assert (out / "checkpoints" / "step-000000006.tmp").is_dir()  # the half-written one
     proc = run(out, prepared_sample, sample_tokenizer, model_config, "--save_interval", "3", "--num_workers", "0")
@@ -119,9 +148,19 @@ def _pretrain_in_process(tmp_path, **overrides):
     from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
     from lit_gpt.training.pretrain_args import PretrainArgs
 
-    args = dict(out_dir=tmp_path / "out", accelerator="cpu", global_batch_size=8, micro_batch_size=2, max_steps=2,
-                warmup_steps=1, eval_interval=0, eval_batches=2,
-                val_prefix="", tensorboard=False, num_workers=0)
+    args = dict(
+        out_dir=tmp_path / "out",
+        accelerator="cpu",
+        global_batch_size=8,
+        micro_batch_size=2,
+        max_steps=2,
+        warmup_steps=1,
+        eval_interval=0,
+        eval_batches=2,
+        val_prefix="",
+        tensorboard=False,
+        num_workers=0,
+    )
     return pretrain(PretrainArgs(**{**args, **overrides}))
 
 
@@ -143,28 +182,39 @@ def test_bad_input_stops_before_training(tmp_path, prepared_sample, sample_token
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
-
 def test_document_mask_option_reaches_the_model(tmp_path, prepared_sample, sample_tokenizer, model_config):
     """--document_mask takes the BOS id from the tokenizer into the saved model config (the model's
     use of it: tests/test_model.py)."""
     from lit_gpt.config import Config
     from lit_gpt.tokenizer import Tokenizer
 
-    common = dict(data_dir=prepared_sample, tokenizer_dir=sample_tokenizer, model_config=model_config, max_steps=1,
-                  warmup_steps=0, log_interval=1)
+    common = dict(
+        data_dir=prepared_sample,
+        tokenizer_dir=sample_tokenizer,
+        model_config=model_config,
+        max_steps=1,
+        warmup_steps=0,
+        log_interval=1,
+    )
     _pretrain_in_process(tmp_path / "masked", document_mask=True, **common)
     config = Config.from_file(tmp_path / "masked" / "out" / "model_config.yaml")
     assert config.document_mask and config.bos_id == Tokenizer(sample_tokenizer).bos_id
     assert math.isfinite(losses(tmp_path / "masked" / "out")[1])
 
 
-def test_periodic_lm_eval_tasks_are_logged(tmp_path, prepared_sample, sample_tokenizer, model_config,
-                                           task_dir):
+def test_periodic_lm_eval_tasks_are_logged(tmp_path, prepared_sample, sample_tokenizer, model_config, task_dir):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    _pretrain_in_process(tmp_path, data_dir=prepared_sample, tokenizer_dir=sample_tokenizer,
-                         model_config=model_config, max_steps=4, eval_tasks=TASK, eval_tasks_interval=2,
-                         eval_tasks_include_path=str(task_dir))
+    _pretrain_in_process(
+        tmp_path,
+        data_dir=prepared_sample,
+        tokenizer_dir=sample_tokenizer,
+        model_config=model_config,
+        max_steps=4,
+        eval_tasks=TASK,
+        eval_tasks_interval=2,
+        eval_tasks_include_path=str(task_dir),
+    )
     series = read_metrics(tmp_path / "out" / "metrics.csv")
     assert [s for s, _ in series[f"lm_eval/{TASK}/acc"]] == [2, 4]
     assert all(0 <= v <= 1 for _, v in series[f"lm_eval/{TASK}/acc_norm"])
@@ -181,8 +231,14 @@ def test_continued_pretraining_starts_from_given_weights(tmp_path, reference, pr
     first_reference_loss = losses(reference)[1]
     for name, source in (("from_lit", trained), ("from_hf", hf)):
         out = tmp_path / name
-        state = _pretrain_in_process(out, data_dir=prepared_sample, tokenizer_dir=sample_tokenizer,
-                                     initial_checkpoint=source, max_steps=2, log_interval=1)
+        state = _pretrain_in_process(
+            out,
+            data_dir=prepared_sample,
+            tokenizer_dir=sample_tokenizer,
+            initial_checkpoint=source,
+            max_steps=2,
+            log_interval=1,
+        )
         assert state["step"] == 2
         assert losses(out / "out")[1] < first_reference_loss - 0.3, name
 
@@ -193,8 +249,26 @@ def test_the_demo_defaults_prepare_the_sample_and_train(tmp_path):
     from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
 
     out = tmp_path / "demo"
-    args = parse_args(["--out_dir", str(out), "--accelerator", "cpu", "--max_steps", "3", "--warmup_steps", "1",
-                       "--log_interval", "1", "--eval_interval", "3", "--eval_batches", "1", "--tensorboard", "false"])
+    args = parse_args(
+        [
+            "--out_dir",
+            str(out),
+            "--accelerator",
+            "cpu",
+            "--max_steps",
+            "3",
+            "--warmup_steps",
+            "1",
+            "--log_interval",
+            "1",
+            "--eval_interval",
+            "3",
+            "--eval_batches",
+            "1",
+            "--tensorboard",
+            "false",
+        ]
+    )
     state = pretrain(args)
     assert state["step"] == 3
     assert (out / "tokenizer" / "tokenizer.model").is_file()

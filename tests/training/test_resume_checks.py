@@ -10,14 +10,28 @@ from lit_gpt.training.pretrain_args import PretrainArgs
 
 
 def short_run(out_dir, data, tokenizer, config_file, **overrides):
-    args = dict(out_dir=out_dir, data_dir=data, tokenizer_dir=tokenizer, model_config=config_file, accelerator="cpu",
-                global_batch_size=4, micro_batch_size=2, max_steps=1, warmup_steps=0, eval_interval=0, eval_batches=1,
-                val_prefix="", tensorboard=False, num_workers=0)
+    args = dict(
+        out_dir=out_dir,
+        data_dir=data,
+        tokenizer_dir=tokenizer,
+        model_config=config_file,
+        accelerator="cpu",
+        global_batch_size=4,
+        micro_batch_size=2,
+        max_steps=1,
+        warmup_steps=0,
+        eval_interval=0,
+        eval_batches=1,
+        val_prefix="",
+        tensorboard=False,
+        num_workers=0,
+    )
     return pretrain(PretrainArgs(**{**args, **overrides}))
 
 
-def test_a_changed_model_config_is_refused_before_loading_weights(tmp_path, prepared_sample, sample_tokenizer,
-                                                                   model_config):
+def test_a_changed_model_config_is_refused_before_loading_weights(
+    tmp_path, prepared_sample, sample_tokenizer, model_config
+):
     config_file = tmp_path / "model.yaml"
     config_file.write_text(model_config.read_text())
     out = tmp_path / "run"
@@ -25,8 +39,11 @@ def test_a_changed_model_config_is_refused_before_loading_weights(tmp_path, prep
     # the same file edited in place: only its content tells
     edited = {**yaml.safe_load(config_file.read_text()), "rope_base": 20000}
     config_file.write_text(yaml.safe_dump(edited))
-    with pytest.raises(ValueError, match=r"cannot resume from .*step-000000001: the model config differs .*rope_base: "
-                                         r"10000.* -> 20000"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot resume from .*step-000000001: the model config differs .*rope_base: "
+        r"10000.* -> 20000",
+    ):
         short_run(out, prepared_sample, sample_tokenizer, config_file, max_steps=2)
     # another model altogether: our message, not a missing key of the weights
     other = tmp_path / "other.yaml"
@@ -35,8 +52,9 @@ def test_a_changed_model_config_is_refused_before_loading_weights(tmp_path, prep
         short_run(out, prepared_sample, sample_tokenizer, other, max_steps=2)
 
 
-def test_the_non_finite_stop_names_the_checkpoint_before_the_divergence(tmp_path, monkeypatch, prepared_sample,
-                                                                        sample_tokenizer, model_config):
+def test_the_non_finite_stop_names_the_checkpoint_before_the_divergence(
+    tmp_path, monkeypatch, prepared_sample, sample_tokenizer, model_config
+):
     import torch
 
     import lit_gpt.training.trainer as trainer
@@ -50,7 +68,17 @@ def test_the_non_finite_stop_names_the_checkpoint_before_the_divergence(tmp_path
 
     monkeypatch.setattr(trainer, "grad_norm_and_clip", diverging_from_step_3)
     out = tmp_path / "run"
-    with pytest.raises(RuntimeError, match=r"saved .*step-000000004 \(diverged: do not resume from it\).*--resume "
-                                           r".*step-000000002 and a lower --lr"):
-        short_run(out, prepared_sample, sample_tokenizer, model_config, max_steps=10, save_interval=2,
-                  max_consecutive_nonfinite=2)
+    with pytest.raises(
+        RuntimeError,
+        match=r"saved .*step-000000004 \(diverged: do not resume from it\).*--resume "
+        r".*step-000000002 and a lower --lr",
+    ):
+        short_run(
+            out,
+            prepared_sample,
+            sample_tokenizer,
+            model_config,
+            max_steps=10,
+            save_interval=2,
+            max_consecutive_nonfinite=2,
+        )
