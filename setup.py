@@ -54,7 +54,7 @@ setup(
     },
     extras_require={
         "test": [
-            "ruff>=0.14",
+            "ruff==0.14.0",  # pinned: the formatter's output changes between releases
             "pytest>=8",
             "transformers>=4.45",
             "matplotlib>=3.7",
