@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lit_gpt.cli.shipped import recipe
 from lit_gpt.data.shards import open_shard
-from lit_gpt.data.stream import DEFAULT_SOURCES, build_train_loader, find_shards
+from lit_gpt.data.stream import build_train_loader, find_shards
 
 
 def _digest(sample: np.ndarray) -> bytes:
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="default: until every source completed an epoch")
     p.add_argument("--log", type=Path, default=Path("benchmarks/results/data_coverage.csv"))
     args = p.parse_args(argv)
-    sources = json.loads(args.sources) if args.sources else DEFAULT_SOURCES
+    sources = json.loads(args.sources) if args.sources else recipe("tinyllama")["train_sources"]
     result = coverage(
         args.data_dir,
         args.ranks,

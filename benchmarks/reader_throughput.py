@@ -27,7 +27,10 @@ import torch
 from jsonargparse import CLI
 from packed_baseline import baseline_loader
 
-from lit_gpt.data import DEFAULT_SOURCES, build_train_loader, write_shard
+from lit_gpt.cli.shipped import recipe
+from lit_gpt.data import build_train_loader, write_shard
+
+TINYLLAMA_MIX = recipe("tinyllama")["train_sources"]
 
 
 def drop_page_cache(folder: Path) -> None:
@@ -66,7 +69,7 @@ def main(
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     try:
         rng = np.random.default_rng(0)
-        for prefix in DEFAULT_SOURCES:
+        for prefix in TINYLLAMA_MIX:
             for i in range(files_per_source):
                 write_shard(folder / f"{prefix}_{i:010d}.bin", rng.integers(0, 32000, chunk_size, dtype=np.uint16))
         print(
@@ -88,7 +91,7 @@ def main(
                         if name == "ours":
                             loader = build_train_loader(
                                 folder,
-                                DEFAULT_SOURCES,
+                                TINYLLAMA_MIX,
                                 block_size,
                                 micro_batch_size,
                                 seed=1,
@@ -99,7 +102,7 @@ def main(
                         else:
                             loader = baseline_loader(
                                 folder,
-                                DEFAULT_SOURCES,
+                                TINYLLAMA_MIX,
                                 block_size,
                                 micro_batch_size,
                                 w,
