@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from data_helpers import SAMPLE, hard_texts
+from data_helpers import ROOT, SAMPLE, hard_texts
 
 from lit_gpt.data.readers import InputLog, read_slimpajama, read_starcoder
 from lit_gpt.tokenizer import Tokenizer
@@ -63,7 +63,7 @@ def test_fast_encoder_without_dummy_prefix(tmp_path, sample_tokenizer):
     (tmp_path / "tokenizer.model").write_bytes(model.SerializeToString())
     tok = Tokenizer(tmp_path)
     assert tok.fast_encoder is not None and tok.fast_encoder.dummy_prefix is False
-    texts = EDGE_CASES + [(SAMPLE.parent.parent / "lit_gpt" / "tokenizer.py").read_text()]
+    texts = EDGE_CASES + [(ROOT / "lit_gpt" / "tokenizer.py").read_text()]
     np.testing.assert_array_equal(
         tok.encode_flat(texts, eos=True, check_every=1), [i for t in texts for i in tok.encode(t, eos=True)]
     )
