@@ -84,13 +84,14 @@ def convert_to_float8(
     config = Float8LinearConfig.from_recipe_name(recipe)
     if sharded and recipe == "tensorwise":
         config = Float8LinearConfig(enable_fsdp_float8_all_gather=True)
-    before = _count_float8(model)
+    before = len(float8_linears(model))
     convert_to_float8_training(model, module_filter_fn=float8_filter(min_features), config=config)
-    return _count_float8(model) - before
+    return len(float8_linears(model)) - before
 
 
-def _count_float8(model: nn.Module) -> int:
-    return sum(type(m).__name__ == "Float8Linear" for m in model.modules())
+def float8_linears(model: nn.Module) -> list[nn.Module]:
+    """The float8 linears of `model` (by class name: no torchao import needed to ask)."""
+    return [m for m in model.modules() if type(m).__name__ == "Float8Linear"]
 
 
 def after_optimizer_step(model: nn.Module) -> Callable[[], None] | None:
@@ -98,9 +99,7 @@ def after_optimizer_step(model: nn.Module) -> Callable[[], None] | None:
     FSDP2, their scales for the next step are computed once here (one fused amax over all weights)
     instead of inside every forward."""
     uses_fp8_all_gather = any(
-        getattr(getattr(m, "config", None), "enable_fsdp_float8_all_gather", False)
-        for m in model.modules()
-        if type(m).__name__ == "Float8Linear"
+        getattr(getattr(m, "config", None), "enable_fsdp_float8_all_gather", False) for m in float8_linears(model)
     )
     if not uses_fp8_all_gather:
         return None

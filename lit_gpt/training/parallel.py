@@ -12,7 +12,7 @@ from lightning.fabric.strategies import ModelParallelStrategy
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from lit_gpt.model import GPT, seeded_normal_
-from lit_gpt.training.float8 import DEFAULT_MIN_FEATURES, convert_to_float8
+from lit_gpt.training.float8 import DEFAULT_MIN_FEATURES, convert_to_float8, float8_linears
 
 Strategy = Literal["auto", "single", "ddp", "fsdp"]
 Precision = Literal["bf16-mixed", "bf16-true", "32-true"]
@@ -48,7 +48,7 @@ def apply_compile(
     model has float8 linears, whose casts and transposes it speeds up by 2.4%; it gains nothing in bf16 and
     adds about a minute of compilation: benchmarks/RESULTS.md)."""
     if tune_kernels is None:
-        tune_kernels = any(type(m).__name__ == "Float8Linear" for m in model.modules())
+        tune_kernels = bool(float8_linears(model))
     if tune_kernels:
         import torch._inductor.config as inductor_config
 
