@@ -17,6 +17,18 @@ from jsonargparse import CLI
 from lit_gpt.cli.shipped import DEMO_SFT_RUN
 
 
+def open_chat_session(*options):
+    """`open_session(*options)` with the demo fine-tune (out/demo_sft) as the default checkpoint: how the
+    chat commands (`lit-chat`, `lit-ask`) start."""
+    from lit_gpt.sft.inference import open_session  # here, not at the top: `--help` must not wait for torch
+
+    return open_session(
+        *options,
+        default_run=DEMO_SFT_RUN,
+        hint=" (run `lit-finetune` or `python sft/finetune.py` first, or pass --checkpoint)",
+    )
+
+
 def chat(
     checkpoint: Path | None = None,
     template: Literal["guanaco", "chatml", "zephyr"] | None = None,
@@ -46,22 +58,8 @@ def chat(
         dtype: weight type (default: bfloat16 on a GPU that has it, else float32).
         tokenizer_dir: where the tokenizer files are (default: the checkpoint's folder).
     """
-    from lit_gpt.sft.inference import open_session  # here, not at the top: `--help` must not wait for torch
-
-    session = open_session(
-        checkpoint,
-        template,
-        system,
-        max_new_tokens,
-        temperature,
-        top_k,
-        top_p,
-        seed,
-        device,
-        dtype,
-        tokenizer_dir,
-        default_run=DEMO_SFT_RUN,
-        hint=" (run `lit-finetune` or `python sft/finetune.py` first, or pass --checkpoint)",
+    session = open_chat_session(
+        checkpoint, template, system, max_new_tokens, temperature, top_k, top_p, seed, device, dtype, tokenizer_dir
     )
     interactive = sys.stdin.isatty()
     print("/reset starts over, /exit or Ctrl-D quits", file=sys.stderr)

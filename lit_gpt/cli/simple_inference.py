@@ -11,7 +11,7 @@ from typing import Literal
 
 from jsonargparse import CLI
 
-from lit_gpt.cli.shipped import DEMO_SFT_RUN
+from lit_gpt.cli.chat import open_chat_session
 
 
 def ask(
@@ -45,22 +45,8 @@ def ask(
         dtype: weight type (default: bfloat16 on a GPU that has it, else float32).
         tokenizer_dir: where the tokenizer files are (default: the checkpoint's folder).
     """
-    from lit_gpt.sft.inference import open_session  # here, not at the top: `--help` must not wait for torch
-
-    session = open_session(
-        checkpoint,
-        template,
-        system,
-        max_new_tokens,
-        temperature,
-        top_k,
-        top_p,
-        seed,
-        device,
-        dtype,
-        tokenizer_dir,
-        default_run=DEMO_SFT_RUN,
-        hint=" (run `lit-finetune` or `python sft/finetune.py` first, or pass --checkpoint)",
+    session = open_chat_session(
+        checkpoint, template, system, max_new_tokens, temperature, top_k, top_p, seed, device, dtype, tokenizer_dir
     )
     for piece in session.reply(prompt):
         print(piece, end="", flush=True)
