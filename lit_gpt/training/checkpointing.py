@@ -249,7 +249,8 @@ class AsyncCheckpointer:
             self._group = dist.new_group(backend="gloo")
         save = _Save(checkpoint_root, step, train_state, extra_files, keep_last, model)
         try:
-            # staged here, before training changes the weights; async_save gets the copy as it is
+            # staged here, before training changes the weights; async_save gets the copy as it is (and,
+            # given no staging future, answers with the plain future of the write)
             staged = self._staging.copy(_training_state(model, optimizer))
             future = dcp.async_save(
                 staged,
@@ -258,7 +259,6 @@ class AsyncCheckpointer:
                 async_stager=_AlreadyStaged(),
                 no_dist=not _distributed(),
             )
-            future = getattr(future, "upload_completion", future)  # newer torch answers with a pair of futures
             save.write_rng_state()
         except BaseException as e:
             save.failed(e)
