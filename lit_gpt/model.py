@@ -289,6 +289,11 @@ class GPT(nn.Module):
             if attn_mask is not None:
                 mask = mask & attn_mask[..., :kv_len]
         x = self.transformer.wte(idx)
+        if torch.is_autocast_enabled(x.device.type):
+            # The residual stream in autocast's dtype, as FSDP2's bf16 parameters give it; from the fp32
+            # embedding it would stay fp32, doubling the bytes of every norm, residual add and cast
+            # (the norms still compute in fp32). benchmarks/RESULTS.md: the bf16 residual stream.
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         for block in self.transformer.h:
             x = block(x, cos, sin, mask, input_pos)
         x = self.transformer.ln_f(x)

@@ -188,3 +188,24 @@ def test_document_mask_compiled_block_equals_dense():
         expected = block(x, cos, sin, document_causal_mask(idx, 1, flex=False))
         compiled = torch.compile(block, fullgraph=True)(x, cos, sin, document_causal_mask(idx, 1, flex=True))
     torch.testing.assert_close(compiled, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16_autocast"])
+def test_residual_stream_takes_the_autocast_dtype(autocast):
+    """Under autocast the blocks carry the residual stream in autocast's dtype (as FSDP2's bf16 parameters
+    give it; half the bytes in every norm and residual add), while the weights and their gradients stay
+    fp32; without autocast everything stays fp32."""
+    model = GPT(tiny_config(kernels="torch")).train()
+    seen = []
+    for block in model.transformer.h:
+        block.register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
+    idx = torch.randint(0, model.config.vocab_size, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(idx, targets=idx)
+    loss.backward()
+    want = torch.bfloat16 if autocast else torch.float32
+    assert seen == [(want, want)] * model.config.n_layer
+    assert loss.dtype == torch.float32
+    for name, p in model.named_parameters():
+        assert p.dtype == p.grad.dtype == torch.float32, name
+        assert torch.isfinite(p.grad).all(), name
