@@ -12,15 +12,18 @@ baseline. Prints a table last; `--json` keeps the numbers.
 `--grad_accum N` takes N micro batches per optimizer step (as real runs do), for every variant alike.
 
 A variant is `hf` or
-`<kernels>[+compile|+autotune|+graph][+cdt|+notune][+fp8|+fp8row][+fusedmlp][+ac|+ac-mlp][+docmask]`:
+`<kernels>[+compile|+autotune|+graph][+cdt|+notune][+fp8|+fp8row][+fp8fast][+fusedmlp][+inductorops][+ac|+ac-mlp][+docmask]`:
 kernels one of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
 max-autotune-no-cudagraphs; `graph`: the whole model and its loss as one graph; `cdt`: Inductor's
 coordinate-descent tuning of its generated kernels, which float8 variants get without asking, as in the
-trainer; `notune`: without it); `fp8` / `fp8row` train
-the block linears in float8 (torchao, tensorwise / rowwise scaling; lit_gpt.training.float8's rule, its
-minimum width by `--float8_min_features`); `fusedmlp` replaces each MLP's gate and up projections by one
-linear of twice the width (a probe of that layout; the model keeps two); `ac` recomputes whole blocks in
-the backward pass, `ac-mlp` only their MLPs; `docmask` keeps attention inside documents (FlexAttention).
+trainer; `notune`: without it); `fp8` / `fp8row` train the block linears in float8 (torchao, tensorwise /
+rowwise scaling; lit_gpt.training.float8's rule, its minimum width by `--float8_min_features`); `fp8fast`:
+tensorwise float8 whose gradient matmuls use cuBLAS's fast accumulation too (a probe; the recipe keeps it
+for the forward only); `fusedmlp` replaces each MLP's gate and up projections by one linear of twice the
+width (a probe of that layout; the model keeps two); `inductorops` keeps the kernels' fused cross-entropy
+but takes torch's RMSNorm, RoPE and SwiGLU, which compiled blocks leave to Inductor to generate and fuse
+with their neighbours (a probe); `ac` recomputes whole blocks in the backward pass, `ac-mlp` only their
+MLPs; `docmask` keeps attention inside documents (FlexAttention).
 `--doc_len N` starts documents (BOS) at random places,
 N tokens apart on average, in every variant's data. `--profile` adds, per configuration, the GPU time
 of one step by kind of kernel (matmul, attention, Triton, optimizer, other, idle) and the 25 longest kernels.
@@ -64,7 +67,9 @@ VARIANT_FLAGS = (
     "notune",
     "fp8",
     "fp8row",
+    "fp8fast",
     "fusedmlp",
+    "inductorops",
     "ac",
     "ac-mlp",
     "docmask",
@@ -145,10 +150,24 @@ def run_one(
         if "fusedmlp" in flags:
             for block in model.transformer.h:
                 block.mlp = FusedMLP(block.mlp)
-        if "fp8" in flags or "fp8row" in flags:
+        if "inductorops" in flags:
+            from types import SimpleNamespace
+
+            from lit_gpt.ops import get_ops
+
+            ops = SimpleNamespace(**{**vars(get_ops("torch")), "linear_cross_entropy": model.ops.linear_cross_entropy})
+            for module in model.modules():
+                if hasattr(module, "ops"):
+                    module.ops = ops
+        if flags & {"fp8", "fp8row", "fp8fast"}:
             from lit_gpt.training.float8 import convert_to_float8
 
-            convert_to_float8(model, "rowwise" if "fp8row" in flags else "tensorwise", min_features=float8_min_features)
+            convert_to_float8(
+                model,
+                "rowwise" if "fp8row" in flags else "tensorwise",
+                min_features=float8_min_features,
+                fast_accum_backward="fp8fast" in flags,
+            )
         if "ac" in flags:
             apply_activation_checkpointing(model, "block")
         if "ac-mlp" in flags:

@@ -74,16 +74,28 @@ def float8_filter(min_features: int = DEFAULT_MIN_FEATURES) -> Callable[[nn.Modu
 
 
 def convert_to_float8(
-    model: nn.Module, recipe: Float8Recipe, *, sharded: bool = False, min_features: int = DEFAULT_MIN_FEATURES
+    model: nn.Module,
+    recipe: Float8Recipe,
+    *,
+    sharded: bool = False,
+    min_features: int = DEFAULT_MIN_FEATURES,
+    fast_accum_backward: bool = False,
 ) -> int:
     """Swap the chosen linears of `model` (on any device, the meta device included) for float8 ones, in
     place. `sharded`: the model is about to be sharded with FSDP2 (tensorwise then all-gathers float8
-    weights). Returns the number of linears converted."""
+    weights). `fast_accum_backward` (tensorwise): the gradient matmuls accumulate as the forward's do,
+    without cuBLAS's periodic promotion to fp32. Returns the number of linears converted."""
+    import dataclasses
+
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    from torchao.float8.config import Float8GemmConfig
 
     config = Float8LinearConfig.from_recipe_name(recipe)
     if sharded and recipe == "tensorwise":
         config = Float8LinearConfig(enable_fsdp_float8_all_gather=True)
+    if fast_accum_backward:
+        fast = Float8GemmConfig(use_fast_accum=True)
+        config = dataclasses.replace(config, gemm_config_grad_input=fast, gemm_config_grad_weight=fast)
     before = len(float8_linears(model))
     convert_to_float8_training(model, module_filter_fn=float8_filter(min_features), config=config)
     return len(float8_linears(model)) - before

@@ -170,3 +170,20 @@ def test_compiling_a_float8_model_turns_on_kernel_tuning_and_a_bf16_one_does_not
     convert_to_float8(model, "tensorwise", min_features=64)
     apply_compile(model)
     assert inductor_config.coordinate_descent_tuning is True
+
+
+def test_fast_accumulation_in_the_backward_is_asked_for_explicitly():
+    """torchao's tensorwise recipe accumulates the gradient matmuls precisely; `fast_accum_backward` (a
+    benchmark probe: benchmarks/throughput.py `+fp8fast`) switches all three matmuls to fast accumulation."""
+
+    def gemm_configs(**kw) -> set:
+        with torch.device("meta"):
+            model = GPT(Config.from_name("tiny_LLaMA_1b", n_layer=1))
+        convert_to_float8(model, "tensorwise", **kw)
+        c = model.transformer.h[0].mlp.proj.config
+        return {
+            (gemm, getattr(c, f"gemm_config_{gemm}").use_fast_accum) for gemm in ("output", "grad_input", "grad_weight")
+        }
+
+    assert gemm_configs() == {("output", True), ("grad_input", False), ("grad_weight", False)}
+    assert gemm_configs(fast_accum_backward=True) == {("output", True), ("grad_input", True), ("grad_weight", True)}
