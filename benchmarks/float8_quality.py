@@ -1,9 +1,15 @@
-"""Does float8 training lose quality? The same pretraining run (model, data, seed, schedule) in bf16 and in
-float8, one after the other; prints both validation losses and their relative difference, and draws both
-loss curves into one PNG.
+"""Does float8 training lose quality? The same pretraining run (model, data, schedule) in bf16 and in
+float8, for one or more seeds; prints every run's final validation loss, each precision's mean and spread
+over the seeds, and the relative difference of the means, and draws the loss curves into one PNG.
 
     python benchmarks/float8_quality.py --data_dir .gpu_data/data --tokenizer_dir .gpu_data/tokenizer \
-        --model_name tiny_LLaMA_120M --steps 1000 --png benchmarks/results/float8_quality.png
+        --model_name tiny_LLaMA_120M --steps 1000 --seeds 42,43,44 --jobs 6 --png benchmarks/results/float8_quality.png
+
+Why several seeds: one run's final loss moves by about 1% with any change of its arithmetic (another card,
+another kernel), so one pair cannot tell a 1% effect of float8 from chance (benchmarks/RESULTS.md).
+`--jobs N` runs N trainings at once, taking the GPUs of `--gpus` in turn (trainings sharing a GPU are compared
+by their losses, not their speed).
+`--precisions bf16` runs the bf16 side only (to compare another tree's bf16 with this one's).
 
 tiny_LLaMA_120M's linears are 768 wide, under the default float8 size rule; `--float8_min_features 0`
 (the default here) converts them all, so the comparison measures float8 arithmetic on every block linear.
@@ -24,7 +30,7 @@ from lit_gpt.training.metrics import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pretrain(args, out: Path, float8: str | None) -> float:
+def pretrain_command(args, out: Path, float8: str | None, seed: int) -> list[str]:
     cmd = [
         sys.executable,
         str(ROOT / "pretrain" / "tinyllama.py"),
@@ -39,7 +45,7 @@ def pretrain(args, out: Path, float8: str | None) -> float:
         "--accelerator",
         args.accelerator,
         "--seed",
-        "42",
+        str(seed),
         "--global_batch_size",
         str(args.global_batch),
         "--micro_batch_size",
@@ -69,18 +75,49 @@ def pretrain(args, out: Path, float8: str | None) -> float:
     ]
     if float8:
         cmd += ["--float8", float8, "--float8_min_features", str(args.float8_min_features)]
+    return cmd
+
+
+def run_all(args, runs: dict[str, tuple[str | None, int]]) -> dict[str, float]:
+    """Run the named trainings (precision, seed), `args.jobs` at a time; wall seconds of each."""
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-    (out / "stdout.txt").parent.mkdir(parents=True, exist_ok=True)
-    (out / "stdout.txt").write_text(proc.stdout + "\n" + proc.stderr)
-    if proc.returncode:
-        raise RuntimeError(f"{out.name}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return time.time() - t0
+    pending, running, seconds = list(runs.items()), {}, {}
+    gpus, started = [g for g in args.gpus.split(",") if g], 0
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                name, (float8, seed) = pending.pop(0)
+                out = args.out_dir / name
+                out.mkdir(parents=True, exist_ok=True)
+                log = open(out / "stdout.txt", "w")
+                cmd = pretrain_command(args, out, float8, seed)
+                gpu = {"CUDA_VISIBLE_DEVICES": gpus[started % len(gpus)]} if gpus else {}
+                started += 1
+                proc = subprocess.Popen(cmd, env={**env, **gpu}, stdout=log, stderr=subprocess.STDOUT)
+                running[name] = (proc, log, time.time())
+            time.sleep(1)
+            for name, (proc, log, t0) in list(running.items()):
+                if proc.poll() is None and time.time() - t0 < args.timeout:
+                    continue
+                del running[name]
+                if proc.returncode is None:
+                    proc.kill()
+                    proc.wait()
+                log.close()
+                if proc.returncode:
+                    tail = (args.out_dir / name / "stdout.txt").read_text()[-4000:]
+                    raise RuntimeError(f"{name}: exit {proc.returncode}\n{tail}")
+                seconds[name] = time.time() - t0
+    finally:  # one failure stops the others
+        for proc, log, _ in running.values():
+            proc.kill()
+            proc.wait()
+            log.close()
+    return seconds
 
 
 def plot(runs: dict, path: Path, title: str) -> None:
@@ -90,11 +127,15 @@ def plot(runs: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = {}
     for name, series in runs.items():
+        precision = name.rsplit("_seed", 1)[0]
+        label = None if precision in colours else precision  # one legend entry per precision
+        colour = colours.setdefault(precision, f"C{len(colours)}")
         steps, values = zip(*series["loss"])
-        axes[0].plot(steps, values, label=name, linewidth=1)
+        axes[0].plot(steps, values, color=colour, label=label, linewidth=0.8, alpha=0.8)
         steps, values = zip(*series["val_loss"])
-        axes[1].plot(steps, values, marker="o", label=name)
+        axes[1].plot(steps, values, color=colour, marker="o", markersize=3, label=label, alpha=0.8)
     axes[0].set(title="training loss", xlabel="optimizer step", ylabel="loss")
     axes[1].set(title="validation loss", xlabel="optimizer step", ylabel="loss")
     for ax in axes:
@@ -115,6 +156,10 @@ def main(argv=None) -> dict:
     p.add_argument("--accelerator", default="cuda")
     p.add_argument("--recipe", default="tensorwise", choices=["tensorwise", "rowwise"])
     p.add_argument("--float8_min_features", type=int, default=0)
+    p.add_argument("--precisions", default="bf16,float8", help="comma-separated: bf16, float8 (the recipe)")
+    p.add_argument("--seeds", default="42", help="comma-separated seeds; each precision runs every one")
+    p.add_argument("--jobs", type=int, default=1, help="trainings run at once")
+    p.add_argument("--gpus", default="", help="comma-separated GPU indices the trainings take in turn (default: all)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--global_batch", type=int, default=8)
     p.add_argument("--micro_batch", type=int, default=8)
@@ -122,45 +167,56 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup_steps", type=int, default=50)
     p.add_argument("--eval_interval", type=int, default=100)
     p.add_argument("--eval_batches", type=int, default=16)
-    p.add_argument("--timeout", type=int, default=1800)
+    p.add_argument("--timeout", type=int, default=1800, help="seconds for one training")
     p.add_argument("--png", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
-    runs, seconds = {}, {}
-    for name, float8 in (("bf16", None), (f"float8 {args.recipe}", args.recipe)):
-        out = args.out_dir / name.replace(" ", "_")
-        seconds[name] = pretrain(args, out, float8)
-        runs[name] = read_metrics(out / "metrics.csv")
-    names = list(runs)
-    final = {n: runs[n]["val_loss"][-1][1] for n in names}
-    relative = abs(final[names[1]] - final[names[0]]) / final[names[0]]
-    tokens_per_sec = {n: runs[n]["tokens_per_sec"][-1][1] for n in names}
+    precisions = {"bf16": None, "float8": args.recipe}
+    chosen = args.precisions.split(",")
+    unknown = [c for c in chosen if c not in precisions]
+    if unknown:
+        raise SystemExit(f"--precisions: unknown {', '.join(unknown)} (bf16, float8)")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    planned = {f"{c}_seed{seed}": (precisions[c], seed) for c in chosen for seed in seeds}
+    seconds = run_all(args, planned)
+    runs = {}
+    for name, (_, seed) in planned.items():
+        runs[name] = {**read_metrics(args.out_dir / name / "metrics.csv"), "seed": seed}
+    final = {name: runs[name]["val_loss"][-1][1] for name in planned}
+    summary = {}
+    for c in chosen:
+        values = [final[f"{c}_seed{seed}"] for seed in seeds]
+        summary[c] = dict(mean=sum(values) / len(values), min=min(values), max=max(values))
+    relative = None
+    if len(chosen) == 2:
+        a, b = (summary[c]["mean"] for c in chosen)
+        relative = abs(b - a) / a
     result = dict(
         model=args.model_name,
         steps=args.steps,
         global_batch=args.global_batch,
+        recipe=args.recipe,
+        seeds=seeds,
         final_val_loss=final,
-        relative_difference=relative,
-        last_tokens_per_sec=tokens_per_sec,
+        summary=summary,
+        relative_difference_of_means=relative,
+        last_tokens_per_sec={name: runs[name]["tokens_per_sec"][-1][1] for name in planned},
         wall_s=seconds,
-        val_loss={n: runs[n]["val_loss"] for n in names},
+        val_loss={name: runs[name]["val_loss"] for name in planned},
     )
-    if args.png:
-        plot(
-            runs,
-            args.png,
-            f"{args.model_name}, {args.steps} steps: bf16 vs float8 ({args.recipe}); "
-            f"final validation loss {final[names[0]]:.4f} vs {final[names[1]]:.4f}",
-        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    for n in names:
-        print(
-            f"{n:22s} final val loss {final[n]:.4f}  last logged {tokens_per_sec[n]:,.0f} tok/s  wall "
-            f"{seconds[n]:.0f} s"
-        )
-    print(f"relative difference {relative:.2%} (must be under 1%)")
+    for name in planned:
+        print(f"{name:22s} final val loss {final[name]:.4f}  wall {seconds[name]:.0f} s")
+    for c in chosen:
+        m = summary[c]
+        print(f"{c:8s} mean of {len(seeds)} seeds {m['mean']:.4f}  (min {m['min']:.4f}, max {m['max']:.4f})")
+    if relative is not None:
+        print(f"relative difference of the means {relative:.2%} (must be under 1%)")
+    if args.png:
+        means = ", ".join(f"{c} {summary[c]['mean']:.4f}" for c in chosen)
+        plot(runs, args.png, f"{args.model_name}, {args.steps} steps, seeds {args.seeds}: mean final val loss {means}")
     return result
 
 
