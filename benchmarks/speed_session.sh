@@ -13,12 +13,24 @@
 #   bash benchmarks/speed_session.sh verify    # one GPU: checkpoint save time at the recipe's micro batch (pinned
 #                                              # buffers kept), the cuda tests, the fused gate+up probe, the trainer in bf16
 #   bash benchmarks/speed_session.sh last      # preparation scaling (CPUs), checkpoint save time (GPU 0), LoRA 7B vs full 1B (GPU 1)
+#   bash benchmarks/speed_session.sh residual  # one GPU: the bf16 residual stream against the fp32 one (BASE: a
+#                                              # tree before it, `git archive 93475ef | tar -x -C _base`), float8
+#                                              # with fast accumulation in the backward, the fused gate+up probe
+#   bash benchmarks/speed_session.sh inductor  # one GPU: RMSNorm, RoPE and SwiGLU left to Inductor in compiled blocks
+#   bash benchmarks/speed_session.sh table     # one GPU: HF, bf16, float8 (with and without Inductor's elementwise ops)
+#                                              # at the recipe's 64 sequences per GPU step
+#   bash benchmarks/speed_session.sh trainers  # one GPU: the real trainer, bf16 (no flag) and --float8 tensorwise, 64
+#                                              # sequences per step
+#   bash benchmarks/speed_session.sh quality   # the 1,000-step runs, three seeds each: bf16 and float8 of this tree,
+#                                              # bf16 of BASE, all at once over the GPUs there (nothing timed);
+#                                              # SEEDS=45,46,47 NEW_PRECISIONS=bf16 for more seeds of the bf16 pair
 # Needs the prepared sample in DATA (default .gpu_data: data/ and tokenizer/).
 set -uo pipefail
 PART=${1:-grid}
 OUT=${OUT:-/tmp/gpu_out}
 DATA=${DATA:-.gpu_data}
 WORK=${WORK:-/dev/shm/lit_gpt_work}
+BASE=${BASE:-_base}
 LOGS=$WORK/logs
 mkdir -p "$OUT" "$LOGS"
 snap() { tar czf "$OUT/.logs.$BASHPID.tmp" -C "$WORK" logs 2>/dev/null && mv "$OUT/.logs.$BASHPID.tmp" "$OUT/logs.tgz"; }
@@ -136,4 +148,44 @@ if [[ $PART == last ]]; then  # three at once: preparation scaling on the CPUs, 
       --micro_batch 2 --steps 8 --timeout 150 --json "$LOGS/finetune_memory.json" > "$LOGS/finetune_memory.txt" 2>&1; snap ) &
   wait
   tail -n 8 "$LOGS/prepare_scaling.txt"; tail -n 6 "$LOGS/checkpoint_save.txt"; tail -n 4 "$LOGS/finetune_memory.txt"
+fi
+
+if [[ $PART == residual ]]; then
+  tp new --variants triton+compile,triton+compile+notune+fp8,triton+compile+notune+fp8fast,triton+compile+fusedmlp,\
+triton+compile+notune+fp8+fusedmlp --micro_batches 16 --grad_accum 2 --steps 6; snap
+  ( cd "$BASE" && PYTHONPATH="${PYTHONPATH/$OLDPWD/$PWD}" tp old --variants triton+compile,triton+compile+notune+fp8 \
+    --micro_batches 16 --grad_accum 2 --steps 6 ); snap
+  for f in old new; do echo "== $f"; sed -n '/^variant/,$p' "$LOGS/tp_$f.txt"; done
+fi
+
+if [[ $PART == inductor ]]; then
+  tp inductor --variants triton+compile,triton+compile+inductorops,triton+compile+notune+fp8,\
+triton+compile+notune+fp8+inductorops --micro_batches 16 --grad_accum 2 --steps 6; snap
+  sed -n '/^variant/,$p' "$LOGS/tp_inductor.txt"
+fi
+
+if [[ $PART == table ]]; then
+  tp hf --variants hf --micro_batches 8 --grad_accum 4 --steps 6; snap
+  tp main --variants triton+compile,triton+compile+fp8,triton+compile+fp8+inductorops --micro_batches 16 \
+    --grad_accum 4 --steps 6 --timeout 240; snap
+  for f in hf main; do sed -n '/^variant/,$p' "$LOGS/tp_$f.txt"; done
+fi
+
+if [[ $PART == trainers ]]; then
+  trainer bf16 --global_batch_size 64 --max_steps 12; snap
+  trainer fp8 --float8 tensorwise --global_batch_size 64 --max_steps 12; snap
+  for f in bf16 fp8; do echo "trainer $f:"; grep -E "micro batch|step (8|12)/" "$LOGS/trainer_$f.txt" | cut -c1-170 | tail -n 3; done
+fi
+
+if [[ $PART == quality ]]; then  # trainings share the GPUs: losses and test results are compared, not speed
+  DATA=$(realpath "$DATA"); GPUS=$(python3 -c 'import torch; print(",".join(map(str, range(torch.cuda.device_count()))))')
+  quality() {  # quality NAME PRECISIONS: three seeds of each precision, with the tree in the current directory
+    timeout 560 python3 benchmarks/float8_quality.py --data_dir "$DATA/data" --tokenizer_dir "$DATA/tokenizer" \
+      --out_dir "$WORK/quality_$1" --steps 1000 --precisions "$2" --seeds "${SEEDS:-42,43,44}" --jobs 6 --gpus "$GPUS" \
+      --json "$LOGS/quality_$1.json" --png "$LOGS/quality_$1.png" > "$LOGS/quality_$1.txt" 2>&1
+    for d in "$WORK/quality_$1"/*/; do cp "$d/metrics.csv" "$LOGS/metrics_$1_$(basename "$d").csv"; done
+  }
+  cp benchmarks/float8_quality.py "$BASE/benchmarks/"
+  quality new "${NEW_PRECISIONS:-bf16,float8}" & ( cd "$BASE" && PYTHONPATH="${PYTHONPATH/$OLDPWD/$PWD}" quality old bf16 ) & wait; snap
+  for f in new old; do echo "== $f"; tail -n 10 "$LOGS/quality_$f.txt"; done
 fi
