@@ -292,7 +292,7 @@ class GPT(nn.Module):
         if torch.is_autocast_enabled(x.device.type):
             # The residual stream in autocast's dtype, as FSDP2's bf16 parameters give it; from the fp32
             # embedding it would stay fp32, doubling the bytes of every norm, residual add and cast
-            # (the norms still compute in fp32). benchmarks/RESULTS.md: the bf16 residual stream.
+            # (the norms still compute in fp32). Measured: benchmarks/RESULTS.md, fifth session.
             x = x.to(torch.get_autocast_dtype(x.device.type))
         for block in self.transformer.h:
             x = block(x, cos, sin, mask, input_pos)

@@ -18,6 +18,7 @@ lives inside the fused cross-entropy); small matmuls cost more in casts than flo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
@@ -85,8 +86,6 @@ def convert_to_float8(
     place. `sharded`: the model is about to be sharded with FSDP2 (tensorwise then all-gathers float8
     weights). `fast_accum_backward` (tensorwise): the gradient matmuls accumulate as the forward's do,
     without cuBLAS's periodic promotion to fp32. Returns the number of linears converted."""
-    import dataclasses
-
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     from torchao.float8.config import Float8GemmConfig
 
