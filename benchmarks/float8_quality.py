@@ -85,18 +85,17 @@ def run_all(args, runs: dict[str, tuple[str | None, int]]) -> dict[str, float]:
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    pending, running, seconds = list(runs.items()), {}, {}
-    gpus, started = [g for g in args.gpus.split(",") if g], 0
+    pending, running, seconds = list(enumerate(runs.items())), {}, {}
+    gpus = [g for g in args.gpus.split(",") if g]
     try:
         while pending or running:
             while pending and len(running) < args.jobs:
-                name, (float8, seed) = pending.pop(0)
+                index, (name, (float8, seed)) = pending.pop(0)
                 out = args.out_dir / name
                 out.mkdir(parents=True, exist_ok=True)
                 log = open(out / "stdout.txt", "w")
                 cmd = pretrain_command(args, out, float8, seed)
-                gpu = {"CUDA_VISIBLE_DEVICES": gpus[started % len(gpus)]} if gpus else {}
-                started += 1
+                gpu = {"CUDA_VISIBLE_DEVICES": gpus[index % len(gpus)]} if gpus else {}
                 proc = subprocess.Popen(cmd, env={**env, **gpu}, stdout=log, stderr=subprocess.STDOUT)
                 running[name] = (proc, log, time.time())
             time.sleep(1)
