@@ -42,6 +42,10 @@ print(f"{torch.cuda.get_device_name()} x{torch.cuda.device_count()} | torch {tor
       f"torchao {torchao.__version__} | transformers {transformers.__version__} | lightning {lightning.__version__}")
 PY
 
+in_base() {  # run a command (or function) in the tree before the change, BASE, importing lit_gpt from there
+  ( cd "$BASE" && PYTHONPATH="${PYTHONPATH/$OLDPWD/$PWD}" "$@" )
+}
+
 tp() {  # throughput.py rows: tp NAME ARGS...
   local name=$1; shift
   python3 benchmarks/throughput.py --json "$LOGS/tp_$name.json" "$@" > "$LOGS/tp_$name.txt" 2>&1
@@ -153,8 +157,7 @@ fi
 if [[ $PART == residual ]]; then
   tp new --variants triton+compile,triton+compile+notune+fp8,triton+compile+notune+fp8fast,triton+compile+fusedmlp,\
 triton+compile+notune+fp8+fusedmlp --micro_batches 16 --grad_accum 2 --steps 6; snap
-  ( cd "$BASE" && PYTHONPATH="${PYTHONPATH/$OLDPWD/$PWD}" tp old --variants triton+compile,triton+compile+notune+fp8 \
-    --micro_batches 16 --grad_accum 2 --steps 6 ); snap
+  in_base tp old --variants triton+compile,triton+compile+notune+fp8 --micro_batches 16 --grad_accum 2 --steps 6; snap
   for f in old new; do echo "== $f"; sed -n '/^variant/,$p' "$LOGS/tp_$f.txt"; done
 fi
 
@@ -186,6 +189,6 @@ if [[ $PART == quality ]]; then  # trainings share the GPUs: losses and test res
     for d in "$WORK/quality_$1"/*/; do cp "$d/metrics.csv" "$LOGS/metrics_$1_$(basename "$d").csv"; done
   }
   cp benchmarks/float8_quality.py "$BASE/benchmarks/"
-  quality new "${NEW_PRECISIONS:-bf16,float8}" & ( cd "$BASE" && PYTHONPATH="${PYTHONPATH/$OLDPWD/$PWD}" quality old bf16 ) & wait; snap
+  quality new "${NEW_PRECISIONS:-bf16,float8}" & in_base quality old bf16 & wait; snap
   for f in new old; do echo "== $f"; tail -n 10 "$LOGS/quality_$f.txt"; done
 fi
