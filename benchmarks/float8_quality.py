@@ -19,27 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from trainings import run_trainings
 
 from lit_gpt.training.metrics import read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def pretrain_command(args, out: Path, float8: str | None, seed: int) -> list[str]:
+def pretrain_args(args, float8: str | None, seed: int) -> list[str]:
     cmd = [
-        sys.executable,
-        str(ROOT / "pretrain" / "tinyllama.py"),
         "--data_dir",
         str(args.data_dir),
         "--tokenizer_dir",
         str(args.tokenizer_dir),
-        "--out_dir",
-        str(out),
         "--model_name",
         args.model_name,
         "--accelerator",
@@ -76,47 +68,6 @@ def pretrain_command(args, out: Path, float8: str | None, seed: int) -> list[str
     if float8:
         cmd += ["--float8", float8, "--float8_min_features", str(args.float8_min_features)]
     return cmd
-
-
-def run_all(args, runs: dict[str, tuple[str | None, int]]) -> dict[str, float]:
-    """Run the named trainings (precision, seed), `args.jobs` at a time; wall seconds of each."""
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    pending, running, seconds = list(enumerate(runs.items())), {}, {}
-    gpus = [g for g in args.gpus.split(",") if g]
-    try:
-        while pending or running:
-            while pending and len(running) < args.jobs:
-                index, (name, (float8, seed)) = pending.pop(0)
-                out = args.out_dir / name
-                out.mkdir(parents=True, exist_ok=True)
-                log = open(out / "stdout.txt", "w")
-                cmd = pretrain_command(args, out, float8, seed)
-                gpu = {"CUDA_VISIBLE_DEVICES": gpus[index % len(gpus)]} if gpus else {}
-                proc = subprocess.Popen(cmd, env={**env, **gpu}, stdout=log, stderr=subprocess.STDOUT)
-                running[name] = (proc, log, time.time())
-            time.sleep(1)
-            for name, (proc, log, t0) in list(running.items()):
-                if proc.poll() is None and time.time() - t0 < args.timeout:
-                    continue
-                del running[name]
-                if proc.returncode is None:
-                    proc.kill()
-                    proc.wait()
-                log.close()
-                if proc.returncode:
-                    tail = (args.out_dir / name / "stdout.txt").read_text()[-4000:]
-                    raise RuntimeError(f"{name}: exit {proc.returncode}\n{tail}")
-                seconds[name] = time.time() - t0
-    finally:  # one failure stops the others
-        for proc, log, _ in running.values():
-            proc.kill()
-            proc.wait()
-            log.close()
-    return seconds
 
 
 def plot(runs: dict, path: Path, title: str) -> None:
@@ -178,7 +129,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--precisions: unknown {', '.join(unknown)} (bf16, float8)")
     seeds = [int(s) for s in args.seeds.split(",")]
     planned = {f"{c}_seed{seed}": (precisions[c], seed) for c in chosen for seed in seeds}
-    seconds = run_all(args, planned)
+    commands = {name: pretrain_args(args, float8, seed) for name, (float8, seed) in planned.items()}
+    seconds = run_trainings(commands, args.out_dir, args.jobs, args.gpus, args.timeout)
     runs = {}
     for name, (_, seed) in planned.items():
         runs[name] = {**read_metrics(args.out_dir / name / "metrics.csv"), "seed": seed}

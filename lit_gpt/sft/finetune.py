@@ -126,6 +126,11 @@ def finetune(
             f"--float8 applies to full fine-tuning; with --method {args.method} the adapted linears stay "
             f"in bf16 (drop --float8)"
         )
+    if args.optimizer == "muon" and args.method != "full":
+        raise ValueError(
+            f"--optimizer muon orthogonalises whole weight matrices; the low-rank adapters of --method "
+            f"{args.method} train with --optimizer adamw"
+        )
     run = start_run(args)
     fabric, resume_from = run.fabric, run.resume_from
 

@@ -27,12 +27,19 @@ class RunArgs:
         lr: Peak learning rate.
         min_lr: Learning rate at the end of the cosine decay.
         warmup_steps: Linear warmup, in optimizer steps.
-        weight_decay: AdamW weight decay (never applied to norm weights).
-        beta1: AdamW beta1.
-        beta2: AdamW beta2.
+        optimizer: "adamw", or "muon": Muon on the transformer blocks' weight matrices and AdamW on the
+            embedding, head and norms; lr, weight_decay and the schedule carry over from AdamW (PRETRAIN.md,
+            "Optimizer"). LoRA adapters train with adamw.
+        allow_optimizer_change: Resume a checkpoint written with another --optimizer: the weights, step and data
+            position carry on, the optimizer's state starts afresh (otherwise such a resume is refused).
+        weight_decay: Decoupled weight decay (never applied to norm weights).
+        beta1: AdamW beta1 (Muon's AdamW part too).
+        beta2: AdamW beta2 (Muon's AdamW part too).
         grad_clip: Clip the global gradient norm to this (0: no clipping).
         log_interval: Log every N optimizer steps.
         eval_interval: Validate every N steps (and at the end).
+        eval_interval_sec: Also validate whenever this many seconds of training (validation and saving not
+            counted) have passed since the last validation (0: by steps only). The log's `train_sec` is that clock.
         save_interval: Checkpoint every N steps (and at the end and on SIGTERM/SIGINT).
         keep_last: Keep only the newest K checkpoints (null: keep all).
         async_checkpoint: Write the interval checkpoints while training goes on: the state is copied to
@@ -69,12 +76,15 @@ class RunArgs:
     lr: float | None = None
     min_lr: float | None = None
     warmup_steps: int | None = None
+    optimizer: Literal["adamw", "muon"] | None = None
+    allow_optimizer_change: bool = False
     weight_decay: float | None = None
     beta1: float | None = None
     beta2: float | None = None
     grad_clip: float | None = None
     log_interval: int | None = None
     eval_interval: int | None = None
+    eval_interval_sec: float = 0.0
     save_interval: int | None = None
     keep_last: int | None = None
     async_checkpoint: bool = False

@@ -57,6 +57,7 @@ CSV_COLUMNS = [
     "val_loss",
     "val_ppl",
     "elapsed_sec",
+    "train_sec",
 ]
 
 

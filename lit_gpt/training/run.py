@@ -57,9 +57,11 @@ class Run:
         )
 
     def setup_optimizer(self, args: RunArgs, model):
-        """AdamW for `model`; warns when the disk is short of room for a checkpoint and drops the half-written
-        ones an interrupted run left."""
-        optimizer = make_optimizer(model, args.lr, args.weight_decay, (args.beta1, args.beta2))
+        """The optimizer `args.optimizer` names (AdamW, or Muon with AdamW) for `model`; warns when the disk is
+        short of room for a checkpoint and drops the half-written ones an interrupted run left."""
+        optimizer = make_optimizer(
+            model, args.lr, args.weight_decay, (args.beta1, args.beta2), kind=args.optimizer or "adamw"
+        )
         optimizer = self.fabric.setup_optimizers(optimizer)
         if self.fabric.global_rank == 0:
             warn_if_short_of_space(self.checkpoint_root, estimated_checkpoint_bytes(model), "at start")
@@ -79,15 +81,27 @@ class Run:
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The loop's counters (all 0 without `load_from`) and the run config saved in `load_from`, whose weights,
         optimizer and data position are loaded once its model config and the options in `fixed` are found
-        unchanged (checked first: a change is named, not met as a missing key or a shape)."""
-        state: dict[str, Any] = dict(step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0)
+        unchanged (checked first: a change is named, not met as a missing key or a shape). Another optimizer than
+        the checkpoint's is refused unless `run_config["allow_optimizer_change"]`: then its state starts afresh."""
+        state: dict[str, Any] = dict(
+            step=0, tokens=0, skipped_steps=0, consecutive_nonfinite=0, elapsed_sec=0.0, train_sec=0.0
+        )
         if load_from is None:
             return state, None
         check_model_config(load_from, config)
-        check_resumable(read_train_state(load_from)["config"], run_config, fixed)
-        saved = load_checkpoint(load_from, unwrap(model), getattr(optimizer, "optimizer", optimizer))
+        saved_config = read_train_state(load_from)["config"]
+        check_resumable(saved_config, run_config, fixed)
+        fresh_optimizer = optimizer_changed(load_from, saved_config, run_config)
+        if fresh_optimizer:
+            self.fabric.print(
+                f"{load_from}: trained with --optimizer {saved_config.get('optimizer') or 'adamw'}; going on with "
+                f"{run_config['optimizer']} from a fresh optimizer state"
+            )
+        raw_optimizer = None if fresh_optimizer else getattr(optimizer, "optimizer", optimizer)
+        saved = load_checkpoint(load_from, unwrap(model), raw_optimizer)
         train_loader.load_state_dict(saved["data"], **loader_options)
-        return {k: saved[k] for k in state}, saved["config"]
+        # train_sec is newer than some checkpoints: theirs count from the resume
+        return {k: saved.get(k, state[k]) for k in state}, saved["config"]
 
     def write_configs(
         self, config: Config, run_config: dict[str, Any], tokenizer=None, texts: dict[str, str] | None = None
@@ -116,6 +130,21 @@ def start_run(args: RunArgs) -> Run:
     hold_run_lock(fabric, out_dir)
     fabric.seed_everything(args.seed)
     return Run(fabric, kind, out_dir, resume_path(args.resume, out_dir / "checkpoints"))
+
+
+def optimizer_changed(load_from: Path, saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether the run goes on with another optimizer than `load_from` was written with (a checkpoint from before
+    the option trained with AdamW); refused unless `current["allow_optimizer_change"]`."""
+    was, now = saved.get("optimizer") or "adamw", current.get("optimizer") or "adamw"
+    if was == now:
+        return False
+    if not current.get("allow_optimizer_change"):
+        raise ValueError(
+            f"cannot resume from {load_from}: it was trained with --optimizer {was}, this run asks for {now}. "
+            f"Give --optimizer {was} to go on as before, or --allow_optimizer_change to go on with {now} from a "
+            f"fresh optimizer state (weights, step and data position kept)"
+        )
+    return True
 
 
 def run_config_of(args: RunArgs) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class LoopSettings:
     grad_clip: float = 1.0  # 0 disables clipping (the norm is still measured and logged)
     log_interval: int = 10
     eval_interval: int = 0  # 0: validate only at the end
+    eval_interval_sec: float = 0.0  # also validate every N seconds of training time (0: never by time)
     save_interval: int = 0  # 0: save only at the end and on a signal
     keep_last: int | None = None
     max_consecutive_nonfinite: int = 10
@@ -45,6 +46,7 @@ class LoopSettings:
             grad_clip=args.grad_clip,
             log_interval=args.log_interval,
             eval_interval=args.eval_interval,
+            eval_interval_sec=args.eval_interval_sec,
             save_interval=args.save_interval,
             keep_last=args.keep_last,
             max_consecutive_nonfinite=args.max_consecutive_nonfinite,
@@ -76,10 +78,25 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+OPTIMIZERS = ("adamw", "muon")
+
+
 def make_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], eps: float = 1e-8
-) -> torch.optim.AdamW:
-    """AdamW with no weight decay on one-dimensional parameters (the norm weights); fused on CUDA."""
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float = 1e-8,
+    kind: str = "adamw",
+) -> torch.optim.Optimizer:
+    """AdamW with no weight decay on one-dimensional parameters (the norm weights); fused on CUDA. `kind`
+    "muon": Muon on the transformer blocks' weight matrices, this AdamW on the rest (lit_gpt.training.muon)."""
+    if kind == "muon":
+        from lit_gpt.training.muon import MuonWithAdamW, parameter_groups
+
+        return MuonWithAdamW(parameter_groups(model, weight_decay), lr, weight_decay, betas, eps)
+    if kind != "adamw":
+        raise ValueError(f"--optimizer {kind!r} is not one of {', '.join(OPTIMIZERS)}")
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -106,9 +123,10 @@ def grad_norm_and_clip(model: nn.Module, max_norm: float) -> torch.Tensor:
 class FitJob:
     """What `fit` trains: the model and optimizer Fabric set up, the data, the learning rate schedule and
     batch plan, the loop's settings, where checkpoints go with the files each carries and the run config
-    it records. `state` holds `step`, `tokens`, `skipped_steps`, `consecutive_nonfinite`, `elapsed_sec`
-    (all 0 for a fresh run). `split_batch` turns a batch into inputs and targets; `extra_eval`, called on
-    every rank every `settings.extra_eval_interval` steps, returns further metrics to log (lm-eval scores)."""
+    it records. `state` holds `step`, `tokens`, `skipped_steps`, `consecutive_nonfinite`, `elapsed_sec` and
+    `train_sec` (the time in training steps alone: validation and saving left out; all 0 for a fresh run).
+    `split_batch` turns a batch into inputs and targets; `extra_eval`, called on every rank every
+    `settings.extra_eval_interval` steps, returns further metrics to log (lm-eval scores)."""
 
     fabric: Any
     model: nn.Module
@@ -142,7 +160,13 @@ def fit(job: FitJob) -> dict[str, Any]:
     peak = peak_flops(fabric.device)
     world = fabric.world_size
     start_step, loop_start = state["step"], time.perf_counter()
-    elapsed_before = state["elapsed_sec"]
+    elapsed_before, train_before = state["elapsed_sec"], state["train_sec"]
+    paused = 0.0  # seconds of this call spent validating and saving, left out of train_sec
+
+    def train_sec() -> float:
+        return train_before + time.perf_counter() - loop_start - paused
+
+    last_val_sec = train_sec()
     last_log_time, last_log_tokens = loop_start, state["tokens"]
     data_wait = 0.0  # seconds spent in next(train_iter) since the last log line
     bar = tqdm(
@@ -161,17 +185,20 @@ def fit(job: FitJob) -> dict[str, Any]:
 
     def save(reason: str, background: bool = False) -> Path:
         """`background` (interval saves of an --async_checkpoint run): return once the state is copied."""
-        state["elapsed_sec"] = elapsed_before + time.perf_counter() - loop_start
+        nonlocal paused
+        began = time.perf_counter()
+        state["elapsed_sec"], state["train_sec"] = elapsed_before + began - loop_start, train_sec()
         full = {**state, "data": train_loader.state_dict(), "config": job.run_config, "reason": reason}
         path = (save_checkpoint if writer is None else writer.save)(
             job.checkpoint_root, state["step"], raw_model, raw_optimizer, full, job.extra_files, settings.keep_last
         )
-        if writer is not None:
-            if background:
-                fabric.print(f"saving checkpoint {path} ({reason}) while training goes on")
-                return path
-            writer.wait()
-        fabric.print(f"saved checkpoint {path} ({reason})")
+        if writer is not None and background:
+            fabric.print(f"saving checkpoint {path} ({reason}) while training goes on")
+        else:
+            if writer is not None:
+                writer.wait()
+            fabric.print(f"saved checkpoint {path} ({reason})")
+        paused += time.perf_counter() - began
         return path
 
     with StopRequest() as stop_request, _finishing(writer):
@@ -245,6 +272,7 @@ def fit(job: FitJob) -> dict[str, Any]:
                     "skipped_steps": state["skipped_steps"],
                     "data_wait_fraction": data_wait_fraction,
                     "elapsed_sec": elapsed_before + now - loop_start,
+                    "train_sec": train_sec(),
                 }
                 if peak:
                     metrics["mfu"] = job.flops_per_token * tps / (peak * world)
@@ -263,16 +291,35 @@ def fit(job: FitJob) -> dict[str, Any]:
                 if fabric.global_rank == 0:
                     bar.write(line)
 
-            if job.val_loader is not None and ((settings.eval_interval and step % settings.eval_interval == 0) or last):
+            due_by_time = False
+            if job.val_loader is not None and settings.eval_interval_sec:
+                # every rank must validate at the same step: their clocks differ slightly
+                due_by_time = fabric.strategy.reduce_boolean_decision(
+                    train_sec() - last_val_sec >= settings.eval_interval_sec, all=False
+                )
+            due_by_step = settings.eval_interval and step % settings.eval_interval == 0
+            if job.val_loader is not None and (due_by_step or due_by_time or last):
+                began, last_val_sec = time.perf_counter(), train_sec()
                 val_loss = validate(fabric, model, job.val_loader, job.split_batch)
-                fabric.log_dict({"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50))}, step=step)
+                fabric.log_dict(
+                    {
+                        "val_loss": val_loss,
+                        "val_ppl": math.exp(min(val_loss, 50)),
+                        "tokens": state["tokens"],
+                        "train_sec": last_val_sec,
+                    },
+                    step=step,
+                )
+                paused += time.perf_counter() - began
                 if fabric.global_rank == 0:
                     bar.write(
                         f"step {step}: validation loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 50)):.2f}"
                     )
 
             if job.extra_eval is not None and settings.extra_eval_interval and step % settings.extra_eval_interval == 0:
+                began = time.perf_counter()
                 scores = job.extra_eval()
+                paused += time.perf_counter() - began
                 fabric.log_dict(scores, step=step)
                 if fabric.global_rank == 0:
                     bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -286,6 +333,7 @@ def fit(job: FitJob) -> dict[str, Any]:
                 save("end" if last else "interval", background=not last)
     bar.close()
     state["elapsed_sec"] = elapsed_before + time.perf_counter() - loop_start
+    state["train_sec"] = train_sec()
     return state
 
 

@@ -1,0 +1,449 @@
+"""Wall-clock time to a validation loss: one model trained under several configurations (optimizer, float8,
+learning rate) on the same prepared corpus in the same data order, the held-out loss evaluated at fixed
+intervals of training time; for each configuration, the time it needs to reach the baseline's final loss.
+
+    python benchmarks/time_to_loss.py prepare --out /tmp/ttl              # corpus, tokenizer, shards
+    python benchmarks/time_to_loss.py train --data /tmp/ttl --phase sweep --jobs 3
+    python benchmarks/time_to_loss.py train --data /tmp/ttl --phase final --only adamw,muon --seeds 1
+    python benchmarks/time_to_loss.py steptime --data /tmp/ttl --only adamw,muon
+    python benchmarks/time_to_loss.py report --data /tmp/ttl --png time_to_loss.png --json time_to_loss.json
+
+`prepare` gathers real source text nobody here wrote, from the machine it runs on: the Python source of the
+installed packages (site-packages) and the C and C++ headers there and under /usr/include, one document per
+file; whole packages are held out for validation. It trains a 32,000-piece tokenizer with `lit-train-tokenizer`
+and packs both splits with `lit-prepare-corpus`; nothing of this counts as training time.
+
+`train` runs the real trainer (`lit-pretrain`) for each configuration of the plan (a YAML file:
+benchmarks/configs/time_to_loss_120m.yaml). Phase `sweep`: every configuration at each of its learning rates
+on `sweep_tokens` (the schedule shortened alike). Phase `final`: each configuration at its best swept rate (or
+`--lr`) on `tokens`, for every seed. It refuses a plan that would read more tokens than the training split
+holds (no token is seen twice). `--jobs N` trains N at once on one GPU: their losses count, their times do not
+(each run records whether it shared the GPU).
+
+`steptime` measures every configuration's tokens/s in one job, one after the other, so that the ratio of two
+configurations can also be given as tokens-to-loss times step time measured side by side.
+
+`report` takes the baseline's final runs (the plan's `baseline` configuration at its best rate): the target is
+the mean of their final validation losses, their wall time the mean of their training times. For every final
+run it gives the training time and tokens to reach the target (linearly interpolated between evaluations),
+and draws every curve against training seconds and against tokens into one PNG. Training time is the trainer's
+`train_sec`: the time in training steps, start-up, compilation included, validation and saving left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import sysconfig
+import zlib
+from pathlib import Path
+
+import yaml
+from trainings import run_trainings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PLAN = ROOT / "benchmarks" / "configs" / "time_to_loss_120m.yaml"
+SUFFIXES = {".py", ".pyi", ".h", ".hh", ".hpp", ".hxx", ".cuh", ".inc", ".inl", ".tcc"}
+MAX_FILE_BYTES = 1 << 20  # larger "sources" are generated tables, not text anyone wrote
+TRAIN_SOURCE, VAL_SOURCE = "code", "heldout"  # shard prefixes train_code_*, train_heldout_*
+
+
+# --- prepare --------------------------------------------------------------------------------------------------
+def source_roots() -> list[Path]:
+    """The installed packages of this Python and the system's headers."""
+    roots = {Path(sysconfig.get_paths()[key]) for key in ("purelib", "platlib")}
+    roots |= {Path(p) for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    roots.add(Path("/usr/include"))
+    return sorted(r for r in roots if r.is_dir())
+
+
+def packages(roots: list[Path]) -> dict[str, list[Path]]:
+    """Source files grouped by package: the first path component under a root (a top-level module is its own)."""
+    found: dict[str, list[Path]] = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.suffix not in SUFFIXES or not path.is_file() or path.is_symlink():
+                continue
+            top = path.relative_to(root).parts[0]
+            if top.endswith((".dist-info", ".egg-info")) or top == "__pycache__":
+                continue
+            name = f"{root.name}:{Path(top).stem}"
+            found.setdefault(name, []).append(path)
+    return found
+
+
+def hold_out(sizes: dict[str, int], fraction: float) -> set[str]:
+    """Whole packages for validation, about `fraction` of the bytes: taken in the order of a hash of their name
+    (no choice by content), none larger than the share still missing."""
+    target, held, total = fraction * sum(sizes.values()), set(), 0
+    for name in sorted(sizes, key=lambda n: zlib.crc32(n.encode())):
+        if total + sizes[name] <= target:
+            held.add(name)
+            total += sizes[name]
+    return held
+
+
+def write_documents(files: list[Path], parts: int, folder: Path) -> tuple[int, int]:
+    """`files` as `{"text": ...}` lines in `parts` .jsonl.zst files, round-robin; (documents, bytes) written."""
+    import zstandard
+
+    folder.mkdir(parents=True, exist_ok=True)
+    writers = [
+        zstandard.ZstdCompressor(level=3).stream_writer(open(folder / f"part_{i:03d}.jsonl.zst", "wb"))
+        for i in range(parts)
+    ]
+    documents = size = 0
+    try:
+        for i, path in enumerate(files):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            if not text.strip():
+                continue
+            writers[i % parts].write((json.dumps({"text": text}) + "\n").encode())
+            documents, size = documents + 1, size + len(text.encode())
+    finally:
+        for w in writers:
+            w.close()
+    return documents, size
+
+
+def command(module: str, *args: str) -> None:
+    """A console command of the package (`python -m lit_gpt.cli.<module>`, the code behind `lit-<module>`)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    subprocess.run([sys.executable, "-m", f"lit_gpt.cli.{module}", *args], check=True, env=env)
+
+
+def prepare(args) -> None:
+    out = args.out
+    corpus, tokenizer, data = out / "corpus", out / "tokenizer", out / "data"
+    found = packages([Path(r) for r in args.roots] if args.roots else source_roots())
+    sizes = {name: sum(min(p.stat().st_size, MAX_FILE_BYTES + 1) for p in files) for name, files in found.items()}
+    held = hold_out(sizes, args.val_fraction)
+    if not held:
+        raise SystemExit(f"no whole package fits in {args.val_fraction:.1%} of the bytes: raise --val_fraction")
+    split = {"train": [], "val": []}
+    for name in sorted(found):
+        split["val" if name in held else "train"] += [p for p in found[name] if p.stat().st_size <= MAX_FILE_BYTES]
+    summary = {"packages": len(found), "held_out_packages": sorted(held)}
+    for name, files in split.items():
+        docs, size = write_documents(files, args.parts if name == "train" else max(1, args.parts // 8), corpus / name)
+        summary[name] = {"documents": docs, "bytes": size}
+    (corpus / "empty").mkdir(exist_ok=True)  # lit-train-tokenizer's code folder: the prose folder holds it all
+    command(
+        "train_tokenizer",
+        *("--out_dir", str(tokenizer), "--slimpajama_dir", str(corpus / "train")),
+        *("--starcoder_dir", str(corpus / "empty"), "--vocab_size", str(args.vocab_size)),
+        *("--max_chars", str(args.tokenizer_chars), "--num_threads", str(os.cpu_count())),
+    )
+    for name, source in (("train", TRAIN_SOURCE), ("val", VAL_SOURCE)):
+        command(
+            "prepare_corpus",
+            *("--inputs", json.dumps([str(corpus / name)]), "--source", source),
+            *("--tokenizer_path", str(tokenizer), "--destination_path", str(data)),
+        )
+        manifest = json.loads((data / f"train_{source}.manifest.json").read_text())
+        summary[name]["tokens"] = manifest["tokens"]
+        summary[name]["bytes_per_token"] = summary[name]["bytes"] / max(1, manifest["tokens"])
+    (out / "corpus.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "held_out_packages"}, indent=1))
+
+
+# --- train ----------------------------------------------------------------------------------------------------
+def load_plan(path: Path) -> dict:
+    plan = yaml.safe_load(path.read_text())
+    for key in ("model_name", "global_batch_size", "micro_batch_size", "tokens", "sweep_tokens", "configs"):
+        if key not in plan:
+            raise SystemExit(f"{path}: the plan has no {key!r}")
+    if plan["baseline"] not in plan["configs"]:
+        raise SystemExit(f"{path}: baseline {plan['baseline']!r} is not one of the configs")
+    return plan
+
+
+def readable_tokens(data: Path, block_size: int) -> int:
+    """Tokens the trainer can read from the training split without repeating one (whole samples only)."""
+    from lit_gpt.data.stream import find_shards
+
+    return sum(s.tokens // (block_size + 1) for s in find_shards(data, f"train_{TRAIN_SOURCE}")) * block_size
+
+
+def run_name(config: str, lr: float, seed: int, phase: str) -> str:
+    return f"{phase}_{config}_lr{lr:g}_seed{seed}"
+
+
+def trainer_args(plan: dict, data: Path, settings: dict, lr: float, seed: int, tokens: int) -> list[str]:
+    from lit_gpt.config import Config
+
+    block = Config.from_name(plan["model_name"]).block_size
+    steps = -(-tokens // (plan["global_batch_size"] * block))
+    args = [
+        *("--data_dir", str(data / "data"), "--tokenizer_dir", str(data / "tokenizer")),
+        *("--model_name", plan["model_name"], "--seed", str(seed)),
+        *("--train_sources", json.dumps({f"train_{TRAIN_SOURCE}": 1.0}), "--val_prefix", f"train_{VAL_SOURCE}"),
+        *("--global_batch_size", str(plan["global_batch_size"]), "--micro_batch_size", str(plan["micro_batch_size"])),
+        *("--max_steps", str(steps), "--warmup_steps", str(max(1, round(plan["warmup_fraction"] * steps)))),
+        *("--lr", str(lr), "--min_lr", str(lr * plan["min_lr_fraction"])),
+        *("--eval_interval", "0", "--eval_interval_sec", str(plan["eval_interval_sec"])),
+        *("--eval_batches", str(plan["eval_batches"]), "--log_interval", "10"),
+        *("--save_interval", "0", "--tensorboard", "false", "--resume", "null"),
+    ]
+    # options for every run (`trainer` in the plan), then the configuration's own
+    for key, value in [*plan.get("trainer", {}).items(), *settings.items()]:
+        if key != "lrs":
+            args += [f"--{key}", str(value)]
+    return args
+
+
+def best_rate(runs: Path, config: str) -> float:
+    """The swept rate with the lowest final validation loss (a warning when it is at the edge of the sweep)."""
+    finals = {}
+    for folder in sorted(runs.glob(f"sweep_{config}_lr*")):
+        meta = json.loads((folder / "run.json").read_text())
+        finals[meta["lr"]] = final_val_loss(folder)
+    if not finals:
+        raise SystemExit(f"{runs}: no sweep of {config} yet: run --phase sweep first, or give --lr")
+    best = min(finals, key=finals.get)
+    if best in (min(finals), max(finals)) and len(finals) > 1:
+        print(f"warning: {config}'s best rate {best:g} is at the edge of its sweep {sorted(finals)}")
+    return best
+
+
+def final_val_loss(folder: Path) -> float:
+    from lit_gpt.training.metrics import read_metrics
+
+    return read_metrics(folder / "metrics.csv")["val_loss"][-1][1]
+
+
+def train(args) -> None:
+    from lit_gpt.config import Config
+
+    plan = load_plan(args.plan)
+    if args.micro_batch_size:
+        plan["micro_batch_size"] = args.micro_batch_size
+    runs = args.data / "runs"
+    chosen = args.only.split(",") if args.only else list(plan["configs"])
+    unknown = [c for c in chosen if c not in plan["configs"]]
+    if unknown:
+        raise SystemExit(f"--only: {', '.join(unknown)} not in the plan ({', '.join(plan['configs'])})")
+    tokens = plan["sweep_tokens" if args.phase == "sweep" else "tokens"]
+    available = readable_tokens(args.data / "data", Config.from_name(plan["model_name"]).block_size)
+    if tokens > available:
+        raise SystemExit(
+            f"the plan trains {tokens:,} tokens a run but the training split holds {available:,} readable tokens: "
+            f"every token would not be new (prepare a larger corpus or lower `tokens` in {args.plan})"
+        )
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else plan["seeds"]
+    planned = {}
+    for config in chosen:
+        settings = plan["configs"][config]
+        if args.phase == "sweep":
+            points = [(lr, plan["sweep_seed"]) for lr in settings["lrs"]]
+        else:
+            lr = args.lr if args.lr is not None else best_rate(runs, config)
+            points = [(lr, seed) for seed in seeds]
+        for lr, seed in points:
+            name = run_name(config, lr, seed, args.phase)
+            planned[name] = (config, lr, seed, trainer_args(plan, args.data, settings, lr, seed, tokens))
+    print(f"{len(planned)} runs, {args.jobs} at a time: {', '.join(planned)}", flush=True)
+    seconds = run_trainings({n: p[3] for n, p in planned.items()}, runs, args.jobs, timeout=args.timeout)
+    for name, (config, lr, seed, _) in planned.items():
+        meta = dict(config=config, lr=lr, seed=seed, phase=args.phase, tokens=tokens, shared_gpu=args.jobs > 1)
+        (runs / name / "run.json").write_text(json.dumps({**meta, "wall_s": seconds[name]}))
+        print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  wall {seconds[name]:.0f} s")
+
+
+def steptime(args) -> None:
+    """Every chosen configuration for `--steps` steps, one after the other in this job: tokens/s each."""
+    plan = load_plan(args.plan)
+    chosen = args.only.split(",") if args.only else list(plan["configs"])
+    out = args.data / "steptime"
+    result = {}
+    for config in chosen:
+        settings = plan["configs"][config]
+        lr = settings["lrs"][len(settings["lrs"]) // 2]
+        from lit_gpt.config import Config
+
+        block = Config.from_name(plan["model_name"]).block_size
+        trainer = trainer_args(plan, args.data, settings, lr, 1, args.steps * plan["global_batch_size"] * block)
+        trainer += ["--val_prefix", ""]  # no validation: the steps alone
+        run_trainings({config: trainer}, out, 1, timeout=args.timeout)
+        result[config] = median_tokens_per_sec(out / config)
+        print(f"{config:16s} {result[config]:,.0f} tokens/s", flush=True)
+    (out / "steptime.json").write_text(json.dumps(result, indent=1))
+
+
+def median_tokens_per_sec(folder: Path) -> float:
+    """The median of the logged tokens/s, the first two log windows (compilation, warm-up) left out."""
+    from lit_gpt.training.metrics import read_metrics
+
+    values = [v for _, v in read_metrics(folder / "metrics.csv")["tokens_per_sec"]]
+    return statistics.median(values[2:] if len(values) > 4 else values)
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+def time_to(curve: list[tuple[float, float]], target: float) -> float:
+    """The first x at which the (x, loss) curve reaches `target`, interpolated linearly; inf if it never does."""
+    for (x0, y0), (x1, y1) in zip([(0.0, math.inf)] + curve[:-1], curve):
+        if y1 <= target:
+            if not math.isfinite(y0) or y0 == y1:
+                return x1
+            return x0 + (y0 - target) / (y0 - y1) * (x1 - x0)
+    return math.inf
+
+
+def read_final_runs(runs: Path) -> dict[str, dict]:
+    from lit_gpt.training.metrics import read_metrics
+
+    found = {}
+    for folder in sorted(runs.glob("final_*")):
+        if not (folder / "run.json").is_file():
+            continue  # unfinished
+        series = read_metrics(folder / "metrics.csv")
+        seconds = dict(series["train_sec"])
+        tokens = dict(series["tokens"])
+        val = [(step, loss) for step, loss in series["val_loss"]]
+        found[folder.name] = {
+            **json.loads((folder / "run.json").read_text()),
+            "by_seconds": [(seconds[s], loss) for s, loss in val],
+            "by_tokens": [(tokens[s], loss) for s, loss in val],
+            "train_sec": series["train_sec"][-1][1],
+            "tokens_per_sec": median_tokens_per_sec(folder),
+        }
+    return found
+
+
+def report(args) -> dict:
+    plan = load_plan(args.plan)
+    runs = read_final_runs(args.data / "runs")
+    base = [r for r in runs.values() if r["config"] == plan["baseline"]]
+    if not base:
+        raise SystemExit(f"no final run of the baseline {plan['baseline']!r} in {args.data / 'runs'}")
+    target = statistics.mean(r["by_seconds"][-1][1] for r in base)
+    base_seconds = statistics.mean(r["train_sec"] for r in base)
+    base_tokens = statistics.mean(r["by_tokens"][-1][0] for r in base)
+    steps_file = args.data / "steptime" / "steptime.json"
+    step_tps = json.loads(steps_file.read_text()) if steps_file.is_file() else {}
+    rows = {}
+    for name, r in runs.items():
+        rows[name] = dict(
+            config=r["config"],
+            lr=r["lr"],
+            seed=r["seed"],
+            final_val_loss=r["by_seconds"][-1][1],
+            tokens_per_sec=r["tokens_per_sec"],
+            shared_gpu=r["shared_gpu"],
+            seconds_to_target=time_to(r["by_seconds"], target),
+            tokens_to_target=time_to(r["by_tokens"], target),
+        )
+    summary = {}
+    for config in sorted({r["config"] for r in rows.values()}):
+        mine = [r for r in rows.values() if r["config"] == config]
+        seconds = [r["seconds_to_target"] for r in mine]
+        tokens = [r["tokens_to_target"] for r in mine]
+        entry = dict(
+            runs=len(mine),
+            seconds_to_target=statistics.mean(seconds),
+            seconds_spread=(min(seconds), max(seconds)),
+            tokens_to_target=statistics.mean(tokens),
+            wall_ratio=statistics.mean(seconds) / base_seconds,
+            token_ratio=statistics.mean(tokens) / base_tokens,
+        )
+        if config in step_tps and plan["baseline"] in step_tps:
+            # tokens to the target at each configuration's own speed, both speeds measured in one job
+            entry["ratio_by_step_time"] = entry["token_ratio"] * step_tps[plan["baseline"]] / step_tps[config]
+        summary[config] = entry
+    result = dict(
+        plan=str(args.plan),
+        target_val_loss=target,
+        baseline_train_sec=base_seconds,
+        baseline_tokens=base_tokens,
+        steptime_tokens_per_sec=step_tps,
+        runs=rows,
+        summary=summary,
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    if args.png:
+        plot(runs, target, args.png, f"{plan['model_name']}: target {target:.4f} (the {plan['baseline']} mean)")
+    print(f"target: the baseline's mean final validation loss {target:.4f}, in {base_seconds:.0f} s of training")
+    print(f"{'run':40s} {'final':>7s} {'tok/s':>9s} {'s to target':>12s} {'tokens to target':>17s}")
+    for name, r in rows.items():
+        shared = " (shared GPU)" if r["shared_gpu"] else ""
+        print(
+            f"{name:40s} {r['final_val_loss']:7.4f} {r['tokens_per_sec']:9,.0f} {r['seconds_to_target']:12.1f} "
+            f"{r['tokens_to_target']:17,.0f}{shared}"
+        )
+    print(f"{'config':16s} {'wall ratio':>10s} {'spread (s)':>16s} {'token ratio':>11s} {'by step time':>12s}")
+    for config, e in summary.items():
+        lo, hi = e["seconds_spread"]
+        by_steps = f"{e['ratio_by_step_time']:.3f}" if "ratio_by_step_time" in e else "-"
+        print(f"{config:16s} {e['wall_ratio']:10.3f} {lo:7.0f}-{hi:<8.0f} {e['token_ratio']:11.3f} {by_steps:>12s}")
+    return result
+
+
+def plot(runs: dict, target: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    colours: dict[str, str] = {}
+    for name, r in runs.items():
+        label = None if r["config"] in colours else f"{r['config']} (lr {r['lr']:g})"
+        colour = colours.setdefault(r["config"], f"C{len(colours)}")
+        for ax, key in zip(axes, ("by_seconds", "by_tokens")):
+            x, y = zip(*r[key])
+            ax.plot(x, y, color=colour, marker="o", markersize=2, linewidth=1, alpha=0.85, label=label)
+    axes[0].set(xlabel="training seconds (validation left out)", ylabel="validation loss")
+    axes[1].set(xlabel="tokens", ylabel="validation loss")
+    for ax in axes:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_ylim(top=target + 1.5)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="job", required=True)
+    prep = sub.add_parser("prepare", help="gather the corpus, train the tokenizer, pack the shards")
+    prep.add_argument("--out", type=Path, required=True)
+    prep.add_argument("--roots", nargs="*", help="folders to gather from (default: site-packages, /usr/include)")
+    prep.add_argument("--val_fraction", type=float, default=0.02, help="share of the bytes held out, whole packages")
+    prep.add_argument("--parts", type=int, default=64, help=".jsonl.zst files of the training split")
+    prep.add_argument("--vocab_size", type=int, default=32000)
+    prep.add_argument("--tokenizer_chars", type=int, default=20_000_000, help="characters the tokenizer trains on")
+    for name, job in (("train", train), ("steptime", steptime), ("report", report)):
+        q = sub.add_parser(name, help=job.__doc__.split("\n")[0] if job.__doc__ else name)
+        q.add_argument("--data", type=Path, required=True, help="the folder `prepare --out` wrote")
+        q.add_argument("--plan", type=Path, default=DEFAULT_PLAN)
+        q.add_argument("--only", default="", help="comma-separated configurations of the plan (default: all)")
+        q.add_argument("--timeout", type=float, default=3600, help="seconds for one training")
+    train_p = sub.choices["train"]
+    train_p.add_argument("--phase", choices=["sweep", "final"], required=True)
+    train_p.add_argument("--seeds", default="", help="comma-separated (final phase; default: the plan's)")
+    train_p.add_argument("--lr", type=float, default=None, help="final phase: this rate instead of the sweep's best")
+    train_p.add_argument("--jobs", type=int, default=1, help="trainings at once on the GPU (their times do not count)")
+    train_p.add_argument(
+        "--micro_batch_size", type=int, default=None, help="instead of the plan's: memory only (the global batch stays)"
+    )
+    sub.choices["steptime"].add_argument("--steps", type=int, default=60)
+    sub.choices["report"].add_argument("--png", type=Path, default=None)
+    sub.choices["report"].add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    {"prepare": prepare, "train": train, "steptime": steptime, "report": report}[args.job](args)
+
+
+if __name__ == "__main__":
+    main()

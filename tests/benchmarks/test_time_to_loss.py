@@ -1,0 +1,122 @@
+"""benchmarks/time_to_loss.py end to end on the CPU with a micro model: prepare a corpus from a folder of
+packages, sweep, train the finals, measure step times, report; the refusal of a plan larger than the corpus,
+and the interpolation of the time to a loss."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from data_helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from time_to_loss import hold_out, time_to  # noqa: E402
+
+SCRIPT = ROOT / "benchmarks" / "time_to_loss.py"
+
+
+def test_time_to_a_loss_is_interpolated_between_evaluations():
+    curve = [(10.0, 5.0), (20.0, 4.0), (30.0, 3.0)]
+    assert time_to(curve, 3.5) == pytest.approx(25.0)
+    assert time_to(curve, 3.0) == pytest.approx(30.0)
+    assert time_to(curve, 6.0) == 10.0  # reached at the first evaluation
+    assert time_to(curve, 2.0) == math.inf
+
+
+def test_whole_packages_are_held_out_by_name_not_by_content():
+    sizes = {f"pkg{i}": 100 for i in range(50)} | {"huge": 10_000}
+    held = hold_out(sizes, 0.1)
+    assert "huge" not in held and sum(sizes[n] for n in held) <= 0.1 * sum(sizes.values())
+    assert len(held) == 15 and held == hold_out(dict(reversed(sizes.items())), 0.1)
+
+
+def bench(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=900, cwd=ROOT / "benchmarks"
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+PLAN = dict(
+    model_name="micro_LLaMA",
+    global_batch_size=4,
+    micro_batch_size=4,
+    tokens=4 * 64 * 16,
+    sweep_tokens=4 * 64 * 8,
+    warmup_fraction=0.1,
+    min_lr_fraction=0.1,
+    eval_interval_sec=0.5,
+    eval_batches=2,
+    seeds=[1, 2],
+    sweep_seed=1,
+    baseline="adamw",
+    trainer={"accelerator": "cpu", "num_workers": 0},
+    configs={"adamw": {"optimizer": "adamw", "lrs": [1e-3, 3e-3]}, "muon": {"optimizer": "muon", "lrs": [3e-3]}},
+)
+
+
+def write_run(runs, name: str, meta: dict, curve: list[tuple[int, float, float]], tokens_per_sec: float) -> None:
+    """A finished run's folder as `train` leaves it: run.json and the trainer's metrics.csv."""
+    from lit_gpt.training.metrics import CSVMetricsLogger
+
+    folder = runs / name
+    logger = CSVMetricsLogger(folder)
+    for step, (tokens, seconds, loss) in enumerate(curve, start=1):
+        logger.log_metrics({"tokens": tokens, "train_sec": seconds, "tokens_per_sec": tokens_per_sec}, step=step)
+        logger.log_metrics({"val_loss": loss, "tokens": tokens, "train_sec": seconds}, step=step)
+    (folder / "run.json").write_text(json.dumps({**meta, "wall_s": curve[-1][1] + 5}))
+
+
+def test_prepare_then_report_and_the_refusal_of_a_plan_larger_than_the_corpus(tmp_path):
+    roots = tmp_path / "site-packages"
+    for package in ("lit_gpt", "speculative_decoding", "benchmarks", "tests"):  # stand-ins: folders of sources
+        shutil.copytree(ROOT / package, roots / package)
+    out = tmp_path / "ttl"
+    bench("prepare", "--out", str(out), "--roots", str(roots), "--vocab_size", "512", "--val_fraction", "0.2")
+    corpus = json.loads((out / "corpus.json").read_text())
+    assert corpus["train"]["tokens"] > 100_000 and corpus["val"]["tokens"] > 5_000
+    assert (out / "data" / "train_code.manifest.json").is_file() and (out / "tokenizer" / "tokenizer.model").is_file()
+
+    plan = {**PLAN, "tokens": 10**9}
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(plan))
+    common = ("--data", str(out), "--plan", str(plan_file))
+    refused = bench("train", *common, "--phase", "final", "--lr", "1e-3", check=False)
+    assert refused.returncode != 0 and "readable tokens" in refused.stderr and not (out / "runs").exists()
+
+    # two baseline seeds ending at 3.0 and 3.2 (target 3.1) in 100 s; muon reaching 3.1 at 40 and 60 s
+    runs = out / "runs"
+    base = dict(config="adamw", lr=1e-3, phase="final", tokens=1000, shared_gpu=False)
+    write_run(runs, "final_adamw_lr0.001_seed1", {**base, "seed": 1}, [(500, 50, 3.5), (1000, 100, 3.0)], 10.0)
+    write_run(runs, "final_adamw_lr0.001_seed2", {**base, "seed": 2}, [(500, 50, 3.6), (1000, 100, 3.2)], 10.0)
+    muon = {**base, "config": "muon", "lr": 3e-3}
+    write_run(runs, "final_muon_lr0.003_seed1", {**muon, "seed": 1}, [(400, 40, 3.1), (1000, 100, 2.8)], 10.0)
+    write_run(runs, "final_muon_lr0.003_seed2", {**muon, "seed": 2}, [(500, 50, 3.3), (700, 70, 2.9)], 10.0)
+    (out / "steptime").mkdir()
+    (out / "steptime" / "steptime.json").write_text(json.dumps({"adamw": 10.0, "muon": 8.0}))
+    report = bench("report", *common, "--json", str(tmp_path / "r.json"), "--png", str(tmp_path / "r.png"))
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["target_val_loss"] == pytest.approx(3.1) and result["baseline_train_sec"] == pytest.approx(100)
+    muon_summary = result["summary"]["muon"]
+    assert muon_summary["seconds_spread"] == pytest.approx([40, 60])  # seed 2: halfway from 3.3 at 50 s to 2.9 at 70 s
+    assert muon_summary["wall_ratio"] == pytest.approx(0.5)
+    assert muon_summary["token_ratio"] == pytest.approx(0.5)  # 400 and 600 tokens against the baseline's 1000
+    assert muon_summary["ratio_by_step_time"] == pytest.approx(0.5 * 10 / 8)
+    assert (tmp_path / "r.png").stat().st_size > 10_000 and "target" in report.stdout
+
+
+def test_the_final_runs_take_each_configurations_best_swept_rate(tmp_path):
+    from time_to_loss import best_rate
+
+    for lr, loss in ((1e-3, 3.4), (2e-3, 3.2), (4e-3, 3.3)):
+        write_run(tmp_path, f"sweep_muon_lr{lr:g}_seed1", dict(config="muon", lr=lr), [(100, 10, loss)], 1.0)
+    assert best_rate(tmp_path, "muon") == 2e-3
+    with pytest.raises(SystemExit, match="no sweep of adamw"):
+        best_rate(tmp_path, "adamw")
