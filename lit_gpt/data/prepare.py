@@ -49,7 +49,10 @@ UNIT_STRIDE = 100_000
 MAX_SKIPPED_IN_MANIFEST = 10_000
 BLOCK_SIZE = 2048  # TinyLlama's: samples of 2049 tokens
 CHUNK_SIZE = (BLOCK_SIZE + 1) * 1024  # TinyLlama's shard size
-SEPARATORS = "every document is encoded as BOS + its tokens + EOS and the documents are concatenated; no padding"
+SEPARATORS = (
+    "every document is encoded as BOS + its tokens + EOS and the documents are concatenated; no padding; the "
+    "tokens after each input file's last whole sample of block_size + 1 follow, in input order, at the end"
+)
 Reader = Callable[[Path, InputLog], Iterator[str]]
 
 
