@@ -4,15 +4,20 @@
 same name (so the base weights load as they are) and adds `lora_a` (r, in) and `lora_b` (out, r):
 y = x W^T + (alpha / r) * dropout(x) A^T B^T. B starts at zero, so the adapted model starts equal to the
 base. `merge_lora_weights` folds B A into W, giving a plain state dict that converts like any other.
+An adapter only makes sense on the base it was trained on: a fine-tuning run records the base's
+`base_weights_sha256` with its checkpoints, and merging (or resuming) checks the base against it.
 
 QLoRA: with `quantize="nf4"` the frozen weights are stored 4-bit by bitsandbytes (CUDA only).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -174,6 +179,50 @@ def merge_lora_weights(
     return merged
 
 
+BASE_DIGEST = "base_weights_sha256"  # the run-config entry (train_state.json) that identifies an adapter's base
+
+
+def base_weights_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the base weights: every tensor but the adapters', by name, with its shape and its values
+    as float32, so that the same weights give the same digest whatever file or dtype they were read from
+    (a lit checkpoint, a Hugging Face folder; bf16, fp16 or fp32)."""
+    digest = hashlib.sha256()
+    for name in sorted(k for k in state if not k.endswith((".lora_a", ".lora_b"))):
+        values = state[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name} {tuple(values.shape)}\n".encode())
+        digest.update(values.numpy())
+    return digest.hexdigest()
+
+
+def check_adapter_base(
+    checkpoint, run_config: Mapping, base, base_state: Mapping[str, torch.Tensor], allow_other_base: bool = False
+) -> None:
+    """Raise ValueError when `base_state` (read from `base`) is not the base the adapter of `checkpoint` was
+    trained on (its `run_config` records which), unless `allow_other_base`; then, and for a checkpoint that
+    records no digest (written by an older version), warn."""
+    recorded, trained_on = run_config.get(BASE_DIGEST), run_config.get("initial_weights")
+    if recorded is None:
+        warnings.warn(
+            f"{checkpoint}: records no {BASE_DIGEST} (written by an older version), so {base} cannot be checked "
+            f"against the base the adapter was trained on ({trained_on})"
+        )
+        return
+    given = base_weights_sha256(base_state)
+    if given == recorded:
+        return
+    trained = f"{checkpoint}: the adapter was trained on {trained_on} (base weights SHA-256 {recorded[:16]}...)"
+    if trained_on is not None and Path(trained_on).resolve() == Path(base).resolve():
+        problem = f"{trained}, whose weights have changed since (now SHA-256 {given[:16]}...)"
+    else:
+        problem = f"{trained}, not on {base}, which holds other weights (SHA-256 {given[:16]}...)"
+    if not allow_other_base:
+        raise ValueError(
+            f"{problem}; pass --base with the weights it was trained on, or --allow_other_base true to merge "
+            f"onto these anyway"
+        )
+    warnings.warn(f"{problem}; merging anyway (--allow_other_base)")
+
+
 def check_qlora_available(device: torch.device) -> None:
     """QLoRA needs bitsandbytes' 4-bit kernels, i.e. an NVIDIA GPU and its wheel: say so clearly otherwise."""
     if device.type != "cuda":
@@ -209,8 +258,6 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 def load_adapter(checkpoint) -> dict[str, torch.Tensor]:
     """The adapter tensors of a LoRA training checkpoint (a torch.distributed.checkpoint folder), in one
     process and on any number of ranks it was written from."""
-    from pathlib import Path
-
     import torch.distributed.checkpoint as dcp
 
     folder = Path(checkpoint)
@@ -231,13 +278,13 @@ def load_adapter(checkpoint) -> dict[str, torch.Tensor]:
     return {key.removeprefix("model."): t for key, t in tensors.items()}
 
 
-def merge_checkpoint(checkpoint, output_dir, base=None) -> None:
+def merge_checkpoint(checkpoint, output_dir, base=None, allow_other_base: bool = False) -> None:
     """Fold the adapter of a LoRA fine-tuning checkpoint into its base weights and write a lit checkpoint
     folder (lit_model.pth, model_config.yaml, the tokenizer and chat template) that the Hugging Face and
     GGUF converters, sft/chat.py and the server take like any other. `base` overrides the base weights
-    recorded in the checkpoint."""
+    recorded in the checkpoint; weights other than those the adapter was trained on are refused unless
+    `allow_other_base` (see `check_adapter_base`)."""
     import json
-    from pathlib import Path
 
     from lit_gpt.checkpoint import has_tokenizer, load_any_checkpoint, save_lit_checkpoint
 
@@ -260,6 +307,7 @@ def merge_checkpoint(checkpoint, output_dir, base=None) -> None:
     if not base.exists():
         raise FileNotFoundError(f"{checkpoint}: its base weights {str(base)!r} are not there; pass --base")
     base_state, _ = load_any_checkpoint(base)
+    check_adapter_base(checkpoint, run, base, base_state, allow_other_base)
     config = Config.from_file(checkpoint / "model_config.yaml")
     merged = merge_lora_weights(base_state, load_adapter(checkpoint), settings)
     save_lit_checkpoint(output_dir, merged, config, tokenizer_dir=checkpoint if has_tokenizer(checkpoint) else None)

@@ -42,10 +42,11 @@ def sample_tokenizer(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_sample(tmp_path_factory, sample_tokenizer) -> Path:
-    """The sample corpus prepared into small shards (SlimPajama train + Starcoder)."""
+    """The sample corpus prepared into small shards (SlimPajama train + Starcoder) of whole samples for
+    block size 32, the `model_config` fixture's."""
     out = tmp_path_factory.mktemp("packed")
-    prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1)
-    prepare_starcoder(SAMPLE / "starcoder", sample_tokenizer, out, chunk_size=100_000, num_processes=1)
+    for prepare_source, folder in ((prepare_slimpajama, "slimpajama"), (prepare_starcoder, "starcoder")):
+        prepare_source(SAMPLE / folder, sample_tokenizer, out, chunk_size=33 * 3000, block_size=32, num_processes=1)
     return out
 
 

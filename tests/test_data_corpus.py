@@ -4,14 +4,13 @@ the length filter, the validation split, resume after an interruption, and train
 import gzip
 import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
 
 import lit_gpt.cli.prepare_corpus as prepare_corpus_command
-from lit_gpt.data import build_train_loader, open_shard, read_header, read_manifest
+from lit_gpt.data import BadInputError, build_train_loader, open_shard, read_header, read_manifest
 from lit_gpt.data.corpus import corpus_files
 from lit_gpt.tokenizer import Tokenizer
 
@@ -57,9 +56,15 @@ def write_corpus(root):
 
 
 def documents(folder, prefix, tok):
-    """The documents of a shard set, split at the separators (BOS ... EOS)."""
-    files = sorted(folder.glob(f"{prefix}_*.bin"))
-    tokens = np.concatenate([open_shard(read_header(p)) for p in files]).tolist() if files else []
+    """The documents of a shard set in input order, split at the separators (BOS ... EOS): each input
+    file's shards, then its tail (kept in `.{prefix}.tails/`; the set's last shards hold all the tails)."""
+    read = lambda paths: [int(i) for p in paths for i in open_shard(read_header(p))]  # noqa: E731
+    units = {}
+    for path in sorted(folder.glob(f"{prefix}_*.bin")):
+        units.setdefault(int(path.name[-14:-4]) // 100_000, []).append(path)
+    tails = sorted((folder / f".{prefix}.tails").glob("*.bin"))
+    assert read(units.pop(len(tails), [])) == read(tails) and max(units, default=0) < len(tails)
+    tokens = [i for u, tail in enumerate(tails) for i in read(units.get(u, [])) + read([tail])]
     out, current = [], None
     for t in tokens:
         if t == tok.bos_id:
@@ -75,7 +80,9 @@ def documents(folder, prefix, tok):
 
 
 def run(inputs, tokenizer, dest, **kw):
-    args = dict(source="mine", min_chars=20, validation_fraction=0.3, chunk_size=500, num_processes=1)
+    args = dict(
+        source="mine", min_chars=20, validation_fraction=0.3, chunk_size=16 * 32, block_size=15, num_processes=1
+    )
     return prepare_corpus_command.prepare_corpus(
         inputs=[str(i) for i in inputs], tokenizer_path=tokenizer, destination_path=dest, **{**args, **kw}
     )
@@ -126,15 +133,15 @@ def test_strict_stops_at_the_first_bad_input(tmp_path, sample_tokenizer):
     root = tmp_path / "in"
     root.mkdir()
     (root / "a.jsonl").write_text(jsonl([doc(1)], extra=["not json\n"]))
-    with pytest.raises(SystemExit, match=r"a.jsonl:2: invalid JSON line"):
+    with pytest.raises(BadInputError, match=r"a.jsonl:2: invalid JSON line"):
         run([root / "*.jsonl"], sample_tokenizer, tmp_path / "out", strict=True)
     (root / "a.jsonl").write_text(jsonl([doc(1)]))
     (root / "b.txt").write_text("")
-    with pytest.raises(SystemExit, match=r"b.txt:0: empty file"):
+    with pytest.raises(BadInputError, match=r"b.txt:0: empty file"):
         run([root], sample_tokenizer, tmp_path / "out2", strict=True)
-    with pytest.raises(SystemExit, match="no such file"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         run([root / "missing.jsonl"], sample_tokenizer, tmp_path / "out3")
-    with pytest.raises(SystemExit, match="not ending in _<digits>"):
+    with pytest.raises(ValueError, match="--source 'web_2': .*not ending in _<digits>"):
         run([root], sample_tokenizer, tmp_path / "out4", source="web_2")
 
 
@@ -170,5 +177,5 @@ def test_resume_after_an_interruption_writes_no_duplicates(tmp_path, sample_toke
     assert sorted(p.name for p in (tmp_path / "out").glob("*.bin")) == sorted(
         p.name for p in (tmp_path / "clean").glob("*.bin")
     )
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(ValueError, match="other settings"):
         run([tmp_path / "in"], sample_tokenizer, tmp_path / "out", min_chars=30)

@@ -28,17 +28,18 @@ from lit_gpt.tokenizer import Tokenizer
 
 
 def raw_slimpajama(split="train"):
-    """The sample documents read independently of the pipeline's reader."""
-    texts, github = [], 0
+    """The sample documents of each file, read independently of the pipeline's reader."""
+    files, github = [], 0
     for path in sorted((SAMPLE / "slimpajama" / split).glob("chunk*/*.jsonl.zst")):
+        files.append([])
         with zstandard.ZstdDecompressor().stream_reader(open(path, "rb")) as fh:
             for line in io.TextIOWrapper(fh, encoding="utf-8"):
                 row = json.loads(line)
                 if row["meta"]["redpajama_set_name"] == "RedPajamaGithub":
                     github += 1
                 else:
-                    texts.append(row["text"])
-    return texts, github
+                    files[-1].append(row["text"])
+    return files, github
 
 
 def shard_tokens(folder, prefix):
@@ -49,19 +50,20 @@ def shard_tokens(folder, prefix):
 def test_shards_decode_to_the_documents_with_separators_only(prepared_sample, sample_tokenizer, prefix):
     tok = Tokenizer(sample_tokenizer)
     if prefix == "train_slimpajama":
-        texts, github = raw_slimpajama()
+        files, github = raw_slimpajama()
         assert github > 0
     else:
-        texts = [
-            t for p in sorted(SAMPLE.glob("starcoder/*/*.parquet")) for t in pq.read_table(p)["content"].to_pylist()
-        ]
+        files = [pq.read_table(p)["content"].to_pylist() for p in sorted(SAMPLE.glob("starcoder/*/*.parquet"))]
         github = 0
+    texts = [t for file in files for t in file]
     tokens = shard_tokens(prepared_sample, prefix)
-    expected = [i for t in texts for i in tok.encode(t, bos=True, eos=True)]  # reference SentencePiece encoder
+    # reference SentencePiece encoder; each file's tokens after its last whole sample (of 33) go to the end
+    per_file = [[i for t in file for i in tok.encode(t, bos=True, eos=True)] for file in files]
+    cuts = [len(ids) - len(ids) % 33 for ids in per_file]
+    expected = [i for ids, cut in zip(per_file, cuts) for i in ids[:cut]]
+    expected += [i for ids, cut in zip(per_file, cuts) for i in ids[cut:]]
     np.testing.assert_array_equal(tokens, expected)  # nothing else: no padding, no dropped rows
-    starts = np.flatnonzero(tokens == tok.bos_id)
-    assert len(starts) == len(texts)
-    assert [tok.decode(seg[1:-1]) for seg in np.split(tokens, starts[1:])] == texts
+    assert (tokens == tok.bos_id).sum() == len(texts) == (tokens == tok.eos_id).sum()
 
     manifest = read_manifest(prepared_sample, prefix)
     assert (manifest["documents"], manifest["tokens"]) == (len(texts), len(tokens))
@@ -71,12 +73,18 @@ def test_shards_decode_to_the_documents_with_separators_only(prepared_sample, sa
     assert manifest["tokenizer"] == tok.identity()
     files = sorted(p.name for p in prepared_sample.glob(f"{prefix}_*.bin"))
     assert [s["file"] for s in manifest["shards"]] == files
-    # Only the last shard of each input file may be short.
+    # Each input file's shards are full but its last, which holds whole samples (block size 32); the tails
+    # after them come last, in the counter range after the last file's, and only their final partial sample
+    # is never read.
     by_unit = {}
     for s in manifest["shards"]:
         by_unit.setdefault(int(s["file"][-14:-4]) // 100_000, []).append(s["tokens"])
-    assert len(by_unit) == len(manifest["sources"]["files"])
-    assert all(all(n == 100_000 for n in sizes[:-1]) and 0 < sizes[-1] <= 100_000 for sizes in by_unit.values())
+    units = len(manifest["sources"]["files"])
+    assert sorted(by_unit) == list(range(units + 1))
+    assert all(all(n == 99_000 for n in sizes[:-1]) and 0 < sizes[-1] <= 99_000 for sizes in by_unit.values())
+    sizes = [s["tokens"] for s in manifest["shards"]]
+    assert all(n % 33 == 0 for n in sizes[:-1]) and manifest["unreadable_tokens"] == sizes[-1] % 33
+    assert manifest["format"]["block_size"] == 32 and 0 < sum(by_unit[units]) < 33 * units
 
 
 def test_check_tokenizer(prepared_sample, sample_tokenizer):
@@ -189,36 +197,38 @@ def test_strict_script_exits_naming_file_and_line(bad_corpora, sample_tokenizer,
         capture_output=True,
         text=True,
     )
-    out = run("prepare_slimpajama.py", slim)
-    assert (
-        out.returncode == 1
-        and f"error: {slim}/train/chunk1/example_train_0.jsonl.zst:2: invalid JSON line" in out.stderr
+    out = run("prepare_slimpajama.py", slim)  # one line after the progress bar, no traceback
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[-1].startswith(
+        f"error: {slim}/train/chunk1/example_train_0.jsonl.zst:2: invalid JSON"
     )
     out = run("prepare_starcoder.py", star)
-    assert (
-        out.returncode == 1
-        and f"error: {star}/python/train-00000-of-00002.parquet:2: row without a string 'content' value" in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[-1] == (
+        f"error: {star}/python/train-00000-of-00002.parquet:2: row without a string 'content' value"
     )
 
 
 def copy_run(src, dst, prefix):
     dst.mkdir()
-    for p in src.glob(f"{prefix}*"):
-        shutil.copy2(p, dst / p.name)
+    for p in [*src.glob(f"{prefix}*"), *src.glob(f".{prefix}*")]:
+        (shutil.copytree if p.is_dir() else shutil.copy2)(p, dst / p.name)
 
 
 def snapshot(folder, prefix):
+    """Every file of the prefix but its journal: shards, manifest, temporary files, the units' tails."""
     return {
-        p.name: p.read_bytes()
-        for p in sorted(folder.iterdir())
-        if p.name.startswith((prefix, f".{prefix}")) and "progress" not in p.name
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+        and p.relative_to(folder).parts[0].startswith((prefix, f".{prefix}"))
+        and "progress" not in p.name
     }
 
 
 def rerun(out, sample_tokenizer, **kw):
-    prepare_slimpajama_command.prepare_slimpajama(
-        SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1, **kw
-    )
+    kw = {"chunk_size": 33 * 3000, "block_size": 32, "num_processes": 1, **kw}
+    prepare_slimpajama_command.prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, **kw)
 
 
 def test_resume_after_a_crash_redoes_only_unfinished_units(prepared_sample, sample_tokenizer, tmp_path):
@@ -235,6 +245,9 @@ def test_resume_after_a_crash_redoes_only_unfinished_units(prepared_sample, samp
     (out / f"{prefix}_0000200001.bin").unlink()
     (out / f"{prefix}_0000200009.bin").write_bytes(b"LITPKDS")
     (out / f".{prefix}_0000200002.bin.tmp").write_bytes(b"partial")
+    (out / f".{prefix}.tails" / "0000000003.bin").unlink()  # written when the unit ends
+    (out / f"{prefix}_0000400000.bin").unlink()  # the tails' shards: rewritten at the end
+    (out / f".{prefix}.tails" / "0000000001.bin").write_bytes(b"LITPKDS")  # a damaged tail: unit 1 is redone
     kept = {n: os.stat(out / n).st_mtime_ns for n in reference if n.startswith(f"{prefix}_00000")}
     rerun(out, sample_tokenizer)
     assert snapshot(out, prefix) == reference  # same files, same bytes, nothing duplicated
@@ -254,7 +267,7 @@ def test_resume_after_an_interruption(prepared_sample, sample_tokenizer, tmp_pat
 
     monkeypatch.setattr(script, "read_slimpajama", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        script.prepare_slimpajama(SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=100_000, num_processes=1)
+        rerun(out, sample_tokenizer)
     assert not (out / f"{prefix}.manifest.json").exists()
     assert {int(n[-14:-4]) // 100_000 for n in os.listdir(out) if n.endswith(".bin")} == {0, 1}
     monkeypatch.undo()  # the rerun reads every file
@@ -266,9 +279,7 @@ def test_resume_refuses_other_settings_or_foreign_shards(prepared_sample, sample
     prefix, out = "train_slimpajama", tmp_path / "out"
     copy_run(prepared_sample, out, prefix)
     with pytest.raises(ValueError, match="used other settings \\(changed: chunk_size\\)"):
-        prepare_slimpajama_command.prepare_slimpajama(
-            SAMPLE / "slimpajama", sample_tokenizer, out, chunk_size=50_000, num_processes=1
-        )
+        rerun(out, sample_tokenizer, chunk_size=33 * 1500)
     (out / f"{prefix}.progress.jsonl").unlink()
     with pytest.raises(ValueError, match="no train_slimpajama.progress.jsonl; refusing to mix runs"):
         rerun(out, sample_tokenizer)
@@ -276,7 +287,7 @@ def test_resume_refuses_other_settings_or_foreign_shards(prepared_sample, sample
 
 def test_parallel_run_writes_the_same_shards(prepared_sample, sample_tokenizer, tmp_path):
     prepare_starcoder_command.prepare_starcoder(
-        SAMPLE / "starcoder", sample_tokenizer, tmp_path, chunk_size=100_000, num_processes=2
+        SAMPLE / "starcoder", sample_tokenizer, tmp_path, chunk_size=33 * 3000, block_size=32, num_processes=2
     )
     assert snapshot(tmp_path, "train_starcoder") == snapshot(prepared_sample, "train_starcoder")
 
@@ -293,5 +304,5 @@ def test_starcoder_language_filter(sample_tokenizer, tmp_path):
     assert read_manifest(tmp_path / "out", "train_starcoder")["sources"]["files"] == [
         "java/train-00000-of-00001.parquet"
     ]
-    with pytest.raises(SystemExit, match="no language folder \\['rust'\\]"):
+    with pytest.raises(FileNotFoundError, match="no language folder \\['rust'\\]"):
         script.prepare_starcoder(src, sample_tokenizer, tmp_path / "out2", languages=["rust"])

@@ -3,7 +3,15 @@ import struct
 import numpy as np
 import pytest
 
-from lit_gpt.data.shards import ShardError, ShardWriter, open_shard, read_header, token_dtype, write_shard
+from lit_gpt.data.shards import (
+    ShardError,
+    ShardWriter,
+    open_shard,
+    read_header,
+    token_dtype,
+    unreadable_tokens,
+    write_shard,
+)
 
 
 def test_header_layout_is_lit_gpt_compatible(tmp_path):
@@ -36,6 +44,16 @@ def test_writer_chunks_without_padding(tmp_path):
     assert [i.tokens for i in infos] == [10, 10, 7]
     np.testing.assert_array_equal(np.concatenate([open_shard(i) for i in infos]), data)
     assert (tmp_path / "train_x_0000300002.bin").stat().st_size == 24 + 7 * 2
+
+
+def test_writer_keeps_back_the_tokens_after_the_last_whole_sample(tmp_path):
+    writer = ShardWriter(tmp_path, "x", chunk_size=8, dtype=np.uint16)
+    writer.add(np.arange(22, dtype=np.uint16))
+    tail = writer.close_keeping_tail(4)
+    assert writer.written == [("x_0000000000.bin", 8), ("x_0000000001.bin", 8), ("x_0000000002.bin", 4)]
+    assert tail.tolist() == [20, 21] and unreadable_tokens([8, 8, 4], 4) == 0 and unreadable_tokens([8, 6], 4) == 2
+    with pytest.raises(ValueError, match="chunk_size 0: a shard holds at least one token"):
+        ShardWriter(tmp_path, "x", chunk_size=0, dtype=np.uint16)
 
 
 def test_writer_refuses_to_leave_its_counter_range(tmp_path):

@@ -4,7 +4,9 @@ Inputs: files, folders (searched recursively) or globs of `.jsonl`, `.jsonl.gz`,
 `.parquet`, `.txt` (one document per file) and `.arrow` (a Hugging Face `datasets.save_to_disk`
 folder). Documents shorter than `--min_chars` are dropped, exact duplicates too (the first copy is
 kept), and `--validation_fraction` of the rest goes to the validation split. Separators, shards,
-manifests, bad-input rules (`--strict`) and resuming are those of scripts/prepare_slimpajama.py.
+manifests, bad-input rules (`--strict`) and resuming are those of scripts/prepare_slimpajama.py; the
+documents of all the files are packed together, so each prefix loses at most its last partial sample
+(the summary says how many tokens that is).
 
     python scripts/prepare_corpus.py --inputs '["/data/mine/**/*.jsonl.zst", "/data/hf_saved"]' --source mine \
         --tokenizer_path checkpoints/tokenizer --destination_path data/packed --validation_fraction 0.001
@@ -17,8 +19,7 @@ from pathlib import Path
 
 from jsonargparse import CLI
 
-from lit_gpt.data.corpus import prepare_corpus as prepare
-from lit_gpt.data.readers import BadInputError
+from lit_gpt.exit_codes import run_command
 
 
 def prepare_corpus(
@@ -31,6 +32,7 @@ def prepare_corpus(
     dedup: bool = True,
     validation_fraction: float = 0.0,
     chunk_size: int = 2049 * 1024,
+    block_size: int = 2048,
     num_processes: int | None = os.cpu_count(),
     strict: bool = False,
 ) -> None:
@@ -46,37 +48,37 @@ def prepare_corpus(
         min_chars: drop documents shorter than this many characters.
         dedup: drop exact duplicates (same text), keeping the first.
         validation_fraction: share of the documents written to the validation split (0: none).
-        chunk_size: tokens per shard.
+        chunk_size: tokens per shard, a multiple of block_size + 1.
+        block_size: the block size of the model to train (samples are block_size + 1 tokens): shards hold
+            whole samples, so training reads every token but those of each prefix's last partial sample.
         num_processes: worker processes (each input file is one unit of work).
         strict: stop at the first bad input (broken line, empty or unreadable file) instead of skipping
             and counting it.
     """
-    try:
-        manifests = prepare(
-            inputs,
-            tokenizer_path,
-            destination_path,
-            source,
-            text_field,
-            min_chars,
-            dedup,
-            validation_fraction,
-            chunk_size,
-            num_processes,
-            strict,
-        )
-    except (BadInputError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}")
-    for prefix, m in manifests.items():
-        print(
-            f"{prefix}: {m['documents']:,} documents, {m['tokens']:,} tokens in {len(m['shards'])} shards, "
-            f"{m['skipped']['count']} inputs skipped, dropped: {m['dropped']}"
-        )
+    from lit_gpt.data.corpus import prepare_corpus as prepare
+    from lit_gpt.data.prepare import summary
+
+    manifests = prepare(
+        inputs,
+        tokenizer_path,
+        destination_path,
+        source,
+        text_field,
+        min_chars,
+        dedup,
+        validation_fraction,
+        chunk_size,
+        num_processes,
+        strict,
+        block_size,
+    )
+    for manifest in manifests.values():
+        print(summary(manifest))
 
 
 def main(argv=None) -> None:
-    """`lit-prepare-corpus` and `scripts/prepare_corpus.py`."""
-    CLI(prepare_corpus, as_positional=False, args=argv)
+    """`lit-prepare-corpus` and `scripts/prepare_corpus.py`: a bad option or input ends in one line, exit 2."""
+    run_command(lambda: CLI(prepare_corpus, as_positional=False, args=argv))
 
 
 if __name__ == "__main__":

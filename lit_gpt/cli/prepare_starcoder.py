@@ -1,8 +1,10 @@
 """Tokenize Starcoderdata (`{language}/train-*.parquet`, column `content`) into packed shards `{prefix}_*.bin`.
 
 Parquet files are read in record batches, never whole. Separators: every document is written as
-BOS + its tokens + EOS, documents are concatenated, and nothing is ever padded (the last shard of each
-input file is just shorter). Unreadable files and rows without `content` are skipped and listed in
+BOS + its tokens + EOS, documents are concatenated across the input files, and nothing is ever padded:
+every shard holds whole samples of `--block_size` + 1 tokens but the last, whose final partial sample
+(counted in the summary and the manifest) is the only part training never reads. Rows with empty text
+are dropped and counted; unreadable files and rows without `content` are skipped and listed in
 `{prefix}.manifest.json`, or stop the run with `--strict`. An interrupted run resumes where it stopped
 when started again with the same arguments.
 
@@ -17,8 +19,9 @@ from pathlib import Path
 
 from jsonargparse import CLI
 
-from lit_gpt.data.prepare import prepare, starcoder_files
-from lit_gpt.data.readers import BadInputError, read_starcoder
+from lit_gpt.data.prepare import prepare, starcoder_files, summary
+from lit_gpt.data.readers import read_starcoder
+from lit_gpt.exit_codes import run_command
 
 
 def prepare_starcoder(
@@ -28,6 +31,7 @@ def prepare_starcoder(
     languages: list[str] | None = None,
     prefix: str = "train_starcoder",
     chunk_size: int = 2049 * 1024,
+    block_size: int = 2048,
     num_processes: int | None = os.cpu_count(),
     strict: bool = False,
 ) -> None:
@@ -38,35 +42,31 @@ def prepare_starcoder(
         tokenizer_path: folder with `tokenizer.model` or `tokenizer.json`.
         destination_path: output folder for the shards, the manifest and the progress journal.
         languages: language folders to include; default all.
-        prefix: shard name prefix.
-        chunk_size: tokens per shard.
+        prefix: shard name prefix (a name: letters, digits, '.', '-', '_').
+        chunk_size: tokens per shard, a multiple of block_size + 1.
+        block_size: the block size of the model to train (samples are block_size + 1 tokens).
         num_processes: worker processes (each input file is one unit of work).
         strict: stop at the first bad input instead of skipping and counting it.
     """
-    try:
-        files = starcoder_files(source_path, languages)
-        manifest = prepare(
-            files,
-            source_path,
-            read_starcoder,
-            tokenizer_path,
-            destination_path,
-            prefix,
-            chunk_size,
-            num_processes,
-            strict,
-        )
-    except (BadInputError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}")
-    print(
-        f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['shards'])} shards, "
-        f"{manifest['skipped']['count']} rows skipped"
+    manifest = prepare(
+        starcoder_files(source_path, languages),
+        source_path,
+        read_starcoder,
+        tokenizer_path,
+        destination_path,
+        prefix,
+        chunk_size,
+        num_processes,
+        strict,
+        block_size=block_size,
     )
+    print(summary(manifest))
 
 
 def main(argv=None) -> None:
-    """`lit-prepare-starcoder` and `scripts/prepare_starcoder.py`."""
-    CLI(prepare_starcoder, as_positional=False, args=argv)
+    """`lit-prepare-starcoder` and `scripts/prepare_starcoder.py`: a bad option or input ends in one line,
+    exit 2."""
+    run_command(lambda: CLI(prepare_starcoder, as_positional=False, args=argv))
 
 
 if __name__ == "__main__":

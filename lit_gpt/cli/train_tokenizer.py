@@ -48,8 +48,10 @@ def train_sample_tokenizer(
 
 
 def main(argv=None) -> None:
-    """`lit-train-tokenizer` and `scripts/train_tokenizer.py`."""
-    CLI(train_sample_tokenizer, as_positional=False, args=argv)
+    """`lit-train-tokenizer` and `scripts/train_tokenizer.py`: a bad option ends in one line, exit 2."""
+    from lit_gpt.exit_codes import run_command
+
+    run_command(lambda: CLI(train_sample_tokenizer, as_positional=False, args=argv))
 
 
 if __name__ == "__main__":

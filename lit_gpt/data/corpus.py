@@ -22,7 +22,6 @@ import glob
 import hashlib
 import multiprocessing
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +29,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lit_gpt.data.prepare import prepare
+from lit_gpt.data.prepare import BLOCK_SIZE, CHUNK_SIZE, check_options, prepare
 from lit_gpt.data.readers import InputLog, read_arrow, read_jsonl, read_parquet, read_text_file
+from lit_gpt.data.shards import check_prefix
+from lit_gpt.data.workers import exit_with_parent
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".txt", ".arrow")
 DUPLICATE, TRAIN, VALIDATION, SHORT = 0, 1, 2, 3
-_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _kind(path: Path) -> str | None:
@@ -177,18 +177,19 @@ def prepare_corpus(
     min_chars: int = 0,
     dedup: bool = True,
     validation_fraction: float = 0.0,
-    chunk_size: int = 2049 * 1024,
+    chunk_size: int = CHUNK_SIZE,
     num_processes: int | None = None,
     strict: bool = False,
+    block_size: int = BLOCK_SIZE,
 ) -> dict[str, dict]:
     """Prepare `inputs` into `{destination}/train_{source}_*.bin` (and `validation_{source}_*.bin` when
     `validation_fraction` > 0); returns the manifests by prefix."""
-    if not _SOURCE_NAME.fullmatch(source) or re.search(r"_\d+$", source):
-        raise ValueError(
-            f"source name {source!r}: use letters, digits, '.', '-', '_', not ending in _<digits> (shard names end so)"
-        )
+    check_prefix(source, "--source")
+    check_options(f"train_{source}", chunk_size, block_size, num_processes)
     if not 0 <= validation_fraction < 1:
-        raise ValueError(f"validation_fraction {validation_fraction} is not in [0, 1)")
+        raise ValueError(f"--validation_fraction {validation_fraction} is not in [0, 1)")
+    if min_chars < 0:
+        raise ValueError(f"--min_chars {min_chars}: must be 0 (keep every document) or more")
     files, root = corpus_files(inputs)
     destination = Path(destination)
     work = destination / f".{source}.corpus"
@@ -199,7 +200,8 @@ def prepare_corpus(
     bar = tqdm(
         total=len(jobs), initial=len(jobs) - len(todo), unit="file", desc=f"{source} fingerprints", dynamic_ncols=True
     )
-    pool = multiprocessing.get_context("spawn").Pool(processes) if processes > 1 else None
+    spawn = multiprocessing.get_context("spawn")
+    pool = spawn.Pool(processes, exit_with_parent, (os.getpid(),)) if processes > 1 else None
     try:
         for _ in pool.imap_unordered(_fingerprint, todo) if pool else map(_fingerprint, todo):
             bar.update()
@@ -242,5 +244,6 @@ def prepare_corpus(
             num_processes,
             strict,
             settings=settings,
+            block_size=block_size,
         )
     return manifests

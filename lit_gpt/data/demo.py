@@ -10,8 +10,10 @@ from lit_gpt.data.prepare import prepare, slimpajama_files, starcoder_files
 from lit_gpt.data.readers import read_slimpajama, read_starcoder
 from lit_gpt.data.tokenizer_training import train_tokenizer
 
-# Small shards so that even the sample corpus spreads over several files (and loader workers).
-DEMO_CHUNK_SIZE = 257 * 512
+# Small shards so that even the sample corpus spreads over several files (and loader workers), of whole
+# samples of the demo model's block size (demo_LLaMA_5M: 256).
+DEMO_BLOCK_SIZE = 256
+DEMO_CHUNK_SIZE = (DEMO_BLOCK_SIZE + 1) * 512
 
 
 def prepare_sample(
@@ -48,5 +50,15 @@ def prepare_sample(
     ]
     for prefix, files, root, read in jobs:
         if not manifest_path(data_dir, prefix).is_file():
-            prepare(files, root, read, tokenizer_dir, data_dir, prefix, DEMO_CHUNK_SIZE, num_processes)
+            prepare(
+                files,
+                root,
+                read,
+                tokenizer_dir,
+                data_dir,
+                prefix,
+                DEMO_CHUNK_SIZE,
+                num_processes,
+                block_size=DEMO_BLOCK_SIZE,
+            )
     return data_dir, Path(tokenizer_dir)

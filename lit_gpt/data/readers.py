@@ -4,7 +4,8 @@ Hugging Face `datasets` writes with `save_to_disk`).
 
 Both readers yield document texts one at a time and never hold a whole file in memory. Bad input is
 reported to an `InputLog`, which records it (file, line or row, reason) or, in strict mode, raises
-`BadInputError` naming the file and line. The prepare scripts and the tokenizer trainer share them.
+`BadInputError` naming the file and line; rows with empty or whitespace-only text are dropped and
+counted. The prepare scripts and the tokenizer trainer share them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import zstandard
 
 # TinyLlama takes its code from Starcoderdata, so SlimPajama's GitHub subset is dropped.
 DROPPED_SLIMPAJAMA_SETS = frozenset({"RedPajamaGithub"})
+# A row whose text is empty or only whitespace would become a document of nothing but its separators.
+EMPTY = "empty or whitespace-only text"
 
 
 class BadInputError(ValueError):
@@ -115,6 +118,8 @@ def _json_rows(path: Path, log: InputLog, lines: Iterator[bytes], field: str) ->
                 log.skip(path, line_no, f"row without a string {field!r} field")
             elif not _encodable(text):
                 log.skip(path, line_no, "text is not valid Unicode (lone surrogates)")
+            elif not text.strip():
+                log.drop(EMPTY)
             else:
                 yield row, text
     except (zstandard.ZstdError, EOFError, gzip.BadGzipFile, zlib.error) as err:
@@ -202,6 +207,8 @@ def _texts_of_batches(path, log: InputLog, column: str, names: list[str], batche
                 log.skip(path, row_no, f"row without a string {column!r} value")
             elif not _encodable(text):
                 log.skip(path, row_no, "text is not valid Unicode (lone surrogates)")
+            elif not text.strip():
+                log.drop(EMPTY)
             else:
                 yield text
     if row_no == 0:

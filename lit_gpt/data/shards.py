@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,26 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def shard_name(prefix: str, counter: int) -> str:
     return f"{prefix}_{counter:010d}.bin"
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_prefix(prefix: str, option: str = "--prefix") -> None:
+    """Raise ValueError unless `prefix` is a plain name that shard files can start with: no path separator
+    (it would write outside the destination folder) and no `_<digits>` ending (TinyLlama's names
+    `{prefix}_{process}_{counter}.bin` would make one source's files look like another's)."""
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix) or re.search(r"_\d+$", prefix):
+        raise ValueError(
+            f"{option} {prefix!r}: use letters, digits, '.', '-', '_' (a name, no path separators), starting with "
+            "a letter or digit and not ending in _<digits> (shard names end so)"
+        )
+
+
+def unreadable_tokens(shard_tokens: Iterable[int], sample_len: int) -> int:
+    """The tokens a loader that cuts whole samples of `sample_len` tokens from each shard can never read: the
+    remainder of every shard."""
+    return sum(int(tokens) % sample_len for tokens in shard_tokens)
 
 
 @dataclass(frozen=True)
@@ -106,8 +128,9 @@ def file_sha256(path: str | Path) -> str:
 class ShardWriter:
     """Accumulates token arrays and writes `{prefix}_{counter:010d}.bin` shards of `chunk_size` tokens.
 
-    `close()` writes what is left as a shorter file; nothing is ever padded. Counters run from
-    `first_counter`; `max_files` guards the counter range reserved for this writer.
+    `close()` writes what is left as a shorter file; `close_keeping_tail(n)` writes only the whole
+    multiples of n of it and returns the rest. Nothing is ever padded. Counters run from `first_counter`;
+    `max_files` guards the counter range reserved for this writer.
     """
 
     def __init__(
@@ -119,6 +142,8 @@ class ShardWriter:
         first_counter: int = 0,
         max_files: int | None = None,
     ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size {chunk_size!r}: a shard holds at least one token")
         self.out_dir, self.prefix, self.chunk_size = Path(out_dir), prefix, chunk_size
         self.dtype = np.dtype(dtype)
         self.counter, self.max_files = first_counter, max_files
@@ -150,3 +175,12 @@ class ShardWriter:
         if self.filled:
             self._flush()
         return self.written
+
+    def close_keeping_tail(self, sample_len: int) -> np.ndarray:
+        """Write the whole samples of `sample_len` tokens that are left and return the rest (fewer than
+        `sample_len` tokens) unwritten, for a later writer to continue with."""
+        keep = self.filled % sample_len
+        tail = self.buffer[self.filled - keep : self.filled].copy()
+        self.filled -= keep
+        self.close()
+        return tail

@@ -27,6 +27,7 @@ import warnings
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lit_gpt.data.integrity import check_ids
 from lit_gpt.data.shards import ShardInfo, open_shard, read_header
-from lit_gpt.data.workers import ignore_stop_signals
+from lit_gpt.data.workers import killed_at_exit, start_loader_worker
 
 MIX_CHUNK = 65536
 # Distinct seed-sequence tags so the file, block and mix generators never share a stream.
@@ -261,15 +262,16 @@ class TrainLoader:
             batch_size=None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            worker_init_fn=ignore_stop_signals,
+            worker_init_fn=partial(start_loader_worker, os.getpid()),
             **extra,
         )
-        for chunk in loader:
-            for batch in chunk:
-                picked = self.mixture.choices(self.g, self.g + self.samples_per_micro_step)
-                self.counts += np.bincount(picked, minlength=len(self.counts))
-                self.g += self.samples_per_micro_step
-                yield batch
+        with killed_at_exit(lambda: iter(loader)) as chunks:
+            for chunk in chunks:
+                for batch in chunk:
+                    picked = self.mixture.choices(self.g, self.g + self.samples_per_micro_step)
+                    self.counts += np.bincount(picked, minlength=len(self.counts))
+                    self.g += self.samples_per_micro_step
+                    yield batch
 
     @property
     def mixture(self) -> Mixture:

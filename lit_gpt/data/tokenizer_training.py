@@ -48,6 +48,21 @@ def training_text(slimpajama_dir: Path, starcoder_dir: Path, max_chars: int, max
             yield piece
 
 
+SPECIAL_AND_BYTE_PIECES = 3 + 256  # <unk> <s> </s> and the byte-fallback pieces
+
+
+def check_training_options(vocab_size: int, max_chars: int, max_piece_chars: int, num_threads: int) -> None:
+    """Raise ValueError naming the option when a setting is out of range: checked before reading the corpus."""
+    if vocab_size <= SPECIAL_AND_BYTE_PIECES:
+        raise ValueError(
+            f"--vocab_size {vocab_size}: must be more than the {SPECIAL_AND_BYTE_PIECES} special and byte-fallback "
+            "pieces every vocabulary holds"
+        )
+    for option, value in (("max_chars", max_chars), ("max_piece_chars", max_piece_chars), ("num_threads", num_threads)):
+        if value < 1:
+            raise ValueError(f"--{option} {value}: must be at least 1")
+
+
 def train_tokenizer(
     out_dir: Path,
     slimpajama_dir: Path,
@@ -68,6 +83,10 @@ def train_tokenizer(
         max_piece_chars: longest training piece; longer documents are cut at line ends.
         num_threads: trainer threads.
     """
+    check_training_options(vocab_size, max_chars, max_piece_chars, num_threads)
+    for option, folder in (("slimpajama_dir", slimpajama_dir), ("starcoder_dir", starcoder_dir)):
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--{option} {folder}: no such folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(

@@ -15,9 +15,11 @@ from typing import Any
 from lit_gpt.checkpoint import checkpoint_folder, load_any_checkpoint
 from lit_gpt.config import Config
 from lit_gpt.lora import (
+    BASE_DIGEST,
     TARGETS,
     LoRASettings,
     apply_lora,
+    base_weights_sha256,
     check_qlora_available,
     lora_init_state,
     quantize_base,
@@ -139,7 +141,7 @@ def finetune(
         if run.kind != "single":
             raise ValueError("QLoRA runs on one device (strategy 'single'): its 4-bit weights are not sharded")
         check_qlora_available(fabric.device)
-    initial_state = None
+    initial_state, base_digest = None, None
     if resume_from is not None:
         # a checkpoint carries its model config and tokenizer: the starting weights are not needed again,
         # but for LoRA's frozen base, which its checkpoints leave out
@@ -154,6 +156,7 @@ def finetune(
         initial_state, config = load_any_checkpoint(source)
         tokenizer = Tokenizer(args.tokenizer_dir or checkpoint_folder(source))
         if lora is not None:
+            base_digest = base_weights_sha256(initial_state)
             initial_state = {**initial_state, **lora_init_state(config, lora, args.seed)}
     if args.kernels:
         config = Config.from_dict({**config.to_dict(), "kernels": args.kernels})
@@ -234,10 +237,14 @@ def finetune(
 
     run_config = run_config_of(args)
     run_config["initial_weights"] = str(source.resolve()) if source else None
+    if lora is not None:
+        run_config[BASE_DIGEST] = base_digest  # the base the adapter is trained on: lit-merge-lora checks it
     # a changed LoRA rank is named here rather than failing on a shape
     state, saved_config = run.resume(resume_from, config, run_config, FIXED_ON_RESUME, model, optimizer, train_loader)
     if resume_from is not None:
         run_config["initial_weights"] = saved_config.get("initial_weights")
+        if lora is not None:
+            run_config[BASE_DIGEST] = saved_config.get(BASE_DIGEST)
         fabric.print(f"resumed from {resume_from} at step {state['step']}")
     else:
         fabric.print(f"starting from {source}")

@@ -1,5 +1,6 @@
 """LoRA fine-tuning: a zero update equals the base, the merged weights equal base + adapter, resume is
-exact (one process and FSDP2 on two), the merged model exports to Hugging Face, QLoRA says what it needs."""
+exact (one process and FSDP2 on two), the merged model exports to Hugging Face, merging onto another base
+is refused unless asked, QLoRA says what it needs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from preemption import preempting
 
-from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict
+from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict, save_lit_checkpoint
 from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.cli.shipped import demo_data
 from lit_gpt.lora import LoRASettings, apply_lora, load_adapter, lora_init_state, merge_checkpoint, merge_lora_weights
@@ -101,6 +102,42 @@ def test_checkpoint_holds_the_adapter_and_merges_exactly(lora_reference, tiny_ch
     with torch.no_grad():
         hf_logits = hf(idx).logits
     torch.testing.assert_close(hf_logits, ours[..., : hf_logits.size(-1)], rtol=0, atol=1e-4)
+
+
+def test_merging_onto_another_base_is_refused_unless_asked(lora_reference, tiny_checkpoint, tmp_path, capsys):
+    from lit_gpt.cli import convert_lit
+    from lit_gpt.cli import merge_lora as command
+
+    checkpoint = list_checkpoints(lora_reference / "checkpoints")[-1][1]
+    base, config = load_lit_checkpoint(tiny_checkpoint)
+    other = tmp_path / "other_base"  # the same shape, one weight nudged
+    save_lit_checkpoint(
+        other, {**base, "transformer.h.1.mlp.proj.weight": base["transformer.h.1.mlp.proj.weight"] + 1e-3}, config
+    )
+    with pytest.raises(SystemExit) as stop:
+        command.main(["--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "m1"), "--base", str(other)])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert stop.value.code == 2 and line.startswith(
+        f"error: {checkpoint}: the adapter was trained on {tiny_checkpoint}"
+    )
+    assert f"not on {other}, which holds other weights" in line and "--allow_other_base true" in line
+    assert not (tmp_path / "m1").exists()
+
+    with pytest.warns(UserWarning, match="merging anyway"):
+        command.main(
+            ["--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "m2"), "--base", str(other)]
+            + ["--allow_other_base", "true"]
+        )
+    assert (tmp_path / "m2" / "lit_model.pth").is_file()
+    # the same weights in another format (a Hugging Face folder) are the same base
+    convert_lit.convert_lit_checkpoint(tiny_checkpoint, tmp_path / "hf_base")
+    merge_checkpoint(checkpoint, tmp_path / "m3", tmp_path / "hf_base")
+    assert torch.equal(
+        load_lit_checkpoint(tmp_path / "m3")[0]["transformer.h.0.attn.qkv.weight"],
+        merge_lora_weights(base, load_adapter(checkpoint), LoRASettings(r=4, alpha=8.0))[
+            "transformer.h.0.attn.qkv.weight"
+        ],
+    )
 
 
 def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, lora_reference, tiny_checkpoint):
