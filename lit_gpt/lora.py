@@ -240,6 +240,7 @@ def merge_checkpoint(checkpoint, output_dir, base=None) -> None:
     from pathlib import Path
 
     from lit_gpt.checkpoint import has_tokenizer, load_any_checkpoint, save_lit_checkpoint
+    from lit_gpt.sft.templates import template_of, write_chat_template
 
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     state_file = checkpoint / "train_state.json"
@@ -263,3 +264,8 @@ def merge_checkpoint(checkpoint, output_dir, base=None) -> None:
     config = Config.from_file(checkpoint / "model_config.yaml")
     merged = merge_lora_weights(base_state, load_adapter(checkpoint), settings)
     save_lit_checkpoint(output_dir, merged, config, tokenizer_dir=checkpoint if has_tokenizer(checkpoint) else None)
+    # the merge has no train_state.json: its tokenizer_config.json says the template (which checkpoints
+    # written before the template travelled in theirs lacked)
+    template = template_of(checkpoint)
+    if template is not None:
+        write_chat_template(output_dir, template)
