@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from lit_gpt.model import GPT
 from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
 from lit_gpt.sft.templates import chat_template_text
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training.checkpointing import find_checkpoint
+from lit_gpt.training.checkpointing import find_checkpoint, single_process_dcp
 
 LIT_WEIGHTS = "lit_model.pth"
 LIT_CONFIG = "model_config.yaml"
@@ -271,8 +270,7 @@ def _load_dcp(folder: Path, config: Config) -> StateDict:
         state_dict[name] = torch.empty(shape, dtype=meta.properties.dtype)
     # A flat dict with dotted keys addresses the same entries as the nested {"model": {...}} it was saved from.
     to_load = {prefix + name: tensor for name, tensor in state_dict.items()}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+    with single_process_dcp():
         dcp.load(
             to_load,
             storage_reader=SafeFileSystemReader(folder),

@@ -217,6 +217,7 @@ def load_adapter(checkpoint) -> dict[str, torch.Tensor]:
     if not (folder / ".metadata").is_file():
         raise FileNotFoundError(f"{folder}: not a training checkpoint folder (no .metadata)")
     from lit_gpt.safe_load import SafeFileSystemReader, read_dcp_metadata
+    from lit_gpt.training.checkpointing import single_process_dcp
 
     stored = read_dcp_metadata(folder / ".metadata").state_dict_metadata  # data only: never runs pickled code
     wanted = {
@@ -227,7 +228,8 @@ def load_adapter(checkpoint) -> dict[str, torch.Tensor]:
     if not wanted:
         raise ValueError(f"{folder}: holds no LoRA adapter (was it trained with --method lora?)")
     tensors = {key: torch.empty(meta.size, dtype=meta.properties.dtype) for key, meta in wanted.items()}
-    dcp.load(tensors, storage_reader=SafeFileSystemReader(folder), no_dist=True)
+    with single_process_dcp():
+        dcp.load(tensors, storage_reader=SafeFileSystemReader(folder), no_dist=True)
     return {key.removeprefix("model."): t for key, t in tensors.items()}
 
 
