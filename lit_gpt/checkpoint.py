@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,8 +31,9 @@ import torch.distributed as dist
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
+from lit_gpt.sft.templates import chat_template_text
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training.checkpointing import find_checkpoint
+from lit_gpt.training.checkpointing import find_checkpoint, single_process_dcp
 
 LIT_WEIGHTS = "lit_model.pth"
 LIT_CONFIG = "model_config.yaml"
@@ -270,8 +270,7 @@ def _load_dcp(folder: Path, config: Config) -> StateDict:
         state_dict[name] = torch.empty(shape, dtype=meta.properties.dtype)
     # A flat dict with dotted keys addresses the same entries as the nested {"model": {...}} it was saved from.
     to_load = {prefix + name: tensor for name, tensor in state_dict.items()}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+    with single_process_dcp():
         dcp.load(
             to_load,
             storage_reader=SafeFileSystemReader(folder),
@@ -513,9 +512,11 @@ def save_hf_checkpoint(
     tokenizer_dir: PathLike | None = None,
     dtype: torch.dtype | None = None,
     max_shard_size: int | str = "5GB",
+    chat_template: str | None = None,
 ) -> None:
     """Write a Hugging Face LlamaForCausalLM folder: config.json, generation_config.json, safetensors
-    weights (sharded with model.safetensors.index.json above `max_shard_size`) and the tokenizer files.
+    weights (sharded with model.safetensors.index.json above `max_shard_size`) and the tokenizer files,
+    with `chat_template` (Jinja) in tokenizer_config.json when given (else the tokenizer folder's, if any).
 
     `dtype` defaults to the state dict's. Only one shard's worth of converted tensors is held at a time."""
     from safetensors.torch import save_file
@@ -564,7 +565,8 @@ def save_hf_checkpoint(
         # template) keeps its entries; ours adds what transformers needs to encode as we do, BOS included.
         path = folder / "tokenizer_config.json"
         copied = _read_json(path) if path.is_file() else {}
-        _write_json(path, {**tokenizer_config_for_hf(tokenizer, config.block_size), **copied})
+        written = {**tokenizer_config_for_hf(tokenizer, config.block_size), **copied}
+        _write_json(path, {**written, "chat_template": chat_template} if chat_template else written)
 
 
 # --- conversions ----------------------------------------------------------------------------------
@@ -585,12 +587,19 @@ def convert_lit_to_hf(
 ) -> Path | None:
     """Write a lit checkpoint (a run folder: its newest whole checkpoint) as a Hugging Face folder, with the
     tokenizer of `tokenizer_dir`, else of the checkpoint's folder when it has one. `config` replaces the
-    checkpoint's model_config.yaml. Returns the tokenizer folder shipped, None for none."""
+    checkpoint's model_config.yaml. The chat template the checkpoint was fine-tuned with goes along, whichever
+    tokenizer is shipped. Returns the tokenizer folder shipped, None for none."""
     checkpoint = find_checkpoint(Path(checkpoint))
     state_dict, config = load_lit_checkpoint(checkpoint, config)
     folder = checkpoint_folder(checkpoint)
     tokenizer_dir = tokenizer_dir or (folder if has_tokenizer(folder) else None)
     save_hf_checkpoint(
-        output_dir, state_dict, config, tokenizer_dir=tokenizer_dir, dtype=dtype, max_shard_size=max_shard_size
+        output_dir,
+        state_dict,
+        config,
+        tokenizer_dir=tokenizer_dir,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        chat_template=chat_template_text(folder),
     )
     return Path(tokenizer_dir) if tokenizer_dir is not None else None

@@ -3,8 +3,9 @@
 The checkpoint is a lit checkpoint (folder, `.pth` file or pretraining DCP folder, read by
 `load_lit_checkpoint`), a run folder (its newest whole checkpoint) or a Hugging Face Llama folder. The
 tokenizer is a SentencePiece `tokenizer.model` or a byte-level BPE `tokenizer.json` (GPT-2 style), from
-the checkpoint's folder or `tokenizer_dir`; the `chat_template` of its `tokenizer_config.json` (every
-fine-tuning checkpoint has one) goes into `tokenizer.chat_template`, which llama.cpp's chat mode uses.
+the checkpoint's folder or `tokenizer_dir`. The chat template the checkpoint was fine-tuned with (every
+fine-tuning checkpoint and LoRA merge carries it; else the `chat_template` of the tokenizer folder's
+`tokenizer_config.json`) goes into `tokenizer.chat_template`, which llama.cpp's chat mode uses.
 
 Layout. GGUF stores a matrix of PyTorch shape (out, in) as ggml dims (in, out): the same bytes, so
 weights are written as they are, except the query and key rows. Our fused qkv weight is
@@ -38,6 +39,7 @@ from gguf import GGMLQuantizationType as QType
 from lit_gpt.checkpoint import checkpoint_folder, has_tokenizer, load_any_checkpoint
 from lit_gpt.config import Config
 from lit_gpt.gguf_quants import FILE_TYPES, encode, tensor_type
+from lit_gpt.sft.templates import chat_template_text
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.checkpointing import find_checkpoint
 
@@ -161,17 +163,6 @@ def add_byte_level_bpe_vocab(writer: gguf.GGUFWriter, tokenizer_json: Path, spec
     return size
 
 
-def chat_template_of(folder: Path) -> str | None:
-    """The Jinja chat template of tokenizer_config.json in `folder` (fine-tuning checkpoints carry one)."""
-    path = folder / "tokenizer_config.json"
-    if not path.is_file():
-        return None
-    template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
-    if template is not None and not isinstance(template, str):
-        raise ValueError(f"{path}: chat_template must be one Jinja string (named templates are not supported)")
-    return template
-
-
 # --- conversion ------------------------------------------------------------------------------------
 def write_gguf(
     checkpoint: str | Path,
@@ -210,7 +201,8 @@ def write_gguf(
         n_vocab = add_byte_level_bpe_vocab(
             writer, tokenizer_folder / "tokenizer.json", {"bos": tokenizer.bos_id, "eos": tokenizer.eos_id}
         )
-    template = chat_template_of(tokenizer_folder)
+    # the checkpoint's own template (the one it was fine-tuned with) wins over a --tokenizer_dir's
+    template = chat_template_text(folder) or chat_template_text(tokenizer_folder)
     if template is not None:
         writer.add_chat_template(template)  # tokenizer.chat_template: llama.cpp's chat mode formats with it
     if n_vocab > c.padded_vocab_size:

@@ -264,6 +264,7 @@ def load_adapter(checkpoint) -> dict[str, torch.Tensor]:
     if not (folder / ".metadata").is_file():
         raise FileNotFoundError(f"{folder}: not a training checkpoint folder (no .metadata)")
     from lit_gpt.safe_load import SafeFileSystemReader, read_dcp_metadata
+    from lit_gpt.training.checkpointing import single_process_dcp
 
     stored = read_dcp_metadata(folder / ".metadata").state_dict_metadata  # data only: never runs pickled code
     wanted = {
@@ -274,7 +275,8 @@ def load_adapter(checkpoint) -> dict[str, torch.Tensor]:
     if not wanted:
         raise ValueError(f"{folder}: holds no LoRA adapter (was it trained with --method lora?)")
     tensors = {key: torch.empty(meta.size, dtype=meta.properties.dtype) for key, meta in wanted.items()}
-    dcp.load(tensors, storage_reader=SafeFileSystemReader(folder), no_dist=True)
+    with single_process_dcp():
+        dcp.load(tensors, storage_reader=SafeFileSystemReader(folder), no_dist=True)
     return {key.removeprefix("model."): t for key, t in tensors.items()}
 
 
@@ -287,6 +289,7 @@ def merge_checkpoint(checkpoint, output_dir, base=None, allow_other_base: bool =
     import json
 
     from lit_gpt.checkpoint import has_tokenizer, load_any_checkpoint, save_lit_checkpoint
+    from lit_gpt.sft.templates import template_of, write_chat_template
 
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     state_file = checkpoint / "train_state.json"
@@ -311,3 +314,8 @@ def merge_checkpoint(checkpoint, output_dir, base=None, allow_other_base: bool =
     config = Config.from_file(checkpoint / "model_config.yaml")
     merged = merge_lora_weights(base_state, load_adapter(checkpoint), settings)
     save_lit_checkpoint(output_dir, merged, config, tokenizer_dir=checkpoint if has_tokenizer(checkpoint) else None)
+    # the merge has no train_state.json: its tokenizer_config.json says the template (which checkpoints
+    # written before the template travelled in theirs lacked)
+    template = template_of(checkpoint)
+    if template is not None:
+        write_chat_template(output_dir, template)

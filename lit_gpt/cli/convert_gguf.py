@@ -34,8 +34,9 @@ def convert_to_gguf(
         output: the GGUF file to write.
         outtype: f32, f16, q8_0, q4_0 (every matrix), or the K-quant mixes q4_k_m, q5_k_m, q6_k (see
             "Types" in lit_gpt/gguf_export.py; norm weights stay f32).
-        tokenizer_dir: the folder with tokenizer.model (SentencePiece) or tokenizer.json (byte-level BPE), and
-            optionally tokenizer_config.json, whose chat_template is embedded (default: the checkpoint's folder).
+        tokenizer_dir: the folder with tokenizer.model (SentencePiece) or tokenizer.json (byte-level BPE)
+            (default: the checkpoint's folder). The chat template embedded is the one the checkpoint was
+            fine-tuned with, else the chat_template of this folder's tokenizer_config.json.
         name: general.name in the file (default: the config's name or the checkpoint's folder name).
     """
     from lit_gpt.gguf_export import write_gguf  # here, not at the top: `--help` must not wait for torch

@@ -28,7 +28,8 @@ def convert_lit_checkpoint(
             folder (its newest whole checkpoint).
         output_dir: the Hugging Face folder to write.
         dtype: weight type in the output (default: the checkpoint's).
-        tokenizer_dir: tokenizer to ship with the model (default: the checkpoint's folder, if it has one).
+        tokenizer_dir: tokenizer to ship with the model (default: the checkpoint's folder, if it has one); the
+            chat template the checkpoint was fine-tuned with goes along either way.
         model_config: model_config.yaml to use instead of the one beside the checkpoint.
         max_shard_size: split the weights into files of at most this size, e.g. 2GB.
     """

@@ -289,24 +289,51 @@ def hf_tokenizer_config(tokenizer, template: ChatTemplate, block_size: int) -> d
 
 
 def write_chat_template(folder: Path, template: ChatTemplate) -> None:
-    """Set `chat_template` in an existing Hugging Face folder's tokenizer_config.json (for a folder
-    exported from a model that was not fine-tuned here)."""
+    """Set `chat_template` in a folder's tokenizer_config.json (created if missing): a Hugging Face folder
+    exported from a model that was not fine-tuned here, or a LoRA merge."""
+    from lit_gpt.checkpoint import _write_json
+
     path = Path(folder) / "tokenizer_config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
-    path.write_text(json.dumps({**config, "chat_template": template.jinja}, indent=2) + "\n")
+    _write_json(path, {**config, "chat_template": template.jinja})
+
+
+def _fine_tuned_with(folder: Path) -> ChatTemplate | None:
+    """The template named in a fine-tuning checkpoint's train_state.json, if any."""
+    state = Path(folder) / "train_state.json"
+    if state.is_file():
+        name = json.loads(state.read_text(encoding="utf-8")).get("config", {}).get("template")
+        if name in TEMPLATES:
+            return TEMPLATES[name]
+    return None
+
+
+def _configured_chat_template(folder: Path) -> str | list | None:
+    """The `chat_template` entry of the folder's tokenizer_config.json (a Jinja string, or transformers'
+    list of named templates), if any."""
+    config = Path(folder) / "tokenizer_config.json"
+    return json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
 
 
 def template_of(folder: Path) -> ChatTemplate | None:
     """The template a checkpoint or Hugging Face folder was fine-tuned with: its train_state.json's
     run config, else a tokenizer_config.json chat_template equal to one of ours; None if neither."""
-    folder = Path(folder)
-    state = folder / "train_state.json"
-    if state.is_file():
-        name = json.loads(state.read_text()).get("config", {}).get("template")
-        if name in TEMPLATES:
-            return TEMPLATES[name]
-    config = folder / "tokenizer_config.json"
-    if config.is_file():
-        jinja = json.loads(config.read_text()).get("chat_template")
-        return next((t for t in TEMPLATES.values() if t.jinja == jinja), None)
-    return None
+    if (template := _fine_tuned_with(folder)) is not None:
+        return template
+    jinja = _configured_chat_template(folder)
+    return next((t for t in TEMPLATES.values() if t.jinja == jinja), None)
+
+
+def chat_template_text(folder: Path) -> str | None:
+    """The Jinja chat template an export of the checkpoint or Hugging Face folder carries: the template it
+    was fine-tuned with (as `template_of` finds it), else its tokenizer_config.json's chat_template, ours
+    or not; None if neither."""
+    if (template := _fine_tuned_with(folder)) is not None:
+        return template.jinja
+    jinja = _configured_chat_template(folder)
+    if jinja is not None and not isinstance(jinja, str):
+        raise ValueError(
+            f"{Path(folder) / 'tokenizer_config.json'}: chat_template must be one Jinja string (named templates "
+            f"are not supported)"
+        )
+    return jinja

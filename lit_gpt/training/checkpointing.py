@@ -17,6 +17,7 @@ and takes the newest whole one. Steps are compared as integers, never as strings
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -54,6 +55,21 @@ from lit_gpt.training.disk import (
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAIN_STATE = "train_state.json"
+
+
+@contextlib.contextmanager
+def single_process_dcp():
+    """Around our own DCP saves and loads: without the warning DCP gives for each one made without a process
+    group, that it assumes a single process. That is what our `no_dist` asks for; the user can do nothing
+    with it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="torch.distributed is disabled, unavailable or uninitialized, assuming the intent is to "
+            "(save|load) in a single process",
+            category=UserWarning,
+        )
+        yield
 
 
 def step_dir(checkpoint_root: Path, step: int) -> Path:
@@ -136,7 +152,8 @@ def save_checkpoint(
     new one is in place."""
     save = _Save(checkpoint_root, step, train_state, extra_files, keep_last, model)
     try:
-        dcp.save(_training_state(model, optimizer), checkpoint_id=save.tmp, no_dist=not _distributed())
+        with single_process_dcp():
+            dcp.save(_training_state(model, optimizer), checkpoint_id=save.tmp, no_dist=not _distributed())
         save.write_rng_state()
     except BaseException as e:  # torch's CheckpointException derives from BaseException
         save.failed(e)
@@ -404,7 +421,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
     # fails on any key the checkpoint lacks
-    dcp.load(state, storage_reader=SafeFileSystemReader(path), no_dist=not _distributed())
+    with single_process_dcp():
+        dcp.load(state, storage_reader=SafeFileSystemReader(path), no_dist=not _distributed())
     set_model_state_dict(model, state["model"], options=StateDictOptions(strict=not options.ignore_frozen_params))
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])

@@ -19,6 +19,7 @@ lives inside the fused cross-entropy); small matmuls cost more in casts than flo
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Literal
 
@@ -34,6 +35,31 @@ DEFAULT_MIN_FEATURES = 1024
 MIN_CAPABILITY = (8, 9)
 
 
+def _torchao_enum_deprecation(record: logging.LogRecord) -> bool:
+    """torch's deprecation notice for an Enum that torchao registers as a pytree constant."""
+    registered = record.args[0] if isinstance(record.args, tuple) and record.args else None
+    return "is an Enum subclass" in record.getMessage() and getattr(registered, "__module__", "").startswith("torchao")
+
+
+def import_torchao_float8() -> None:
+    """Import torchao.float8 (ImportError without torchao) without two log records that say nothing to a
+    float8 run: torchao's "Failed to load" for each of its optional compiled extensions that does not load
+    here (the MX-format and CUTLASS kernels on a CPU-only torch, say; float8 training runs on torch's own
+    `_scaled_mm`), and torch's deprecation of how torchao registers its Enums. Only those, only while
+    torchao is imported; everything else is logged."""
+    filters = [
+        (logging.getLogger("torchao"), lambda record: not record.getMessage().startswith("Failed to load ")),
+        (logging.getLogger("torch.utils._pytree"), lambda record: not _torchao_enum_deprecation(record)),
+    ]
+    for logger, keep in filters:
+        logger.addFilter(keep)
+    try:
+        import torchao.float8  # noqa: F401
+    finally:
+        for logger, keep in filters:
+            logger.removeFilter(keep)
+
+
 def check_float8(recipe: str | None, accelerator: str = "auto") -> None:
     """Refuse float8 at start-up, with the reason, when it cannot run: unknown recipe, torchao missing, or
     a GPU without float8 tensor cores. On a CPU torchao emulates the float8 matmuls (for tests; slow)."""
@@ -42,7 +68,7 @@ def check_float8(recipe: str | None, accelerator: str = "auto") -> None:
     if recipe not in RECIPES:
         raise ValueError(f"float8 recipe {recipe!r} is not one of {', '.join(RECIPES)}")
     try:
-        import torchao.float8  # noqa: F401
+        import_torchao_float8()
     except ImportError as e:
         raise RuntimeError(
             f"--float8 {recipe} needs torchao, which is not installed here ({e}). "
@@ -86,6 +112,7 @@ def convert_to_float8(
     place. `sharded`: the model is about to be sharded with FSDP2 (tensorwise then all-gathers float8
     weights). `fast_accum_backward` (tensorwise): the gradient matmuls accumulate as the forward's do,
     without cuBLAS's periodic promotion to fp32. Returns the number of linears converted."""
+    import_torchao_float8()
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     from torchao.float8.config import Float8GemmConfig
 

@@ -5,6 +5,7 @@ checkpoint carries. The jobs keep what differs: data, loss masking, LoRA, recipe
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,19 +107,26 @@ class Run:
     def write_configs(
         self, config: Config, run_config: dict[str, Any], tokenizer=None, texts: dict[str, str] | None = None
     ) -> dict[str, Path]:
-        """Rank 0 writes the model config, the run config and `texts` (file name -> content) to out_dir.
-        Returns the files every checkpoint carries a copy of: those but the run config, and the tokenizer's."""
+        """Rank 0 writes the model config, the run config, the tokenizer's files and `texts` (file name ->
+        content) to out_dir; a text wins over a tokenizer file of the same name (fine-tuning's
+        tokenizer_config.json, which adds the chat template to the tokenizer's own). Returns the files every
+        checkpoint carries a copy of: those but the run config. They are copied from out_dir, not from the
+        tokenizer's folder, which may be a checkpoint that `--keep_last` prunes while the run goes on."""
         texts = texts or {}
+        tokenizer_files = [f for f in (tokenizer.files if tokenizer is not None else ()) if f.name not in texts]
         if self.fabric.global_rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.out_dir / "model_config.yaml")
             (self.out_dir / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+            for src in tokenizer_files:
+                dst = self.out_dir / src.name
+                if not (dst.exists() and dst.samefile(src)):
+                    shutil.copyfile(src, dst)
             for name, text in texts.items():
                 (self.out_dir / name).write_text(text)
         self.fabric.barrier()
-        files = {name: self.out_dir / name for name in ("model_config.yaml", *texts)}
-        files.update({Path(f).name: Path(f) for f in (tokenizer.files if tokenizer is not None else ())})
-        return files
+        names = ("model_config.yaml", *(f.name for f in tokenizer_files), *texts)
+        return {name: self.out_dir / name for name in names}
 
 
 def start_run(args: RunArgs) -> Run:

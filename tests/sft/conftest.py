@@ -3,6 +3,7 @@ pretrained-looking checkpoint."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,10 @@ def chat_tokenizer(tmp_path_factory) -> Path:
         minloglevel=2,
     )
     (folder / "tokenizer.vocab").unlink()
+    # the special tokens alone, as lit-train-tokenizer writes them: fine-tuning adds the chat template
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, indent=2) + "\n"
+    )
     return folder
 
 

@@ -15,7 +15,7 @@ from preemption import preempting
 import lit_gpt.cli.finetune as finetune_command
 from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.sft.data import ChatBatches
-from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder
+from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder, template_of
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
@@ -65,34 +65,54 @@ def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, reference, tiny_che
     preempted = preempting(real_iter, 9, rank_of=lambda _: 0)
 
     out = tmp_path / "interrupted"
+    # saves at 3 and 5, then 6, 9, 12: the resumed run prunes the checkpoint it started from and goes on
+    saving = dict(save_interval=3, keep_last=1)
     monkeypatch.setattr(ChatBatches, "__iter__", preempted)
-    finetune(run_args(tiny_checkpoint, out))
+    finetune(run_args(tiny_checkpoint, out, **saving))
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
     assert max(losses(out)) == 5
     monkeypatch.setattr(ChatBatches, "__iter__", real_iter)
-    finetune(run_args(tiny_checkpoint, out))
+    finetune(run_args(tiny_checkpoint, out, **saving))
     assert losses(out) == losses(reference)  # bit for bit, as logged with 9 significant digits
+    [(step, last)] = list_checkpoints(out / "checkpoints")
+    assert step == 12 and json.loads((last / "tokenizer_config.json").read_text())["chat_template"]
     with pytest.raises(ValueError, match="template"):
         finetune(run_args(tiny_checkpoint, out, template="chatml", max_steps=14))
 
 
-def test_export_carries_the_chat_template(tmp_path, monkeypatch, reference):
+def test_checkpoint_and_its_exports_carry_the_chat_template(tmp_path, monkeypatch, reference, chat_tokenizer):
+    """The user's path to the files they open: the checkpoint, its Hugging Face folder (also with the plain
+    tokenizer as --tokenizer_dir) and its GGUF file all carry the template, and transformers formats
+    prompts with it exactly as training did."""
     from transformers import AutoTokenizer
 
+    gguf = pytest.importorskip("gguf")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from lit_gpt.cli import convert_gguf
     from lit_gpt.cli import convert_lit as convert
 
+    # the tokenizer the run started from has a tokenizer_config.json of its own, without a template
+    assert "chat_template" not in json.loads((chat_tokenizer / "tokenizer_config.json").read_text())
+    zephyr = TEMPLATES["zephyr"]
     checkpoint = list_checkpoints(reference / "checkpoints")[-1][1]
+    assert json.loads((checkpoint / "tokenizer_config.json").read_text())["chat_template"] == zephyr.jinja
     convert.convert_lit_checkpoint(checkpoint, tmp_path / "hf")
+    convert.convert_lit_checkpoint(checkpoint, tmp_path / "hf_plain_tokenizer", tokenizer_dir=chat_tokenizer)
+    assert template_of(tmp_path / "hf") is zephyr  # what lit-chat, lit-ask and lit-serve look for
+    assert AutoTokenizer.from_pretrained(tmp_path / "hf_plain_tokenizer").chat_template == zephyr.jinja
     theirs = AutoTokenizer.from_pretrained(tmp_path / "hf")
     encoder = SegmentEncoder(Tokenizer(checkpoint))
     for messages in CONVERSATIONS:
         for prompt in (False, True):
             conversation = messages[:-1] if prompt else messages
-            ids, _ = encoder.encode_conversation(TEMPLATES["zephyr"], conversation, add_generation_prompt=prompt)
+            ids, _ = encoder.encode_conversation(zephyr, conversation, add_generation_prompt=prompt)
             text = theirs.apply_chat_template(conversation, tokenize=False, add_generation_prompt=prompt)
             their_ids = theirs.apply_chat_template(conversation, add_generation_prompt=prompt, return_dict=False)
             assert theirs.decode(ids) == text and their_ids == ids
+
+    for name, tokenizer_dir in (("model.gguf", None), ("plain_tokenizer.gguf", chat_tokenizer)):
+        path = convert_gguf.convert_to_gguf(checkpoint, tmp_path / name, tokenizer_dir=tokenizer_dir)
+        assert gguf.GGUFReader(path).fields["tokenizer.chat_template"].contents() == zephyr.jinja
 
 
 def test_missing_demo_model_and_bad_options_stop_before_training(tmp_path, monkeypatch, tiny_checkpoint):

@@ -18,6 +18,7 @@ from lit_gpt.cli.shipped import demo_data
 from lit_gpt.lora import LoRASettings, apply_lora, load_adapter, lora_init_state, merge_checkpoint, merge_lora_weights
 from lit_gpt.model import GPT
 from lit_gpt.sft.data import ChatBatches
+from lit_gpt.sft.templates import TEMPLATES, template_of
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 
@@ -138,6 +139,35 @@ def test_merging_onto_another_base_is_refused_unless_asked(lora_reference, tiny_
             "transformer.h.0.attn.qkv.weight"
         ],
     )
+
+
+def test_merged_folder_and_its_exports_carry_the_chat_template(lora_reference, tmp_path, monkeypatch, capsys):
+    """A LoRA run's path to the files a user opens: the merged folder, its Hugging Face folder and GGUF file
+    carry the template; lit-ask and lit-serve find it in the merged folder without --template."""
+    from transformers import AutoTokenizer
+
+    gguf = pytest.importorskip("gguf")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from lit_gpt.cli import convert_gguf, simple_inference
+    from lit_gpt.cli import convert_lit as convert
+    from lit_gpt.serve import load_served_model
+
+    zephyr = TEMPLATES["zephyr"]
+    merged = tmp_path / "merged"
+    merge_checkpoint(list_checkpoints(lora_reference / "checkpoints")[-1][1], merged)
+    assert template_of(merged) is zephyr
+    convert.convert_lit_checkpoint(merged, tmp_path / "hf")
+    conversation = [{"role": "user", "content": "What is 2 + 2?"}]
+    text = AutoTokenizer.from_pretrained(tmp_path / "hf").apply_chat_template(
+        conversation, tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<s><|user|>\nWhat is 2 + 2?</s>\n<|assistant|>\n"
+    path = convert_gguf.convert_to_gguf(merged, tmp_path / "merged.gguf")
+    assert gguf.GGUFReader(path).fields["tokenizer.chat_template"].contents() == zephyr.jinja
+
+    simple_inference.ask("What is 2 + 2?", checkpoint=merged, max_new_tokens=2, device="cpu")
+    assert "template zephyr" in capsys.readouterr().err
+    assert load_served_model(merged, device="cpu", dtype="float32").template is zephyr
 
 
 def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, lora_reference, tiny_checkpoint):

@@ -6,6 +6,7 @@ and the reverse. The GPU twins (numerics against bf16, a run on an H100) are in 
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 
 import pytest
@@ -16,7 +17,7 @@ from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.float8 import check_float8, convert_to_float8
-from training.pretrain_helpers import losses, run
+from training.pretrain_helpers import ENV, losses, run
 
 pytest.importorskip("torchao")  # a test dependency (setup.py extras "test"); present in CI
 
@@ -187,3 +188,41 @@ def test_fast_accumulation_in_the_backward_is_asked_for_explicitly():
 
     assert gemm_configs() == {("output", True), ("grad_input", False), ("grad_weight", False)}
     assert gemm_configs(fast_accum_backward=True) == {("output", True), ("grad_input", True), ("grad_weight", True)}
+
+
+QUIET_SCRIPT = """
+import logging, sys
+from pathlib import Path
+import torch
+from lit_gpt.checkpoint import load_lit_checkpoint
+from lit_gpt.config import Config
+from lit_gpt.model import GPT
+from lit_gpt.training.checkpointing import load_checkpoint, save_checkpoint
+from lit_gpt.training.float8 import check_float8, convert_to_float8
+
+check_float8("tensorwise", accelerator="cpu")  # the first import of torchao in this process
+config = Config(n_layer=1, n_head=2, n_query_groups=2, n_embd=32, intermediate_size=64, vocab_size=64, block_size=16)
+model = GPT(config)
+assert convert_to_float8(model, "tensorwise", min_features=0) == 5
+optimizer = torch.optim.AdamW(model.parameters())
+path = save_checkpoint(Path(sys.argv[1]), 1, model, optimizer, {"step": 1}, {})
+load_checkpoint(path, model, optimizer)
+config.save(path / "model_config.yaml")
+load_lit_checkpoint(path)  # the converters' load
+assert not logging.getLogger("torchao").filters  # the log is quiet only while torchao is imported
+print("done")
+"""
+
+
+def test_float8_import_and_a_checkpoint_round_trip_print_no_noise(tmp_path):
+    # every UserWarning shown each time it is raised: only our narrow filters may hide DCP's
+    proc = subprocess.run(
+        [sys.executable, "-W", "always::UserWarning", "-c", QUIET_SCRIPT, str(tmp_path / "checkpoints")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr[-3000:]
+    for noise in ("Failed to load", "_pytree", "is an Enum subclass", "torch.distributed is disabled"):
+        assert noise not in proc.stderr, proc.stderr[-3000:]
