@@ -21,17 +21,15 @@ import json
 import os
 import re
 import shutil
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
-from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
+from lit_gpt.safe_load import load_dcp, load_torch_file, read_dcp_metadata
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.checkpointing import find_checkpoint
 
@@ -248,8 +246,6 @@ def _load_dcp(folder: Path, config: Config) -> StateDict:
     The shapes come from the model built on the meta device; the dtypes from the checkpoint, so a
     bf16 checkpoint stays bf16. The model may sit under any prefix ("model." for a state
     {"model": ..., "optimizer": ...}); it is found from the metadata."""
-    import torch.distributed.checkpoint as dcp
-
     stored = read_dcp_metadata(folder / ".metadata").state_dict_metadata
     probe = "transformer.wte.weight"
     prefixes = [key[: -len(probe)] for key in stored if key.endswith(probe)]
@@ -269,14 +265,7 @@ def _load_dcp(folder: Path, config: Config) -> StateDict:
             )
         state_dict[name] = torch.empty(shape, dtype=meta.properties.dtype)
     # A flat dict with dotted keys addresses the same entries as the nested {"model": {...}} it was saved from.
-    to_load = {prefix + name: tensor for name, tensor in state_dict.items()}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
-        dcp.load(
-            to_load,
-            storage_reader=SafeFileSystemReader(folder),
-            no_dist=not (dist.is_available() and dist.is_initialized()),
-        )
+    load_dcp({prefix + name: tensor for name, tensor in state_dict.items()}, folder)
     return state_dict
 
 
