@@ -17,6 +17,7 @@ permutation is needed. Conversion streams one tensor at a time, so a 7B model is
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -495,6 +496,42 @@ def tokenizer_config_for_hf(tokenizer: Tokenizer, block_size: int) -> dict:
     return {**out, "model_max_length": block_size}
 
 
+def _written_whole(write: Callable[..., None]) -> Callable[..., None]:
+    """`write(folder, ...)`, a function that writes a folder, made to write a fresh temporary folder beside
+    `folder` instead and move its files into `folder` only once all are written: a failure midway leaves
+    nothing at `folder` (or an earlier export there as it was) and no temporary folder."""
+
+    @functools.wraps(write)
+    def whole(folder: PathLike, *args, **kwargs) -> None:
+        folder = Path(folder).resolve()  # "." and ".." have no name to put beside
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} exists and is not a folder")
+        staging = folder.with_name(f".tmp.{folder.name}")
+        shutil.rmtree(staging, ignore_errors=True)  # left by an earlier export that was killed
+        try:
+            write(staging, *args, **kwargs)
+            _move_files(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    return whole
+
+
+def _move_files(staging: Path, folder: Path) -> None:
+    """The files of `staging` into `folder`: one rename when `folder` is new or empty, else file by file after
+    removing the weight files of an earlier export there that this one does not have (a loader would mix
+    them in); other files of the folder stay."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        os.replace(staging, folder)
+        return
+    for stale in folder.glob("model*.safetensors*"):
+        if not (staging / stale.name).exists():
+            stale.unlink()
+    for path in staging.iterdir():
+        os.replace(path, folder / path.name)
+
+
+@_written_whole
 def save_hf_checkpoint(
     folder: PathLike,
     state_dict: StateDict,
@@ -506,7 +543,8 @@ def save_hf_checkpoint(
     """Write a Hugging Face LlamaForCausalLM folder: config.json, generation_config.json, safetensors
     weights (sharded with model.safetensors.index.json above `max_shard_size`) and the tokenizer files.
 
-    `dtype` defaults to the state dict's. Only one shard's worth of converted tensors is held at a time."""
+    `dtype` defaults to the state dict's. Only one shard's worth of converted tensors is held at a time.
+    A failure midway leaves nothing at `folder` (`_written_whole`)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -536,11 +574,6 @@ def save_hf_checkpoint(
         total = sum(t.numel() * dtype.itemsize for shard in shards for _, t in shard)
         weight_map = {hf_name: file_name for file_name, shard in zip(names, shards) for hf_name, _ in shard}
         _write_json(index, {"metadata": {"total_size": total}, "weight_map": weight_map})
-    # weights of an earlier export into the same folder would be mixed with these by a loader
-    written = set(names) | ({index.name} if n > 1 else set())
-    for stale in folder.glob("model*.safetensors*"):
-        if stale.name not in written:
-            stale.unlink()
 
     tokenizer = _copy_tokenizer(tokenizer_dir, folder) if tokenizer_dir is not None else None
     bos_id = tokenizer.bos_id if tokenizer else None
