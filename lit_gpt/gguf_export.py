@@ -198,7 +198,7 @@ def write_gguf(
     state_dict, config = load_any_checkpoint(checkpoint)
     c = config
 
-    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])  # the file: in write_file
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])  # the file is named in write_file
     writer.add_name(name or c.name or folder.name)
     writer.add_file_type(file_type)
     if qtype not in (QType.F32, QType.F16):
