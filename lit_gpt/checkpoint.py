@@ -17,6 +17,7 @@ permutation is needed. Conversion streams one tensor at a time, so a 7B model is
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -26,14 +27,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
-from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
+from lit_gpt.safe_load import load_dcp, load_torch_file, read_dcp_metadata
 from lit_gpt.sft.templates import chat_template_text
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training.checkpointing import find_checkpoint, single_process_dcp
+from lit_gpt.training.checkpointing import find_checkpoint
 
 LIT_WEIGHTS = "lit_model.pth"
 LIT_CONFIG = "model_config.yaml"
@@ -248,8 +248,6 @@ def _load_dcp(folder: Path, config: Config) -> StateDict:
     The shapes come from the model built on the meta device; the dtypes from the checkpoint, so a
     bf16 checkpoint stays bf16. The model may sit under any prefix ("model." for a state
     {"model": ..., "optimizer": ...}); it is found from the metadata."""
-    import torch.distributed.checkpoint as dcp
-
     stored = read_dcp_metadata(folder / ".metadata").state_dict_metadata
     probe = "transformer.wte.weight"
     prefixes = [key[: -len(probe)] for key in stored if key.endswith(probe)]
@@ -269,13 +267,7 @@ def _load_dcp(folder: Path, config: Config) -> StateDict:
             )
         state_dict[name] = torch.empty(shape, dtype=meta.properties.dtype)
     # A flat dict with dotted keys addresses the same entries as the nested {"model": {...}} it was saved from.
-    to_load = {prefix + name: tensor for name, tensor in state_dict.items()}
-    with single_process_dcp():
-        dcp.load(
-            to_load,
-            storage_reader=SafeFileSystemReader(folder),
-            no_dist=not (dist.is_available() and dist.is_initialized()),
-        )
+    load_dcp({prefix + name: tensor for name, tensor in state_dict.items()}, folder)
     return state_dict
 
 
@@ -505,6 +497,42 @@ def tokenizer_config_for_hf(tokenizer: Tokenizer, block_size: int) -> dict:
     return {**out, "model_max_length": block_size}
 
 
+def _written_whole(write: Callable[..., None]) -> Callable[..., None]:
+    """`write(folder, ...)`, a function that writes a folder, made to write a fresh temporary folder beside
+    `folder` instead and move its files into `folder` only once all are written: a failure midway leaves
+    nothing at `folder` (or an earlier export there as it was) and no temporary folder."""
+
+    @functools.wraps(write)
+    def whole(folder: PathLike, *args, **kwargs) -> None:
+        folder = Path(folder).resolve()  # "." and ".." have no name to put beside
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} exists and is not a folder")
+        staging = folder.with_name(f".tmp.{folder.name}")
+        shutil.rmtree(staging, ignore_errors=True)  # left by an earlier export that was killed
+        try:
+            write(staging, *args, **kwargs)
+            _move_files(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    return whole
+
+
+def _move_files(staging: Path, folder: Path) -> None:
+    """The files of `staging` into `folder`: one rename when `folder` is new or empty, else file by file after
+    removing the weight files of an earlier export there that this one does not have (a loader would mix
+    them in); other files of the folder stay."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        os.replace(staging, folder)
+        return
+    for stale in folder.glob("model*.safetensors*"):
+        if not (staging / stale.name).exists():
+            stale.unlink()
+    for path in staging.iterdir():
+        os.replace(path, folder / path.name)
+
+
+@_written_whole
 def save_hf_checkpoint(
     folder: PathLike,
     state_dict: StateDict,
@@ -518,7 +546,8 @@ def save_hf_checkpoint(
     weights (sharded with model.safetensors.index.json above `max_shard_size`) and the tokenizer files,
     with `chat_template` (Jinja) in tokenizer_config.json when given (else the tokenizer folder's, if any).
 
-    `dtype` defaults to the state dict's. Only one shard's worth of converted tensors is held at a time."""
+    `dtype` defaults to the state dict's. Only one shard's worth of converted tensors is held at a time.
+    A failure midway leaves nothing at `folder` (`_written_whole`)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -548,11 +577,6 @@ def save_hf_checkpoint(
         total = sum(t.numel() * dtype.itemsize for shard in shards for _, t in shard)
         weight_map = {hf_name: file_name for file_name, shard in zip(names, shards) for hf_name, _ in shard}
         _write_json(index, {"metadata": {"total_size": total}, "weight_map": weight_map})
-    # weights of an earlier export into the same folder would be mixed with these by a loader
-    written = set(names) | ({index.name} if n > 1 else set())
-    for stale in folder.glob("model*.safetensors*"):
-        if stale.name not in written:
-            stale.unlink()
 
     tokenizer = _copy_tokenizer(tokenizer_dir, folder) if tokenizer_dir is not None else None
     bos_id = tokenizer.bos_id if tokenizer else None

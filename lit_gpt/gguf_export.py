@@ -36,7 +36,7 @@ import torch
 from gguf import MODEL_TENSOR, TENSOR_NAMES
 from gguf import GGMLQuantizationType as QType
 
-from lit_gpt.checkpoint import checkpoint_folder, has_tokenizer, load_any_checkpoint
+from lit_gpt.checkpoint import _write_atomically, checkpoint_folder, has_tokenizer, load_any_checkpoint
 from lit_gpt.config import Config
 from lit_gpt.gguf_quants import FILE_TYPES, encode, tensor_type
 from lit_gpt.sft.templates import chat_template_text
@@ -189,7 +189,7 @@ def write_gguf(
     state_dict, config = load_any_checkpoint(checkpoint)
     c = config
 
-    writer = gguf.GGUFWriter(output, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])  # the file is named in write_file
     writer.add_name(name or c.name or folder.name)
     writer.add_file_type(file_type)
     if qtype not in (QType.F32, QType.F16):
@@ -237,13 +237,22 @@ def write_gguf(
             tensor.numel() // block_size * block_bytes,
             raw_dtype=stored,
         )
+
+    def write_file(path: Path) -> None:
+        try:
+            writer.write_header_to_file(path)
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            for tensor_name, tensor in gguf_tensors(state_dict, c, n_vocab):
+                data = tensor.detach().to(torch.float32).contiguous().numpy()
+                writer.write_tensor_data(
+                    encode(data, tensor_type(tensor_name, tuple(tensor.shape), outtype, c.n_layer))
+                )
+        finally:
+            writer.close()
+
     output.parent.mkdir(parents=True, exist_ok=True)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor_name, tensor in gguf_tensors(state_dict, c, n_vocab):
-        data = tensor.detach().to(torch.float32).contiguous().numpy()
-        writer.write_tensor_data(encode(data, tensor_type(tensor_name, tuple(tensor.shape), outtype, c.n_layer)))
-    writer.close()
+    # a failure midway leaves nothing at `output` (an earlier file there stays as it was)
+    _write_atomically(output, write_file)
     print(f"wrote {output} ({outtype}, {c.n_layer} layers, vocab {n_vocab}, {output.stat().st_size / 2**20:.1f} MiB)")
     return output

@@ -258,13 +258,12 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 def load_adapter(checkpoint) -> dict[str, torch.Tensor]:
     """The adapter tensors of a LoRA training checkpoint (a torch.distributed.checkpoint folder), in one
     process and on any number of ranks it was written from."""
-    import torch.distributed.checkpoint as dcp
+    from pathlib import Path
 
     folder = Path(checkpoint)
     if not (folder / ".metadata").is_file():
         raise FileNotFoundError(f"{folder}: not a training checkpoint folder (no .metadata)")
-    from lit_gpt.safe_load import SafeFileSystemReader, read_dcp_metadata
-    from lit_gpt.training.checkpointing import single_process_dcp
+    from lit_gpt.safe_load import load_dcp, read_dcp_metadata
 
     stored = read_dcp_metadata(folder / ".metadata").state_dict_metadata  # data only: never runs pickled code
     wanted = {
@@ -275,8 +274,7 @@ def load_adapter(checkpoint) -> dict[str, torch.Tensor]:
     if not wanted:
         raise ValueError(f"{folder}: holds no LoRA adapter (was it trained with --method lora?)")
     tensors = {key: torch.empty(meta.size, dtype=meta.properties.dtype) for key, meta in wanted.items()}
-    with single_process_dcp():
-        dcp.load(tensors, storage_reader=SafeFileSystemReader(folder), no_dist=True)
+    load_dcp(tensors, folder, one_process=True)
     return {key.removeprefix("model."): t for key, t in tensors.items()}
 
 

@@ -1,26 +1,39 @@
 """Reading checkpoint files from others without running their code.
 
-Three kinds of file in a checkpoint are pickles: torch.distributed.checkpoint's `.metadata`, the
-per-rank random states (`rng/rank_{r}.pt`) and `.pth`/`.bin` weight files. A pickle can name any
-callable and have it called on load, so none of them is read with plain `pickle.load`:
+Four kinds of data in a checkpoint are pickles: torch.distributed.checkpoint's `.metadata`, DCP's byte
+items inside the `.distcp` files (torch pickles every non-tensor value of a state it saves, and its own
+loader unpickles them with `weights_only=False`), the per-rank random states (`rng/rank_{r}.pt`) and
+`.pth`/`.bin` weight files. A pickle can name any callable and have it called on load, so none of them is
+read with plain `pickle.load`:
 
 - `.metadata` goes through `MetadataUnpickler`, which resolves only the classes DCP's metadata is made
-  of (`SafeFileSystemReader` is torch's reader with that one method replaced; pass it to `dcp.load`);
+  of (`SafeFileSystemReader` is torch's reader with that one method replaced);
+- DCP loads go through `load_dcp`: that reader, and `RestrictedLoadPlanner`, which refuses an item the
+  caller holds as a tensor but the metadata declares as bytes (torch would unpickle it in the tensor's
+  place) and unpickles the byte items it does read with `weights_only=True`. Our own training checkpoints
+  hold no byte items (their non-tensor values are JSON, lit_gpt/training/checkpointing.py);
 - torch files go through `torch.load(..., weights_only=True)` (`load_torch_file`), also for the old
   non-zip format that cannot be memory-mapped; either way a refusal names the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributed.checkpoint import FileSystemReader
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 
 PathLike = str | Path
 
@@ -123,6 +136,78 @@ class SafeFileSystemReader(FileSystemReader):
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+
+class RestrictedLoadPlanner(DefaultLoadPlanner):
+    """torch's DCP load planner for files from others: an item the state to load holds as a tensor must be
+    stored as one, and a byte item is unpickled with `weights_only=True` (plain data only). `source` (the
+    checkpoint's `.metadata`) names the file in a refusal."""
+
+    def __init__(self, source: PathLike) -> None:
+        super().__init__()
+        self.source = source
+
+    def create_local_plan(self) -> LoadPlan:
+        plan = super().create_local_plan()
+        for item in plan.items:
+            fqn = item.dest_index.fqn
+            if item.type == LoadItemType.BYTE_IO and isinstance(self.state_dict.get(fqn), torch.Tensor):
+                raise UnsafeCheckpointError(
+                    f"{self.source}: {fqn!r} is a tensor, but this metadata declares it as pickled bytes; "
+                    f"refusing to load it (a crafted or foreign file)"
+                )
+        return plan
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        fqn = read_item.dest_index.fqn
+        try:
+            obj = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UnsafeCheckpointError(
+                f"{self.source}: the item {fqn!r} holds more than plain data, so it is not loaded "
+                f"(torch.load weights_only=True refused it: {str(e).splitlines()[0]})"
+            ) from e
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[fqn], obj)
+        else:
+            self.state_dict[fqn] = obj
+
+
+@contextlib.contextmanager
+def single_process_dcp():
+    """Around our own DCP saves and loads: without the warning DCP gives for each one made without a process
+    group, that it assumes a single process. That is what our `no_dist` asks for; the user can do nothing
+    with it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="torch.distributed is disabled, unavailable or uninitialized, assuming the intent is to "
+            "(save|load) in a single process",
+            category=UserWarning,
+        )
+        yield
+
+
+def load_dcp(state: dict[str, Any], folder: PathLike, one_process: bool = False) -> None:
+    """`dcp.load` of `state` (in place) from a checkpoint folder through `SafeFileSystemReader` and
+    `RestrictedLoadPlanner`, on every rank together when torch.distributed runs (`one_process`: by this
+    process alone). A refusal comes out as itself, not wrapped in torch's CheckpointException (which a
+    command would print as a traceback)."""
+    folder = Path(folder)
+    read_dcp_metadata(folder / ".metadata")  # refuses a crafted file with a clear error before DCP wraps it
+    try:
+        with single_process_dcp():
+            dcp.load(
+                state,
+                storage_reader=SafeFileSystemReader(folder),
+                planner=RestrictedLoadPlanner(folder / ".metadata"),
+                no_dist=one_process or not (dist.is_available() and dist.is_initialized()),
+            )
+    except CheckpointException as e:
+        for error, _ in e.failures.values():
+            if isinstance(error, UnsafeCheckpointError):
+                raise error from None
+        raise
 
 
 def load_torch_file(path: PathLike, what: str = "file") -> Any:

@@ -131,9 +131,43 @@ def test_round_trip_lit_hf_lit_is_bitwise(tmp_path):
 def test_reexport_with_fewer_shards_removes_stale_files(tmp_path):
     model = random_model(tiny_config())
     save_hf_checkpoint(tmp_path, model.state_dict(), model.config, max_shard_size="30KB")
+    (tmp_path / "README.md").write_text("the user's own notes")
     save_hf_checkpoint(tmp_path, model.state_dict(), model.config)
     assert sorted(p.name for p in tmp_path.glob("model*")) == ["model.safetensors"]
-    assert not list(tmp_path.glob(".tmp*"))
+    assert (tmp_path / "README.md").is_file()  # other files of the folder stay
+    assert not list(tmp_path.glob(".tmp*")) and not list(tmp_path.parent.glob(f".tmp.{tmp_path.name}"))
+
+
+def test_an_export_that_fails_midway_leaves_nothing_at_the_output(tmp_path, monkeypatch):
+    """The second of several weight files fails (a full disk, a kill): the output folder does not exist (it
+    held the first shard), or an earlier export there is as it was; no temporary folder is left."""
+    import safetensors.torch
+
+    model = random_model(tiny_config())
+    real_save_file, calls = safetensors.torch.save_file, []
+
+    def fails_on_the_second_file(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("simulated write error")
+        return real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fails_on_the_second_file)
+    output = tmp_path / "exports" / "hf"
+    with pytest.raises(OSError, match="simulated"):
+        save_hf_checkpoint(output, model.state_dict(), model.config, max_shard_size="30KB")
+    assert list(output.parent.iterdir()) == []
+
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save_file)
+    save_hf_checkpoint(output, model.state_dict(), model.config)  # an earlier export, one file
+    (output / "README.md").write_text("the user's own notes")
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    monkeypatch.setattr(safetensors.torch, "save_file", fails_on_the_second_file)
+    calls.clear()
+    with pytest.raises(OSError, match="simulated"):
+        save_hf_checkpoint(output, model.state_dict(), model.config, max_shard_size="30KB")
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+    assert list(output.parent.iterdir()) == [output]
 
 
 def test_export_dtype(tmp_path):

@@ -247,6 +247,29 @@ def test_llama_cpp_layout_read_back_by_transformers_gives_our_logits(lit_checkpo
     assert hf_tokenizer(text).input_ids == Tokenizer(lit_checkpoint).encode(text, bos=True)
 
 
+def test_a_write_that_fails_midway_leaves_nothing_at_the_output(lit_checkpoint, tmp_path, monkeypatch):
+    """A failure after some tensors were written (here the encoder; a full disk, a kill) left a truncated
+    file at the output path: now nothing, or the earlier file there as it was, and no temporary file."""
+    real_encode, calls = gguf_export.encode, []
+
+    def fails_on_the_fifth_tensor(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise OSError("simulated write error")
+        return real_encode(*args)
+
+    monkeypatch.setattr(gguf_export, "encode", fails_on_the_fifth_tensor)
+    output = tmp_path / "out" / "model.gguf"
+    with pytest.raises(OSError, match="simulated"):
+        gguf_export.write_gguf(lit_checkpoint, output, "f16")
+    assert len(calls) == 5 and list(output.parent.iterdir()) == []
+    output.write_bytes(b"an earlier export")
+    calls.clear()
+    with pytest.raises(OSError, match="simulated"):
+        gguf_export.write_gguf(lit_checkpoint, output, "f16")
+    assert list(output.parent.iterdir()) == [output] and output.read_bytes() == b"an earlier export"
+
+
 def test_hf_folder_padded_vocab_and_condensed_rope(tmp_path, sp_tokenizer_dir):
     """A Hugging Face folder gives the same file as the lit checkpoint; embedding rows past the
     tokenizer are dropped; a condense ratio becomes linear RoPE scaling."""

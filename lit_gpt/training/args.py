@@ -43,9 +43,9 @@ class RunArgs:
         save_interval: Checkpoint every N steps (and at the end and on SIGTERM/SIGINT).
         keep_last: Keep only the newest K checkpoints (null: keep all).
         async_checkpoint: Write the interval checkpoints while training goes on: the state is copied to
-            CPU memory (pinned on GPUs) and a thread writes it; it completes (renamed into place) before
-            the next save and before the run ends, a SIGTERM's save included. Costs host memory for one
-            copy of the model and optimizer state (of this rank's shard).
+            CPU memory (pinned on GPUs) and a thread writes it; it completes (renamed into place) as soon
+            as it is written, and the next save, the end of the run and a SIGTERM's save wait for that.
+            Costs host memory for one copy of the model and optimizer state (of this rank's shard).
         max_consecutive_nonfinite: Stop (after saving) when this many steps in a row are non-finite.
         accelerator: "auto", "cuda" or "cpu".
         devices: Devices per node.

@@ -2,31 +2,36 @@
 FSDP2, loadable on any number of ranks), plus a JSON train state and per-rank random states.
 
 Layout of `{out_dir}/checkpoints/step-{step:09d}/`:
-    .metadata, __*.distcp   model and optimizer (DCP; keys "model.*", "optimizer.*")
+    .metadata, __*.distcp   the tensors of model and optimizer (DCP; keys "model.*", "optimizer.*")
+    state_values.json       every other value of that state (the optimizer's param_groups), as JSON
     train_state.json        step, tokens, data-stream state, counters, the full run config
-    files.json              written last: size of every other file, SHA-256 of the small ones
+    files.json              written last: size and SHA-256 of every other file
     model_config.yaml       the model's Config (the converters read it)
     rng/rank_{r}.pt         Python, NumPy, torch CPU and CUDA random states of rank r
     tokenizer files         copied, so the folder converts and generates on its own
 
+Loading runs no code from the checkpoint: DCP holds tensors only (torch would pickle any other value
+into a `.distcp` and unpickle it with `weights_only=False` on load), a byte item in the metadata is
+refused, and everything goes through lit_gpt/safe_load.py. A checkpoint written before
+state_values.json holds its param_groups as DCP byte items; they load with `weights_only=True`.
+
 A checkpoint is written into `step-N.tmp` and renamed into place only once every rank has written its
 part, so a crash mid-write leaves the previous checkpoints untouched. A folder damaged later (a full
-disk, a copy cut short) no longer matches its `files.json`: `--resume auto` skips it with a warning
-and takes the newest whole one. Steps are compared as integers, never as strings.
+disk, a copy cut short, bytes changed in place) no longer matches its `files.json`: `--resume auto` skips
+it with a warning and takes the newest whole one. Steps are compared as integers, never as strings.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import hashlib
 import json
 import os
 import random
 import re
 import shutil
+import threading
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.nn as nn
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -44,7 +50,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.tensor import DTensor
 
-from lit_gpt.safe_load import SafeFileSystemReader, load_torch_file, read_dcp_metadata
+from lit_gpt.data.shards import file_sha256
+from lit_gpt.safe_load import UnsafeCheckpointError, load_dcp, load_torch_file, read_dcp_metadata, single_process_dcp
 from lit_gpt.training.disk import (
     NoSpaceLeft,
     estimated_checkpoint_bytes,
@@ -55,21 +62,7 @@ from lit_gpt.training.disk import (
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAIN_STATE = "train_state.json"
-
-
-@contextlib.contextmanager
-def single_process_dcp():
-    """Around our own DCP saves and loads: without the warning DCP gives for each one made without a process
-    group, that it assumes a single process. That is what our `no_dist` asks for; the user can do nothing
-    with it."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore",
-            message="torch.distributed is disabled, unavailable or uninitialized, assuming the intent is to "
-            "(save|load) in a single process",
-            category=UserWarning,
-        )
-        yield
+STATE_VALUES = "state_values.json"
 
 
 def step_dir(checkpoint_root: Path, step: int) -> Path:
@@ -101,9 +94,9 @@ def _rank() -> int:
     return dist.get_rank() if _distributed() else 0
 
 
-def _barrier() -> None:
+def _barrier(group=None) -> None:
     if _distributed():
-        dist.barrier()
+        dist.barrier(group=group)
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -152,8 +145,9 @@ def save_checkpoint(
     new one is in place."""
     save = _Save(checkpoint_root, step, train_state, extra_files, keep_last, model)
     try:
+        tensors, save.values = split_state(_training_state(model, optimizer))
         with single_process_dcp():
-            dcp.save(_training_state(model, optimizer), checkpoint_id=save.tmp, no_dist=not _distributed())
+            dcp.save(tensors, checkpoint_id=save.tmp, no_dist=not _distributed())
         save.write_rng_state()
     except BaseException as e:  # torch's CheckpointException derives from BaseException
         save.failed(e)
@@ -162,8 +156,9 @@ def save_checkpoint(
 
 class _Save:
     """One checkpoint on its way: `step-N.tmp` made (rank 0) when created; `complete()`, once every rank
-    has written its shards, adds the train state, the extra files and `files.json` (last) and renames
-    the folder into place, then prunes to `keep_last`."""
+    has written its shards, adds the train state, `values` (the state's non-tensor values, encoded by
+    `split_state`), the extra files and `files.json` (last) and renames the folder into place, then prunes
+    to `keep_last`. `group` is the process group of its barriers after creation."""
 
     def __init__(
         self,
@@ -173,9 +168,11 @@ class _Save:
         extra_files: dict[str, Path],
         keep_last: int | None,
         model: nn.Module,
+        group=None,
     ) -> None:
         self.root, self.step, self.train_state = checkpoint_root, step, train_state
-        self.extra_files, self.keep_last = extra_files, keep_last
+        self.extra_files, self.keep_last, self.group = extra_files, keep_last, group
+        self.values: list = []
         self.final = step_dir(checkpoint_root, step)
         self.tmp = self.final.with_name(self.final.name + ".tmp")
         self.rank = _rank()
@@ -193,11 +190,12 @@ class _Save:
 
     def complete(self) -> Path:
         try:
-            _barrier()
+            _barrier(self.group)
             if self.rank == 0:
                 for name, src in self.extra_files.items():
                     shutil.copyfile(src, self.tmp / name)
                 _write_json(self.tmp / TRAIN_STATE, self.train_state)
+                _write_json(self.tmp / STATE_VALUES, {"values": self.values})
                 write_completeness_record(self.tmp)  # last: its presence says every other file is in place
         except BaseException as e:
             self.failed(e)
@@ -208,7 +206,7 @@ class _Save:
             if self.keep_last:
                 for _, old in list_checkpoints(self.root)[: -self.keep_last]:
                     shutil.rmtree(old, ignore_errors=True)
-        _barrier()
+        _barrier(self.group)
         return self.final
 
     def failed(self, e: BaseException) -> None:
@@ -237,16 +235,17 @@ def _training_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[
 class AsyncCheckpointer:
     """Checkpoints written while training goes on (torch's asynchronous DCP save).
 
-    `save()` copies the model and optimizer state into CPU buffers (pinned where CUDA is) that it keeps
-    for the next saves, and returns as soon as that copy is taken; a thread writes the shards. The
-    checkpoint then completes like a synchronous one (train state, files.json, rename of the .tmp folder,
-    pruning) when `wait()` is called: by the next `save()` (at most one save in flight), or by `close()`
-    at the end of training. The background writes use a gloo group of their own, so that their
-    collectives never interleave with training's. A crash before completion leaves a `.tmp` folder and
-    the earlier checkpoints."""
+    `save()` copies the model and optimizer tensors into CPU buffers (pinned where CUDA is) that it keeps
+    for the next saves, and returns as soon as that copy is taken; a thread writes the shards. A thread of
+    ours then completes the checkpoint like a synchronous one (train state, files.json, rename of the .tmp
+    folder, pruning) as soon as the shards are written, so that a process killed afterwards resumes from
+    it. `wait()` returns once that is done: called by the next `save()` (at most one save in flight), and
+    by `close()` at the end of training; an error of the background work is raised there. The background
+    writes and completions use a gloo group of their own, so that their collectives never interleave with
+    training's. A crash before completion leaves a `.tmp` folder and the earlier checkpoints."""
 
     def __init__(self) -> None:
-        self._pending: tuple | None = None  # (future, _Save)
+        self._pending: tuple | None = None  # (future of the shards' write, future of the completion)
         self._group = None
         self._staging = _PinnedStaging()
 
@@ -264,12 +263,13 @@ class AsyncCheckpointer:
         self.wait()
         if _distributed() and self._group is None:
             self._group = dist.new_group(backend="gloo")
-        save = _Save(checkpoint_root, step, train_state, extra_files, keep_last, model)
+        save = _Save(checkpoint_root, step, train_state, extra_files, keep_last, model, group=self._group)
         try:
-            # staged here, before training changes the weights; async_save gets the copy as it is (and,
-            # given no staging future, answers with the plain future of the write)
-            staged = self._staging.copy(_training_state(model, optimizer))
-            future = dcp.async_save(
+            # staged here, before training changes the weights (and the scheduler the param_groups); async_save
+            # gets the copy as it is (and, given no staging future, answers with the plain future of the write)
+            tensors, save.values = split_state(_training_state(model, optimizer))
+            staged = self._staging.copy(tensors)
+            written = dcp.async_save(
                 staged,
                 checkpoint_id=save.tmp,
                 process_group=self._group,
@@ -279,53 +279,63 @@ class AsyncCheckpointer:
             save.write_rng_state()
         except BaseException as e:
             save.failed(e)
-        self._pending = (future, save)
+        self._pending = (written, _complete_when_written(written, save))
         return save.final
 
-    @property
-    def written(self) -> bool:
-        """Whether the shards of the save in flight (if any) are all written on this rank."""
-        return self._pending is None or self._pending[0].done()
-
     def wait(self) -> Path | None:
-        """Finish the save in flight, if any (on every rank together); return its path."""
+        """Wait for the save in flight, if any, to be complete; return its path."""
         if self._pending is None:
             return None
-        future, save = self._pending
+        _, completed = self._pending
         self._pending = None
-        try:
-            future.result()
-        except BaseException as e:
-            save.failed(e)
-        return save.complete()
+        return completed.result()
 
     def close(self) -> None:
         self.wait()
         self._staging = _PinnedStaging()  # lets the buffers go
 
     def abandon(self) -> None:
-        """After an error: let this rank's writes end (files whole on disk) without completing the folder,
-        which stays `.tmp` (other ranks may be gone: no collective here)."""
+        """After an error: let this rank's writes end (files whole on disk). A single process also lets the
+        completion end; with several, a peer may be gone and its collective would never return: the folder is
+        complete only if that already happened, else it stays `.tmp`."""
         if self._pending is not None:
-            future, _ = self._pending
+            written, completed = self._pending
             self._pending = None
             try:
-                future.result()
+                (written if _distributed() else completed).result()
             except BaseException:  # the error being raised already says what went wrong
                 pass
 
 
+def _complete_when_written(written: Future, save: _Save) -> Future:
+    """The future of `save`'s completion, done by a thread of its own once `written` (its shards) is done."""
+    completed: Future = Future()
+
+    def complete() -> None:
+        try:
+            try:
+                written.result()
+            except BaseException as e:
+                save.failed(e)
+            completed.set_result(save.complete())
+        except BaseException as e:
+            completed.set_exception(e)
+
+    # a daemon: a completion stuck in a collective of ranks that died never holds the process at exit
+    threading.Thread(target=complete, name=f"complete-{save.final.name}", daemon=True).start()
+    return completed
+
+
 class _PinnedStaging:
-    """CPU copies of a state dict in buffers kept from one save to the next (pinned for CUDA tensors: the
-    copy runs at the link's speed, and allocating ~13 GB of pinned memory anew, as a fresh torch stager
-    does, cost about 5 s per save of tiny_LLaMA_1b on an H100). DTensors keep their sharding metadata
-    around a CPU copy of the local shard; other values are deep-copied (the scheduler changes the optimizer's
-    param_groups in place)."""
+    """CPU copies of the tensors of a state (nested dicts down to tensors, as `split_state` leaves them) in
+    buffers kept from one save to the next (pinned for CUDA tensors: the copy runs at the link's speed, and
+    allocating ~13 GB of pinned memory anew, as a fresh torch stager does, cost about 5 s per save of
+    tiny_LLaMA_1b on an H100). DTensors keep their sharding metadata around a CPU copy of the local shard."""
 
     def __init__(self) -> None:
         self._buffers: dict[tuple, torch.Tensor] = {}
 
-    def copy(self, state: Any) -> Any:
+    def copy(self, state: dict[str, Any]) -> dict[str, Any]:
         staged = self._copy(state, ())
         if torch.cuda.is_available():
             torch.cuda.synchronize()  # the copies are whole before the writer thread reads them
@@ -334,8 +344,6 @@ class _PinnedStaging:
     def _copy(self, obj: Any, key: tuple) -> Any:
         if isinstance(obj, dict):
             return {k: self._copy(v, key + (k,)) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return type(obj)(self._copy(v, key + (i,)) for i, v in enumerate(obj))
         if isinstance(obj, DTensor):
             return DTensor.from_local(
                 self._copy(obj.to_local(), key),
@@ -345,13 +353,11 @@ class _PinnedStaging:
                 shape=obj.shape,
                 stride=obj.stride(),
             )
-        if isinstance(obj, torch.Tensor):
-            buffer = self._buffers.get(key)
-            if buffer is None or buffer.shape != obj.shape or buffer.dtype != obj.dtype:
-                buffer = torch.empty(obj.shape, dtype=obj.dtype, device="cpu", pin_memory=obj.is_cuda)
-                self._buffers[key] = buffer
-            return buffer.copy_(obj.detach(), non_blocking=obj.is_cuda)
-        return copy.deepcopy(obj)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape != obj.shape or buffer.dtype != obj.dtype:
+            buffer = torch.empty(obj.shape, dtype=obj.dtype, device="cpu", pin_memory=obj.is_cuda)
+            self._buffers[key] = buffer
+        return buffer.copy_(obj.detach(), non_blocking=obj.is_cuda)
 
 
 class _AlreadyStaged:
@@ -369,6 +375,92 @@ class _AlreadyStaged:
 
     def close(self) -> None:
         pass
+
+
+# --- non-tensor values ------------------------------------------------------------------------------
+# A state's values other than tensors (the optimizer's param_groups: rates, betas, flags, names) are kept
+# out of DCP, which would pickle them, and written as JSON. JSON has no tuple and only string keys: those
+# are written as one-key objects tagged with a name no plain value of ours uses alone.
+_TUPLE, _ITEMS = "__tuple__", "__items__"
+
+
+def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], list]:
+    """(tensors, values) of a model/optimizer state: the nested dicts down to every tensor, for DCP; and every
+    part of the state that holds no tensor, as `[path, encoded value]` pairs (path: the keys leading to
+    it), for JSON. A value that is not JSON-like (None, bool, int, float, str, list, tuple, dict) is refused,
+    naming its path, as is a list or tuple that holds tensors (DCP would pickle its other items)."""
+    tensors: dict[str, Any] = {}
+    values: list = []
+
+    def walk(obj: dict[str, Any], path: list[str], into: dict[str, Any]) -> None:
+        for key, value in obj.items():
+            here = [*path, key]
+            if isinstance(value, torch.Tensor):
+                into[key] = value
+            elif not _holds_tensor(value):
+                values.append([here, _encode(value, here)])
+            elif isinstance(value, dict) and all(isinstance(k, str) for k in value):
+                walk(value, here, into.setdefault(key, {}))
+            else:
+                raise TypeError(f"checkpoint state {'.'.join(map(str, here))}: tensors inside a {type(value).__name__}")
+
+    walk(state, [], tensors)
+    return tensors, values
+
+
+def _holds_tensor(obj: Any) -> bool:
+    if isinstance(obj, torch.Tensor):
+        return True
+    if isinstance(obj, dict):
+        return any(_holds_tensor(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_tensor(v) for v in obj)
+    return False
+
+
+def _encode(obj: Any, path: list[str]) -> Any:
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, list):
+        return [_encode(v, path) for v in obj]
+    if isinstance(obj, tuple):
+        return {_TUPLE: [_encode(v, path) for v in obj]}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj) and not (len(obj) == 1 and next(iter(obj)) in (_TUPLE, _ITEMS)):
+            return {k: _encode(v, path) for k, v in obj.items()}
+        return {_ITEMS: [[_encode(k, path), _encode(v, path)] for k, v in obj.items()]}
+    raise TypeError(
+        f"checkpoint state {'.'.join(map(str, path))}: a {type(obj).__name__} is neither a tensor nor a JSON-like "
+        f"value (None, bool, int, float, str, list, tuple, dict), so a checkpoint cannot hold it"
+    )
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    if isinstance(obj, dict):
+        if len(obj) == 1 and _TUPLE in obj:
+            return tuple(_decode(v) for v in obj[_TUPLE])
+        if len(obj) == 1 and _ITEMS in obj:
+            return {_decode(k): _decode(v) for k, v in obj[_ITEMS]}  # a tuple key comes back a tuple
+        return {k: _decode(v) for k, v in obj.items()}
+    return obj
+
+
+def _restore_values(path: Path, state: dict[str, Any], wanted: list) -> None:
+    """Put the values of `path` (a state_values.json) into `state` in place, at every path of `wanted` (the
+    `split_state` values of `state`); one the file lacks is an error naming it."""
+    try:
+        saved = {tuple(p): _decode(v) for p, v in json.loads(path.read_text())["values"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
+    for keys, _ in wanted:
+        if tuple(keys) not in saved:
+            raise ValueError(f"{path}: no value for {'.'.join(keys)}, which this model and optimizer have")
+        parent = state
+        for key in keys[:-1]:
+            parent = parent[key]
+        parent[keys[-1]] = saved[tuple(keys)]
 
 
 def _plain_tensors(obj: Any) -> Any:
@@ -415,14 +507,24 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         raise FileNotFoundError(
             f"{path} is not a complete training checkpoint (expected .metadata and {TRAIN_STATE} inside)"
         )
-    read_dcp_metadata(path / ".metadata")  # refuses a crafted file with a clear error before DCP wraps it
+    metadata = read_dcp_metadata(path / ".metadata")  # refuses a crafted file with a clear error
     options = _model_options(model)
     state: dict[str, Any] = {"model": get_model_state_dict(model, options=options)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
-    # fails on any key the checkpoint lacks
-    with single_process_dcp():
-        dcp.load(state, storage_reader=SafeFileSystemReader(path), no_dist=not _distributed())
+    if (path / STATE_VALUES).is_file():
+        pickled = [k for k, md in metadata.state_dict_metadata.items() if isinstance(md, BytesStorageMetadata)]
+        if pickled:
+            raise UnsafeCheckpointError(
+                f"{path / '.metadata'}: declares {pickled[0]!r} as pickled bytes, which a checkpoint with "
+                f"{STATE_VALUES} never holds (its values are JSON); refusing to load it (a crafted or foreign file)"
+            )
+        tensors, values = split_state(state)
+        load_dcp(tensors, path)  # fails on any key the checkpoint lacks
+        _restore_values(path / STATE_VALUES, state, values)
+    else:
+        # written before state_values.json: the values are DCP byte items, read as plain data only
+        load_dcp(state, path)
     set_model_state_dict(model, state["model"], options=StateDictOptions(strict=not options.ignore_frozen_params))
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
@@ -433,8 +535,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 
 def resume_path(resume: str | None, checkpoint_root: Path) -> Path | None:
-    """The checkpoint a run continues from: "auto" the newest in `checkpoint_root` (None if there is
-    none), a path that folder; None starts afresh and refuses a `checkpoint_root` that holds checkpoints."""
+    """The checkpoint a run continues from: "auto" the newest whole one in `checkpoint_root` (None if there
+    is none; refused when every one there is damaged: starting afresh would train over them), a path that
+    folder; None starts afresh and refuses a `checkpoint_root` that holds checkpoints."""
     if resume is None:
         if list_checkpoints(checkpoint_root):
             raise FileExistsError(
@@ -443,7 +546,13 @@ def resume_path(resume: str | None, checkpoint_root: Path) -> Path | None:
             )
         return None
     if resume == "auto":
-        return newest_whole_checkpoint(checkpoint_root)
+        found = newest_whole_checkpoint(checkpoint_root)
+        if found is None and list_checkpoints(checkpoint_root):
+            raise FileExistsError(
+                f"--resume auto: no whole checkpoint in {checkpoint_root}, every one is damaged (each named in a "
+                f"warning above); move them away to start afresh, or choose another --out_dir"
+            )
+        return found
     path = Path(resume)
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
@@ -511,45 +620,50 @@ def _write_json(path: Path, obj: Any) -> None:
 
 # --- completeness -----------------------------------------------------------------------------------
 FILES_RECORD = "files.json"
-_HASHED_BELOW = 1 << 20  # small files (metadata, states, configs, tokenizer) get a checksum too: cheap
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _sha256_of_files(paths: list[Path]) -> list[str]:
+    """SHA-256 of each file, several files at a time (hashlib lets go of the GIL while it hashes; one core
+    hashes a few hundred MB/s to about 2 GB/s: RELIABILITY.md, "Checksums")."""
+    if not paths:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1, 8)) as pool:
+        return list(pool.map(file_sha256, paths))
 
 
 def write_completeness_record(folder: Path) -> None:
-    """`files.json`: every file of the checkpoint folder with its size, and the SHA-256 of those under 1 MiB."""
-    files = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != FILES_RECORD:
-            size = p.stat().st_size
-            files[p.relative_to(folder).as_posix()] = {
-                "size": size,
-                **({"sha256": _sha256(p)} if size < _HASHED_BELOW else {}),
-            }
+    """`files.json`: every file of the checkpoint folder with its size and SHA-256."""
+    paths = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != FILES_RECORD]
+    files = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": digest}
+        for p, digest in zip(paths, _sha256_of_files(paths))
+    }
     _write_json(folder / FILES_RECORD, {"files": files})
 
 
 def damage(folder: Path) -> str | None:
     """What is wrong with a checkpoint folder (the first damaged file and how), or None if it is whole.
-    A folder from before completeness records is taken as whole when its train state parses."""
+    A record written before every file had a checksum (files of 1 MiB and more had none) checks those
+    files by size only; a folder from before completeness records is taken as whole when its train state
+    parses."""
     folder = Path(folder)
     record_path = folder / FILES_RECORD
     if record_path.is_file():
         try:
             record = json.loads(record_path.read_text())["files"]
-        except (ValueError, KeyError, TypeError) as e:
+            expected = {name: (int(entry["size"]), entry.get("sha256")) for name, entry in record.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             return f"{record_path}: unreadable ({e})"
-        for name, expected in record.items():
+        for name, (size, _) in expected.items():
             p = folder / name
             if not p.is_file():
                 return f"{p}: missing"
-            size = p.stat().st_size
-            if size != expected["size"]:
-                return f"{p}: {size} bytes, {expected['size']} when saved"
-            if "sha256" in expected and _sha256(p) != expected["sha256"]:
-                return f"{p}: contents changed since it was saved (checksum)"
+            if p.stat().st_size != size:
+                return f"{p}: {p.stat().st_size} bytes, {size} when saved"
+        hashed = [name for name, (_, digest) in expected.items() if digest is not None]
+        for name, digest in zip(hashed, _sha256_of_files([folder / name for name in hashed])):
+            if digest != expected[name][1]:
+                return f"{folder / name}: contents changed since it was saved (its SHA-256 checksum differs)"
         return None
     try:
         json.loads((folder / TRAIN_STATE).read_text())

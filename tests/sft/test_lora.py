@@ -5,11 +5,13 @@ is refused unless asked, QLoRA says what it needs."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from checkpoint_helpers import declare_tensor_as_bytes, plant_pickled_value
 from preemption import preempting
 
 from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict, save_lit_checkpoint
@@ -17,6 +19,7 @@ from lit_gpt.cli.finetune import finetune_with_recipe as finetune
 from lit_gpt.cli.shipped import demo_data
 from lit_gpt.lora import LoRASettings, apply_lora, load_adapter, lora_init_state, merge_checkpoint, merge_lora_weights
 from lit_gpt.model import GPT
+from lit_gpt.safe_load import UnsafeCheckpointError
 from lit_gpt.sft.data import ChatBatches
 from lit_gpt.sft.templates import TEMPLATES, template_of
 from lit_gpt.training.checkpointing import list_checkpoints
@@ -184,6 +187,18 @@ def test_sigterm_then_resume_is_exact(tmp_path, monkeypatch, lora_reference, tin
     assert losses(out) == losses(lora_reference)  # bit for bit, dropout included
     with pytest.raises(ValueError, match="lora_r"):
         finetune(run_args(tiny_checkpoint, out, **{**LORA, "lora_r": 8, "max_steps": 8}))
+
+
+@pytest.mark.parametrize("craft", [plant_pickled_value, declare_tensor_as_bytes], ids=["pickled_value", "bytes_weight"])
+def test_a_crafted_adapter_checkpoint_runs_nothing_on_resume(tmp_path, lora_reference, tiny_checkpoint, craft):
+    out = tmp_path / "run"
+    shutil.copytree(lora_reference, out)
+    checkpoint = list_checkpoints(out / "checkpoints")[-1][1]
+    marker = tmp_path / "pwned"
+    key = craft(checkpoint, marker)
+    with pytest.raises(UnsafeCheckpointError, match=rf"{checkpoint.name}/\.metadata: .*'{key}'"):
+        finetune(run_args(tiny_checkpoint, out, **{**LORA, "max_steps": 8}))
+    assert not marker.exists()
 
 
 def test_qlora_and_bad_options_stop_with_a_message(tmp_path, tiny_checkpoint):

@@ -1,5 +1,6 @@
-"""Running pretrain/tinyllama.py in subprocesses for the tests (through run_pretrain.py, which can
-simulate a preemption or a crash), on a small model over the prepared sample corpus."""
+"""Running pretrain/tinyllama.py for the tests: in subprocesses (through run_pretrain.py, which can simulate
+a preemption or a crash), or a short run in the test's own process; on a small model over the prepared
+sample corpus."""
 
 from __future__ import annotations
 
@@ -141,3 +142,27 @@ def interrupt_fabric_run(
             launcher.send_signal(signum)
             break
     return "".join(seen) + launcher.communicate(timeout=120)[0], launcher
+
+
+def short_run(out_dir, data, tokenizer, config_file, **overrides):
+    """A pretraining run in this process (one step of 4 sequences unless `overrides` say otherwise)."""
+    from lit_gpt.cli.pretrain import pretrain_with_recipe
+    from lit_gpt.training.pretrain_args import PretrainArgs
+
+    args = dict(
+        out_dir=out_dir,
+        data_dir=data,
+        tokenizer_dir=tokenizer,
+        model_config=config_file,
+        accelerator="cpu",
+        global_batch_size=4,
+        micro_batch_size=2,
+        max_steps=1,
+        warmup_steps=0,
+        eval_interval=0,
+        eval_batches=1,
+        val_prefix="",
+        tensorboard=False,
+        num_workers=0,
+    )
+    return pretrain_with_recipe(PretrainArgs(**{**args, **overrides}))

@@ -9,11 +9,14 @@ the process kills itself with SIGKILL in the middle of
 writing its N-th checkpoint (after the shards are written, before the folder is complete).
 `--sigkill_on_async_save N`: SIGKILL right after the N-th asynchronous save has started (its shards
 still being written by the background thread, or just written, and the folder not complete).
+`--sigkill_after_batches_once_saved K`: SIGKILL after handing out the K-th training batch, as soon as no
+checkpoint folder is left unfinished (`step-*.tmp`; waits at most 60 s): a kill after the saves completed.
 """
 
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +76,29 @@ def main() -> None:
             return future
 
         checkpointing.dcp.async_save = async_save_then_die
+
+    if "--sigkill_after_batches_once_saved" in options:
+        nth = options["--sigkill_after_batches_once_saved"]
+        checkpoints = Path(theirs[theirs.index("--out_dir") + 1]) / "checkpoints"
+        build = pretraining.build_train_loader
+
+        def build_with_kill(*args, **kwargs):
+            loader = build(*args, **kwargs)
+            iterate = type(loader).__iter__
+
+            def killed(self):
+                for n, batch in enumerate(iterate(self), start=1):
+                    yield batch
+                    if n == nth:
+                        deadline = time.monotonic() + 60
+                        while list(checkpoints.glob("step-*.tmp")) and time.monotonic() < deadline:
+                            time.sleep(0.05)
+                        os.kill(os.getpid(), signal.SIGKILL)
+
+            loader.__class__ = type("KilledLoader", (type(loader),), {"__iter__": killed})
+            return loader
+
+        pretraining.build_train_loader = build_with_kill
 
     main_of_script(theirs)  # exits with the script's exit code
 

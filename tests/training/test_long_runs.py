@@ -223,6 +223,26 @@ def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint_and_resumes_
     assert losses(out) == losses(serial_reference)
 
 
+def test_sigkill_after_an_async_save_completed_resumes_from_it(
+    tmp_path, serial_reference, prepared_sample, sample_tokenizer, model_config
+):
+    """Saves every 3 steps written asynchronously; SIGKILL in step 5, once the step-3 save has written its
+    shards (and before the step-6 one starts). The save is complete by then, not left as step-3.tmp for the
+    next save to complete (the next start deleted it and trained from step 0); the run resumes from it bit for
+    bit."""
+    out = tmp_path / "async_killed"
+    async_options = (*SERIAL, "--save_interval", "3", "--async_checkpoint", "true")
+    common = (prepared_sample, sample_tokenizer, model_config, *async_options)
+    # 4 micro batches a step: the 18th is in step 5
+    run(out, *common, simulate=("--sigkill_after_batches_once_saved", 18), expect_rc=-9)
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3]
+    assert not list((out / "checkpoints").glob("*.tmp"))
+    assert damage(out / "checkpoints" / "step-000000003") is None
+    proc = run(out, *common)
+    assert "resumed from" in proc.stdout and "at step 3" in proc.stdout
+    assert losses(out) == losses(serial_reference)
+
+
 def test_fsdp2_resume_from_async_checkpoints_is_exact(tmp_path, prepared_sample, sample_tokenizer, model_config):
     """Two gloo processes, asynchronous interval saves (steps 2 and 4), SIGTERM in step 5: the save then
     waits for the one in flight, writes step 5 and exits; the resume matches an uninterrupted run."""

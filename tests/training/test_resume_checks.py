@@ -5,28 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
-from lit_gpt.training.pretrain_args import PretrainArgs
-
-
-def short_run(out_dir, data, tokenizer, config_file, **overrides):
-    args = dict(
-        out_dir=out_dir,
-        data_dir=data,
-        tokenizer_dir=tokenizer,
-        model_config=config_file,
-        accelerator="cpu",
-        global_batch_size=4,
-        micro_batch_size=2,
-        max_steps=1,
-        warmup_steps=0,
-        eval_interval=0,
-        eval_batches=1,
-        val_prefix="",
-        tensorboard=False,
-        num_workers=0,
-    )
-    return pretrain(PretrainArgs(**{**args, **overrides}))
+from training.pretrain_helpers import short_run
 
 
 def test_a_changed_model_config_is_refused_before_loading_weights(
