@@ -7,6 +7,9 @@ import pytest
 import torch
 from model_helpers import SAMPLE_LINES, random_model, randomize, tiny_config
 from safetensors.torch import load_file, save_file
+
+pytest.importorskip("transformers")  # a test extra: the exports are checked against it
+
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from lit_gpt.checkpoint import (

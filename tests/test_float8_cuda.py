@@ -17,6 +17,8 @@ import pytest
 import torch
 from training.pretrain_helpers import losses, run
 
+pytest.importorskip("torchao")  # the float8 extra: `pip install 'lit_gpt[float8]'`
+
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(

@@ -3,8 +3,12 @@ AutoTokenizer (BOS included), so greedy generation through transformers equals o
 
 from __future__ import annotations
 
+import pytest
 import torch
 from model_helpers import random_model
+
+pytest.importorskip("transformers")  # a test extra: the exports are checked against it
+
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from lit_gpt.checkpoint import save_hf_checkpoint

@@ -37,6 +37,7 @@ def test_orthogonalize_on_the_gpu_matches_the_cpu():
 def test_muon_with_float8_and_compile_steps_saves_and_resumes(
     tmp_path, prepared_sample, sample_tokenizer, model_config
 ):
+    pytest.importorskip("torchao")  # the float8 extra: `pip install 'lit_gpt[float8]'`
     common = (prepared_sample, sample_tokenizer, model_config)
     args = ("--accelerator", "cuda", "--num_workers", "0", "--optimizer", "muon", "--float8", "tensorwise")
     args += ("--float8_min_features", "0")

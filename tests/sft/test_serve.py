@@ -18,12 +18,15 @@ from typing import Any
 import pytest
 import torch
 
-from lit_gpt.generate import generate
-from lit_gpt.serve import BatchedGenerator, GenerationRequest, create_app, load_served_model
-from lit_gpt.sft.templates import SegmentEncoder, get_template
-
+# the server's extra (`pip install 'lit_gpt[serve]'`) and the client the tests talk through: without them the
+# module skips, saying which is missing
+pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
+
+from lit_gpt.generate import generate  # noqa: E402
+from lit_gpt.serve import BatchedGenerator, GenerationRequest, create_app, load_served_model  # noqa: E402
+from lit_gpt.sft.templates import SegmentEncoder, get_template  # noqa: E402
 
 PROMPTS = [
     "What is 2 + 2?",
