@@ -210,3 +210,14 @@ def test_fsdp2_on_two_processes_ends_with_the_parameters_of_one_process(
     expected, got = losses(muon_reference), losses(out)
     for step in expected:
         assert math.isclose(got[step], expected[step], rel_tol=1e-4), step
+
+
+def test_fsdp2_with_float8_weights_all_gathered_trains(tmp_path, prepared_sample, sample_tokenizer, model_config):
+    """The float8 weights under FSDP2 are DTensors of torchao's subclass: Muon's all-to-alls and updates reach them."""
+    pytest.importorskip("torchao")
+    out = tmp_path / "fsdp_fp8"
+    fp8 = ("--float8", "tensorwise", "--float8_min_features", "0")
+    run(out, prepared_sample, sample_tokenizer, model_config, *MUON, *fp8, "--strategy", "fsdp", devices=2)
+    series = losses(out)
+    assert sorted(series) == list(range(1, 13)) and all(math.isfinite(v) for v in series.values())
+    assert series[12] < series[1] - 0.1
