@@ -9,11 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from lit_gpt.cli.pretrain import pretrain_with_recipe as pretrain
 from lit_gpt.data import ShardError, build_train_loader, read_manifest
 from lit_gpt.data.integrity import check_shards
 from lit_gpt.data.shards import HEADER
-from lit_gpt.training.pretrain_args import PretrainArgs
+from training.pretrain_helpers import short_run
 
 
 @pytest.fixture
@@ -21,27 +20,6 @@ def data(tmp_path, prepared_sample):
     copy = tmp_path / "data"
     shutil.copytree(prepared_sample, copy)
     return copy
-
-
-def short_run(tmp_path, data_dir, tokenizer, config_file):
-    return pretrain(
-        PretrainArgs(
-            out_dir=tmp_path / "out",
-            data_dir=data_dir,
-            tokenizer_dir=tokenizer,
-            model_config=config_file,
-            accelerator="cpu",
-            global_batch_size=4,
-            micro_batch_size=2,
-            max_steps=1,
-            warmup_steps=0,
-            eval_interval=0,
-            eval_batches=1,
-            val_prefix="",
-            tensorboard=False,
-            num_workers=0,
-        )
-    )
 
 
 def test_the_manifest_records_sizes_and_the_run_checks_them(data):
@@ -60,7 +38,7 @@ def test_a_deleted_shard_stops_the_run_naming_it(tmp_path, data, sample_tokenize
     victim = read_manifest(data, "train_slimpajama")["shards"][-1]["file"]
     (data / victim).unlink()
     with pytest.raises(FileNotFoundError, match=rf"{victim}: listed in"):
-        short_run(tmp_path, data, sample_tokenizer, model_config)
+        short_run(tmp_path / "out", data, sample_tokenizer, model_config)
 
 
 def test_an_id_outside_the_vocabulary_names_file_and_block(data):
@@ -94,11 +72,11 @@ def test_a_damaged_or_foreign_manifest_stops_the_run_naming_it(tmp_path, data, s
         manifest["tokenizer"]["sha256"] = "0" * 64
         path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"train_slimpajama\.manifest\.json"):
-        short_run(tmp_path, data, sample_tokenizer, model_config)
+        short_run(tmp_path / "out", data, sample_tokenizer, model_config)
 
 
 def test_real_data_without_a_tokenizer_is_refused(tmp_path, data, model_config):
     with pytest.raises(
         ValueError, match=r"train_slimpajama\.manifest\.json.*pass that tokenizer's folder as --tokenizer_dir"
     ):
-        short_run(tmp_path, data, None, model_config)
+        short_run(tmp_path / "out", data, None, model_config)
