@@ -191,12 +191,12 @@ def test_strict_script_exits_naming_file_and_line(bad_corpora, sample_tokenizer,
     )
     out = run("prepare_slimpajama.py", slim)
     assert (
-        out.returncode == 1
+        out.returncode == 2
         and f"error: {slim}/train/chunk1/example_train_0.jsonl.zst:2: invalid JSON line" in out.stderr
     )
     out = run("prepare_starcoder.py", star)
     assert (
-        out.returncode == 1
+        out.returncode == 2
         and f"error: {star}/python/train-00000-of-00002.parquet:2: row without a string 'content' value" in out.stderr
     )
 
@@ -293,5 +293,5 @@ def test_starcoder_language_filter(sample_tokenizer, tmp_path):
     assert read_manifest(tmp_path / "out", "train_starcoder")["sources"]["files"] == [
         "java/train-00000-of-00001.parquet"
     ]
-    with pytest.raises(SystemExit, match="no language folder \\['rust'\\]"):
+    with pytest.raises(FileNotFoundError, match="no language folder \\['rust'\\]"):
         script.prepare_starcoder(src, sample_tokenizer, tmp_path / "out2", languages=["rust"])

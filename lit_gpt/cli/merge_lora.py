@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def merge_lora(checkpoint: Path, output_dir: Path, base: Path | None = None) -> None:
@@ -21,13 +22,16 @@ def merge_lora(checkpoint: Path, output_dir: Path, base: Path | None = None) -> 
     """
     from lit_gpt.lora import merge_checkpoint  # here, not at the top: `--help` must not wait for torch
 
+    check_path("checkpoint", checkpoint, "folder")
+    check_path("output_dir", output_dir, "output folder")
+    check_path("base", base, "checkpoint")
     merge_checkpoint(checkpoint, output_dir, base)
     print(f"wrote {output_dir}; convert it with scripts/convert_lit_checkpoint.py or scripts/convert_to_gguf.py")
 
 
 def main(argv=None) -> None:
     """`lit-merge-lora` and `scripts/merge_lora.py`."""
-    CLI(merge_lora, as_positional=False, args=argv)
+    run_cli(merge_lora, argv)
 
 
 if __name__ == "__main__":

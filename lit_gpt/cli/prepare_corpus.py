@@ -15,10 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jsonargparse import CLI
-
 from lit_gpt.data.corpus import prepare_corpus as prepare
-from lit_gpt.data.readers import BadInputError
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def prepare_corpus(
@@ -51,22 +50,21 @@ def prepare_corpus(
         strict: stop at the first bad input (broken line, empty or unreadable file) instead of skipping
             and counting it.
     """
-    try:
-        manifests = prepare(
-            inputs,
-            tokenizer_path,
-            destination_path,
-            source,
-            text_field,
-            min_chars,
-            dedup,
-            validation_fraction,
-            chunk_size,
-            num_processes,
-            strict,
-        )
-    except (BadInputError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}")
+    check_path("tokenizer_path", tokenizer_path, "folder")
+    check_path("destination_path", destination_path, "output folder")
+    manifests = prepare(
+        inputs,
+        tokenizer_path,
+        destination_path,
+        source,
+        text_field,
+        min_chars,
+        dedup,
+        validation_fraction,
+        chunk_size,
+        num_processes,
+        strict,
+    )
     for prefix, m in manifests.items():
         print(
             f"{prefix}: {m['documents']:,} documents, {m['tokens']:,} tokens in {len(m['shards'])} shards, "
@@ -76,7 +74,7 @@ def prepare_corpus(
 
 def main(argv=None) -> None:
     """`lit-prepare-corpus` and `scripts/prepare_corpus.py`."""
-    CLI(prepare_corpus, as_positional=False, args=argv)
+    run_cli(prepare_corpus, argv)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
-
 from lit_gpt.data.prepare import prepare, slimpajama_files
-from lit_gpt.data.readers import BadInputError, read_slimpajama
+from lit_gpt.data.readers import read_slimpajama
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def prepare_slimpajama(
@@ -44,21 +44,21 @@ def prepare_slimpajama(
         num_processes: worker processes (each input file is one unit of work).
         strict: stop at the first bad input instead of skipping and counting it.
     """
-    try:
-        files = slimpajama_files(source_path, split)
-        manifest = prepare(
-            files,
-            source_path,
-            read_slimpajama,
-            tokenizer_path,
-            destination_path,
-            prefix or f"{split}_slimpajama",
-            chunk_size,
-            num_processes,
-            strict,
-        )
-    except (BadInputError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}")
+    check_path("source_path", source_path, "folder")
+    check_path("tokenizer_path", tokenizer_path, "folder")
+    check_path("destination_path", destination_path, "output folder")
+    files = slimpajama_files(source_path, split)
+    manifest = prepare(
+        files,
+        source_path,
+        read_slimpajama,
+        tokenizer_path,
+        destination_path,
+        prefix or f"{split}_slimpajama",
+        chunk_size,
+        num_processes,
+        strict,
+    )
     print(
         f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['shards'])} shards, "
         f"{manifest['skipped']['count']} rows skipped, dropped: {manifest['dropped']}"
@@ -67,7 +67,7 @@ def prepare_slimpajama(
 
 def main(argv=None) -> None:
     """`lit-prepare-slimpajama` and `scripts/prepare_slimpajama.py`."""
-    CLI(prepare_slimpajama, as_positional=False, args=argv)
+    run_cli(prepare_slimpajama, argv)
 
 
 if __name__ == "__main__":

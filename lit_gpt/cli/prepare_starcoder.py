@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jsonargparse import CLI
-
 from lit_gpt.data.prepare import prepare, starcoder_files
-from lit_gpt.data.readers import BadInputError, read_starcoder
+from lit_gpt.data.readers import read_starcoder
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def prepare_starcoder(
@@ -43,21 +43,21 @@ def prepare_starcoder(
         num_processes: worker processes (each input file is one unit of work).
         strict: stop at the first bad input instead of skipping and counting it.
     """
-    try:
-        files = starcoder_files(source_path, languages)
-        manifest = prepare(
-            files,
-            source_path,
-            read_starcoder,
-            tokenizer_path,
-            destination_path,
-            prefix,
-            chunk_size,
-            num_processes,
-            strict,
-        )
-    except (BadInputError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}")
+    check_path("source_path", source_path, "folder")
+    check_path("tokenizer_path", tokenizer_path, "folder")
+    check_path("destination_path", destination_path, "output folder")
+    files = starcoder_files(source_path, languages)
+    manifest = prepare(
+        files,
+        source_path,
+        read_starcoder,
+        tokenizer_path,
+        destination_path,
+        prefix,
+        chunk_size,
+        num_processes,
+        strict,
+    )
     print(
         f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens in {len(manifest['shards'])} shards, "
         f"{manifest['skipped']['count']} rows skipped"
@@ -66,7 +66,7 @@ def prepare_starcoder(
 
 def main(argv=None) -> None:
     """`lit-prepare-starcoder` and `scripts/prepare_starcoder.py`."""
-    CLI(prepare_starcoder, as_positional=False, args=argv)
+    run_cli(prepare_starcoder, argv)
 
 
 if __name__ == "__main__":

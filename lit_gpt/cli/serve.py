@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def serve_model(
@@ -45,6 +46,8 @@ def serve_model(
     """
     from lit_gpt.serve import serve  # here, not at the top: `--help` must not wait for torch
 
+    check_path("checkpoint", checkpoint, "checkpoint")
+    check_path("tokenizer_dir", tokenizer_dir, "folder")
     serve(
         checkpoint,
         name=name,
@@ -62,7 +65,7 @@ def serve_model(
 
 def main(argv=None) -> None:
     """`lit-serve` and `scripts/serve.py`."""
-    CLI(serve_model, as_positional=False, args=argv)
+    run_cli(serve_model, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -25,8 +26,7 @@ def verify_data(data_dir: Path, prefixes: list[str] | None = None) -> int:
     from lit_gpt.data.integrity import verify_shards
     from lit_gpt.data.manifest import read_manifest
 
-    if not Path(data_dir).is_dir():
-        raise FileNotFoundError(f"--data_dir {data_dir}: no such folder")
+    check_path("data_dir", data_dir, "folder")
     if prefixes is None:
         prefixes = sorted(p.name[: -len(MANIFEST_SUFFIX)] for p in Path(data_dir).glob(f"*{MANIFEST_SUFFIX}"))
         if not prefixes:
@@ -43,9 +43,7 @@ def verify_data(data_dir: Path, prefixes: list[str] | None = None) -> int:
 
 def main(argv=None) -> None:
     """`lit-verify-data` and `scripts/verify_data.py`."""
-    from lit_gpt.exit_codes import run_command
-
-    run_command(lambda: CLI(verify_data, as_positional=False, args=argv))
+    run_cli(verify_data, argv)
 
 
 if __name__ == "__main__":
