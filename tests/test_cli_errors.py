@@ -146,6 +146,12 @@ MISTAKES = [
         "--recipe small --data_dir {empty} --tokenizer_dir {tok} --out_dir {out}/run",
         "name the training data: --train_sources",
     ),
+    ("pretrain", "--recipe small --out_dir {out}/run", "--recipe small trains on prepared shards: give --data_dir"),
+    (
+        "train_tokenizer",
+        "--out_dir {out}/tok --inputs '[\"{file}\"]' --slimpajama_dir {empty}",
+        "give --inputs (your corpus) or --slimpajama_dir/--starcoder_dir, not both",
+    ),
     ("finetune", "--checkpoint {ckpt} --method qlora --accelerator cpu --out_dir {out}/sft", "needs a CUDA GPU"),
 ]
 
