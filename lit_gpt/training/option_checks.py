@@ -90,7 +90,7 @@ RUN_RANGES = {
     "max_consecutive_nonfinite": at_least(1),
     "devices": at_least(1),
     "num_nodes": at_least(1),
-    "float8_min_features": at_least(1),
+    "float8_min_features": at_least(0),
 }
 PRETRAIN_RANGES = {
     **RUN_RANGES,
