@@ -46,7 +46,12 @@ def default_device_and_dtype(
     """`device` None/"auto": CUDA when present; `dtype` None/"auto": bfloat16 on a GPU that has it, else float32."""
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N, ...") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA GPU is available here (use cpu or auto)")
     if isinstance(dtype, torch.dtype):
         return device, dtype
     if dtype in (None, "auto"):

@@ -100,8 +100,14 @@ class Config:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model config file not found: {path}")
-        text = path.read_text()
-        d = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        try:
+            text = path.read_text()
+            d = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+            problem = " ".join(str(e).split())
+            raise ValueError(
+                f"{path}: not a {'JSON' if path.suffix == '.json' else 'YAML'} model config ({problem})"
+            ) from None
         if not isinstance(d, dict):
             raise ValueError(f"{path}: expected a mapping of config fields")
         try:

@@ -8,6 +8,9 @@ Exit codes (PRETRAIN.md, "Exit codes"):
     130  interrupted by a second Ctrl-C without saving
 A crash prints its traceback.
 
+Every console command parses its options with `CommandParser` (a missing, unknown or mistyped option, a
+bad `--config`: one line, exit 2) and runs through `run_command` or `run_training`.
+
 Kept free of heavy imports: `--help` of an entry point must not wait for torch. The command layer
 (lit_gpt.cli) re-exports all of it.
 """
@@ -17,9 +20,12 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
+
+from jsonargparse import ArgumentParser
 
 FINISHED = 0
 USER_ERROR = 2
@@ -28,7 +34,14 @@ INTERRUPTED = 130
 
 # Errors the library raises for bad input, with a message that names the file or option. Set
 # LIT_GPT_TRACEBACK=1 to see their traceback anyway.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, pickle.UnpicklingError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    pickle.UnpicklingError,
+)
 
 
 def _rank() -> int:
@@ -40,6 +53,54 @@ def _error_line(e: BaseException) -> str:
     shard, its own device) must still be seen, so every rank prints its own."""
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     return f"error (rank {_rank()}): {e}" if world > 1 else f"error: {e}"
+
+
+class CommandParser(ArgumentParser):
+    """jsonargparse's parser, but a parsing error (a missing, unknown or mistyped option, an unreadable
+    `--config`) is one line naming the option, then exit 2, instead of the usage text."""
+
+    def parse_args(self, args=None, *rest, **kwargs):
+        self._given = list(sys.argv[1:] if args is None else args)  # named by a `--config` error
+        return super().parse_args(args, *rest, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse parsing on its own behalf: it catches the error
+            super().error(message, ex)
+        print(
+            f"error: {_one_line_parse_error(message, getattr(self, '_given', []))} (--help lists the options)",
+            file=sys.stderr,
+        )
+        sys.exit(USER_ERROR)
+
+
+def _one_line_parse_error(message: str, given: list[str]) -> str:
+    """jsonargparse's message in one line, with options spelled as they are typed (`--name`)."""
+    line = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    required = re.fullmatch(r"the following arguments are required: (.*)", line)
+    if required:
+        return "missing " + ", ".join(f"--{name.strip()}" for name in required.group(1).split(","))
+    key, value = re.match(r'Parser key "([^"]+)"', line), re.search(r"(?:Given|Got) value: (.*)", str(message))
+    if key and value:  # a value of the wrong type: jsonargparse names each type it tried
+        types = [
+            re.sub(r"typing\.Literal\[(.*)\]", r"one of \1", re.sub(r"<class '(\w+)'>", r"\1", t)).strip()
+            for t in re.findall(r"Expected an? (.+?)(?:\. Got value:|$)", str(message), re.M)
+        ]
+        expected = " or ".join(dict.fromkeys("null" if t == "NoneType" else t for t in types)) or "another value"
+        return f"--{key.group(1)} {value.group(1).strip()}: expected {expected}"
+    line = re.sub(r'Parser key "([^"]+)":;?', r"--\1:", line)
+    if line.startswith("Problems parsing config"):
+        configs = [v for k, v in zip(given, given[1:]) if k == "--config"]
+        configs += [a.split("=", 1)[1] for a in given if a.startswith("--config=")]
+        line = f"--config {', '.join(configs)}: not a YAML file of options ({line})" if configs else line
+    return line
+
+
+def run_cli(function: Callable, argv: list[str] | None = None) -> Any:
+    """A console command: `function`'s parameters as options (`--name value`, a YAML `--config`), parsed from
+    `argv` (default: the command line), then `function` called with them under `run_command`."""
+    from jsonargparse import CLI
+
+    return run_command(lambda: CLI(function, as_positional=False, args=argv, parser_class=CommandParser))
 
 
 def run_command(job: Callable[[], Any]) -> Any:

@@ -226,14 +226,14 @@ def check_adapter_base(
 def check_qlora_available(device: torch.device) -> None:
     """QLoRA needs bitsandbytes' 4-bit kernels, i.e. an NVIDIA GPU and its wheel: say so clearly otherwise."""
     if device.type != "cuda":
-        raise RuntimeError(
+        raise ValueError(
             f"QLoRA (method 'qlora') needs a CUDA GPU for bitsandbytes' 4-bit kernels; this run is "
             f"on {device.type}. Use method 'lora' here (same adapters, unquantised base)."
         )
     try:
         import bitsandbytes  # noqa: F401
     except Exception as e:  # an import that fails for a missing or broken native library, too
-        raise RuntimeError(
+        raise ValueError(
             f"QLoRA needs bitsandbytes (pip install bitsandbytes), which does not load here: {e}"
         ) from None
 

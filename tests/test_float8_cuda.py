@@ -74,7 +74,8 @@ def test_float8_run_saves_resumes_in_bf16_and_continues(tmp_path, prepared_sampl
     run(out, *common, *cuda, "--float8", "tensorwise", "--float8_min_features", "0", "--max_steps", "6")
     first = losses(out)
     assert sorted(first) == list(range(1, 7)) and all(math.isfinite(v) for v in first.values())
-    proc = run(out, *common, *cuda, "--max_steps", "12")  # bf16, from the float8 run's checkpoint
+    # bf16, from the float8 run's checkpoint, for 6 steps more
+    proc = run(out, *common, *cuda, "--max_steps", "12", "--allow_schedule_change", "true")
     assert "resumed from" in proc.stdout and "at step 6" in proc.stdout
     series = losses(out)
     assert sorted(series) == list(range(1, 13)) and series[12] < series[1]

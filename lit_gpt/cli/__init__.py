@@ -14,6 +14,7 @@ from lit_gpt.exit_codes import (  # noqa: F401  (re-exported)
     STOPPED_AND_SAVED,
     USER_ERROR,
     USER_ERRORS,
+    run_cli,
     run_command,
     run_training,
 )

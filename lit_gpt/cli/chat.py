@@ -12,18 +12,22 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
-
 from lit_gpt.cli.shipped import DEMO_SFT_RUN
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
-def open_chat_session(*options):
-    """`open_session(*options)` with the demo fine-tune (out/demo_sft) as the default checkpoint: how the
-    chat commands (`lit-chat`, `lit-ask`) start."""
+def open_chat_session(checkpoint: Path | None, *options, tokenizer_dir: Path | None):
+    """`open_session(checkpoint, *options, tokenizer_dir)` with the demo fine-tune (out/demo_sft) as the default
+    checkpoint: how the chat commands (`lit-chat`, `lit-ask`) start."""
     from lit_gpt.sft.inference import open_session  # here, not at the top: `--help` must not wait for torch
 
+    check_path("checkpoint", checkpoint, "checkpoint")
+    check_path("tokenizer_dir", tokenizer_dir, "folder")
     return open_session(
+        checkpoint,
         *options,
+        tokenizer_dir,
         default_run=DEMO_SFT_RUN,
         hint=" (run `lit-finetune` or `python sft/finetune.py` first, or pass --checkpoint)",
     )
@@ -59,7 +63,17 @@ def chat(
         tokenizer_dir: where the tokenizer files are (default: the checkpoint's folder).
     """
     session = open_chat_session(
-        checkpoint, template, system, max_new_tokens, temperature, top_k, top_p, seed, device, dtype, tokenizer_dir
+        checkpoint,
+        template,
+        system,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        device,
+        dtype,
+        tokenizer_dir=tokenizer_dir,
     )
     interactive = sys.stdin.isatty()
     print("/reset starts over, /exit or Ctrl-D quits", file=sys.stderr)
@@ -93,7 +107,7 @@ def chat(
 
 def main(argv=None) -> None:
     """`lit-chat` and `sft/chat.py`."""
-    CLI(chat, as_positional=False, args=argv)
+    run_cli(chat, argv)
 
 
 if __name__ == "__main__":

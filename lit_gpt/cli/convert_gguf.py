@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 OutType = Literal[
     "f32", "f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"
@@ -41,12 +42,15 @@ def convert_to_gguf(
     """
     from lit_gpt.gguf_export import write_gguf  # here, not at the top: `--help` must not wait for torch
 
+    check_path("checkpoint", checkpoint, "checkpoint")
+    check_path("output", output, "output file")
+    check_path("tokenizer_dir", tokenizer_dir, "folder")
     return write_gguf(checkpoint, output, outtype, tokenizer_dir, name)
 
 
 def main(argv=None) -> None:
     """`lit-convert-gguf` and `scripts/convert_to_gguf.py`."""
-    CLI(convert_to_gguf, as_positional=False, args=argv)
+    run_cli(convert_to_gguf, argv)
 
 
 if __name__ == "__main__":

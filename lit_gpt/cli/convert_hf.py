@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def convert_hf_checkpoint(
@@ -23,13 +24,15 @@ def convert_hf_checkpoint(
     """
     from lit_gpt.checkpoint import DTYPES, convert_hf_to_lit  # here, not at the top: `--help` must not wait for torch
 
+    check_path("checkpoint_dir", checkpoint_dir, "folder")
+    check_path("output_dir", output_dir, "output folder")
     config = convert_hf_to_lit(checkpoint_dir, output_dir, DTYPES[dtype] if dtype else None)
     print(f"wrote {output_dir} ({config.n_layer} layers, vocab {config.padded_vocab_size})")
 
 
 def main(argv=None) -> None:
     """`lit-convert-hf` and `scripts/convert_hf_checkpoint.py`."""
-    CLI(convert_hf_checkpoint, as_positional=False, args=argv)
+    run_cli(convert_hf_checkpoint, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def convert_lit_checkpoint(
@@ -36,6 +37,10 @@ def convert_lit_checkpoint(
     from lit_gpt.checkpoint import DTYPES, convert_lit_to_hf  # here, not at the top: `--help` must not wait for torch
     from lit_gpt.config import Config
 
+    check_path("checkpoint", checkpoint, "checkpoint")
+    check_path("output_dir", output_dir, "output folder")
+    check_path("tokenizer_dir", tokenizer_dir, "folder")
+    check_path("model_config", model_config, "file")
     shipped = convert_lit_to_hf(
         checkpoint,
         output_dir,
@@ -49,7 +54,7 @@ def convert_lit_checkpoint(
 
 def main(argv=None) -> None:
     """`lit-convert-lit` and `scripts/convert_lit_checkpoint.py`."""
-    CLI(convert_lit_checkpoint, as_positional=False, args=argv)
+    run_cli(convert_lit_checkpoint, argv)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ is not on disk stops at once (exit 2) with the way to run it as a local task.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 # the order of the anchor table in EVAL.md
 PRESETS: dict[str, list[str]] = {
@@ -76,6 +78,10 @@ def evaluate(
         log_samples: keep every document's requests and model responses.
         seed: seed of lm-eval's random number generators (few-shot sampling).
     """
+    check_path("checkpoint", checkpoint, "checkpoint")
+    check_path("include_path", include_path, "folder")
+    check_path("tokenizer_dir", tokenizer_dir, "folder")
+    check_path("output_path", output_path, "output file")
     from lm_eval import simple_evaluate
     from lm_eval.utils import handle_non_serializable
 
@@ -86,6 +92,14 @@ def evaluate(
     if not names:
         raise ValueError("name tasks with --tasks and/or --preset")
     manager = task_manager(str(include_path) if include_path else None, tuple(names))
+    unknown = [name for name in names if manager._entry(name) is None and not Path(name).is_file()]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], manager.all_tasks + manager.all_groups + manager.all_tags, n=3)
+        raise ValueError(
+            f"--tasks: {', '.join(unknown)} is not a task lm-eval knows"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + "; `lit-lm-eval ls tasks` lists them, --include_path adds a folder of your own"
+        )
     check_task_data_offline(manager, names)  # before the model loads and lm-eval retries the hub
 
     from lit_gpt.evaluation.lm_eval_model import LitGPTLM
@@ -116,9 +130,7 @@ def evaluate(
 
 def main(argv=None) -> None:
     """`lit-evaluate` and `scripts/evaluate.py`."""
-    from lit_gpt.exit_codes import run_command
-
-    run_command(lambda: CLI(evaluate, as_positional=False, args=argv))
+    run_cli(evaluate, argv)
 
 
 if __name__ == "__main__":

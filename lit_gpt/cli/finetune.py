@@ -18,7 +18,7 @@ from lit_gpt.cli.shipped import DEMO_PRETRAIN_RUN, demo_data, recipe
 from lit_gpt.exit_codes import run_training
 
 # the options alone, without torch: `--help` answers at once; the training machinery loads in main()
-from lit_gpt.sft.finetune_args import FinetuneArgs
+from lit_gpt.sft.finetune_args import FinetuneArgs, check_finetune_options
 from lit_gpt.training.args import parse_args as parse_dataclass_args
 
 
@@ -41,6 +41,7 @@ def finetune_with_recipe(args: FinetuneArgs) -> dict[str, Any]:
     sample without --data, the demo pretraining run's newest checkpoint without --checkpoint."""
     from lit_gpt.sft.finetune import finetune
 
+    check_finetune_options(args)  # before Fabric starts and the checkpoint loads
     if args.data is None:
         args = dataclasses.replace(args, data=demo_data("chat_sample"))
     return finetune(

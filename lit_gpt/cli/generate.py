@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def generate_text(
@@ -52,7 +53,9 @@ def generate_text(
     from lit_gpt.inference import load_for_inference
 
     if (checkpoint is None) == (checkpoint_dir is None):
-        raise SystemExit("error: give --checkpoint (a checkpoint or run folder)")
+        raise ValueError("give --checkpoint (a checkpoint or run folder)")
+    check_path("checkpoint" if checkpoint else "checkpoint_dir", checkpoint or checkpoint_dir, "checkpoint")
+    check_path("tokenizer_dir", tokenizer_dir, "folder")
     loaded = load_for_inference(checkpoint or checkpoint_dir, device, dtype, tokenizer_dir)
     model, tokenizer, config = loaded.model, loaded.tokenizer, loaded.config
 
@@ -93,7 +96,7 @@ def generate_text(
 
 def main(argv=None) -> None:
     """`lit-generate` and `scripts/generate.py`."""
-    CLI(generate_text, as_positional=False, args=argv)
+    run_cli(generate_text, argv)
 
 
 if __name__ == "__main__":

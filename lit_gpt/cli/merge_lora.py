@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def merge_lora(checkpoint: Path, output_dir: Path, base: Path | None = None, allow_other_base: bool = False) -> None:
@@ -36,15 +37,16 @@ def merge_lora(checkpoint: Path, output_dir: Path, base: Path | None = None, all
     """
     from lit_gpt.lora import merge_checkpoint  # here, not at the top: `--help` must not wait for torch
 
+    check_path("checkpoint", checkpoint, "folder")
+    check_path("output_dir", output_dir, "output folder")
+    check_path("base", base, "checkpoint")
     merge_checkpoint(checkpoint, output_dir, base, allow_other_base)
     print(f"wrote {output_dir}; convert it with scripts/convert_lit_checkpoint.py or scripts/convert_to_gguf.py")
 
 
 def main(argv=None) -> None:
     """`lit-merge-lora` and `scripts/merge_lora.py`: a refused base or a missing file ends in one line, exit 2."""
-    from lit_gpt.exit_codes import run_command
-
-    run_command(lambda: CLI(merge_lora, as_positional=False, args=argv))
+    run_cli(merge_lora, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from jsonargparse import CLI
+
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def run_config_of(checkpoint: Path) -> dict:
@@ -72,6 +74,10 @@ def perplexity(
     from lit_gpt.inference import load_for_inference
     from lit_gpt.training.checkpointing import find_checkpoint
 
+    check_path("checkpoint", checkpoint, "checkpoint")
+    check_path("text", text, "file")
+    check_path("data_dir", data_dir, "folder")
+    check_path("tokenizer_dir", tokenizer_dir, "folder")
     checkpoint = find_checkpoint(checkpoint)
     run = run_config_of(checkpoint)
     fabric = single_device_fabric(device, precision or run.get("precision"))
@@ -108,7 +114,7 @@ def perplexity(
 
 def main(argv=None) -> None:
     """`lit-perplexity` and `scripts/perplexity.py`."""
-    CLI(perplexity, as_positional=False, args=argv)
+    run_cli(perplexity, argv)
 
 
 if __name__ == "__main__":

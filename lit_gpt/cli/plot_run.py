@@ -16,6 +16,10 @@ def plot_run(run_dir: Path, output: Path | None = None) -> Path:
     import matplotlib
 
     from lit_gpt.training.metrics import read_metrics  # here, not at the top: `--help` must not wait for torch
+    from lit_gpt.training.option_checks import check_path
+
+    check_path("run_dir", run_dir, "folder")
+    check_path("output", output, "output file")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -51,9 +55,9 @@ def plot_run(run_dir: Path, output: Path | None = None) -> Path:
 
 def main(argv=None) -> None:
     """`lit-plot-run` and `scripts/plot_run.py`."""
-    from jsonargparse import CLI
+    from lit_gpt.exit_codes import run_cli
 
-    CLI(plot_run, as_positional=False, args=argv)
+    run_cli(plot_run, argv)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jsonargparse import CLI
-
-from lit_gpt.exit_codes import run_command
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def prepare_corpus(
@@ -58,6 +57,8 @@ def prepare_corpus(
     from lit_gpt.data.corpus import prepare_corpus as prepare
     from lit_gpt.data.prepare import summary
 
+    check_path("tokenizer_path", tokenizer_path, "folder")
+    check_path("destination_path", destination_path, "output folder")
     manifests = prepare(
         inputs,
         tokenizer_path,
@@ -78,7 +79,7 @@ def prepare_corpus(
 
 def main(argv=None) -> None:
     """`lit-prepare-corpus` and `scripts/prepare_corpus.py`: a bad option or input ends in one line, exit 2."""
-    run_command(lambda: CLI(prepare_corpus, as_positional=False, args=argv))
+    run_cli(prepare_corpus, argv)
 
 
 if __name__ == "__main__":

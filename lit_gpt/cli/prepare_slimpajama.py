@@ -18,11 +18,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
-
 from lit_gpt.data.prepare import prepare, slimpajama_files, summary
 from lit_gpt.data.readers import read_slimpajama
-from lit_gpt.exit_codes import run_command
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def prepare_slimpajama(
@@ -49,6 +48,9 @@ def prepare_slimpajama(
         num_processes: worker processes (each input file is one unit of work).
         strict: stop at the first bad input instead of skipping and counting it.
     """
+    check_path("source_path", source_path, "folder")
+    check_path("tokenizer_path", tokenizer_path, "folder")
+    check_path("destination_path", destination_path, "output folder")
     manifest = prepare(
         slimpajama_files(source_path, split),
         source_path,
@@ -67,7 +69,7 @@ def prepare_slimpajama(
 def main(argv=None) -> None:
     """`lit-prepare-slimpajama` and `scripts/prepare_slimpajama.py`: a bad option or input ends in one line,
     exit 2."""
-    run_command(lambda: CLI(prepare_slimpajama, as_positional=False, args=argv))
+    run_cli(prepare_slimpajama, argv)
 
 
 if __name__ == "__main__":

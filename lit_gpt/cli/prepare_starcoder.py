@@ -17,11 +17,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jsonargparse import CLI
-
 from lit_gpt.data.prepare import prepare, starcoder_files, summary
 from lit_gpt.data.readers import read_starcoder
-from lit_gpt.exit_codes import run_command
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def prepare_starcoder(
@@ -48,6 +47,9 @@ def prepare_starcoder(
         num_processes: worker processes (each input file is one unit of work).
         strict: stop at the first bad input instead of skipping and counting it.
     """
+    check_path("source_path", source_path, "folder")
+    check_path("tokenizer_path", tokenizer_path, "folder")
+    check_path("destination_path", destination_path, "output folder")
     manifest = prepare(
         starcoder_files(source_path, languages),
         source_path,
@@ -66,7 +68,7 @@ def prepare_starcoder(
 def main(argv=None) -> None:
     """`lit-prepare-starcoder` and `scripts/prepare_starcoder.py`: a bad option or input ends in one line,
     exit 2."""
-    run_command(lambda: CLI(prepare_starcoder, as_positional=False, args=argv))
+    run_cli(prepare_starcoder, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ package (lit_gpt/cli/demo_data/sample), prepares shards, and trains a ~5M-parame
 minutes on whatever device is there. Pointed at prepared SlimPajama and Starcoderdata shards
 (`--data_dir`), every option left unset takes the TinyLlama recipe instead (lit_gpt/cli/recipes/
 tinyllama.yaml: tiny_LLaMA_1b, global batch 1024 x 2048, lr 4e-4 -> 4e-5, 2000 warmup steps, 1,430,512
-steps, 7:3 mix). See PRETRAIN.md.
+steps, 7:3 mix); with `--recipe small`, the demo's model and settings on your own prepared data
+(recipes/small.yaml). See PRETRAIN.md.
 
 Launch: `lit-pretrain --devices 8` (or `python pretrain/tinyllama.py --devices 8`), `fabric run --devices 8
 pretrain/tinyllama.py ...`, or `torchrun --nproc_per_node 8 pretrain/tinyllama.py ...` (multi-node: PRETRAIN.md).
@@ -24,7 +25,11 @@ from lit_gpt.training.pretrain_args import PretrainArgs
 
 
 def recipes() -> dict[str, dict[str, Any]]:
-    return {"TinyLlama recipe": recipe("tinyllama", PretrainArgs), "demo": recipe("demo", PretrainArgs)}
+    return {
+        "TinyLlama recipe": recipe("tinyllama", PretrainArgs),
+        "demo": recipe("demo", PretrainArgs),
+        "small": recipe("small", PretrainArgs),
+    }
 
 
 def parse_args(argv=None) -> PretrainArgs:
@@ -48,12 +53,17 @@ def recipe_micro_batch(args: PretrainArgs, model_name: str) -> int | None:
 
 
 def pretrain_with_recipe(args: PretrainArgs) -> dict[str, Any]:
-    """The job as the command runs it: options left unset from the recipe that applies (the demo without
-    --data_dir, else TinyLlama), the demo on the shipped sample corpus."""
+    """The job as the command runs it: options left unset from the recipe that applies (--recipe; else the
+    demo without --data_dir, TinyLlama with it), the demo on the shipped sample corpus."""
     from lit_gpt.training.pretraining import pretrain
 
     demo = args.data_dir is None
-    values = recipe("demo" if demo else "tinyllama", PretrainArgs)
+    if args.recipe is not None and demo and args.anneal_from is None:
+        raise ValueError(
+            f"--recipe {args.recipe} trains on prepared shards: give --data_dir (without it and --recipe, "
+            f"lit-pretrain runs the demo on the sample corpus it ships)"
+        )
+    values = recipe(args.recipe or ("demo" if demo else "tinyllama"), PretrainArgs)
     if args.micro_batch_size is None and (micro := recipe_micro_batch(args, values["model_name"])):
         values["micro_batch_size"] = micro
     return pretrain(args, values, sample_dir=demo_data("sample") if demo else None)

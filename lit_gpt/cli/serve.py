@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # lit_gpt.serve's; repeated here so that `--help` does not wait for torch
 
@@ -66,6 +67,8 @@ def serve_model(
     """
     from lit_gpt.serve import serve  # here, not at the top: `--help` must not wait for torch
 
+    check_path("checkpoint", checkpoint, "checkpoint")
+    check_path("tokenizer_dir", tokenizer_dir, "folder")
     serve(
         checkpoint,
         name=name,
@@ -85,9 +88,7 @@ def serve_model(
 
 def main(argv=None) -> None:
     """`lit-serve` and `scripts/serve.py`."""
-    from lit_gpt.exit_codes import run_command
-
-    run_command(lambda: CLI(serve_model, as_positional=False, args=argv))
+    run_cli(serve_model, argv)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
-
 from lit_gpt.cli.chat import open_chat_session
+from lit_gpt.exit_codes import run_cli
 
 
 def ask(
@@ -46,7 +45,17 @@ def ask(
         tokenizer_dir: where the tokenizer files are (default: the checkpoint's folder).
     """
     session = open_chat_session(
-        checkpoint, template, system, max_new_tokens, temperature, top_k, top_p, seed, device, dtype, tokenizer_dir
+        checkpoint,
+        template,
+        system,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        device,
+        dtype,
+        tokenizer_dir=tokenizer_dir,
     )
     for piece in session.reply(prompt):
         print(piece, end="", flush=True)
@@ -55,7 +64,7 @@ def ask(
 
 def main(argv=None) -> None:
     """`lit-ask` and `sft/simple_inference.py`."""
-    CLI(ask, as_positional=False, args=argv)
+    run_cli(ask, argv)
 
 
 if __name__ == "__main__":

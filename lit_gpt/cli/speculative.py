@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 
 def timed(device, fn: Callable):
@@ -76,6 +77,9 @@ def speculative_generate(
     from lit_gpt.tokenizer import Tokenizer
     from speculative_decoding.sampling import SpeculativeResult, check_same_tokenizer, speculative_generate
 
+    check_path("target", target, "checkpoint")
+    check_path("draft", draft, "checkpoint")
+    check_path("tokenizer_dir", tokenizer_dir, "folder")
     device, torch_dtype = default_device_and_dtype(device, dtype)
     target_loaded, draft_loaded = (
         load_for_inference(path, device, torch_dtype, require_tokenizer=False) for path in (target, draft)
@@ -137,7 +141,7 @@ def speculative_generate(
 
 def main(argv=None) -> None:
     """`lit-speculative` and `speculative_decoding/generate.py`."""
-    CLI(speculative_generate, as_positional=False, args=argv)
+    run_cli(speculative_generate, argv)
 
 
 if __name__ == "__main__":

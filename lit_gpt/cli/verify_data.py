@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jsonargparse import CLI
+from lit_gpt.exit_codes import run_cli
+from lit_gpt.training.option_checks import check_path
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -33,8 +34,7 @@ def verify_data(data_dir: Path, prefixes: list[str] | None = None, block_size: i
         raise ValueError(f"--block_size {block_size}: must be at least 1")
     for prefix in prefixes or ():
         check_prefix(prefix, "--prefixes entry")
-    if not Path(data_dir).is_dir():
-        raise FileNotFoundError(f"--data_dir {data_dir}: no such folder")
+    check_path("data_dir", data_dir, "folder")
     if prefixes is None:
         prefixes = sorted(p.name[: -len(MANIFEST_SUFFIX)] for p in Path(data_dir).glob(f"*{MANIFEST_SUFFIX}"))
         if not prefixes:
@@ -58,9 +58,7 @@ def verify_data(data_dir: Path, prefixes: list[str] | None = None, block_size: i
 
 def main(argv=None) -> None:
     """`lit-verify-data` and `scripts/verify_data.py`."""
-    from lit_gpt.exit_codes import run_command
-
-    run_command(lambda: CLI(verify_data, as_positional=False, args=argv))
+    run_cli(verify_data, argv)
 
 
 if __name__ == "__main__":

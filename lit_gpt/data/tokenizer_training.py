@@ -1,5 +1,6 @@
 """Training a small SentencePiece BPE tokenizer on the sample corpus (SlimPajama-style prose and
-Starcoder-style code), for the demo; real runs use the Llama 2 tokenizer.
+Starcoder-style code), for the demo, or on a corpus of your own, for a small run on it; real runs use
+the Llama 2 tokenizer.
 
 Settings chosen so text and code round-trip exactly: identity normalisation (no NFKC, newlines kept),
 no collapsing of repeated spaces, whitespace-only pieces allowed (indentation becomes a few tokens),
@@ -63,6 +64,22 @@ def check_training_options(vocab_size: int, max_chars: int, max_piece_chars: int
             raise ValueError(f"--{option} {value}: must be at least 1")
 
 
+def corpus_text(inputs: list[str | Path], text_field: str, max_chars: int, max_piece_chars: int) -> Iterator[str]:
+    """Training pieces from a corpus of your own, the inputs `lit-prepare-corpus` takes (files, folders, globs
+    of .jsonl, .jsonl.gz, .jsonl.zst, .parquet, .txt, .arrow): its documents in sorted file order, up to
+    `max_chars`; bad rows are skipped."""
+    from lit_gpt.data.corpus import corpus_files, read_any
+
+    files, _ = corpus_files(inputs)
+    log = InputLog()
+    used = 0
+    for piece in _pieces((t for f in files for t in read_any(f, log, text_field)), max_piece_chars):
+        if used >= max_chars:
+            return
+        used += len(piece)
+        yield piece
+
+
 def train_tokenizer(
     out_dir: Path,
     slimpajama_dir: Path,
@@ -72,7 +89,7 @@ def train_tokenizer(
     max_piece_chars: int = 2000,
     num_threads: int = os.cpu_count() or 1,
 ) -> None:
-    """Train the tokenizer and write `tokenizer.model` and `tokenizer_config.json` into `out_dir`.
+    """Train the tokenizer on prose and code and write `tokenizer.model` and `tokenizer_config.json` into `out_dir`.
 
     Args:
         out_dir: output folder (created).
@@ -87,27 +104,47 @@ def train_tokenizer(
     for option, folder in (("slimpajama_dir", slimpajama_dir), ("starcoder_dir", starcoder_dir)):
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"--{option} {folder}: no such folder")
+    texts = training_text(slimpajama_dir, starcoder_dir, max_chars, max_piece_chars)
+    write_tokenizer(out_dir, texts, vocab_size, max_piece_chars, num_threads)
+
+
+def write_tokenizer(
+    out_dir: Path,
+    texts: Iterator[str],
+    vocab_size: int = 4096,
+    max_piece_chars: int = 2000,
+    num_threads: int = os.cpu_count() or 1,
+) -> None:
+    """Train the tokenizer on `texts` (pieces of at most `max_piece_chars`) and write `tokenizer.model` and
+    `tokenizer_config.json` into `out_dir`. Settings SentencePiece cannot train with (too small a vocabulary
+    for the characters of the text, no text at all) raise ValueError with its reason."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=training_text(slimpajama_dir, starcoder_dir, max_chars, max_piece_chars),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=vocab_size,
-        character_coverage=0.9995,
-        byte_fallback=True,
-        split_digits=True,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        allow_whitespace_only_pieces=True,
-        max_sentence_length=4 * max_piece_chars + 16,  # bytes, and UTF-8 takes up to 4 per character
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=num_threads,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=texts,
+            model_writer=model,
+            model_type="bpe",
+            vocab_size=vocab_size,
+            character_coverage=0.9995,
+            byte_fallback=True,
+            split_digits=True,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            max_sentence_length=4 * max_piece_chars + 16,  # bytes, and UTF-8 takes up to 4 per character
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=-1,
+            num_threads=num_threads,
+            minloglevel=2,
+        )
+    except RuntimeError as e:  # SentencePiece's checks: "INTERNAL: file(line) [condition] reason"
+        reason = str(e).split("] ", 1)[-1].strip() if "] " in str(e) else str(e).strip()
+        if "sentences_.empty()" in str(e):
+            reason = "no text to train on"
+        raise ValueError(f"cannot train a tokenizer of {vocab_size} pieces: {reason}") from None
     (out_dir / "tokenizer.model").write_bytes(model.getvalue())
     config = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")

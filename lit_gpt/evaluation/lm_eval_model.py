@@ -265,4 +265,4 @@ def lm_eval_cli() -> None:
     names = [t.strip() for t in (known.tasks or "").split(",") if t.strip()]
     if names:
         run_command(lambda: check_task_data_offline(task_manager(known.include_path, tuple(names)), names))
-    cli_evaluate()
+    run_command(cli_evaluate)  # a missing checkpoint in --model_args, say: one line

@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import Literal
 
 from lit_gpt.training.args import RunArgs
+from lit_gpt.training.option_checks import (
+    FRACTION,
+    RUN_RANGES,
+    above,
+    at_least,
+    check_path,
+    check_ranges,
+    check_run_paths,
+)
 
 
 @dataclass
@@ -60,3 +69,34 @@ class FinetuneArgs(RunArgs):
     lora_dropout: float = 0.05
     lora_targets: list[str] | None = None
     packed: bool = False
+
+
+FINETUNE_RANGES = {
+    **RUN_RANGES,
+    "val_fraction": FRACTION,
+    "max_seq_length": at_least(1),
+    "epochs": above(0),
+    "warmup_fraction": FRACTION,
+    "lora_alpha": above(0),  # LoRASettings checks the rank, the dropout and the targets
+}
+
+
+def check_finetune_options(args: FinetuneArgs) -> None:
+    """Raise for options out of range, paths of the wrong kind, adapter settings LoRA refuses and QLoRA on a
+    machine without its GPU, before Fabric starts and the checkpoint loads (`args` as given: those left unset
+    take the recipe's values, which are valid)."""
+    import torch  # here, not at the top: `lit-finetune --help` must not wait for torch
+
+    from lit_gpt.lora import check_qlora_available
+    from lit_gpt.sft.finetune import lora_settings
+
+    check_ranges(args, FINETUNE_RANGES)
+    check_run_paths(args)
+    check_path("checkpoint", args.checkpoint, "checkpoint")
+    check_path("tokenizer_dir", args.tokenizer_dir, "folder")
+    check_path("data", args.data, "file or folder")
+    check_path("val_data", args.val_data, "file or folder")
+    lora_settings(args)
+    if args.method == "qlora":
+        on_gpu = args.accelerator != "cpu" and torch.cuda.is_available()
+        check_qlora_available(torch.device("cuda" if on_gpu else "cpu"))

@@ -7,7 +7,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile
+
+from lit_gpt.exit_codes import CommandParser
 
 T = TypeVar("T")
 
@@ -41,7 +43,7 @@ class RunArgs:
         eval_interval_sec: Also validate whenever this many seconds of training (validation and saving not
             counted) have passed since the last validation (0: by steps only). The log's `train_sec` is that clock.
         save_interval: Checkpoint every N steps (and at the end and on SIGTERM/SIGINT).
-        keep_last: Keep only the newest K checkpoints (null: keep all).
+        keep_last: Keep only the newest K checkpoints, K >= 1 (null: keep all).
         async_checkpoint: Write the interval checkpoints while training goes on: the state is copied to
             CPU memory (pinned on GPUs) and a thread writes it; it completes (renamed into place) as soon
             as it is written, and the next save, the end of the run and a SIGTERM's save wait for that.
@@ -127,7 +129,7 @@ def parse_args(
 ) -> T:
     """Flags (and a YAML `--config`) for every field of the dataclass `cls`. `recipes` (label -> option ->
     value) adds to each option's help the value every recipe gives it when it is left unset."""
-    parser = ArgumentParser(description=description, default_config_files=[])
+    parser = CommandParser(description=description, default_config_files=[])
     parser.add_argument("--config", action=ActionConfigFile, help="A YAML file of these options.")
     parser.add_class_arguments(cls, nested_key=None, as_group=False)
     for action in parser._actions:  # jsonargparse has no public hook for per-option help

@@ -1,5 +1,6 @@
-"""Going on from a checkpoint in another way than resuming it: annealing branches (a decay started from
-any checkpoint of a run, written to a new out_dir) and changes of the data mix."""
+"""Going on from a checkpoint in another way than resuming it as it was: annealing branches (a decay started
+from any checkpoint of a run, written to a new out_dir), changes of the data mix and of the learning-rate
+schedule."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from lit_gpt.training.checkpointing import damage, read_train_state, resume_path
-from lit_gpt.training.schedule import schedule_from_options
+from lit_gpt.training.schedule import LRSchedule, schedule_from_options
 
 # Options an annealing branch never takes from the original run: they say where the branch comes from
 # and how long it lasts, or the model comes from the checkpoint itself.
@@ -62,6 +63,12 @@ def anneal_options(args) -> tuple[Any, Path]:
         raise ValueError(f"--anneal_from {source}: the checkpoint is damaged ({problem})")
     train_state = read_train_state(source)
     original, k = train_state["config"], int(train_state["step"])
+    if "train_sources" not in original:  # a fine-tuning checkpoint: its run has no data stream to go on with
+        kind = f"a {original['method']} fine-tuning checkpoint" if "method" in original else "not a pretraining one"
+        raise ValueError(
+            f"--anneal_from {source}: {kind}; an annealing branch goes on with a pretraining run's schedule and "
+            f"data stream: give a step-N folder of a lit-pretrain run"
+        )
     if original.get("out_dir") and Path(original["out_dir"]).resolve() == Path(args.out_dir).resolve():
         raise ValueError(
             f"--out_dir {args.out_dir} is the original run's: an annealing branch goes to a new one, "
@@ -111,3 +118,54 @@ def check_mix_change(saved: dict[str, Any], current: dict[str, Any], allowed: bo
             f"to go on with the new mix from here (PRETRAIN.md, Changing the data mix), or give the "
             f"checkpoint's mix again"
         )
+
+
+# The options the learning-rate schedule is made of.
+SCHEDULE_OPTIONS = (
+    "max_steps",
+    "max_tokens",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "lr_schedule",
+    "decay_steps",
+    "decay_fraction",
+    "decay_shape",
+)
+
+
+def _schedule_of(config: dict[str, Any], tokens_per_step: int) -> LRSchedule:
+    total = config.get("max_steps")
+    if config.get("max_tokens"):
+        total = -(-config["max_tokens"] // tokens_per_step)
+    return schedule_from_options(SimpleNamespace(**config), total)
+
+
+def _end(schedule: LRSchedule) -> str:
+    return "no decay" if schedule.kind == "constant" else f"{schedule.min_lr:.3g} at step {schedule.max_steps}"
+
+
+def check_schedule_change(
+    saved: dict[str, Any], current: dict[str, Any], tokens_per_step: int, step: int, allowed: bool
+) -> str | None:
+    """A resume at `step` whose options (`current`, a run config) give other learning rates than the
+    checkpoint's (`saved`): refused unless `allowed`, then returned as one line saying what changes. None
+    when the rates stay the same (a constant schedule made longer, say)."""
+    before, after = _schedule_of(saved, tokens_per_step), _schedule_of(current, tokens_per_step)
+    if before.rates_key == after.rates_key:
+        return None
+    options = ", ".join(
+        f"{name} {saved.get(name)} -> {current.get(name)}"
+        for name in SCHEDULE_OPTIONS
+        if saved.get(name) != current.get(name)
+    )
+    change = f"{options}: step {step + 1} trains at lr {after(step):.3g} instead of {before(step):.3g}"
+    if _end(after) != _end(before):
+        change += f", the schedule ends with {_end(after)} instead of {_end(before)}"
+    if not allowed:
+        raise ValueError(
+            f"cannot resume with another learning-rate schedule ({change}); pass --allow_schedule_change true to "
+            f"go on with the new schedule from here (PRETRAIN.md, Resuming with another schedule), or give the "
+            f"checkpoint's values again"
+        )
+    return change

@@ -12,10 +12,14 @@ from lit_gpt.training.args import RunArgs
 
 @dataclass
 class PretrainArgs(RunArgs):
-    """Options of a pretraining run. Options left at null take the recipe's value: the TinyLlama
-    recipe when --data_dir is given, the embedded demo otherwise.
+    """Options of a pretraining run. Options left at null take the recipe's value: the `recipe` named, else
+    the TinyLlama recipe when --data_dir is given, the embedded demo otherwise.
 
     Args:
+        recipe: The recipe for a run on prepared data (--data_dir): "tinyllama" (the default: TinyLlama
+            1.1B, global batch 1024 x 2048, 1,430,512 steps) or "small" (the demo's ~5M-parameter model with
+            the tokenizer's vocabulary, global batch 16 x 256, 300 steps, minutes on a CPU; give
+            --train_sources and, to validate, --val_prefix).
         data_dir: Folder of packed shards (`{prefix}_*.bin` with `{prefix}.manifest.json`). Null: the
             sample corpus shipped with the package, prepared into `{out_dir}/data` on first use.
         tokenizer_dir: Tokenizer folder the shards were made with; checked against the manifests and
@@ -48,7 +52,12 @@ class PretrainArgs(RunArgs):
             options left unset are the original run's. The original run is not touched.
         allow_mix_change: Resume (or anneal) with a different train_sources mix; each source goes on from
             the samples it had delivered (PRETRAIN.md, "Changing the data mix").
+        allow_schedule_change: Resume with options that change the learning rates (max_steps, max_tokens, lr,
+            min_lr, warmup_steps, lr_schedule, decay_*): the new schedule applies from the resumed step on,
+            as if the run had had it from the start (PRETRAIN.md, "Resuming with another schedule").
     """
+
+    recipe: Literal["tinyllama", "small"] | None = None
 
     data_dir: Path | None = None
     tokenizer_dir: Path | None = None
@@ -73,3 +82,4 @@ class PretrainArgs(RunArgs):
     decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
     anneal_from: Path | None = None
     allow_mix_change: bool = False
+    allow_schedule_change: bool = False

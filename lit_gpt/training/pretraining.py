@@ -17,8 +17,8 @@ from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training.args import RunArgs  # noqa: F401  (re-exported)
 from lit_gpt.training.checkpointing import read_train_state
-from lit_gpt.training.continuation import anneal_options, check_mix_change
-from lit_gpt.training.option_checks import check_pretrain_options
+from lit_gpt.training.continuation import anneal_options, check_mix_change, check_schedule_change
+from lit_gpt.training.option_checks import check_pretrain_options, check_vocab_fits
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.pretrain_args import PretrainArgs  # noqa: F401  (re-exported)
 from lit_gpt.training.run import run_config_of, start_run
@@ -40,7 +40,9 @@ def resolve(args: PretrainArgs, recipe: Mapping[str, Any]) -> PretrainArgs:
     return PretrainArgs(**filled)
 
 
-def model_config_for(args: PretrainArgs, initial_config: Config | None, tokenizer=None, demo: bool = False) -> Config:
+def model_config_for(
+    args: PretrainArgs, initial_config: Config | None, tokenizer=None, vocab_from_tokenizer: bool = False
+) -> Config:
     overrides: dict[str, Any] = {"kernels": args.kernels} if args.kernels else {}
     if args.document_mask:
         if tokenizer is None or tokenizer.bos_id is None:
@@ -52,13 +54,15 @@ def model_config_for(args: PretrainArgs, initial_config: Config | None, tokenize
         return Config.from_dict({**initial_config.to_dict(), **overrides})
     if args.model_config is not None:
         return Config.from_dict({**Config.from_file(args.model_config).to_dict(), **overrides})
-    if demo:
-        overrides["vocab_size"] = tokenizer.vocab_size  # the demo model takes the sample tokenizer's size
+    if vocab_from_tokenizer:
+        overrides["vocab_size"] = tokenizer.vocab_size  # the demo-size model takes the tokenizer's size
     return Config.from_name(args.model_name, **overrides)
 
 
 def check_data(args: PretrainArgs, tokenizer, config: Config) -> None:
     """Refuse, before any training, data the model cannot read or that another tokenizer made."""
+    if tokenizer is not None:
+        check_vocab_fits(config, tokenizer.vocab_size, args.tokenizer_dir)
     prefixes = list(args.train_sources) + ([args.val_prefix] if args.val_prefix else [])  # "" = no validation
     for prefix in prefixes:
         unchecked = check_source(
@@ -103,7 +107,7 @@ def pretrain(
         initial_config = Config.from_file(Path(run.resume_from) / "model_config.yaml")
     elif branch_from is not None:
         initial_config = Config.from_file(Path(branch_from) / "model_config.yaml")
-    config = model_config_for(args, initial_config, tokenizer, demo)
+    config = model_config_for(args, initial_config, tokenizer, vocab_from_tokenizer=demo or args.recipe == "small")
     if demo:
         args = dataclasses.replace(args, model_name=config.name)
     check_data(args, tokenizer, config)
@@ -142,17 +146,25 @@ def pretrain(
     optimizer = run.setup_optimizer(args, model)
     run_config = run_config_of(args)
     load_from = run.resume_from or branch_from
+    schedule_change = None
     if load_from is not None:
-        check_mix_change(read_train_state(load_from)["config"], run_config, args.allow_mix_change)
+        saved = read_train_state(load_from)
+        check_mix_change(saved["config"], run_config, args.allow_mix_change)
+        if run.resume_from is not None:
+            schedule_change = check_schedule_change(
+                saved["config"], run_config, plan.tokens_per_step, int(saved["step"]), args.allow_schedule_change
+            )
     fixed = _FIXED_ON_RESUME if run.resume_from is not None else _FIXED_ON_BRANCH
     state, _ = run.resume(
         load_from, config, run_config, fixed, model, optimizer, train_loader, allow_mix_change=args.allow_mix_change
     )
     if run.resume_from is not None:
         fabric.print(f"resumed from {run.resume_from} at step {state['step']} ({state['tokens']:,} tokens)")
+        if schedule_change:
+            fabric.print(f"learning-rate schedule changed on resume: {schedule_change}")
     elif branch_from is not None:
         fabric.print(
-            f"annealing branch from {branch_from} at step {state['step']}: lr {schedule(state['step']):.3g} "
+            f"annealing branch from {branch_from} at step {state['step']}: lr {args.lr:.3g} "
             f"-> {args.min_lr:.3g} ({args.decay_shape}) over {args.decay_steps} steps"
         )
     extra_files = run.write_configs(config, run_config, tokenizer)

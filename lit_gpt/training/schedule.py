@@ -58,11 +58,13 @@ DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
 class LRSchedule:
     """The learning rate by optimizer step. Every kind starts with a linear warmup from 0 to `lr` over
     `warmup_steps`; then
-      - "cosine": cosine decay to `min_lr` at `max_steps`;
+      - "cosine": cosine decay to `min_lr` over the remaining steps;
       - "wsd" (warmup-stable-decay): `lr` until the last `decay_steps` steps, which decay to `min_lr`
-        at `max_steps` along `decay_shape` ("linear", "cosine" or "1-sqrt": lr drops as the square root
-        of the decay's progress, fastest at its start);
+        along `decay_shape` ("linear", "cosine" or "1-sqrt": lr drops as the square root of the decay's
+        progress, fastest at its start);
       - "constant": `lr` for good (`min_lr` unused).
+    Like the warmup, whose last step takes `lr`, a decay of n steps ends on its target: step i of it
+    (0-based) is (i + 1) / n of the way, so the run's last step, max_steps - 1, takes `min_lr`.
     A WSD run may branch off into a decay at any of its checkpoints (annealing, PRETRAIN.md)."""
 
     lr: float
@@ -99,6 +101,16 @@ class LRSchedule:
             raise ValueError(f"decay_steps applies to the wsd schedule only, not to {self.kind!r}")
 
     @property
+    def rates_key(self) -> tuple:
+        """What the rates depend on: two schedules with the same key give every step the same rate (a constant
+        schedule's length, for one, does not matter)."""
+        if self.kind == "constant":
+            return (self.kind, self.lr, self.warmup_steps)
+        if self.kind == "cosine":
+            return (self.kind, self.lr, self.min_lr, self.warmup_steps, self.max_steps)
+        return (self.kind, self.lr, self.min_lr, self.warmup_steps, self.max_steps, self.decay_steps, self.decay_shape)
+
+    @property
     def decay_start(self) -> int:
         """The first step of the decay (cosine: the end of the warmup; constant: never, max_steps)."""
         if self.kind == "wsd":
@@ -116,7 +128,7 @@ class LRSchedule:
         start = self.decay_start
         if step < start:
             return self.lr
-        progress = (step - start) / (self.max_steps - start)
+        progress = (step - start + 1) / (self.max_steps - start)
         shape = "cosine" if self.kind == "cosine" else self.decay_shape
         if shape == "cosine":
             factor = 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -202,7 +202,7 @@ def test_a_crafted_adapter_checkpoint_runs_nothing_on_resume(tmp_path, lora_refe
 
 
 def test_qlora_and_bad_options_stop_with_a_message(tmp_path, tiny_checkpoint):
-    with pytest.raises(RuntimeError, match="QLoRA .* needs a CUDA GPU"):
+    with pytest.raises(ValueError, match="QLoRA .* needs a CUDA GPU"):
         finetune(run_args(tiny_checkpoint, tmp_path / "q", method="qlora"))
     with pytest.raises(ValueError, match="lora_targets"):
         finetune(run_args(tiny_checkpoint, tmp_path / "t", method="lora", lora_targets=["attn.q"]))

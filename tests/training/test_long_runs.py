@@ -91,7 +91,8 @@ def test_annealing_branch_equals_a_wsd_run_that_decays_at_k(
     assert {s: losses(constant_run)[s] for s in range(1, 9)} == {s: expected[s] for s in range(1, 9)}
     lr = dict(read_metrics(branch / "metrics.csv")["lr"])
     assert lr == {s: v for s, v in read_metrics(wsd / "metrics.csv")["lr"] if s > 8}
-    assert lr[12] < lr[10] < lr[9] == 3e-3  # the decay starts from the plateau
+    assert lr[12] < lr[10] < lr[9] < 3e-3  # the decay starts from the plateau ...
+    assert lr[12] == pytest.approx(3e-4)  # ... and its last step trains at the min_lr of the original run
     assert [s for s, _ in list_checkpoints(branch / "checkpoints")] == [12]
     assert read_train_state(branch / "checkpoints" / "step-000000012")["config"]["anneal_from"] == str(source)
     assert snapshot(constant_run) == before and damage(source) is None  # the original run is untouched

@@ -23,12 +23,12 @@ def test_a_changed_model_config_is_refused_before_loading_weights(
         match=r"cannot resume from .*step-000000001: the model config differs .*rope_base: "
         r"10000.* -> 20000",
     ):
-        short_run(out, prepared_sample, sample_tokenizer, config_file, max_steps=2)
+        short_run(out, prepared_sample, sample_tokenizer, config_file)
     # another model altogether: our message, not a missing key of the weights
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({**edited, "rope_base": 10000, "n_layer": 3}))
     with pytest.raises(ValueError, match=r"cannot resume .*n_layer: 2 -> 3"):
-        short_run(out, prepared_sample, sample_tokenizer, other, max_steps=2)
+        short_run(out, prepared_sample, sample_tokenizer, other)
 
 
 def test_the_non_finite_stop_names_the_checkpoint_before_the_divergence(
