@@ -121,7 +121,7 @@ MISTAKES = [
         "--checkpoint {ckpt} --method lora --lora_targets '[attn.q]' --out_dir {out}/sft",
         "lora_targets ['attn.q']: choose among",
     ),
-    ("train_tokenizer", "--out_dir {out}/tok --vocab_size 100", "--vocab_size 100 is out of range"),
+    ("train_tokenizer", "--out_dir {out}/tok --vocab_size 100", "--vocab_size 100: must be more than the 259"),
     ("generate", "--checkpoint {ckpt} --max_new_tokens -1", "max_new_tokens must be >= 0"),
     ("generate", "--checkpoint {ckpt} --device gpu0", "device 'gpu0' is not one of"),
     # garbage config files
@@ -179,7 +179,7 @@ def test_a_mistake_is_one_line_and_exit_2(command, options, says, paths, tmp_pat
 IN_A_PROCESS = [
     ("serve", "", "missing --checkpoint"),
     ("verify_data", "--data_dir {file}", "--data_dir {file}: a file, where a folder is expected"),
-    ("train_tokenizer", "--out_dir {out}/tok --vocab_size 100", "--vocab_size 100 is out of range"),
+    ("train_tokenizer", "--out_dir {out}/tok --vocab_size 100", "--vocab_size 100: must be more than the 259"),
 ]
 
 
