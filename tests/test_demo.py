@@ -1,6 +1,6 @@
 """The demo's knobs: `make demo STEPS=N` reaches the pretraining's --max_steps, through the Makefile and
 scripts/demo.sh (the Python interpreter is a stand-in that records how it was called, so no training
-runs)."""
+runs), and `lit-finetune --method lora` without --checkpoint takes the demo LoRA recipe."""
 
 from __future__ import annotations
 
@@ -45,3 +45,15 @@ def test_steps_reach_max_steps(tmp_path):
 def test_no_steps_leaves_the_recipe_max_steps(tmp_path):
     assert "--max_steps" not in pretrain_call(tmp_path)
 
+
+@pytest.mark.parametrize(("method", "lr"), [("full", 1e-3), ("lora", 1e-2)])
+def test_demo_fine_tune_recipe_by_method(method, lr):
+    """LoRA on the demo model takes its own recipe: the full fine-tune's lr barely moves the adapters."""
+    from lit_gpt.cli.finetune import parse_args, recipe_name
+    from lit_gpt.cli.shipped import recipe
+    from lit_gpt.sft.finetune import resolve
+
+    args = parse_args(["--method", method])
+    resolved = resolve(args, recipe(recipe_name(args)))
+    assert resolved.lr == lr
+    assert str(resolved.out_dir) == {"full": "out/demo_sft", "lora": "out/demo_lora"}[method]
