@@ -1,6 +1,7 @@
 # One entry point for the demo and the tests. `make test` builds a fresh virtual environment
 # (.venv) with the CPU build of torch that lies on disk, installs the package with its test
-# extras, and runs the CPU test suite. `make demo` runs the whole path on the embedded sample.
+# extras, and runs the CPU test suite. `make demo` runs the whole path on the embedded sample;
+# `make demo STEPS=600` pretrains for that many steps instead of the demo recipe's max_steps.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,6 +9,8 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 TRITON_PIN ?= triton==3.8.0
 OUT ?= out/demo
+# empty: the demo recipe's max_steps (lit_gpt/cli/recipes/demo.yaml)
+STEPS ?=
 
 .PHONY: venv lint test test-cuda demo sft-demo chat-sample clean
 
@@ -30,10 +33,10 @@ test-cuda: $(PY)
 	$(PY) -m pytest -m cuda -q tests
 
 demo: $(PY)
-	bash scripts/demo.sh $(PY) $(OUT)
+	bash scripts/demo.sh $(PY) $(OUT) $(STEPS)
 
 sft-demo: $(PY)
-	test -d $(OUT)/checkpoints || $(PY) pretrain/tinyllama.py --out_dir $(OUT)
+	test -d $(OUT)/checkpoints || $(PY) pretrain/tinyllama.py --out_dir $(OUT) $(if $(STEPS),--max_steps $(STEPS))
 	$(PY) sft/finetune.py
 	$(PY) sft/simple_inference.py --prompt "How do I reverse a list in Python?"
 

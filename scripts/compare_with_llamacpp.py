@@ -1,7 +1,7 @@
 """Greedy tokens of a checkpoint here and of its GGUF export in llama.cpp, side by side.
 
-    python scripts/convert_to_gguf.py --checkpoint out/demo/checkpoints/step-000000300 --output demo-f16.gguf
-    python scripts/compare_with_llamacpp.py --checkpoint out/demo/checkpoints/step-000000300 --gguf demo-f16.gguf
+    python scripts/convert_to_gguf.py --checkpoint out/demo/checkpoints/step-000000250 --output demo-f16.gguf
+    python scripts/compare_with_llamacpp.py --checkpoint out/demo/checkpoints/step-000000250 --gguf demo-f16.gguf
 
 Needs llama-cpp-python (`pip install llama-cpp-python`, which builds llama.cpp from source); it is
 not a dependency of this project. Both sides decode greedily in fp32 from the same prompt ids

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The whole path on the embedded sample: train a tokenizer on it, pack it into shards, pretrain a
 # ~5M-parameter model, convert the last checkpoint to a Hugging Face folder, generate from it with
-# our sampler and with transformers. Usage: bash scripts/demo.sh [python] [out_dir]
+# our sampler and with transformers. Usage: bash scripts/demo.sh [python] [out_dir] [steps]
+# (`make demo STEPS=N`): steps, when given, replaces the demo recipe's max_steps
+# (lit_gpt/cli/recipes/demo.yaml).
 set -euo pipefail
 PY=${1:-python}
 OUT=${2:-out/demo}
+STEPS=${3:-}
 cd "$(dirname "$0")/.."
 
 rc=0
-"$PY" pretrain/tinyllama.py --out_dir "$OUT" || rc=$?
+"$PY" pretrain/tinyllama.py --out_dir "$OUT" ${STEPS:+--max_steps "$STEPS"} || rc=$?
 if [ "$rc" -eq 75 ]; then  # stopped by a signal after saving (PRETRAIN.md, "Exit codes")
     echo "pretraining stopped and saved; run the demo again to continue it" >&2
     exit 75

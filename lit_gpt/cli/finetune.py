@@ -6,7 +6,8 @@ With no arguments it fine-tunes the demo pretraining run's newest checkpoint (`l
 out/demo) on the chat sample shipped with the package (lit_gpt/cli/demo_data/chat_sample) with the Zephyr
 template, for a couple of minutes on a CPU. For a real model: `lit-finetune --checkpoint checkpoints/tinyllama
 --data guanaco.jsonl --template guanaco`; options left unset take the TinyLlama chat recipe
-(lit_gpt/cli/recipes/sft_tinyllama.yaml; sft_lora.yaml for LoRA and QLoRA). See SFT.md.
+(lit_gpt/cli/recipes/sft_tinyllama.yaml; sft_lora.yaml for LoRA and QLoRA; sft_demo_lora.yaml for LoRA on
+the demo). See SFT.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from lit_gpt.training.args import parse_args as parse_dataclass_args
 
 
 def recipes() -> dict[str, dict[str, Any]]:
-    return {"TinyLlama chat recipe": recipe("sft_tinyllama", FinetuneArgs), "demo": recipe("sft_demo", FinetuneArgs)}
+    return {
+        "TinyLlama chat recipe": recipe("sft_tinyllama", FinetuneArgs),
+        "demo": recipe("sft_demo", FinetuneArgs),
+        "demo LoRA": recipe("sft_demo_lora", FinetuneArgs),
+    }
 
 
 def parse_args(argv=None) -> FinetuneArgs:
@@ -32,7 +37,7 @@ def parse_args(argv=None) -> FinetuneArgs:
 
 def recipe_name(args: FinetuneArgs) -> str:
     if args.checkpoint is None:
-        return "sft_demo"
+        return "sft_demo" if args.method == "full" else "sft_demo_lora"
     return "sft_tinyllama" if args.method == "full" else "sft_lora"
 
 
