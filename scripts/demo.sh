@@ -24,6 +24,11 @@ CKPT=$(ls -d "$OUT"/checkpoints/step-* | sort -V | tail -n 1)
     --temperature 0.8 --top_k 50 --seed 0
 "$PY" - "$OUT/hf" <<'PYEOF'
 import sys
+try:  # transformers imports torchao where it is installed: first quietly, without its irrelevant load failures
+    from lit_gpt.training.float8 import import_torchao_float8
+    import_torchao_float8()
+except ImportError:
+    pass
 from transformers import AutoTokenizer, LlamaForCausalLM
 folder = sys.argv[1]
 tok = AutoTokenizer.from_pretrained(folder)

@@ -149,7 +149,7 @@ def optimizer_changed(load_from: Path, saved: dict[str, Any], current: dict[str,
     if not current.get("allow_optimizer_change"):
         raise ValueError(
             f"cannot resume from {load_from}: it was trained with --optimizer {was}, this run asks for {now}. "
-            f"Give --optimizer {was} to go on as before, or --allow_optimizer_change to go on with {now} from a "
+            f"Give --optimizer {was} to go on as before, or --allow_optimizer_change true to go on with {now} from a "
             f"fresh optimizer state (weights, step and data position kept)"
         )
     return True
