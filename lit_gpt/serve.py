@@ -45,6 +45,7 @@ from lit_gpt.model import GPT
 from lit_gpt.sft.inference import StopStream
 from lit_gpt.sft.templates import ChatTemplate, SegmentEncoder
 from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.training.option_checks import check_path
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: some 250k tokens of English text, more than any context served here
 # Sampling divides the logits by the temperature: below this the draw differs from the argmax only between
@@ -802,6 +803,8 @@ def serve(
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV)
     check_options(port, max_batch, max_body_bytes, seed, api_key)
+    check_path("checkpoint", checkpoint, "checkpoint")  # a LoRA run, a file of the wrong kind: said in one line
+    check_path("tokenizer_dir", tokenizer_dir, "folder")
     sock = listening_socket(host, port)
     try:
         served = load_served_model(checkpoint, name, template, device, dtype, tokenizer_dir)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Literal
 
 from lit_gpt.exit_codes import run_cli
-from lit_gpt.training.option_checks import check_path
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # lit_gpt.serve's; repeated here so that `--help` does not wait for torch
 
@@ -67,8 +66,6 @@ def serve_model(
     """
     from lit_gpt.serve import serve  # here, not at the top: `--help` must not wait for torch
 
-    check_path("checkpoint", checkpoint, "checkpoint")
-    check_path("tokenizer_dir", tokenizer_dir, "folder")
     serve(
         checkpoint,
         name=name,

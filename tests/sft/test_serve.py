@@ -486,7 +486,7 @@ def test_a_missing_checkpoint_or_a_taken_port_stops_the_command_in_one_line(tmp_
     port = str(taken.getsockname()[1])
     (tmp_path / "empty").mkdir()
     cases = [
-        (["--checkpoint", str(tmp_path / "missing")], f"checkpoint {tmp_path / 'missing'} not found"),
+        (["--checkpoint", str(tmp_path / "missing")], f"--checkpoint {tmp_path / 'missing'}: no such file or folder"),
         (["--checkpoint", str(tmp_path / "empty")], "no checkpoint found"),
         (["--checkpoint", str(tiny_checkpoint), "--port", port], f"cannot listen on 127.0.0.1:{port}"),
     ]
