@@ -232,7 +232,8 @@ def test_preparation_says_once_why_the_fast_path_is_off(tmp_path, llama2_shaped_
     tokens = np.concatenate([open_shard(read_header(p)) for p in sorted((tmp_path / "out").glob("train_x_*.bin"))])
     np.testing.assert_array_equal(
         # whitespace-only documents are dropped in preparation (and counted): the rest, in order
-        tokens, [i for _ in range(2) for t in hard_texts() if t.strip() for i in tok.encode(t, bos=True, eos=True)]
+        tokens,
+        [i for _ in range(2) for t in hard_texts() if t.strip() for i in tok.encode(t, bos=True, eos=True)],
     )
 
 
