@@ -12,7 +12,7 @@ baseline. Prints a table last; `--json` keeps the numbers.
 `--grad_accum N` takes N micro batches per optimizer step (as real runs do), for every variant alike.
 
 A variant is `hf` or
-`<kernels>[+compile|+autotune|+graph][+cdt|+notune][+fp8|+fp8row][+fp8fast][+fusedmlp][+inductorops][+ac|+ac-mlp][+docmask]`:
+`<kernels>[+compile|+autotune|+graph][+cdt|+notune][+fp8|+fp8row][+fp8fast][+fusedmlp][+inductorops][+ac|+ac-mlp][+docmask][+fa4|+flex|+sdpa]`:
 kernels one of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
 max-autotune-no-cudagraphs; `graph`: the whole model and its loss as one graph; `cdt`: Inductor's
 coordinate-descent tuning of its generated kernels, which float8 variants get without asking, as in the
@@ -23,7 +23,9 @@ for the forward only); `fusedmlp` replaces each MLP's gate and up projections by
 width (a probe of that layout; the model keeps two); `inductorops` keeps the kernels' fused cross-entropy
 but takes torch's RMSNorm, RoPE and SwiGLU, which compiled blocks leave to Inductor to generate and fuse
 with their neighbours (a probe); `ac` recomputes whole blocks in the backward pass, `ac-mlp` only their
-MLPs; `docmask` keeps attention inside documents (FlexAttention).
+MLPs; `docmask` keeps attention inside documents (FlexAttention unless the attention is named); `fa4`,
+`flex`, `sdpa` choose the attention kernel (lit_gpt.attention; `fa4` needs flash-attn-4 installed, and takes
+the document mask through its variable-length interface).
 `--doc_len N` starts documents (BOS) at random places,
 N tokens apart on average, in every variant's data. `--profile` adds, per configuration, the GPU time
 of one step by kind of kernel (matmul, attention, Triton, optimizer, other, idle) and the 25 longest kernels.
@@ -73,6 +75,9 @@ VARIANT_FLAGS = (
     "ac",
     "ac-mlp",
     "docmask",
+    "fa4",
+    "flex",
+    "sdpa",
 )
 
 
@@ -122,6 +127,7 @@ def run_one(
         block_size=seq_len,
         kernels="torch" if kernels == "hf" else kernels,
         document_mask="docmask" in flags,
+        attention=next((a for a in ("fa4", "flex", "sdpa") if a in flags), "auto"),
     )
     if kernels == "hf":
         from transformers import LlamaConfig, LlamaForCausalLM

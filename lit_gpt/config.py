@@ -29,6 +29,8 @@ class Config:
     rope_condense_ratio: float = 1.0
     # Which implementation of the norm/RoPE/SwiGLU/cross-entropy functions to use (lit_gpt.ops).
     kernels: str = "auto"
+    # Which attention kernel training and prefill use: "auto", "sdpa", "flex" or "fa4" (lit_gpt.attention).
+    attention: str = "auto"
     # Keep attention inside each packed document: a token attends only to earlier tokens after the
     # latest `bos_id` (every prepared document starts with BOS). Training forward only; generation
     # with a KV cache sees one prompt and stays plainly causal.
@@ -40,6 +42,7 @@ class Config:
     padded_vocab_size: int = field(init=False)
 
     def __post_init__(self) -> None:
+        from lit_gpt.attention import CHOICES as ATTENTION_CHOICES
         from lit_gpt.ops import BACKENDS
 
         def fail(msg: str) -> None:
@@ -71,6 +74,8 @@ class Config:
             fail(f"bos_id must be a non-negative integer, got {self.bos_id!r}")
         if self.kernels not in BACKENDS:
             fail(f"kernels={self.kernels!r} is not one of {', '.join(BACKENDS)}")
+        if self.attention not in ATTENTION_CHOICES:
+            fail(f"attention={self.attention!r} is not one of {', '.join(ATTENTION_CHOICES)}")
         self.head_size = self.n_embd // self.n_head
         m = self.padding_multiple
         self.padded_vocab_size = (self.vocab_size + m - 1) // m * m

@@ -61,6 +61,8 @@ def load_for_inference(
     state_dict, config = load_any_checkpoint(path)
     if kernels is not None:
         config = replace(config, kernels=kernels)
+    # the kernel a training run chose need not be installed where its checkpoint is used
+    config = replace(config, attention="auto")
     model = model_from_state_dict(state_dict, config, device, dtype).eval()
     folder = Path(tokenizer_dir) if tokenizer_dir is not None else checkpoint_folder(path)
     tokenizer = Tokenizer(folder) if require_tokenizer or tokenizer_dir is not None or has_tokenizer(folder) else None

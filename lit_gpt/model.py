@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
+from lit_gpt.attention import Segments, document_segments, fa4_attention, resolve
 from lit_gpt.config import Config
 from lit_gpt.ops import get_ops
 
@@ -78,6 +79,9 @@ class CausalSelfAttention(nn.Module):
         qkv = self.qkv(x).view(B, T, c.n_head + 2 * c.n_query_groups, c.head_size)
         q, k, v = qkv.split((c.n_head, c.n_query_groups, c.n_query_groups), dim=2)
         q, k = self.ops.apply_rope(q, k, cos, sin)
+        if isinstance(mask, Segments):  # flash-attn-4 takes the (B, T, heads, head_size) layout as it is
+            y = fa4_attention(q.contiguous(), k.contiguous(), v.contiguous(), mask)
+            return self.proj(y.reshape(B, T, c.n_head * c.head_size))
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, head_size)
         if input_pos is not None:
             if self.kv_cache is None:
@@ -122,7 +126,7 @@ def _compiled_flex_attention():
 def document_causal_mask(idx: torch.Tensor, bos_id: int, flex: bool | None = None):
     """Causal attention that does not cross the start of a packed document (a `bos_id` token).
 
-    A FlexAttention block mask (the default on CUDA), which skips the tiles between documents
+    A FlexAttention block mask (`flex`; None: on CUDA), which skips the tiles between documents
     entirely; or (FlexAttention has no CPU backward) a dense (B, 1, T, T) boolean mask for SDPA."""
     B, T = idx.shape
     doc = torch.cumsum(idx == bos_id, dim=1)  # document number of every position
@@ -254,6 +258,20 @@ class GPT(nn.Module):
             block.attn.kv_cache = None
 
     # --- forward -------------------------------------------------------------------------------
+    def training_mask(self, idx: torch.Tensor):
+        """What the blocks' attention gets in a forward without a KV cache, by `config.attention`
+        (lit_gpt.attention): None (SDPA, causal), a dense or block document mask, or fa4's segments."""
+        c = self.config
+        choice = resolve(c.attention, c.document_mask, idx.device)
+        if choice == "fa4":
+            return document_segments(idx, c.bos_id) if c.document_mask else Segments(None, idx.size(1))
+        if c.document_mask:
+            return document_causal_mask(idx, c.bos_id, flex=choice == "flex")
+        if choice == "flex":
+            T = idx.size(1)
+            return create_block_mask(lambda b, h, q, kv: q >= kv, None, None, T, T, device=idx.device)
+        return None
+
     def forward(
         self,
         idx: torch.Tensor,
@@ -275,7 +293,7 @@ class GPT(nn.Module):
             if T > self.max_seq_length:
                 raise ValueError(f"sequence of length {T} exceeds max_seq_length {self.max_seq_length}")
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
-            mask = document_causal_mask(idx, self.config.bos_id) if self.config.document_mask else None
+            mask = self.training_mask(idx)
         else:
             cos, sin = self.rope_cos.index_select(0, input_pos), self.rope_sin.index_select(0, input_pos)
             # attend to every cached position up to each query's own position. Eagerly the keys stop at

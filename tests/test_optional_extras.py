@@ -11,7 +11,7 @@ from data_helpers import ROOT
 
 # setup.py's extras and test-only packages: none is in requirements.txt
 OPTIONAL = ["fastapi", "uvicorn", "openai", "gguf", "lm_eval", "torchao", "transformers", "matplotlib", "accelerate"]
-OPTIONAL += ["liger_kernel", "bitsandbytes", "wandb", "llama_cpp"]
+OPTIONAL += ["liger_kernel", "bitsandbytes", "wandb", "llama_cpp", "flash_attn"]
 
 # not installed, as far as the process can tell: the path finder does not find them, and their distributions'
 # metadata is not found either (torchmetrics, under lightning, asks for it before importing some of them)

@@ -39,7 +39,7 @@ from lit_gpt.sft.data import (
 from lit_gpt.sft.finetune_args import FinetuneArgs  # noqa: F401  (re-exported)
 from lit_gpt.sft.templates import TEMPLATES, SegmentEncoder, get_template, hf_tokenizer_config
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training.args import RunArgs  # noqa: F401  (re-exported)
+from lit_gpt.training.args import RunArgs, runtime_overrides  # noqa: F401  (RunArgs re-exported)
 from lit_gpt.training.checkpointing import TRAIN_STATE, find_checkpoint, latest_checkpoint
 from lit_gpt.training.parallel import unwrap
 from lit_gpt.training.run import run_config_of, start_run
@@ -158,8 +158,8 @@ def finetune(
         if lora is not None:
             base_digest = base_weights_sha256(initial_state)
             initial_state = {**initial_state, **lora_init_state(config, lora, args.seed)}
-    if args.kernels:
-        config = Config.from_dict({**config.to_dict(), "kernels": args.kernels})
+    if overrides := runtime_overrides(args):
+        config = Config.from_dict({**config.to_dict(), **overrides})
     if args.packed:
         # the document mask starts a new conversation at each BOS: every rendered conversation begins with one
         if tokenizer.bos_id is None:

@@ -64,6 +64,8 @@ class RunArgs:
         float8_min_features: float8 only for linears whose both dimensions are at least this (smaller
             ones lose more to the casts than they gain).
         kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
+        attention: Override the model config's attention kernel: "auto" (SDPA; FlexAttention for the
+            document mask on GPUs), "sdpa", "flex" or "fa4" (flash-attn-4, an optional extra, Hopper and newer).
         tensorboard: Also log to TensorBoard.
         wandb_project: Also log to Weights & Biases under this project (offline unless wandb_online).
         wandb_online: Sync W&B logs to the server.
@@ -102,6 +104,7 @@ class RunArgs:
     float8: Literal["tensorwise", "rowwise"] | None = None
     float8_min_features: int = 1024
     kernels: str | None = None
+    attention: Literal["auto", "sdpa", "flex", "fa4"] | None = None
     tensorboard: bool = True
     wandb_project: str | None = None
     wandb_online: bool = False
@@ -138,3 +141,8 @@ def parse_args(
             action.help = f"{action.help or ''} {note}".strip()
     ns = parser.parse_args(argv)
     return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})
+
+
+def runtime_overrides(args: RunArgs) -> dict[str, Any]:
+    """The model-config fields a run's flags override: the kernels, not what the weights mean."""
+    return {name: getattr(args, name) for name in ("kernels", "attention") if getattr(args, name)}

@@ -582,7 +582,7 @@ def read_train_state(path: Path) -> dict[str, Any]:
 
 
 # Model-config fields that may differ on resume: they choose kernels, not what the weights mean.
-_RUNTIME_CONFIG_FIELDS = ("kernels",)
+_RUNTIME_CONFIG_FIELDS = ("kernels", "attention")
 
 
 def check_model_config(path: Path, config) -> None:

@@ -53,11 +53,13 @@ def apply_compile(
         import torch._inductor.config as inductor_config
 
         inductor_config.coordinate_descent_tuning = True
+    # flash-attn-4 is called outside the graph (lit_gpt.attention), which splits a block in two graphs
+    fullgraph = model.config.attention != "fa4"
     if whole_model:
-        model.compile(fullgraph=True, mode=mode)
+        model.compile(fullgraph=fullgraph, mode=mode)
         return
     for block in model.transformer.h:
-        block.compile(fullgraph=True, mode=mode)
+        block.compile(fullgraph=fullgraph, mode=mode)
 
 
 def materialize(model: GPT, device: torch.device) -> None:

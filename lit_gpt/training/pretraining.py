@@ -15,7 +15,7 @@ from lit_gpt.config import Config
 from lit_gpt.data import build_train_loader, build_val_loader, check_source
 from lit_gpt.model import flops_per_token, num_parameters
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training.args import RunArgs  # noqa: F401  (re-exported)
+from lit_gpt.training.args import RunArgs, runtime_overrides  # noqa: F401  (RunArgs re-exported)
 from lit_gpt.training.checkpointing import read_train_state
 from lit_gpt.training.continuation import anneal_options, check_mix_change, check_schedule_change
 from lit_gpt.training.option_checks import check_pretrain_options, check_vocab_fits
@@ -43,7 +43,7 @@ def resolve(args: PretrainArgs, recipe: Mapping[str, Any]) -> PretrainArgs:
 def model_config_for(
     args: PretrainArgs, initial_config: Config | None, tokenizer=None, vocab_from_tokenizer: bool = False
 ) -> Config:
-    overrides: dict[str, Any] = {"kernels": args.kernels} if args.kernels else {}
+    overrides: dict[str, Any] = runtime_overrides(args)
     if args.document_mask:
         if tokenizer is None or tokenizer.bos_id is None:
             raise ValueError("--document_mask finds documents by their BOS token: give a --tokenizer_dir that has one")

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
+from lit_gpt.attention import check as check_attention
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.args import RunArgs
@@ -18,14 +19,23 @@ from lit_gpt.training.metrics import CSVMetricsLogger
 from lit_gpt.training.parallel import build_fabric_strategy, prepare_unsharded, resolve_strategy, unwrap
 
 
+def resolved_precision(args: RunArgs) -> str:
+    """`--precision`, or where null bf16-mixed on a device with bf16, else 32-true."""
+    if args.precision is not None:
+        return args.precision
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+
+
 def build_fabric(args: RunArgs) -> tuple[L.Fabric, str]:
     """Fabric for one run and the strategy kind chosen ("single", "ddp" or "fsdp"). Precision null picks
     bf16-mixed where the device supports bf16, else 32-true."""
     check_float8(args.float8, args.accelerator)
-    precision = args.precision
+    precision = resolved_precision(args)
+    if args.attention in ("fa4", "flex"):  # before any data work; setup_model checks the model config's too
+        on_gpu = args.accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
+        dtype = torch.float32 if precision == "32-true" else torch.bfloat16
+        check_attention(args.attention, False, torch.device("cuda" if on_gpu else "cpu"), dtype)
     out_dir = Path(args.out_dir)
-    if precision is None:
-        precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
     kind = resolve_strategy(args.strategy, args.devices, args.num_nodes)
     fabric_strategy, fabric_precision = build_fabric_strategy(
         kind,
@@ -86,6 +96,9 @@ def setup_model(
     the strategy's parallelize function does), optionally overwrite it with `initial_state` (full,
     unsharded weights), and hand it to Fabric. `transform` changes the freshly built model first (e.g.
     adds LoRA adapters)."""
+    compute_dtype = torch.float32 if resolved_precision(args) == "32-true" else torch.bfloat16
+    choice = check_attention(config.attention, config.document_mask, fabric.device, compute_dtype)
+    fabric.print(f"attention: {choice}" + (" (the document mask)" if config.document_mask else ""))
     with fabric.init_module(empty_init=sharded):
         model = GPT(config)
         if transform is not None:

@@ -23,6 +23,7 @@ from training.pretrain_helpers import ENV, ROOT
         ),  # the demo recipe warms up 20 steps
         (dict(model_name="tiny_LLaMA_1B"), r"unknown model preset 'tiny_LLaMA_1B'; did you mean 'tiny_LLaMA_1b'"),
         (dict(micro_batch_size=3), r"cannot be split into micro batches of 3"),
+        (dict(attention="fa4"), r"attention fa4: it runs on CUDA GPUs only, and this run is on cpu"),
     ],
 )
 def test_a_bad_option_fails_before_any_work(tmp_path, options, message):

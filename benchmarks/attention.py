@@ -1,0 +1,160 @@
+"""One attention layer, forward and backward, at a model's shape: every kernel installed, in one process.
+
+Times SDPA under each of its backends (cuDNN, FlashAttention-2, memory-efficient), FlexAttention
+(compiled) and flash-attn-4 where installed, for plain causal attention and for the document mask at
+`--doc_len` tokens per document on average (documents start at random places, as packed data has them).
+A kernel that cannot run a case (a backend that refuses a mask, a package not installed) gets a row that
+says why. TFLOP/s counts the work the mask leaves: 3.5 x 4 * B * H * D * (the sum of len^2/2 over the
+documents), forward plus backward. Prints a table last; `--json` keeps the rows.
+
+    python benchmarks/attention.py                        # tiny_LLaMA_1b: B 16, T 2048, 32/4 heads of 64
+    python benchmarks/attention.py --batch 8 --doc_len 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+
+def document_starts(batch: int, seq_len: int, doc_len: int, seed: int = 0):
+    """A (B, T) boolean tensor, True where a document starts: position 0 of every row, then each position
+    with probability 1/doc_len."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.rand(batch, seq_len, generator=g) < 1 / doc_len
+    starts[:, 0] = True
+    return starts
+
+
+def causal_pairs(starts) -> int:
+    """The (query, key) pairs causal attention within documents computes: sum of n(n+1)/2 over documents."""
+    import torch
+
+    flat = torch.cat([starts.flatten().nonzero().flatten(), torch.tensor([starts.numel()])])
+    lengths = flat.diff().double()
+    return int((lengths * (lengths + 1) / 2).sum())
+
+
+def time_ms(fn, warmup: int, iters: int) -> float:
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(begin.elapsed_time(end))
+    return statistics.median(times)
+
+
+def kernels(q, k, v, starts, bos_id: int = 1):
+    """name -> (case, a function computing forward and backward), for every kernel and both cases."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    from lit_gpt.attention import Segments, document_segments, fa4_attention
+    from lit_gpt.model import document_causal_mask
+
+    B, H, T, D = q.shape
+    grouped = k.size(1) != H
+    grad = torch.randn_like(q)
+    idx = torch.where(starts, bos_id, bos_id + 1).to(q.device)
+    dense_mask = document_causal_mask(idx, bos_id, flex=False)
+    block_mask = document_causal_mask(idx, bos_id, flex=True)
+    causal_block = create_block_mask(lambda b, h, qi, kv: qi >= kv, None, None, T, T, device=q.device)
+    flex = torch.compile(flex_attention, dynamic=False)
+    # flash-attn-4 takes (B, T, heads, D)
+    qt, kt, vt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
+    grad_t = grad.transpose(1, 2).contiguous()
+
+    def sdpa(backend, mask):
+        def step():
+            with sdpa_kernel(backend):
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=grouped)
+            torch.autograd.grad(y, (q, k, v), grad)
+
+        return step
+
+    def flex_step(mask):
+        return lambda: torch.autograd.grad(flex(q, k, v, block_mask=mask, enable_gqa=grouped), (q, k, v), grad)
+
+    def fa4_step(segments_of):
+        return lambda: torch.autograd.grad(fa4_attention(qt, kt, vt, segments_of()), (qt, kt, vt), grad_t)
+
+    backends = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash2": SDPBackend.FLASH_ATTENTION}
+    backends["efficient"] = SDPBackend.EFFICIENT_ATTENTION
+    out = {}
+    for name, backend in backends.items():
+        out[f"sdpa-{name}"] = {"causal": sdpa(backend, None), "document": sdpa(backend, dense_mask)}
+    out["flex"] = {"causal": flex_step(causal_block), "document": flex_step(block_mask)}
+    # the segments are found in every step, as the model does
+    segments = {"causal": lambda: Segments(None, T), "document": lambda: document_segments(idx, bos_id)}
+    out["fa4"] = {case: fa4_step(find) for case, find in segments.items()}
+    return out
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model_name", default="tiny_LLaMA_1b", help="the heads and head size come from this preset")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq_len", type=int, default=2048)
+    p.add_argument("--doc_len", type=int, default=512, help="mean document length of the document-mask case")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from lit_gpt.attention import fa4_missing
+    from lit_gpt.config import Config
+
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks/attention.py times CUDA kernels: no CUDA GPU here")
+    c = Config.from_name(args.model_name)
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    B, T, D = args.batch, args.seq_len, c.head_size
+    q = torch.randn(B, c.n_head, T, D, device=device, dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(B, c.n_query_groups, T, D, device=device, dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn_like(k, requires_grad=True)
+    starts = document_starts(B, T, args.doc_len)
+    pairs = {"causal": B * T * (T + 1) // 2, "document": causal_pairs(starts)}
+    fa4_why = fa4_missing(device, torch.bfloat16)
+    rows = []
+    for name, cases in kernels(q, k, v, starts).items():
+        for case, step in cases.items():
+            row = dict(kernel=name, case=case, batch=B, seq_len=T, heads=f"{c.n_head}/{c.n_query_groups}")
+            if name == "fa4" and fa4_why:
+                row["error"] = fa4_why
+            else:
+                try:
+                    ms = time_ms(step, args.warmup, args.iters)
+                    row.update(ms=round(ms, 3), tflops=round(3.5 * 4 * c.n_head * D * pairs[case] / ms / 1e9, 1))
+                except Exception as e:  # a backend that refuses the case: a row that says so
+                    row["error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, mean document length {args.doc_len}")
+    print(f"{'kernel':16s} {'case':9s} {'ms':>8s} {'TFLOP/s':>8s}")
+    for r in rows:
+        figures = f"{r['ms']:8.3f} {r['tflops']:8.1f}" if "ms" in r else f"  {r['error']}"
+        print(f"{r['kernel']:16s} {r['case']:9s} {figures}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The attention choice (lit_gpt.attention): what "auto" means, the start-up refusals, the segments the
+document mask hands flash-attn-4, and the model's fa4 path against SDPA, through a stand-in for
+`flash_attn.cute` that keeps flash-attn-4's calling contract (the real kernels need a Hopper GPU:
+tests/test_attention_cuda.py)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from model_helpers import random_model, tiny_config
+
+from lit_gpt import attention
+from lit_gpt.config import Config
+
+CPU = torch.device("cpu")
+
+
+def test_auto_is_sdpa_and_flex_for_the_document_mask_on_cuda():
+    assert attention.resolve("auto", False, CPU) == "sdpa"
+    assert attention.resolve("auto", True, CPU) == "sdpa"
+    assert attention.resolve("auto", False, torch.device("cuda")) == "sdpa"
+    assert attention.resolve("auto", True, torch.device("cuda")) == "flex"
+    assert attention.resolve("fa4", True, CPU) == "fa4"
+    with pytest.raises(ValueError, match="'fa3' is not one of auto, sdpa, flex, fa4"):
+        attention.resolve("fa3", False, CPU)
+
+
+def test_a_choice_that_cannot_run_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="attention fa4: it runs on CUDA GPUs only, and this run is on cpu"):
+        attention.check("fa4", False, CPU, torch.bfloat16)
+    with pytest.raises(ValueError, match="attention flex trains on CUDA GPUs only"):
+        attention.check("flex", True, CPU, torch.float32)
+    assert attention.check("auto", True, CPU, torch.float32) == "sdpa"
+    with pytest.raises(ValueError, match="attention='fa3' is not one of"):
+        Config.from_name("micro_LLaMA", attention="fa3")
+
+
+def test_segments_start_at_every_bos_and_at_every_row():
+    bos = 1
+    idx = torch.tensor([[1, 5, 6, 1, 7, 8], [9, 9, 1, 4, 1, 1]])
+    segments = attention.document_segments(idx, bos)
+    assert segments.cu_seqlens.dtype == torch.int32
+    # row 0: documents at 0 and 3; row 1 begins inside one (6), then BOS at 8, 10 and 11; then the end
+    assert segments.cu_seqlens.tolist() == [0, 3, 6, 8, 10, 11, 12]
+    assert segments.max_seqlen == 6
+    assert idx[1, 0] == 9  # the caller's batch is left as it was
+
+
+def _segment_attention(q, k, v, starts: list[int]):
+    """Causal SDPA on each segment of flattened (N, heads, D) tensors, the grouped heads repeated."""
+    groups = q.size(1) // k.size(1)
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    parts = []
+    for a, b in zip(starts[:-1], starts[1:]):
+        qs, ks, vs = (t[a:b].transpose(0, 1) for t in (q, k, v))
+        parts.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True).transpose(0, 1))
+    return torch.cat(parts)
+
+
+@pytest.fixture
+def fake_flash_attn(monkeypatch):
+    """A `flash_attn.cute` whose two functions check the contract the model relies on (layouts, int32
+    offsets, grouped heads not repeated) and compute with SDPA; it records each call."""
+    calls = []
+
+    def flash_attn_func(q, k, v, causal=False, **_):
+        assert causal and q.dim() == 4 and k.shape[:2] == q.shape[:2] and q.size(2) % k.size(2) == 0
+        assert all(t.stride(-1) == 1 for t in (q, k, v))
+        calls.append("dense")
+        B, T = q.shape[:2]
+        flat = [t.reshape(B * T, *t.shape[2:]) for t in (q, k, v)]
+        return _segment_attention(*flat, list(range(0, B * T + 1, T))).view(q.shape), None
+
+    def flash_attn_varlen_func(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, causal=False, **kw):
+        assert causal and q.dim() == 3 and cu_seqlens_q is cu_seqlens_k and cu_seqlens_q.dtype == torch.int32
+        assert int(cu_seqlens_q[-1]) == q.size(0) and kw["max_seqlen_k"] == max_seqlen_q
+        assert max(cu_seqlens_q.diff().tolist()) <= max_seqlen_q
+        calls.append("varlen")
+        return _segment_attention(q, k, v, cu_seqlens_q.tolist()), None
+
+    cute = types.ModuleType("flash_attn.cute")
+    cute.flash_attn_func, cute.flash_attn_varlen_func = flash_attn_func, flash_attn_varlen_func
+    package = types.ModuleType("flash_attn")
+    package.cute = cute
+    monkeypatch.setitem(sys.modules, "flash_attn", package)
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
+    attention._fa4.cache_clear()
+    yield calls
+    attention._fa4.cache_clear()
+
+
+@pytest.mark.parametrize("document_mask", [False, True])
+def test_the_fa4_path_equals_sdpa_in_outputs_and_gradients(fake_flash_attn, document_mask):
+    torch.manual_seed(0)
+    config = tiny_config(document_mask=document_mask, bos_id=1)
+    reference = random_model(config)
+    model = random_model(Config.from_dict({**config.to_dict(), "attention": "fa4"}))
+    model.load_state_dict(reference.state_dict())
+    idx = torch.randint(2, config.vocab_size, (2, 16))
+    idx[0, 5] = idx[0, 11] = idx[1, 9] = 1  # documents of 5, 6, 5 and 9, 7 tokens
+    targets = torch.randint(0, config.vocab_size, (2, 16))
+    losses = []
+    for m in (reference, model):
+        loss = m(idx, targets)
+        loss.backward()
+        losses.append(loss)
+    assert fake_flash_attn == ["varlen" if document_mask else "dense"] * config.n_layer
+    torch.testing.assert_close(losses[1], losses[0])
+    for (name, a), b in zip(reference.named_parameters(), model.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+
+
+def test_the_document_mask_changes_what_fa4_computes(fake_flash_attn):
+    """Not a vacuous equality: with the mask the fa4 path's logits differ from plain causal ones."""
+    config = tiny_config(bos_id=1)
+    causal = random_model(Config.from_dict({**config.to_dict(), "attention": "fa4"}))
+    masked = random_model(Config.from_dict({**config.to_dict(), "attention": "fa4", "document_mask": True}))
+    masked.load_state_dict(causal.state_dict())
+    idx = torch.randint(2, config.vocab_size, (1, 12))
+    idx[0, 6] = 1
+    a, b = causal(idx), masked(idx)
+    torch.testing.assert_close(a[:, :6], b[:, :6])
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_the_choice_is_a_runtime_field_and_inference_goes_back_to_auto(tmp_path):
+    from lit_gpt.checkpoint import save_lit_checkpoint
+    from lit_gpt.inference import load_for_inference
+    from lit_gpt.training.checkpointing import _RUNTIME_CONFIG_FIELDS
+
+    assert "attention" in _RUNTIME_CONFIG_FIELDS
+    config = Config.from_dict({**tiny_config().to_dict(), "attention": "fa4"})
+    save_lit_checkpoint(tmp_path, random_model(config).state_dict(), config)
+    loaded = load_for_inference(tmp_path, device="cpu", require_tokenizer=False)
+    assert loaded.model.config.attention == "auto"
