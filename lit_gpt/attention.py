@@ -68,7 +68,6 @@ def check(name: str, document_mask: bool, device: torch.device, dtype: torch.dty
     return choice
 
 
-@torch.compiler.disable
 def document_segments(idx: torch.Tensor, bos_id: int) -> Segments:
     """The packed documents of a (B, T) batch as flash-attn-4 segments: one starts at every BOS token
     and at every row's first position (a row may begin inside a document)."""
@@ -79,7 +78,9 @@ def document_segments(idx: torch.Tensor, bos_id: int) -> Segments:
     end = torch.tensor([B * T], device=idx.device, dtype=offsets.dtype)
     cu_seqlens = torch.cat([offsets, end]).to(torch.int32)
     # their number changes with every batch: compiled blocks should not specialise on it
-    torch._dynamo.maybe_mark_dynamic(cu_seqlens, 0)
+    from torch._dynamo import maybe_mark_dynamic  # here: importing Dynamo costs a command a second or two
+
+    maybe_mark_dynamic(cu_seqlens, 0)
     return Segments(cu_seqlens, T)
 
 
@@ -87,12 +88,11 @@ def document_segments(idx: torch.Tensor, bos_id: int) -> Segments:
 def _fa4():
     from flash_attn.cute import flash_attn_func, flash_attn_varlen_func
 
-    return flash_attn_func, flash_attn_varlen_func
+    # flash-attn-4's kernels are compiled by the CuTe DSL, which Dynamo cannot trace: a compiled block
+    # runs around the call as two graphs (apply_compile compiles such blocks without fullgraph)
+    return torch.compiler.disable(flash_attn_func), torch.compiler.disable(flash_attn_varlen_func)
 
 
-# flash-attn-4's kernels are compiled by the CuTe DSL, which Dynamo cannot trace: a compiled block
-# runs around this call as two graphs (apply_compile compiles such blocks without fullgraph)
-@torch.compiler.disable
 def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
     """Causal attention of q (B, T, H, D) over k, v (B, T, H_kv, D) with flash-attn-4; within each
     segment only when `segments.cu_seqlens` is given. Returns (B, T, H, D)."""
