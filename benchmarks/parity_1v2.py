@@ -44,6 +44,8 @@ SMOKE_MODEL = dict(
     block_size=64,
     kernels="torch",
 )
+# run name -> (processes, processes after the interruption at --stop_at; None: not interrupted)
+RUNS = {"1": (1, None), "2": (2, None), "2->1": (2, 1), "1->2": (1, 2)}
 PAIRS = (("2", "1"), ("2->1", "2"), ("1->2", "1"))
 
 
@@ -150,7 +152,7 @@ def plot(curves: dict, differences: dict, path: Path, title: str) -> None:
     top.set_ylabel("training loss")
     top.set_title(title)
     top.legend()
-    for a, b in PAIRS:
+    for a, b in (pair.split(" vs ") for pair in differences):
         steps = sorted(curves[b])
         bottom.plot(
             steps,
@@ -188,7 +190,13 @@ def main(argv=None) -> dict:
     p.add_argument("--json", type=Path, default=None, help="write the curves and differences to this file")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per pretraining run")
     p.add_argument("--smoke", action="store_true", help="CPU, fp32, a tiny model, micro batch 2, global batch 8")
+    p.add_argument(
+        "--runs", default="1,2,2->1,1->2", help="which runs (comma-separated); a pair is compared when both ran"
+    )
     args = p.parse_args(argv)
+    wanted = args.runs.split(",")
+    if unknown := set(wanted) - set(RUNS):
+        p.error(f"--runs: unknown run(s) {', '.join(sorted(unknown))} (known: {', '.join(RUNS)})")
     if args.smoke:
         args.accelerator, args.micro_batch, args.global_batch, args.lr, args.num_workers = "cpu", 2, 8, 3e-3, 0
     args.precision = args.precision or ("bf16-mixed" if args.accelerator == "cuda" else "32-true")
@@ -210,9 +218,10 @@ def main(argv=None) -> dict:
             args.model_config = out / "parity_tiny.yaml"
             args.model_config.write_text(yaml.safe_dump(SMOKE_MODEL))
         args.initial_checkpoint = write_initial_weights(args, out / "initial")
-        runs = {"1": (1, None), "2": (2, None), "2->1": (2, 1), "1->2": (1, 2)}
         curves = {}
-        for name, (first, then) in runs.items():
+        for name, (first, then) in RUNS.items():
+            if name not in wanted:
+                continue
             folder = out / ("run_" + name.replace("->", "_to_"))
             shutil.rmtree(folder, ignore_errors=True)  # a leftover run would be resumed
             if then is None:
@@ -221,7 +230,8 @@ def main(argv=None) -> dict:
                 stop_then_resume(args, folder, first, then)
             curves[name] = dict(read_metrics(folder / "metrics.csv")["loss"])
             print(f"{name}: {len(curves[name])} steps, final loss {curves[name][max(curves[name])]:.4f}", flush=True)
-    differences = {f"{a} vs {b}": max_relative_difference(curves[a], curves[b]) for a, b in PAIRS}
+    pairs = [(a, b) for a, b in PAIRS if a in curves and b in curves]
+    differences = {f"{a} vs {b}": max_relative_difference(curves[a], curves[b]) for a, b in pairs}
     model = args.model_config.stem if args.model_config else args.model_name
     title = (
         f"{model}, {args.accelerator} {args.precision}, global batch {args.global_batch} "

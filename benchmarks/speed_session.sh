@@ -21,6 +21,12 @@
 #                                              # at the recipe's 64 sequences per GPU step
 #   bash benchmarks/speed_session.sh trainers  # one GPU: the real trainer, bf16 (no flag) and --float8 tensorwise, 64
 #                                              # sequences per step
+#   bash benchmarks/speed_session.sh attention # one GPU, flash-attn-4 installed: every attention kernel at
+#                                              # tiny_LLaMA_1b's shape (benchmarks/attention.py), fa4 against SDPA
+#                                              # in the model (pytest -m cuda), the step with each kernel, causal
+#                                              # and document-masked at mean length 512. flash-attn-4 installed with
+#                                              # `pip install --target T`: put T and T/nvidia_cutlass_dsl/dsl_packages
+#                                              # on PYTHONPATH (--target does not run the CuTe DSL's .pth file)
 #   bash benchmarks/speed_session.sh quality   # the 1,000-step runs, three seeds each: bf16 and float8 of this tree,
 #                                              # bf16 of BASE, all at once over the GPUs there (nothing timed);
 #                                              # SEEDS=45,46,47 NEW_PRECISIONS=bf16 for more seeds of the bf16 pair
@@ -178,6 +184,15 @@ if [[ $PART == trainers ]]; then
   trainer bf16 --global_batch_size 64 --max_steps 12; snap
   trainer fp8 --float8 tensorwise --global_batch_size 64 --max_steps 12; snap
   for f in bf16 fp8; do echo "trainer $f:"; grep -E "micro batch|step (8|12)/" "$LOGS/trainer_$f.txt" | cut -c1-170 | tail -n 3; done
+fi
+
+if [[ $PART == attention ]]; then
+  python3 benchmarks/attention.py --json "$LOGS/attention.json" > "$LOGS/attention.txt" 2>&1; snap
+  python3 -m pytest -m cuda -q tests/test_attention_cuda.py > "$LOGS/attention_tests.txt" 2>&1; snap
+  tp attn --variants triton+compile,triton+compile+fa4,triton+compile+docmask,triton+compile+docmask+fa4 \
+    --doc_len 512 --micro_batches 16 --grad_accum 2 --steps 6 --timeout 240; snap
+  sed -n '/^kernel/,$p' "$LOGS/attention.txt"; tail -n 3 "$LOGS/attention_tests.txt"
+  sed -n '/^variant/,$p' "$LOGS/tp_attn.txt"
 fi
 
 if [[ $PART == quality ]]; then  # trainings share the GPUs: losses and test results are compared, not speed

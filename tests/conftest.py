@@ -116,7 +116,7 @@ metric_list:
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "model.yaml"
     path.write_text(

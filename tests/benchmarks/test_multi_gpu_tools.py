@@ -117,10 +117,13 @@ def test_parity_smoke_one_and_two_processes_and_resumes_agree(tmp_path, prepared
             str(tmp_path / "runs"),
             "--png",
             str(png),
+            # 1->2 left out (CI time): tests/training/test_multinode.py resumes one process's checkpoint on two
+            "--runs",
+            "1,2,2->1",
         ]
     )
     assert png.stat().st_size > 10_000
-    assert set(result["differences"]) == {"2 vs 1", "2->1 vs 2", "1->2 vs 1"}
+    assert set(result["differences"]) == {"2 vs 1", "2->1 vs 2"}
     assert max(result["differences"].values()) < 1e-5, result["differences"]
     assert all(len(c) == 30 for c in result["curves"].values())
     # the curve must have moved, or agreeing would prove nothing

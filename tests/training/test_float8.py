@@ -6,6 +6,7 @@ and the reverse. The GPU twins (numerics against bf16, a run on an H100) are in 
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 
@@ -83,7 +84,9 @@ def test_converted_model_keeps_names_and_computes_close_to_the_original():
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_float8_run_resumes_without_float8_and_the_reverse(tmp_path, prepared_sample, sample_tokenizer, model_config):
+def test_float8_run_resumes_without_float8_and_the_reverse(
+    tmp_path, stopped_at_step_5, prepared_sample, sample_tokenizer, model_config
+):
     common = (prepared_sample, sample_tokenizer, model_config)
     fp8 = ("--float8", "tensorwise", "--float8_min_features", "0", "--num_workers", "0")
     out = tmp_path / "fp8_then_bf16"
@@ -104,7 +107,7 @@ def test_float8_run_resumes_without_float8_and_the_reverse(tmp_path, prepared_sa
     assert sorted(series) == list(range(1, 13)) and all(math.isfinite(v) for v in series.values())
 
     back = tmp_path / "bf16_then_fp8"
-    run(back, *common, "--num_workers", "0", simulate=("--sigterm_after_batches", 18), expect_rc=STOPPED_AND_SAVED)
+    shutil.copytree(stopped_at_step_5, back)
     proc = run(back, *common, *fp8)
     assert "resumed from" in proc.stdout and sorted(losses(back)) == list(range(1, 13))
 

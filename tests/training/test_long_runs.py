@@ -190,15 +190,8 @@ def test_initial_weights_do_not_depend_on_processes_or_sharding(tmp_path):
         assert torch.equal(sharded[name], value), name
 
 
-@pytest.fixture(scope="module")
-def serial_reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:
-    out = tmp_path_factory.mktemp("serial_reference")
-    run(out, prepared_sample, sample_tokenizer, model_config, *SERIAL)
-    return out
-
-
 def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint_and_resumes_exactly(
-    tmp_path, serial_reference, prepared_sample, sample_tokenizer, model_config
+    tmp_path, reference, prepared_sample, sample_tokenizer, model_config
 ):
     """Checkpoints at steps 3 and 6 written asynchronously while training goes on; the process dies with the
     step-6 save in flight. Step 3 (itself written in the background) resumes bit for bit."""
@@ -221,11 +214,11 @@ def test_sigkill_during_an_async_save_keeps_the_previous_checkpoint_and_resumes_
     assert "while training goes on" in proc.stdout
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [3, 6, 9, 12]
     assert not list((out / "checkpoints").glob("*.tmp"))
-    assert losses(out) == losses(serial_reference)
+    assert losses(out) == losses(reference)
 
 
 def test_sigkill_after_an_async_save_completed_resumes_from_it(
-    tmp_path, serial_reference, prepared_sample, sample_tokenizer, model_config
+    tmp_path, reference, prepared_sample, sample_tokenizer, model_config
 ):
     """Saves every 3 steps written asynchronously; SIGKILL in step 5, once the step-3 save has written its
     shards (and before the step-6 one starts). The save is complete by then, not left as step-3.tmp for the
@@ -241,16 +234,16 @@ def test_sigkill_after_an_async_save_completed_resumes_from_it(
     assert damage(out / "checkpoints" / "step-000000003") is None
     proc = run(out, *common)
     assert "resumed from" in proc.stdout and "at step 3" in proc.stdout
-    assert losses(out) == losses(serial_reference)
+    assert losses(out) == losses(reference)
 
 
-def test_fsdp2_resume_from_async_checkpoints_is_exact(tmp_path, prepared_sample, sample_tokenizer, model_config):
+def test_fsdp2_resume_from_async_checkpoints_is_exact(
+    tmp_path, fsdp2_reference, prepared_sample, sample_tokenizer, model_config
+):
     """Two gloo processes, asynchronous interval saves (steps 2 and 4), SIGTERM in step 5: the save then
     waits for the one in flight, writes step 5 and exits; the resume matches an uninterrupted run."""
     common = (prepared_sample, sample_tokenizer, model_config)
     fsdp = ("--strategy", "fsdp", *SERIAL, "--save_interval", "2", "--async_checkpoint", "true")
-    reference = tmp_path / "reference"
-    run(reference, *common, "--strategy", "fsdp", *SERIAL, devices=2)
     out = tmp_path / "async"
     # 2 micro batches per rank and step: rank 0's 9th batch is in step 5
     proc = run(out, *common, *fsdp, devices=2, simulate=("--sigterm_after_batches", 9), expect_rc=75)
@@ -258,7 +251,7 @@ def test_fsdp2_resume_from_async_checkpoints_is_exact(tmp_path, prepared_sample,
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [2, 4, 5]
     assert read_train_state(out / "checkpoints" / "step-000000004")["reason"] == "interval"
     run(out, *common, *fsdp, devices=2)
-    assert losses(out) == losses(reference)
+    assert losses(out) == losses(fsdp2_reference)
 
 
 def test_async_saves_hold_the_state_of_their_step_and_reuse_their_buffers(tmp_path):

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from lit_gpt.cli import STOPPED_AND_SAVED
 from lit_gpt.training.checkpointing import list_checkpoints
 from training.pretrain_helpers import ENV, ROOT, losses, pretrain_args, run
 
@@ -44,10 +43,8 @@ def two_nodes(launcher_for_node, out, data, tokenizer, config, separator=()) -> 
 
 
 @pytest.fixture(scope="module")
-def one_node_two_processes(tmp_path_factory, prepared_sample, sample_tokenizer, model_config):
-    out = tmp_path_factory.mktemp("one_node")
-    run(out, prepared_sample, sample_tokenizer, model_config, *FSDP, devices=2)
-    return losses(out)
+def one_node_two_processes(fsdp2_reference):
+    return losses(fsdp2_reference)
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "fabric"])
@@ -112,21 +109,12 @@ def test_two_nodes_on_localhost_train_like_one_node(
         assert got[step] == pytest.approx(loss, rel=1e-6), step
 
 
-def test_one_process_checkpoint_resumes_on_two(tmp_path, prepared_sample, sample_tokenizer, model_config):
-    reference = tmp_path / "single"
-    run(reference, prepared_sample, sample_tokenizer, model_config, "--num_workers", "0")
+def test_one_process_checkpoint_resumes_on_two(
+    tmp_path, reference, stopped_at_step_5, prepared_sample, sample_tokenizer, model_config
+):
     out = tmp_path / "single_then_two"
-    run(
-        out,
-        prepared_sample,
-        sample_tokenizer,
-        model_config,
-        "--num_workers",
-        "0",
-        simulate=("--sigterm_after_batches", 14),
-        expect_rc=STOPPED_AND_SAVED,
-    )  # in step 4 (4 micro batches a step)
-    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [4]
+    shutil.copytree(stopped_at_step_5, out)
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5]
     run(out, prepared_sample, sample_tokenizer, model_config, *FSDP, devices=2)
     expected, got = losses(reference), losses(out)
     assert sorted(got) == sorted(expected)

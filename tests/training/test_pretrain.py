@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import signal
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,14 +18,6 @@ from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.metrics import read_metrics
 from lit_gpt.training.schedule import LRSchedule
 from training.pretrain_helpers import MAX_STEPS, interrupt_fabric_run, losses, run
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:
-    """An uninterrupted single-process run with two loader workers."""
-    out = tmp_path_factory.mktemp("reference")
-    run(out, prepared_sample, sample_tokenizer, model_config, "--num_workers", "2")
-    return out
 
 
 def test_uninterrupted_run_logs_the_schedule_and_learns(reference):
@@ -98,12 +89,11 @@ def test_sigterm_to_a_fabric_run_launcher_saves(tmp_path, prepared_sample, sampl
 
 
 def test_fsdp2_two_processes_resume_exactly_and_reshard_to_one(
-    tmp_path, prepared_sample, sample_tokenizer, model_config
+    tmp_path, fsdp2_reference, prepared_sample, sample_tokenizer, model_config
 ):
     common = dict(data=prepared_sample, tokenizer=sample_tokenizer, model_config=model_config)
     fsdp = ("--strategy", "fsdp", "--num_workers", "0")
-    ref = tmp_path / "fsdp_reference"
-    run(ref, *common.values(), *fsdp, devices=2)
+    ref = fsdp2_reference
     out = tmp_path / "fsdp_interrupted"
     # 2 micro batches per rank and step: rank 0's 7th batch is in step 4
     run(out, *common.values(), *fsdp, devices=2, simulate=("--sigterm_after_batches", 7), expect_rc=STOPPED_AND_SAVED)
