@@ -8,7 +8,7 @@ import torch
 from model_helpers import random_model, tiny_config
 
 from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict, save_lit_checkpoint
-from lit_gpt.generate import generate, sample
+from lit_gpt.generate import MAX_COMPILED_TOKENS, generate, sample
 from lit_gpt.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,9 +143,12 @@ def test_generate_script_end_to_end(tmp_path, sp_tokenizer_dir):
 def test_compiled_decoding_equals_eager_and_keeps_its_cache():
     """compile=True (torch.compile, static shapes over the whole cache) decodes the same greedy tokens
     as the eager path, for prompts of two lengths, and keeps the cache buffers for the next call."""
-    model = random_model(tiny_config())
+    model = random_model(tiny_config(n_layer=1))  # one layer: half the compilation
     model.max_seq_length = 40
-    for prompt in (torch.tensor([1, 5, 9, 3]), torch.tensor([1, 7, 2, 11, 30, 4, 8])):
+    # a short prompt prefilled by the compiled step, then one over MAX_COMPILED_TOKENS, prefilled eagerly
+    prompts = (torch.tensor([1, 5, 9, 3]), torch.tensor([1, 7, 2, 11, 30, 4, 8, 6, 12, 3, 9, 5]))
+    assert len(prompts[0]) <= MAX_COMPILED_TOKENS < len(prompts[1])
+    for prompt in prompts:
         eager = list(generate(model, prompt, 24, temperature=0))
         assert model.transformer.h[0].attn.kv_cache is None  # the eager path frees its cache
         assert list(generate(model, prompt, 24, temperature=0, compile=True)) == eager
