@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
 from data_helpers import ROOT, write_block_shards
+from training.pretrain_helpers import BASE_INSTALL
 
 
 def load_benchmark(name: str):
@@ -36,7 +38,13 @@ TINY = [
 ]
 
 
-def test_scaling_runs_every_mode_on_one_and_two_gloo_processes(tmp_path):
+@pytest.fixture
+def base_install(monkeypatch):
+    """The benchmarks' training processes see the base install (tests/base_install/sitecustomize.py)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(BASE_INSTALL), os.environ.get("PYTHONPATH")])))
+
+
+def test_scaling_runs_every_mode_on_one_and_two_gloo_processes(tmp_path, base_install):
     scaling = load_benchmark("scaling")
     rows = scaling.main([*TINY, "--gpus", "1,2", "--modes", "full", "--json", str(tmp_path / "rows.json")])
     # hybrid with shard groups of 1: a (2, 1) mesh, so the replicate dimension really all-reduces
@@ -56,7 +64,7 @@ def test_scaling_runs_every_mode_on_one_and_two_gloo_processes(tmp_path):
     assert lines[3].split()[6] == "-"  # no 1-process row of no_shard to compare with
 
 
-def test_scaling_reports_a_failing_configuration_as_a_row():
+def test_scaling_reports_a_failing_configuration_as_a_row(base_install):
     rows = load_benchmark("scaling").main([*TINY, "--gpus", "2", "--modes", "hybrid", "--shard_size", "3"])
     assert "does not divide" in rows[0]["error"]
 
@@ -104,7 +112,9 @@ def test_data_coverage_catches_two_ranks_reading_the_same_blocks(block_shards, m
     assert not result["ok"] and any("more than once" in m for m in result["problems"])
 
 
-def test_parity_smoke_one_and_two_processes_and_resumes_agree(tmp_path, prepared_sample, sample_tokenizer):
+def test_parity_smoke_one_and_two_processes_and_resumes_agree(
+    tmp_path, base_install, prepared_sample, sample_tokenizer
+):
     png = tmp_path / "parity.png"
     result = load_benchmark("parity_1v2").main(
         [

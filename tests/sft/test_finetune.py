@@ -4,13 +4,13 @@ the exported Hugging Face folder formats prompts as training did, and bad setups
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import yaml
 from preemption import preempting
+from training.pretrain_helpers import ENV
 
 import lit_gpt.cli.finetune as finetune_command
 from lit_gpt.cli.finetune import finetune_with_recipe as finetune
@@ -176,7 +176,7 @@ def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):
         ]
         proc = subprocess.run(
             [sys.executable, str(ROOT / "tests" / "sft" / "run_finetune.py"), *map(str, simulate), "--", *args],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=ENV,  # the base install: tests/base_install/sitecustomize.py
             capture_output=True,
             text=True,
             timeout=300,

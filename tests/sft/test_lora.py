@@ -4,7 +4,6 @@ is refused unless asked, QLoRA says what it needs."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 import torch
 from checkpoint_helpers import declare_tensor_as_bytes, plant_pickled_value
 from preemption import preempting
+from training.pretrain_helpers import ENV
 
 from lit_gpt.checkpoint import load_lit_checkpoint, model_from_state_dict, save_lit_checkpoint
 from lit_gpt.cli.finetune import finetune_with_recipe as finetune
@@ -256,7 +256,7 @@ def test_fsdp2_on_two_processes_resumes_exactly(tmp_path, tiny_checkpoint):
         ]
         proc = subprocess.run(
             [sys.executable, str(ROOT / "tests" / "sft" / "run_finetune.py"), *map(str, simulate), "--", *args],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=ENV,  # the base install: tests/base_install/sitecustomize.py
             capture_output=True,
             text=True,
             timeout=300,

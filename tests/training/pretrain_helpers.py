@@ -61,10 +61,12 @@ def pretrain_args(
     return args
 
 
+# the training processes see the base install: tests/base_install/sitecustomize.py says why
+BASE_INSTALL = ROOT / "tests" / "base_install"
 ENV = {
     **os.environ,
     "PYTHONUNBUFFERED": "1",
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(BASE_INSTALL), str(ROOT), os.environ.get("PYTHONPATH")])),
 }
 
 

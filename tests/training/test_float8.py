@@ -18,7 +18,7 @@ from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.checkpointing import list_checkpoints
 from lit_gpt.training.float8 import check_float8, convert_to_float8
-from training.pretrain_helpers import ENV, losses, run
+from training.pretrain_helpers import ENV, ROOT, losses, run
 
 pytest.importorskip("torchao")  # a test dependency (setup.py extras "test"); present in CI
 
@@ -221,7 +221,7 @@ def test_float8_import_and_a_checkpoint_round_trip_print_no_noise(tmp_path):
     # every UserWarning shown each time it is raised: only our narrow filters may hide DCP's
     proc = subprocess.run(
         [sys.executable, "-W", "always::UserWarning", "-c", QUIET_SCRIPT, str(tmp_path / "checkpoints")],
-        env=ENV,
+        env={**ENV, "PYTHONPATH": str(ROOT)},  # with every test extra importable, as a user may have them
         capture_output=True,
         text=True,
         timeout=300,
