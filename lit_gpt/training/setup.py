@@ -98,7 +98,7 @@ def setup_model(
     adds LoRA adapters)."""
     compute_dtype = torch.float32 if resolved_precision(args) == "32-true" else torch.bfloat16
     choice = check_attention(config.attention, config.document_mask, fabric.device, compute_dtype)
-    fabric.print(f"attention: {choice}" + (" (the document mask)" if config.document_mask else ""))
+    fabric.print(f"attention: {choice}" + (", kept inside each document" if config.document_mask else ""))
     with fabric.init_module(empty_init=sharded):
         model = GPT(config)
         if transform is not None:
