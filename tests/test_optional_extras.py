@@ -8,44 +8,26 @@ import subprocess
 import sys
 
 from data_helpers import ROOT
+from training.pretrain_helpers import BASE_INSTALL
 
 # setup.py's extras and test-only packages: none is in requirements.txt
 OPTIONAL = ["fastapi", "uvicorn", "openai", "gguf", "lm_eval", "torchao", "transformers", "matplotlib", "accelerate"]
 OPTIONAL += ["liger_kernel", "bitsandbytes", "wandb", "llama_cpp", "flash_attn"]
 
-# not installed, as far as the process can tell: the path finder does not find them, and their distributions'
-# metadata is not found either (torchmetrics, under lightning, asks for it before importing some of them)
-HIDE = f"""
-import importlib.machinery
-import importlib.metadata
-
-OPTIONAL = {OPTIONAL!r}
-_find_spec = importlib.machinery.PathFinder.find_spec
-_from_name = importlib.metadata.Distribution.from_name
-
-
-def find_spec(cls, fullname, path=None, target=None):
-    return None if fullname.split(".")[0] in OPTIONAL else _find_spec(fullname, path, target)
-
-
-def from_name(cls, name):
-    if name.replace("-", "_").lower() in OPTIONAL:
-        raise importlib.metadata.PackageNotFoundError(name)
-    return _from_name(name)
-
-
-importlib.machinery.PathFinder.find_spec = classmethod(find_spec)
-importlib.metadata.Distribution.from_name = classmethod(from_name)
-"""
-
 
 def test_the_gpu_tests_collect_without_the_optional_extras(tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(HIDE)
-    env_path = f"{tmp_path}:{ROOT}"
+    # not installed, as far as the process can tell: neither the packages nor their distributions' metadata
+    # are found (torchmetrics, under lightning, asks for the metadata before importing some of them)
+    env_path = f"{BASE_INSTALL}:{ROOT}"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": env_path, "HOME": str(tmp_path)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": env_path,
+            "HOME": str(tmp_path),
+            "LIT_GPT_TESTS_HIDE": ",".join(OPTIONAL),
+        },
         capture_output=True,
         text=True,
         timeout=300,
