@@ -61,18 +61,18 @@ def kernels(q, k, v, starts, bos_id: int = 1):
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import flex_attention
 
     from lit_gpt.attention import Segments, document_segments, fa4_attention
-    from lit_gpt.model import document_causal_mask
+    from lit_gpt.model import causal_block_mask, document_causal_mask
 
-    B, H, T, D = q.shape
-    grouped = k.size(1) != H
+    T = q.size(2)
+    grouped = k.size(1) != q.size(1)
     grad = torch.randn_like(q)
     idx = torch.where(starts, bos_id, bos_id + 1).to(q.device)
     dense_mask = document_causal_mask(idx, bos_id, flex=False)
     block_mask = document_causal_mask(idx, bos_id, flex=True)
-    causal_block = create_block_mask(lambda b, h, qi, kv: qi >= kv, None, None, T, T, device=q.device)
+    causal_block = causal_block_mask(T, q.device)
     flex = torch.compile(flex_attention, dynamic=False)
     # flash-attn-4 takes (B, T, heads, D)
     qt, kt, vt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))

@@ -140,6 +140,11 @@ def document_causal_mask(idx: torch.Tensor, bos_id: int, flex: bool | None = Non
     return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
 
 
+def causal_block_mask(T: int, device: torch.device) -> BlockMask:
+    """Plain causal attention over T positions as a FlexAttention block mask (the same for every row)."""
+    return create_block_mask(lambda b, h, q, kv: q >= kv, None, None, T, T, device=device)
+
+
 class MLP(nn.Module):
     def __init__(self, config: Config, ops: SimpleNamespace) -> None:
         super().__init__()
@@ -267,10 +272,7 @@ class GPT(nn.Module):
             return document_segments(idx, c.bos_id) if c.document_mask else Segments(None, idx.size(1))
         if c.document_mask:
             return document_causal_mask(idx, c.bos_id, flex=choice == "flex")
-        if choice == "flex":
-            T = idx.size(1)
-            return create_block_mask(lambda b, h, q, kv: q >= kv, None, None, T, T, device=idx.device)
-        return None
+        return causal_block_mask(idx.size(1), idx.device) if choice == "flex" else None
 
     def forward(
         self,
