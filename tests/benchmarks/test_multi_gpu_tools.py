@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
 from data_helpers import ROOT, write_block_shards
-from training.pretrain_helpers import BASE_INSTALL
+from training.pretrain_helpers import ENV
 
 
 def load_benchmark(name: str):
@@ -41,7 +40,7 @@ TINY = [
 @pytest.fixture
 def base_install(monkeypatch):
     """The benchmarks' training processes see the base install (tests/base_install/sitecustomize.py)."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(BASE_INSTALL), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"])
 
 
 def test_scaling_runs_every_mode_on_one_and_two_gloo_processes(tmp_path, base_install):

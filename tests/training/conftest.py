@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lit_gpt.cli import STOPPED_AND_SAVED
 from training.pretrain_helpers import run
 
 
@@ -23,8 +24,6 @@ def reference(tmp_path_factory, prepared_sample, sample_tokenizer, model_config)
 def stopped_at_step_5(tmp_path_factory, prepared_sample, sample_tokenizer, model_config) -> Path:
     """One process, no loader workers, stopped by SIGTERM inside step 5 (its 18th micro batch of 4 a step),
     so holding the checkpoint of step 5. Copy it before resuming it."""
-    from lit_gpt.cli import STOPPED_AND_SAVED
-
     out = tmp_path_factory.mktemp("stopped") / "run"
     simulate = ("--sigterm_after_batches", 18)
     run(
