@@ -6,8 +6,10 @@
 - ``fa4``: flash-attn-4 (``flash_attn.cute``, an optional extra; Hopper and newer, bf16 or fp16), causal,
   and for the document mask its variable-length interface: every packed document is its own sequence,
   found by its BOS token, so nothing between documents is computed.
-- ``auto``: SDPA, and FlexAttention for the document mask on CUDA (the fastest measured so far:
-  benchmarks/RESULTS.md). flash-attn-4 is chosen only by name until the trainer has measured it on a card.
+- ``auto``: the fastest measured (benchmarks/RESULTS.md, "Attention kernels"): flash-attn-4 wherever it can
+  run; otherwise SDPA, and FlexAttention for the document mask on CUDA. Only a caller that knows the compute
+  dtype can pick flash-attn-4 (`resolve(..., dtype=...)`): the trainer decides once at start-up and builds the
+  model with the concrete choice; a model built elsewhere with ``auto`` runs SDPA or FlexAttention.
 
 Generation with a KV cache always runs SDPA (the model's inference path).
 """
@@ -34,17 +36,34 @@ class Segments:
     max_seqlen: int
 
 
-def resolve(name: str, document_mask: bool, device: torch.device) -> str:
-    """The kernel `name` stands for on `device`: "auto" becomes a concrete choice, the others stay."""
+def resolve(
+    name: str,
+    document_mask: bool,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    head_size: int | None = None,
+) -> str:
+    """The kernel `name` stands for on `device`: "auto" becomes a concrete choice, the others stay.
+    Without `dtype`, "auto" never picks flash-attn-4 (whether it can run depends on the compute dtype)."""
     if name not in CHOICES:
         raise ValueError(f"attention {name!r} is not one of {', '.join(CHOICES)}")
     if name != "auto":
         return name
+    if dtype is not None and fa4_missing(device, dtype, head_size) is None:
+        return "fa4"
     return "flex" if document_mask and device.type == "cuda" else "sdpa"
 
 
-def fa4_missing(device: torch.device, dtype: torch.dtype) -> str | None:
+def fa4_missing(device: torch.device, dtype: torch.dtype, head_size: int | None = None) -> str | None:
     """Why flash-attn-4 cannot run here, or None when it can."""
+    if why := _fa4_unsupported(device, dtype, head_size):
+        return why
+    if importlib.util.find_spec("flash_attn") is None or importlib.util.find_spec("flash_attn.cute") is None:
+        return "flash-attn-4 (flash_attn.cute) is not installed: pip install 'lit_gpt[fa4]'"
+    return None
+
+
+def _fa4_unsupported(device: torch.device, dtype: torch.dtype, head_size: int | None) -> str | None:
     if device.type != "cuda":
         return f"it runs on CUDA GPUs only, and this run is on {device.type}"
     major, minor = torch.cuda.get_device_capability(device)
@@ -52,15 +71,29 @@ def fa4_missing(device: torch.device, dtype: torch.dtype) -> str | None:
         return f"it needs a Hopper or newer GPU (compute capability 9.0+), and this one is {major}.{minor}"
     if dtype not in (torch.bfloat16, torch.float16):
         return f"it computes in bf16 or fp16, and this run computes in {dtype}: use --precision bf16-mixed"
-    if importlib.util.find_spec("flash_attn") is None or importlib.util.find_spec("flash_attn.cute") is None:
-        return "flash-attn-4 (flash_attn.cute) is not installed: pip install 'lit_gpt[fa4]'"
+    if head_size is not None and not (8 <= head_size <= 256 and head_size % 8 == 0):
+        # the bound of its Hopper kernels (16-byte aligned rows)
+        return f"it takes head sizes from 8 to 256 in steps of 8, and this model's is {head_size}"
     return None
 
 
-def check(name: str, document_mask: bool, device: torch.device, dtype: torch.dtype) -> str:
+def startup_line(
+    name: str, choice: str, document_mask: bool, device: torch.device, dtype: torch.dtype, head_size: int
+) -> str:
+    """What a run says once at start-up: the kernel, and how to get the faster one when only installing it
+    is missing."""
+    line = f"attention: {choice}" + (", kept inside each document" if document_mask else "")
+    if name == "auto" and choice != "fa4" and _fa4_unsupported(device, dtype, head_size) is None:
+        line += " (flash-attn-4 is faster on this GPU: pip install 'lit_gpt[fa4]')"
+    return line
+
+
+def check(
+    name: str, document_mask: bool, device: torch.device, dtype: torch.dtype, head_size: int | None = None
+) -> str:
     """The concrete choice for a run, refused at start-up (not at the first step) when it cannot run."""
-    choice = resolve(name, document_mask, device)
-    if choice == "fa4" and (why := fa4_missing(device, dtype)):
+    choice = resolve(name, document_mask, device, dtype, head_size)
+    if choice == "fa4" and (why := fa4_missing(device, dtype, head_size)):
         raise ValueError(f"attention fa4: {why}")
     if choice == "flex" and device.type != "cuda":
         # FlexAttention has no CPU backward in torch (it would raise at the first backward pass)
@@ -88,11 +121,12 @@ def document_segments(idx: torch.Tensor, bos_id: int) -> Segments:
 def _fa4():
     from flash_attn.cute import flash_attn_func, flash_attn_varlen_func
 
-    # flash-attn-4's kernels are compiled by the CuTe DSL, which Dynamo cannot trace: a compiled block
-    # runs around the call as two graphs (apply_compile compiles such blocks without fullgraph)
-    return torch.compiler.disable(flash_attn_func), torch.compiler.disable(flash_attn_varlen_func)
+    return flash_attn_func, flash_attn_varlen_func
 
 
+# flash-attn-4's kernels are compiled by the CuTe DSL, which Dynamo cannot trace: a compiled block runs
+# around this call as two graphs (apply_compile compiles such blocks without fullgraph)
+@torch.compiler.disable
 def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
     """Causal attention of q (B, T, H, D) over k, v (B, T, H_kv, D) with flash-attn-4; within each
     segment only when `segments.cu_seqlens` is given. Returns (B, T, H, D)."""

@@ -5,6 +5,7 @@ tests/test_attention_cuda.py)."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import types
 
@@ -19,14 +20,39 @@ from lit_gpt.config import Config
 CPU = torch.device("cpu")
 
 
-def test_auto_is_sdpa_and_flex_for_the_document_mask_on_cuda():
+def test_auto_without_a_dtype_is_sdpa_and_flex_for_the_document_mask_on_cuda():
     assert attention.resolve("auto", False, CPU) == "sdpa"
     assert attention.resolve("auto", True, CPU) == "sdpa"
+    assert attention.resolve("auto", True, CPU, torch.bfloat16, 64) == "sdpa"
     assert attention.resolve("auto", False, torch.device("cuda")) == "sdpa"
     assert attention.resolve("auto", True, torch.device("cuda")) == "flex"
     assert attention.resolve("fa4", True, CPU) == "fa4"
     with pytest.raises(ValueError, match="'fa3' is not one of auto, sdpa, flex, fa4"):
         attention.resolve("fa3", False, CPU)
+
+
+def test_auto_takes_fa4_where_it_can_run_and_names_the_install_when_only_it_is_missing(fake_flash_attn, monkeypatch):
+    cuda = torch.device("cuda")
+    capability = [(9, 0)]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability[0])
+    assert attention.resolve("auto", False, cuda, torch.bfloat16, 64) == "fa4"
+    assert attention.resolve("auto", True, cuda, torch.bfloat16, 64) == "fa4"
+    assert attention.resolve("auto", True, cuda, torch.float32, 64) == "flex"  # fa4 computes in bf16/fp16 only
+    assert attention.resolve("auto", False, cuda, torch.bfloat16, 12) == "sdpa"  # a head size it has no kernel for
+    with pytest.raises(ValueError, match="attention fa4: it takes head sizes from 8 to 256 in steps of 8.* is 12"):
+        attention.check("fa4", False, cuda, torch.bfloat16, 12)
+    assert attention.startup_line("auto", "fa4", True, cuda, torch.bfloat16, 64) == (
+        "attention: fa4, kept inside each document"
+    )
+    monkeypatch.setitem(sys.modules, "flash_attn", None)  # not installed
+    assert attention.resolve("auto", False, cuda, torch.bfloat16, 64) == "sdpa"
+    hint = "attention: sdpa (flash-attn-4 is faster on this GPU: pip install 'lit_gpt[fa4]')"
+    assert attention.startup_line("auto", "sdpa", False, cuda, torch.bfloat16, 64) == hint
+    assert attention.startup_line("sdpa", "sdpa", False, cuda, torch.bfloat16, 64) == "attention: sdpa"
+    capability[0] = (8, 0)  # an A100: nothing to install would help
+    assert attention.startup_line("auto", "sdpa", False, cuda, torch.bfloat16, 64) == "attention: sdpa"
+    with pytest.raises(ValueError, match=r"attention fa4: it needs a Hopper or newer GPU .* is 8\.0"):
+        attention.check("fa4", False, cuda, torch.bfloat16, 64)
 
 
 def test_a_choice_that_cannot_run_is_refused_with_the_reason():
@@ -64,12 +90,14 @@ def _segment_attention(q, k, v, starts: list[int]):
 @pytest.fixture
 def fake_flash_attn(monkeypatch):
     """A `flash_attn.cute` whose two functions check the contract the model relies on (layouts, int32
-    offsets, grouped heads not repeated) and compute with SDPA; it records each call."""
+    offsets, grouped heads not repeated, called outside any traced graph) and compute with SDPA; it records
+    each call."""
     calls = []
 
     def flash_attn_func(q, k, v, causal=False, **_):
         assert causal and q.dim() == 4 and k.shape[:2] == q.shape[:2] and q.size(2) % k.size(2) == 0
         assert all(t.stride(-1) == 1 for t in (q, k, v))
+        assert not torch.compiler.is_compiling(), "the CuTe DSL's kernels cannot be traced"
         calls.append("dense")
         B, T = q.shape[:2]
         flat = [t.reshape(B * T, *t.shape[2:]) for t in (q, k, v)]
@@ -79,6 +107,7 @@ def fake_flash_attn(monkeypatch):
         assert causal and q.dim() == 3 and cu_seqlens_q is cu_seqlens_k and cu_seqlens_q.dtype == torch.int32
         assert int(cu_seqlens_q[-1]) == q.size(0) and kw["max_seqlen_k"] == max_seqlen_q
         assert max(cu_seqlens_q.diff().tolist()) <= max_seqlen_q
+        assert not torch.compiler.is_compiling(), "the CuTe DSL's kernels cannot be traced"
         calls.append("varlen")
         return _segment_attention(q, k, v, cu_seqlens_q.tolist()), None
 
@@ -86,6 +115,8 @@ def fake_flash_attn(monkeypatch):
     cute.flash_attn_func, cute.flash_attn_varlen_func = flash_attn_func, flash_attn_varlen_func
     package = types.ModuleType("flash_attn")
     package.cute = cute
+    for module in (package, cute):  # what importlib.util.find_spec reads of a module already imported
+        module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None)
     monkeypatch.setitem(sys.modules, "flash_attn", package)
     monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
     attention._fa4.cache_clear()
@@ -114,6 +145,24 @@ def test_the_fa4_path_equals_sdpa_in_outputs_and_gradients(fake_flash_attn, docu
         torch.testing.assert_close(b.grad, a.grad, msg=name)
 
 
+def test_compiled_blocks_run_fa4_outside_their_graphs(fake_flash_attn):
+    """apply_compile leaves fullgraph off for fa4 blocks, whose graph breaks around the kernel call (the
+    stand-in cannot be traced, like the CuTe DSL's kernels: under fullgraph this test fails), and the
+    compiled blocks compute what the eager model does, the segments marked dynamic included."""
+    from lit_gpt.training.parallel import apply_compile
+
+    torch.manual_seed(0)
+    config = Config.from_dict({**tiny_config(document_mask=True, bos_id=1).to_dict(), "attention": "fa4"})
+    model = random_model(config)
+    idx = torch.randint(2, config.vocab_size, (2, 16))
+    idx[0, 5] = idx[1, 9] = 1
+    expected = model(idx)
+    apply_compile(model)
+    torch._dynamo.reset()
+    torch.testing.assert_close(model(idx), expected, rtol=1e-4, atol=1e-4)
+    assert fake_flash_attn == ["varlen"] * (2 * config.n_layer)
+
+
 def test_the_document_mask_changes_what_fa4_computes(fake_flash_attn):
     """Not a vacuous equality: with the mask the fa4 path's logits differ from plain causal ones."""
     config = tiny_config(bos_id=1)
@@ -137,3 +186,18 @@ def test_the_choice_is_a_runtime_field_and_inference_goes_back_to_auto(tmp_path)
     save_lit_checkpoint(tmp_path, random_model(config).state_dict(), config)
     loaded = load_for_inference(tmp_path, device="cpu", require_tokenizer=False)
     assert loaded.model.config.attention == "auto"
+
+
+def test_the_trainer_decides_auto_once_and_builds_the_model_with_the_concrete_kernel(tmp_path, capsys):
+    from lit_gpt.training.args import RunArgs
+    from lit_gpt.training.parallel import unwrap
+    from lit_gpt.training.setup import build_fabric, setup_model
+
+    args = RunArgs(out_dir=tmp_path, accelerator="cpu", devices=1, tensorboard=False, compile=False)
+    fabric, _ = build_fabric(args)
+    config = tiny_config(document_mask=True, bos_id=1)
+    assert config.attention == "auto"
+    model = setup_model(fabric, config, args, sharded=False)
+    assert unwrap(model).config.attention == "sdpa"
+    assert config.attention == "auto"  # the run's config (saved with every checkpoint) keeps the choice
+    assert "attention: sdpa, kept inside each document\n" in capsys.readouterr().out

@@ -64,8 +64,9 @@ class RunArgs:
         float8_min_features: float8 only for linears whose both dimensions are at least this (smaller
             ones lose more to the casts than they gain).
         kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
-        attention: Override the model config's attention kernel: "auto" (SDPA; FlexAttention for the
-            document mask on GPUs), "sdpa", "flex" or "fa4" (flash-attn-4, an optional extra, Hopper and newer).
+        attention: Override the model config's attention kernel: "auto" (flash-attn-4 where it can run, the
+            fastest measured; else SDPA, and FlexAttention for the document mask on GPUs), "sdpa", "flex" or
+            "fa4" (flash-attn-4, an optional extra: Hopper and newer, bf16).
         tensorboard: Also log to TensorBoard.
         wandb_project: Also log to Weights & Biases under this project (offline unless wandb_online).
         wandb_online: Sync W&B logs to the server.

@@ -4,6 +4,7 @@ start from. Shared by pretraining and fine-tuning."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +12,7 @@ import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
 from lit_gpt.attention import check as check_attention
+from lit_gpt.attention import startup_line
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
 from lit_gpt.training.args import RunArgs
@@ -97,8 +99,11 @@ def setup_model(
     unsharded weights), and hand it to Fabric. `transform` changes the freshly built model first (e.g.
     adds LoRA adapters)."""
     compute_dtype = torch.float32 if resolved_precision(args) == "32-true" else torch.bfloat16
-    choice = check_attention(config.attention, config.document_mask, fabric.device, compute_dtype)
-    fabric.print(f"attention: {choice}" + (", kept inside each document" if config.document_mask else ""))
+    # "auto" is decided here, once: the model is built with the concrete kernel
+    where = (config.document_mask, fabric.device, compute_dtype, config.head_size)
+    choice = check_attention(config.attention, *where)
+    fabric.print(startup_line(config.attention, choice, *where))
+    config = replace(config, attention=choice)
     with fabric.init_module(empty_init=sharded):
         model = GPT(config)
         if transform is not None:
