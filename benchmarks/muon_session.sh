@@ -6,9 +6,12 @@
 #   bash benchmarks/muon_session.sh fp8long    # tiny_LLaMA_1b, Muon + float8, 300 steps on the corpus
 #   bash benchmarks/muon_session.sh sweep      # the plan's learning-rate sweeps (ONLY=adamw,muon), JOBS at once
 #   bash benchmarks/muon_session.sh steptime   # every configuration's tokens/s, one after the other
-#   bash benchmarks/muon_session.sh final      # the final runs of ONLY (SEEDS=1,2), one at a time
+#   bash benchmarks/muon_session.sh final      # the final runs of ONLY (SEEDS=1,2), JOBS at once (default 1);
+#                                              # STOP=1: each ends at the baseline's final loss (challengers)
 #   bash benchmarks/muon_session.sh report     # the time-to-loss table and PNG of what has run
-# The corpus (benchmarks/time_to_loss.py prepare) and the runs stay in $TTL (/tmp/ttl) while the machine is warm.
+# The corpus (benchmarks/time_to_loss.py prepare) and the runs stay in $TTL (/tmp/ttl) while the machine is warm;
+# the runs of earlier sessions (metrics and settings, benchmarks/results/h200_*_ttl_runs) are put back there
+# first, and `train` keeps every run already there.
 set -uo pipefail
 PART=${1:-overhead}
 OUT=${OUT:-/tmp/gpu_out}
@@ -16,7 +19,10 @@ TTL=${TTL:-/tmp/ttl}
 WORK=${WORK:-/tmp/muon_work}
 LOGS=$WORK/logs
 mkdir -p "$OUT" "$LOGS"
-snap() { tar czf "$OUT/.logs.$BASHPID.tmp" -C "$WORK" logs -C "$TTL" runs corpus.json steptime 2>/dev/null; mv "$OUT/.logs.$BASHPID.tmp" "$OUT/logs.tgz"; }
+snap() {  # the logs and every run's metrics and settings (not the weights)
+  local kept; kept=$(cd "$TTL" 2>/dev/null && find runs steptime corpus.json \( -name "*.csv" -o -name "*.json" -o -name "*.txt" \) 2>/dev/null)
+  tar czf "$OUT/.logs.$BASHPID.tmp" -C "$WORK" logs -C "$TTL" $kept; mv "$OUT/.logs.$BASHPID.tmp" "$OUT/logs.tgz"
+}
 trap snap EXIT
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 TOKENIZERS_PARALLELISM=false
 python3 - <<'PY' | tee "$LOGS/versions.txt"
@@ -25,7 +31,18 @@ print(f"{torch.cuda.get_device_name()} x{torch.cuda.device_count()} | torch {tor
       f"torchao {torchao.__version__} | lightning {lightning.__version__}")
 PY
 
+restored() {  # the runs of earlier sessions and their step times (measured in one job), where none are yet
+  mkdir -p "$TTL/runs"
+  for run in benchmarks/results/h200_*_ttl_runs/*/; do
+    [ -e "$TTL/runs/$(basename "$run")" ] || cp -r "$run" "$TTL/runs/"
+  done
+  local steps; steps=$(ls benchmarks/results/h200_*_ttl_steptime.json 2>/dev/null | tail -n 1)
+  [ -n "$steps" ] && [ ! -f "$TTL/steptime/steptime.json" ] && mkdir -p "$TTL/steptime" && cp "$steps" "$TTL/steptime/steptime.json"
+  return 0
+}
+
 prepared() {  # the corpus, prepared once per machine
+  restored
   [ -f "$TTL/corpus.json" ] && return
   local t0=$SECONDS
   python3 benchmarks/time_to_loss.py prepare --out "$TTL" > "$LOGS/prepare.txt" 2>&1 || { tail -30 "$LOGS/prepare.txt"; exit 1; }
@@ -96,9 +113,11 @@ steptime)
 final)
   prepared
   python3 benchmarks/time_to_loss.py train --data "$TTL" --phase final --only "${ONLY:-adamw}" --seeds "${SEEDS:-1}" \
-    ${LR:+--lr $LR} 2>&1 | tee "$LOGS/final_${ONLY:-adamw}_${SEEDS:-1}.txt" | tail -5
+    --jobs "${JOBS:-1}" ${LR:+--lr $LR} ${STOP:+--stop_at_target} ${MICRO:+--micro_batch_size $MICRO} 2>&1 \
+    | tee "$LOGS/final_${ONLY:-adamw}_${SEEDS:-1}.txt" | tail -8
   ;;
 report)
+  restored
   python3 benchmarks/time_to_loss.py report --data "$TTL" --png "$OUT/time_to_loss.png" --json "$OUT/time_to_loss.json"
   ;;
 *)

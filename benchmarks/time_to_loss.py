@@ -16,9 +16,11 @@ and packs both splits with `lit-prepare-corpus`; nothing of this counts as train
 `train` runs the real trainer (`lit-pretrain`) for each configuration of the plan (a YAML file:
 benchmarks/configs/time_to_loss_120m.yaml). Phase `sweep`: every configuration at each of its learning rates
 on `sweep_tokens` (the schedule shortened alike). Phase `final`: each configuration at its best swept rate (or
-`--lr`) on `tokens`, for every seed. It refuses a plan that would read more tokens than the training split
-holds (no token is seen twice). `--jobs N` trains N at once on one GPU: their losses count, their times do not
-(each run records whether it shared the GPU).
+`--lr`) on `tokens`, for every seed; with `--stop_at_target` a challenger's run ends once its validation loss
+reaches the baseline's final one (the baseline's finals first), which is all the report needs of it. It
+refuses a plan that would read more tokens than the training split holds (no token is seen twice). `--jobs N`
+trains N at once on one GPU: their losses count, their times do not (each run records whether it shared the
+GPU).
 
 `steptime` measures every configuration's tokens/s in one job, one after the other, so that the ratio of two
 configurations can also be given as tokens-to-loss times step time measured side by side.
@@ -41,6 +43,7 @@ import subprocess
 import sys
 import sysconfig
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -231,6 +234,10 @@ def train(args) -> None:
     unknown = [c for c in chosen if c not in plan["configs"]]
     if unknown:
         raise SystemExit(f"--only: {', '.join(unknown)} not in the plan ({', '.join(plan['configs'])})")
+    if args.stop_at_target and (args.phase != "final" or plan["baseline"] in chosen):
+        raise SystemExit(
+            f"--stop_at_target: for final runs of configurations other than the baseline ({plan['baseline']})"
+        )
     tokens = plan["sweep_tokens" if args.phase == "sweep" else "tokens"]
     available = readable_tokens(args.data / "data", Config.from_name(plan["model_name"]).block_size)
     if tokens > available:
@@ -250,10 +257,21 @@ def train(args) -> None:
         for lr, seed in points:
             name = run_name(config, lr, seed, args.phase)
             planned[name] = (config, lr, seed, trainer_args(plan, args.data, settings, lr, seed, tokens))
-    print(f"{len(planned)} runs, {args.jobs} at a time: {', '.join(planned)}", flush=True)
-    seconds = run_trainings({n: p[3] for n, p in planned.items()}, runs, args.jobs, timeout=args.timeout)
+    stop_when = None
+    if args.stop_at_target:
+        target = statistics.mean(r["by_seconds"][-1][1] for r in baseline_runs(plan, read_final_runs(runs), runs))
+        print(f"each run stops once its validation loss reaches the baseline's {target:.4f}", flush=True)
+        stop_when = reached(target)
+    done = {name for name in planned if (runs / name / "run.json").is_file()}  # an earlier job's (or session's)
+    todo = {n: p[3] for n, p in planned.items() if n not in done}
+    print(f"{len(todo)} runs, {args.jobs} at a time: {', '.join(todo)}; kept: {', '.join(done) or 'none'}", flush=True)
+    seconds = run_trainings(todo, runs, args.jobs, timeout=args.timeout, stop_when=stop_when)
     for name, (config, lr, seed, _) in planned.items():
+        if name in done:
+            print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  (kept)")
+            continue
         meta = dict(config=config, lr=lr, seed=seed, phase=args.phase, tokens=tokens, shared_gpu=args.jobs > 1)
+        meta["stopped_at_target"] = bool(stop_when and stop_when(runs / name))
         (runs / name / "run.json").write_text(json.dumps({**meta, "wall_s": seconds[name]}))
         print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  wall {seconds[name]:.0f} s")
 
@@ -318,12 +336,34 @@ def read_final_runs(runs: Path) -> dict[str, dict]:
     return found
 
 
+def baseline_runs(plan: dict, runs: dict[str, dict], folder: Path) -> list[dict]:
+    """The baseline configuration's final runs (that ran to their end): their mean final loss is the target."""
+    base = [r for r in runs.values() if r["config"] == plan["baseline"] and not r.get("stopped_at_target")]
+    if not base:
+        raise SystemExit(f"no final run of the baseline {plan['baseline']!r} in {folder}")
+    return base
+
+
+def reached(target: float) -> Callable[[Path], bool]:
+    """Whether a running training's last validation loss is at or below `target` (its metrics.csv is read
+    while being written: a row not yet whole counts as not reached)."""
+
+    def check(folder: Path) -> bool:
+        from lit_gpt.training.metrics import read_metrics
+
+        try:
+            val = read_metrics(folder / "metrics.csv").get("val_loss", [])
+        except (OSError, ValueError, KeyError, IndexError):
+            return False
+        return bool(val) and val[-1][1] <= target
+
+    return check
+
+
 def report(args) -> dict:
     plan = load_plan(args.plan)
     runs = read_final_runs(args.data / "runs")
-    base = [r for r in runs.values() if r["config"] == plan["baseline"]]
-    if not base:
-        raise SystemExit(f"no final run of the baseline {plan['baseline']!r} in {args.data / 'runs'}")
+    base = baseline_runs(plan, runs, args.data / "runs")
     target = statistics.mean(r["by_seconds"][-1][1] for r in base)
     base_seconds = statistics.mean(r["train_sec"] for r in base)
     base_tokens = statistics.mean(r["by_tokens"][-1][0] for r in base)
@@ -338,6 +378,7 @@ def report(args) -> dict:
             final_val_loss=r["by_seconds"][-1][1],
             tokens_per_sec=r["tokens_per_sec"],
             shared_gpu=r["shared_gpu"],
+            stopped_at_target=r.get("stopped_at_target", False),
             seconds_to_target=time_to(r["by_seconds"], target),
             tokens_to_target=time_to(r["by_tokens"], target),
         )
@@ -375,6 +416,7 @@ def report(args) -> dict:
     print(f"{'run':40s} {'final':>7s} {'tok/s':>9s} {'s to target':>12s} {'tokens to target':>17s}")
     for name, r in rows.items():
         shared = " (shared GPU)" if r["shared_gpu"] else ""
+        shared += " (stopped at the target)" if r["stopped_at_target"] else ""
         print(
             f"{name:40s} {r['final_val_loss']:7.4f} {r['tokens_per_sec']:9,.0f} {r['seconds_to_target']:12.1f} "
             f"{r['tokens_to_target']:17,.0f}{shared}"
@@ -435,6 +477,12 @@ def main(argv=None) -> None:
     train_p.add_argument("--seeds", default="", help="comma-separated (final phase; default: the plan's)")
     train_p.add_argument("--lr", type=float, default=None, help="final phase: this rate instead of the sweep's best")
     train_p.add_argument("--jobs", type=int, default=1, help="trainings at once on the GPU (their times do not count)")
+    train_p.add_argument(
+        "--stop_at_target",
+        action="store_true",
+        help="final phase, not the baseline: end each run once it reaches the baseline's final loss (what the "
+        "report measures), instead of training all of `tokens`",
+    )
     train_p.add_argument(
         "--micro_batch_size", type=int, default=None, help="instead of the plan's: memory only (the global batch stays)"
     )

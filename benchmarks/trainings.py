@@ -4,28 +4,39 @@ each logging into its own folder. Shared by float8_quality.py and time_to_loss.p
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from lit_gpt.exit_codes import STOPPED_AND_SAVED
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = [sys.executable, str(ROOT / "pretrain" / "tinyllama.py")]
 
 
 def run_trainings(
-    commands: dict[str, list[str]], out_dir: Path, jobs: int = 1, gpus: str = "", timeout: float = 3600
+    commands: dict[str, list[str]],
+    out_dir: Path,
+    jobs: int = 1,
+    gpus: str = "",
+    timeout: float = 3600,
+    stop_when: Callable[[Path], bool] | None = None,
 ) -> dict[str, float]:
     """Run the named commands (`lit-pretrain` argument lists, the --out_dir of each `out_dir/name`), `jobs` at a
     time, taking the GPUs of the comma-separated `gpus` in turn (trainings sharing a GPU are compared by their
-    losses, not their speed). Returns the wall seconds of each; the first failure stops the others and raises
-    with the end of its output (the whole of it is in `out_dir/name/stdout.txt`)."""
+    losses, not their speed). `stop_when(folder)`, asked every second of a running training, ends it early
+    (SIGTERM: the trainer saves and leaves at its next step). Returns the wall seconds of each; the first
+    failure stops the others and raises with the end of its output (the whole of it is in
+    `out_dir/name/stdout.txt`)."""
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    pending, running, seconds = list(enumerate(commands.items())), {}, {}
+    pending, running, seconds, stopped = list(enumerate(commands.items())), {}, {}, set()
     devices = [g for g in gpus.split(",") if g]
     try:
         while pending or running:
@@ -40,6 +51,9 @@ def run_trainings(
                 running[name] = (proc, log, time.time())
             time.sleep(1)
             for name, (proc, log, t0) in list(running.items()):
+                if proc.poll() is None and name not in stopped and stop_when and stop_when(out_dir / name):
+                    proc.send_signal(signal.SIGTERM)
+                    stopped.add(name)
                 if proc.poll() is None and time.time() - t0 < timeout:
                     continue
                 del running[name]
@@ -47,7 +61,7 @@ def run_trainings(
                     proc.kill()
                     proc.wait()
                 log.close()
-                if proc.returncode:
+                if proc.returncode and not (name in stopped and proc.returncode == STOPPED_AND_SAVED):
                     tail = (out_dir / name / "stdout.txt").read_text()[-4000:]
                     raise RuntimeError(f"{name}: exit {proc.returncode}\n{tail}")
                 seconds[name] = time.time() - t0

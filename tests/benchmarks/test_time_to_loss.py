@@ -90,6 +90,9 @@ def test_prepare_then_report_and_the_refusal_of_a_plan_larger_than_the_corpus(tm
     common = ("--data", str(out), "--plan", str(plan_file))
     refused = bench("train", *common, "--phase", "final", "--lr", "1e-3", check=False)
     assert refused.returncode != 0 and "readable tokens" in refused.stderr and not (out / "runs").exists()
+    for phase, only in (("final", "adamw,muon"), ("sweep", "muon")):
+        refused = bench("train", *common, "--phase", phase, "--only", only, "--stop_at_target", check=False)
+        assert "--stop_at_target: for final runs of configurations other than the baseline (adamw)" in refused.stderr
 
     # two baseline seeds ending at 3.0 and 3.2 (target 3.1) in 100 s; muon reaching 3.1 at 40 and 60 s
     runs = out / "runs"
@@ -120,3 +123,68 @@ def test_the_final_runs_take_each_configurations_best_swept_rate(tmp_path):
     assert best_rate(tmp_path, "muon") == 2e-3
     with pytest.raises(SystemExit, match="no sweep of adamw"):
         best_rate(tmp_path, "adamw")
+
+
+# a stand-in for the trainer: a validation loss falling by 0.1 every 50 ms; on SIGTERM it exits with argv[1]
+FAKE_TRAINER = """
+import signal, sys, time
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out_dir") + 1])
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+rows = "step,val_loss\\n"
+for step in range(1, 400):
+    if stop:
+        sys.exit(int(sys.argv[1]))
+    rows += f"{step},{5 - 0.1 * step}\\n"
+    (out / "metrics.csv").write_text(rows)
+    time.sleep(0.05)
+"""
+
+
+def test_a_challenger_stops_once_it_reaches_the_target(tmp_path, monkeypatch):
+    import trainings
+    from time_to_loss import reached
+
+    script = tmp_path / "fake_trainer.py"
+    script.write_text(FAKE_TRAINER)
+    monkeypatch.setattr(trainings, "PRETRAIN", [sys.executable, str(script)])
+    from lit_gpt.exit_codes import STOPPED_AND_SAVED
+
+    seconds = trainings.run_trainings({"muon": [str(STOPPED_AND_SAVED)]}, tmp_path, stop_when=reached(3.0))
+    last_step = (tmp_path / "muon" / "metrics.csv").read_text().splitlines()[-1].split(",")[0]
+    assert 20 <= int(last_step) < 60 and seconds["muon"] < 10  # stopped soon after step 20 (loss 3.0), not at 399
+    assert reached(3.0)(tmp_path / "muon") and not reached(1.0)(tmp_path / "muon")
+    assert not reached(3.0)(tmp_path / "nothing_yet")
+    # a training that fails after being asked to stop is still a failure
+    with pytest.raises(RuntimeError, match="muon: exit 1"):
+        trainings.run_trainings({"muon": ["1"]}, tmp_path, stop_when=reached(3.0))
+
+
+def test_runs_an_earlier_job_finished_are_kept_and_challengers_stop_at_the_baselines_loss(tmp_path, monkeypatch):
+    import time_to_loss
+
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(PLAN))
+    runs = tmp_path / "runs"
+    base = dict(config="adamw", lr=1e-3, phase="final", tokens=1000, shared_gpu=False)
+    for seed, loss in ((1, 3.0), (2, 3.2)):
+        write_run(runs, f"final_adamw_lr0.001_seed{seed}", {**base, "seed": seed}, [(1000, 100, loss)], 10.0)
+    asked = {}
+
+    def run_trainings(commands, out_dir, jobs, timeout, stop_when):
+        asked.update(commands=sorted(commands), stop_when=stop_when)
+        for name in commands:
+            write_run(out_dir, name, {}, [(500, 50, 3.05)], 10.0)
+        return {name: 60.0 for name in commands}
+
+    monkeypatch.setattr(time_to_loss, "run_trainings", run_trainings)
+    monkeypatch.setattr(time_to_loss, "readable_tokens", lambda data, block: 10**9)
+    argv = ["train", "--data", str(tmp_path), "--plan", str(plan_file), "--phase", "final", "--lr", "1e-3"]
+    time_to_loss.main([*argv, "--only", "adamw"])  # both seeds are there already
+    assert asked["commands"] == [] and asked["stop_when"] is None
+    time_to_loss.main([*argv, "--only", "muon", "--seeds", "1", "--stop_at_target"])
+    assert asked["commands"] == ["final_muon_lr0.001_seed1"]
+    assert asked["stop_when"](runs / "final_muon_lr0.001_seed1")  # 3.05 is below the baseline's mean, 3.1
+    meta = json.loads((runs / "final_muon_lr0.001_seed1" / "run.json").read_text())
+    assert meta["stopped_at_target"] and meta["config"] == "muon" and meta["wall_s"] == 60.0
