@@ -6,7 +6,7 @@
 - ``fa4``: flash-attn-4 (``flash_attn.cute``, an optional extra; Hopper and newer, bf16 or fp16), causal,
   and for the document mask its variable-length interface: every packed document is its own sequence,
   found by its BOS token, so nothing between documents is computed.
-- ``auto``: the fastest measured (benchmarks/RESULTS.md, "Attention kernels"): flash-attn-4 wherever it can
+- ``auto``: the fastest measured (benchmarks/RESULTS.md, "attention kernels"): flash-attn-4 wherever it can
   run; otherwise SDPA, and FlexAttention for the document mask on CUDA. Only a caller that knows the compute
   dtype can pick flash-attn-4 (`resolve(..., dtype=...)`): the trainer decides once at start-up and builds the
   model with the concrete choice; a model built elsewhere with ``auto`` runs SDPA or FlexAttention.
