@@ -16,7 +16,6 @@ Generation with a KV cache always runs SDPA (the model's inference path).
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 from dataclasses import dataclass
 
@@ -117,26 +116,20 @@ def document_segments(idx: torch.Tensor, bos_id: int) -> Segments:
     return Segments(cu_seqlens, T)
 
 
-@functools.cache
-def _fa4():
-    from flash_attn.cute import flash_attn_func, flash_attn_varlen_func
-
-    return flash_attn_func, flash_attn_varlen_func
-
-
 # flash-attn-4's kernels are compiled by the CuTe DSL, which Dynamo cannot trace: a compiled block runs
 # around this call as two graphs (apply_compile compiles such blocks without fullgraph)
 @torch.compiler.disable
 def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
     """Causal attention of q (B, T, H, D) over k, v (B, T, H_kv, D) with flash-attn-4; within each
     segment only when `segments.cu_seqlens` is given. Returns (B, T, H, D)."""
-    dense, varlen = _fa4()
+    from flash_attn.cute import flash_attn_func, flash_attn_varlen_func  # an optional extra
+
     if segments.cu_seqlens is None:
-        out = dense(q, k, v, causal=True)
+        out = flash_attn_func(q, k, v, causal=True)
     else:
         B, T = q.shape[:2]
         cu, n = segments.cu_seqlens, segments.max_seqlen
-        out = varlen(
+        out = flash_attn_varlen_func(
             q.reshape(B * T, *q.shape[2:]),
             k.reshape(B * T, *k.shape[2:]),
             v.reshape(B * T, *v.shape[2:]),

@@ -10,6 +10,10 @@ from typing import Any
 
 import yaml
 
+# Config fields that choose kernels, not what the weights mean: a run's flags override them (RunArgs) and a
+# resume may change them.
+RUNTIME_FIELDS = ("kernels", "attention")
+
 
 @dataclass
 class Config:

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from jsonargparse import ActionConfigFile
 
+from lit_gpt.config import RUNTIME_FIELDS
 from lit_gpt.exit_codes import CommandParser
 
 T = TypeVar("T")
@@ -146,4 +147,4 @@ def parse_args(
 
 def runtime_overrides(args: RunArgs) -> dict[str, Any]:
     """The model-config fields a run's flags override: the kernels, not what the weights mean."""
-    return {name: getattr(args, name) for name in ("kernels", "attention") if getattr(args, name)}
+    return {name: getattr(args, name) for name in RUNTIME_FIELDS if getattr(args, name)}

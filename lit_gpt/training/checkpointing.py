@@ -581,21 +581,17 @@ def read_train_state(path: Path) -> dict[str, Any]:
         raise ValueError(f"{state_file}: unreadable train state ({e})") from e
 
 
-# Model-config fields that may differ on resume: they choose kernels, not what the weights mean.
-_RUNTIME_CONFIG_FIELDS = ("kernels", "attention")
-
-
 def check_model_config(path: Path, config) -> None:
     """Refuse to resume from `path` when its saved model config differs in content from `config` (a
     config file edited in place included), before any weights are read."""
-    from lit_gpt.config import Config
+    from lit_gpt.config import RUNTIME_FIELDS, Config
 
     saved = Config.from_file(Path(path) / "model_config.yaml").to_dict()
     current = config.to_dict()
     changed = [
         f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
         for k in sorted(set(saved) | set(current))
-        if k not in _RUNTIME_CONFIG_FIELDS and saved.get(k) != current.get(k)
+        if k not in RUNTIME_FIELDS and saved.get(k) != current.get(k)
     ]
     if changed:
         raise ValueError(
