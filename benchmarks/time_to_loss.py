@@ -257,11 +257,18 @@ def train(args) -> None:
         for lr, seed in points:
             name = run_name(config, lr, seed, args.phase)
             planned[name] = (config, lr, seed, trainer_args(plan, args.data, settings, lr, seed, tokens))
-    stop_when = None
+    stop_when, stopped = None, set()
     if args.stop_at_target:
         target = statistics.mean(r["by_seconds"][-1][1] for r in baseline_runs(plan, read_final_runs(runs), runs))
         print(f"each run stops once its validation loss reaches the baseline's {target:.4f}", flush=True)
-        stop_when = reached(target)
+        at_target = reached(target)
+
+        def stop_when(folder: Path) -> bool:  # remembers the runs it ended
+            if at_target(folder):
+                stopped.add(folder.name)
+                return True
+            return False
+
     done = {name for name in planned if (runs / name / "run.json").is_file()}  # an earlier job's (or session's)
     todo = {n: p[3] for n, p in planned.items() if n not in done}
     print(f"{len(todo)} runs, {args.jobs} at a time: {', '.join(todo)}; kept: {', '.join(done) or 'none'}", flush=True)
@@ -271,7 +278,7 @@ def train(args) -> None:
             print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  (kept)")
             continue
         meta = dict(config=config, lr=lr, seed=seed, phase=args.phase, tokens=tokens, shared_gpu=args.jobs > 1)
-        meta["stopped_at_target"] = bool(stop_when and stop_when(runs / name))
+        meta["stopped_at_target"] = name in stopped
         (runs / name / "run.json").write_text(json.dumps({**meta, "wall_s": seconds[name]}))
         print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  wall {seconds[name]:.0f} s")
 

@@ -176,6 +176,8 @@ def test_runs_an_earlier_job_finished_are_kept_and_challengers_stop_at_the_basel
         asked.update(commands=sorted(commands), stop_when=stop_when)
         for name in commands:
             write_run(out_dir, name, {}, [(500, 50, 3.05)], 10.0)
+            if stop_when:  # asked while the run trains, as run_trainings does
+                stop_when(out_dir / name)
         return {name: 60.0 for name in commands}
 
     monkeypatch.setattr(time_to_loss, "run_trainings", run_trainings)
