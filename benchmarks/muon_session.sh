@@ -33,10 +33,12 @@ PY
 
 restored() {  # the runs of earlier sessions and their step times (measured in one job), where none are yet
   mkdir -p "$TTL/runs"
-  for run in benchmarks/results/h200_*_ttl_runs/*/; do
+  for run in benchmarks/results/*_ttl_runs/*/; do
     [ -e "$TTL/runs/$(basename "$run")" ] || cp -r "$run" "$TTL/runs/"
   done
-  local steps; steps=$(ls benchmarks/results/h200_*_ttl_steptime.json 2>/dev/null | tail -n 1)
+  # step times only from the card in hand (the runs' losses by tokens do not depend on the card)
+  local card; card=$(python3 -c "import torch; print('h200' if 'H200' in torch.cuda.get_device_name() else 'h100')")
+  local steps; steps=$(ls benchmarks/results/${card}_*_ttl_steptime.json 2>/dev/null | tail -n 1)
   [ -n "$steps" ] && [ ! -f "$TTL/steptime/steptime.json" ] && mkdir -p "$TTL/steptime" && cp "$steps" "$TTL/steptime/steptime.json"
   return 0
 }
