@@ -6,11 +6,13 @@
 #   bash benchmarks/muon_session.sh fp8long    # tiny_LLaMA_1b, Muon + float8, 300 steps on the corpus
 #   bash benchmarks/muon_session.sh sweep      # the plan's learning-rate sweeps (ONLY=adamw,muon), JOBS at once
 #   bash benchmarks/muon_session.sh steptime   # every configuration's tokens/s, one after the other
-#   bash benchmarks/muon_session.sh final      # the final runs of ONLY (SEEDS=1,2), JOBS at once (default 1);
-#                                              # STOP=1: each ends at the baseline's final loss (challengers)
+#   bash benchmarks/muon_session.sh final      # the final runs of ONLY (SEEDS=1,2), JOBS at once (default 1), at
+#                                              # LR (default: the sweep's best); STOP=1: each ends at the
+#                                              # baseline's final loss (challengers); each run recorded as it ends
 #   bash benchmarks/muon_session.sh report     # the time-to-loss table and PNG of what has run
+# sweep, steptime and final end by DEADLINE seconds after the start (default 565, under the call's 600).
 # The corpus (benchmarks/time_to_loss.py prepare) and the runs stay in $TTL (/tmp/ttl) while the machine is warm;
-# the runs of earlier sessions (metrics and settings, benchmarks/results/h200_*_ttl_runs) are put back there
+# the runs of earlier sessions (metrics and settings, benchmarks/results/*_ttl_runs) are put back there
 # first, and `train` keeps every run already there.
 set -uo pipefail
 PART=${1:-overhead}
@@ -41,6 +43,10 @@ restored() {  # the runs of earlier sessions and their step times (measured in o
   local steps; steps=$(ls benchmarks/results/${card}_*_ttl_steptime.json 2>/dev/null | tail -n 1)
   [ -n "$steps" ] && [ ! -f "$TTL/steptime/steptime.json" ] && mkdir -p "$TTL/steptime" && cp "$steps" "$TTL/steptime/steptime.json"
   return 0
+}
+
+bounded() {  # a command ended (SIGINT: its trainings are killed) before the call's 600 s, so the logs come back
+  timeout -s INT -k 15 $(( ${DEADLINE:-565} - SECONDS )) "$@"
 }
 
 prepared() {  # the corpus, prepared once per machine
@@ -105,18 +111,18 @@ PY
   ;;
 sweep)
   prepared
-  python3 benchmarks/time_to_loss.py train --data "$TTL" --phase sweep --only "${ONLY:-adamw,muon}" \
+  bounded python3 benchmarks/time_to_loss.py train --data "$TTL" --phase sweep --only "${ONLY:-adamw,muon}" \
     --jobs "${JOBS:-6}" ${MICRO:+--micro_batch_size $MICRO} 2>&1 | tee "$LOGS/sweep.txt" | tail -12
   ;;
 steptime)
   prepared
-  python3 benchmarks/time_to_loss.py steptime --data "$TTL" --only "${ONLY:-adamw,muon,muon_float8}" 2>&1 | tee "$LOGS/steptime.txt" | tail -5
+  bounded python3 benchmarks/time_to_loss.py steptime --data "$TTL" --only "${ONLY:-adamw,muon,muon_float8}" 2>&1 | tee "$LOGS/steptime.txt" | tail -5
   ;;
 final)
   prepared
-  python3 benchmarks/time_to_loss.py train --data "$TTL" --phase final --only "${ONLY:-adamw}" --seeds "${SEEDS:-1}" \
-    --jobs "${JOBS:-1}" ${LR:+--lr $LR} ${STOP:+--stop_at_target} ${MICRO:+--micro_batch_size $MICRO} 2>&1 \
-    | tee "$LOGS/final_${ONLY:-adamw}_${SEEDS:-1}.txt" | tail -8
+  bounded python3 benchmarks/time_to_loss.py train --data "$TTL" --phase final --only "${ONLY:-adamw}" \
+    --seeds "${SEEDS:-1}" --jobs "${JOBS:-1}" ${LR:+--lr $LR} ${STOP:+--stop_at_target} \
+    ${MICRO:+--micro_batch_size $MICRO} 2>&1 | tee "$LOGS/final_${ONLY:-adamw}_${SEEDS:-1}.txt"
   ;;
 report)
   restored

@@ -259,7 +259,8 @@ def train(args) -> None:
             planned[name] = (config, lr, seed, trainer_args(plan, args.data, settings, lr, seed, tokens))
     stop_when, stopped = None, set()
     if args.stop_at_target:
-        target = statistics.mean(r["by_seconds"][-1][1] for r in baseline_runs(plan, read_final_runs(runs), runs))
+        base = baseline_runs(plan, read_final_runs(runs), runs).values()
+        target = statistics.mean(r["by_seconds"][-1][1] for r in base)
         print(f"each run stops once its validation loss reaches the baseline's {target:.4f}", flush=True)
         at_target = reached(target)
 
@@ -272,15 +273,17 @@ def train(args) -> None:
     done = {name for name in planned if (runs / name / "run.json").is_file()}  # an earlier job's (or session's)
     todo = {n: p[3] for n, p in planned.items() if n not in done}
     print(f"{len(todo)} runs, {args.jobs} at a time: {', '.join(todo)}; kept: {', '.join(done) or 'none'}", flush=True)
-    seconds = run_trainings(todo, runs, args.jobs, timeout=args.timeout, stop_when=stop_when)
-    for name, (config, lr, seed, _) in planned.items():
-        if name in done:
-            print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  (kept)")
-            continue
+    for name in sorted(done):
+        print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  (kept)", flush=True)
+
+    def finished(name: str, seconds: float) -> None:  # recorded as each run ends: a job cut off keeps it
+        config, lr, seed, _ = planned[name]
         meta = dict(config=config, lr=lr, seed=seed, phase=args.phase, tokens=tokens, shared_gpu=args.jobs > 1)
         meta["stopped_at_target"] = name in stopped
-        (runs / name / "run.json").write_text(json.dumps({**meta, "wall_s": seconds[name]}))
-        print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  wall {seconds[name]:.0f} s")
+        (runs / name / "run.json").write_text(json.dumps({**meta, "wall_s": seconds}))
+        print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  wall {seconds:.0f} s", flush=True)
+
+    run_trainings(todo, runs, args.jobs, timeout=args.timeout, stop_when=stop_when, finished=finished)
 
 
 def steptime(args) -> None:
@@ -343,11 +346,15 @@ def read_final_runs(runs: Path) -> dict[str, dict]:
     return found
 
 
-def baseline_runs(plan: dict, runs: dict[str, dict], folder: Path) -> list[dict]:
-    """The baseline configuration's final runs (that ran to their end): their mean final loss is the target."""
-    base = [r for r in runs.values() if r["config"] == plan["baseline"] and not r.get("stopped_at_target")]
+def baseline_runs(plan: dict, runs: dict[str, dict], folder: Path) -> dict[str, dict]:
+    """The baseline configuration's final runs (that ran to their end) at its best swept rate, by name: their mean
+    final loss is the target. Its finals at other rates (a check of the sweep) are compared like a challenger's."""
+    base = {n: r for n, r in runs.items() if r["config"] == plan["baseline"] and not r.get("stopped_at_target")}
     if not base:
         raise SystemExit(f"no final run of the baseline {plan['baseline']!r} in {folder}")
+    if len({r["lr"] for r in base.values()}) > 1:
+        lr = best_rate(folder, plan["baseline"])
+        base = {n: r for n, r in base.items() if r["lr"] == lr}
     return base
 
 
@@ -370,7 +377,8 @@ def reached(target: float) -> Callable[[Path], bool]:
 def report(args) -> dict:
     plan = load_plan(args.plan)
     runs = read_final_runs(args.data / "runs")
-    base = baseline_runs(plan, runs, args.data / "runs")
+    baseline = baseline_runs(plan, runs, args.data / "runs")
+    base, base_names = list(baseline.values()), set(baseline)
     target = statistics.mean(r["by_seconds"][-1][1] for r in base)
     base_seconds = statistics.mean(r["train_sec"] for r in base)
     base_tokens = statistics.mean(r["by_tokens"][-1][0] for r in base)
@@ -389,11 +397,15 @@ def report(args) -> dict:
             seconds_to_target=time_to(r["by_seconds"], target),
             tokens_to_target=time_to(r["by_tokens"], target),
         )
-    summary = {}
-    for config in sorted({r["config"] for r in rows.values()}):
-        mine = [r for r in rows.values() if r["config"] == config]
-        seconds = [r["seconds_to_target"] for r in mine]
-        tokens = [r["tokens_to_target"] for r in mine]
+    summary = {}  # one entry a configuration and rate: a rate that did not carry to the final is not averaged in
+    for config, lr in sorted({(r["config"], r["lr"]) for r in rows.values()}):
+        mine = [n for n, r in rows.items() if (r["config"], r["lr"]) == (config, lr)]
+        if base_names.issuperset(mine):  # its time is its whole run (a seed ending above the mean never reaches it)
+            seconds = [runs[n]["train_sec"] for n in mine]
+            tokens = [runs[n]["by_tokens"][-1][0] for n in mine]
+        else:
+            seconds = [rows[n]["seconds_to_target"] for n in mine]
+            tokens = [rows[n]["tokens_to_target"] for n in mine]
         entry = dict(
             runs=len(mine),
             seconds_to_target=statistics.mean(seconds),
@@ -405,7 +417,7 @@ def report(args) -> dict:
         if config in step_tps and plan["baseline"] in step_tps:
             # tokens to the target at each configuration's own speed, both speeds measured in one job
             entry["ratio_by_step_time"] = entry["token_ratio"] * step_tps[plan["baseline"]] / step_tps[config]
-        summary[config] = entry
+        summary[f"{config}_lr{lr:g}"] = entry
     result = dict(
         plan=str(args.plan),
         target_val_loss=target,
@@ -428,11 +440,11 @@ def report(args) -> dict:
             f"{name:40s} {r['final_val_loss']:7.4f} {r['tokens_per_sec']:9,.0f} {r['seconds_to_target']:12.1f} "
             f"{r['tokens_to_target']:17,.0f}{shared}"
         )
-    print(f"{'config':16s} {'wall ratio':>10s} {'spread (s)':>16s} {'token ratio':>11s} {'by step time':>12s}")
+    print(f"{'config':24s} {'wall ratio':>10s} {'spread (s)':>16s} {'token ratio':>11s} {'by step time':>12s}")
     for config, e in summary.items():
         lo, hi = e["seconds_spread"]
         by_steps = f"{e['ratio_by_step_time']:.3f}" if "ratio_by_step_time" in e else "-"
-        print(f"{config:16s} {e['wall_ratio']:10.3f} {lo:7.0f}-{hi:<8.0f} {e['token_ratio']:11.3f} {by_steps:>12s}")
+        print(f"{config:24s} {e['wall_ratio']:10.3f} {lo:7.0f}-{hi:<8.0f} {e['token_ratio']:11.3f} {by_steps:>12s}")
     return result
 
 
@@ -445,8 +457,9 @@ def plot(runs: dict, target: float, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     colours: dict[str, str] = {}
     for name, r in runs.items():
-        label = None if r["config"] in colours else f"{r['config']} (lr {r['lr']:g})"
-        colour = colours.setdefault(r["config"], f"C{len(colours)}")
+        key = f"{r['config']} (lr {r['lr']:g})"
+        label = None if key in colours else key
+        colour = colours.setdefault(key, f"C{len(colours)}")
         for ax, key in zip(axes, ("by_seconds", "by_tokens")):
             x, y = zip(*r[key])
             ax.plot(x, y, color=colour, marker="o", markersize=2, linewidth=1, alpha=0.85, label=label)

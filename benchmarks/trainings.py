@@ -24,11 +24,13 @@ def run_trainings(
     gpus: str = "",
     timeout: float = 3600,
     stop_when: Callable[[Path], bool] | None = None,
+    finished: Callable[[str, float], None] | None = None,
 ) -> dict[str, float]:
     """Run the named commands (`lit-pretrain` argument lists, the --out_dir of each `out_dir/name`), `jobs` at a
     time, taking the GPUs of the comma-separated `gpus` in turn (trainings sharing a GPU are compared by their
     losses, not their speed). `stop_when(folder)`, asked every second of a running training, ends it early
-    (SIGTERM: the trainer saves and leaves at its next step). Returns the wall seconds of each; the first
+    (SIGTERM: the trainer saves and leaves at its next step). `finished(name, seconds)` is told of each run as it
+    ends well, so that a job cut off later keeps the record of it. Returns the wall seconds of each; the first
     failure stops the others and raises with the end of its output (the whole of it is in
     `out_dir/name/stdout.txt`)."""
     env = {
@@ -65,6 +67,8 @@ def run_trainings(
                     tail = (out_dir / name / "stdout.txt").read_text()[-4000:]
                     raise RuntimeError(f"{name}: exit {proc.returncode}\n{tail}")
                 seconds[name] = time.time() - t0
+                if finished:
+                    finished(name, seconds[name])
     finally:
         for proc, log, _ in running.values():
             proc.kill()

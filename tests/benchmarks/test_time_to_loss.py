@@ -102,12 +102,25 @@ def test_prepare_then_report_and_the_refusal_of_a_plan_larger_than_the_corpus(tm
     muon = {**base, "config": "muon", "lr": 3e-3}
     write_run(runs, "final_muon_lr0.003_seed1", {**muon, "seed": 1}, [(400, 40, 3.1), (1000, 100, 2.8)], 10.0)
     write_run(runs, "final_muon_lr0.003_seed2", {**muon, "seed": 2}, [(500, 50, 3.3), (700, 70, 2.9)], 10.0)
+    # the same configuration at a rate that does not reach the target: reported beside it, not averaged in
+    high = {**muon, "lr": 6e-3, "seed": 1}
+    write_run(runs, "final_muon_lr0.006_seed1", high, [(500, 50, 3.4), (1000, 100, 3.2)], 10.0)
+    # a check of the baseline's sweep: AdamW's final at its second-best swept rate is compared, not the target
+    for lr, loss in ((1e-3, 4.0), (2e-3, 4.2)):
+        write_run(runs, f"sweep_adamw_lr{lr:g}_seed1", dict(config="adamw", lr=lr), [(100, 10, loss)], 10.0)
+    other = {**base, "lr": 2e-3, "seed": 1}
+    write_run(runs, "final_adamw_lr0.002_seed1", other, [(500, 50, 3.3), (1000, 100, 2.9)], 10.0)
     (out / "steptime").mkdir()
     (out / "steptime" / "steptime.json").write_text(json.dumps({"adamw": 10.0, "muon": 8.0}))
     report = bench("report", *common, "--json", str(tmp_path / "r.json"), "--png", str(tmp_path / "r.png"))
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["target_val_loss"] == pytest.approx(3.1) and result["baseline_train_sec"] == pytest.approx(100)
-    muon_summary = result["summary"]["muon"]
+    assert sorted(result["summary"]) == ["adamw_lr0.001", "adamw_lr0.002", "muon_lr0.003", "muon_lr0.006"]
+    assert result["summary"]["adamw_lr0.002"]["wall_ratio"] == pytest.approx(0.75)  # 3.1 at 75 s of 100
+    assert result["summary"]["muon_lr0.006"]["wall_ratio"] == math.inf
+    # the baseline's time is its whole run, also for the seed that ends above the mean (3.2)
+    assert result["summary"]["adamw_lr0.001"]["wall_ratio"] == pytest.approx(1.0)
+    muon_summary = result["summary"]["muon_lr0.003"]
     assert muon_summary["seconds_spread"] == pytest.approx([40, 60])  # seed 2: halfway from 3.3 at 50 s to 2.9 at 70 s
     assert muon_summary["wall_ratio"] == pytest.approx(0.5)
     assert muon_summary["token_ratio"] == pytest.approx(0.5)  # 400 and 600 tokens against the baseline's 1000
@@ -151,7 +164,11 @@ def test_a_challenger_stops_once_it_reaches_the_target(tmp_path, monkeypatch):
     monkeypatch.setattr(trainings, "PRETRAIN", [sys.executable, str(script)])
     from lit_gpt.exit_codes import STOPPED_AND_SAVED
 
-    seconds = trainings.run_trainings({"muon": [str(STOPPED_AND_SAVED)]}, tmp_path, stop_when=reached(3.0))
+    ended = {}
+    seconds = trainings.run_trainings(
+        {"muon": [str(STOPPED_AND_SAVED)]}, tmp_path, stop_when=reached(3.0), finished=ended.__setitem__
+    )
+    assert ended == seconds  # told as the run ended
     last_step = (tmp_path / "muon" / "metrics.csv").read_text().splitlines()[-1].split(",")[0]
     assert 20 <= int(last_step) < 60 and seconds["muon"] < 10  # stopped soon after step 20 (loss 3.0), not at 399
     assert reached(3.0)(tmp_path / "muon") and not reached(1.0)(tmp_path / "muon")
@@ -172,20 +189,24 @@ def test_runs_an_earlier_job_finished_are_kept_and_challengers_stop_at_the_basel
         write_run(runs, f"final_adamw_lr0.001_seed{seed}", {**base, "seed": seed}, [(1000, 100, loss)], 10.0)
     asked = {}
 
-    def run_trainings(commands, out_dir, jobs, timeout, stop_when):
+    def run_trainings(commands, out_dir, jobs, timeout, stop_when, finished):
         asked.update(commands=sorted(commands), stop_when=stop_when)
         for name in commands:
             write_run(out_dir, name, {}, [(500, 50, 3.05)], 10.0)
+            (out_dir / name / "run.json").unlink()  # written by `train` as the run ends, not by the trainer
             if stop_when:  # asked while the run trains, as run_trainings does
                 stop_when(out_dir / name)
-        return {name: 60.0 for name in commands}
+            finished(name, 60.0)
+        raise RuntimeError("the job is cut off after its runs ended")
 
     monkeypatch.setattr(time_to_loss, "run_trainings", run_trainings)
     monkeypatch.setattr(time_to_loss, "readable_tokens", lambda data, block: 10**9)
     argv = ["train", "--data", str(tmp_path), "--plan", str(plan_file), "--phase", "final", "--lr", "1e-3"]
-    time_to_loss.main([*argv, "--only", "adamw"])  # both seeds are there already
+    with pytest.raises(RuntimeError, match="cut off"):
+        time_to_loss.main([*argv, "--only", "adamw"])  # both seeds are there already
     assert asked["commands"] == [] and asked["stop_when"] is None
-    time_to_loss.main([*argv, "--only", "muon", "--seeds", "1", "--stop_at_target"])
+    with pytest.raises(RuntimeError, match="cut off"):  # what ended before is recorded all the same
+        time_to_loss.main([*argv, "--only", "muon", "--seeds", "1", "--stop_at_target"])
     assert asked["commands"] == ["final_muon_lr0.001_seed1"]
     assert asked["stop_when"](runs / "final_muon_lr0.001_seed1")  # 3.05 is below the baseline's mean, 3.1
     meta = json.loads((runs / "final_muon_lr0.001_seed1" / "run.json").read_text())
