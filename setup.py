@@ -74,6 +74,7 @@ setup(
         "plot": ["matplotlib>=3.7"],
         "wandb": ["wandb>=0.17"],
         "liger": ["liger-kernel>=0.5"],
+        "quack": ["quack-kernels>=0.6"],
         # flash-attn-4 (its CuTe DSL kernels; Hopper and newer): `--attention fa4`
         "fa4": ["flash-attn-4>=4.0.0b36"],
     },

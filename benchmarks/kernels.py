@@ -1,9 +1,10 @@
 """Microbenchmarks of the kernel backends at tiny_LLaMA_1b sizes (micro batch 8 x 2048 tokens).
 
-For each op (rms_norm, rope, swiglu, linear_cross_entropy) and each variant (``torch``: the eager
-reference of lit_gpt.ops; ``compile``: torch.compile of that reference; ``triton``: lit_gpt.kernels,
+For each op (rms_norm, add_rms_norm, rope, swiglu, linear_cross_entropy) and each variant (``torch``: the
+eager reference of lit_gpt.ops; ``compile``: torch.compile of that reference; ``triton``: lit_gpt.kernels,
 eager; ``triton_compile``: lit_gpt.kernels inside torch.compile; ``liger``: lit_gpt.kernels.liger, when
-liger-kernel is installed) it reports:
+liger-kernel is installed; ``quack``: lit_gpt.kernels.quack, when quack-kernels is installed, its norm and
+loss only, the rest being ours) it reports:
 
 - the median time of the forward and of forward+backward as eager Python launches them
   (triton.testing.do_bench, which flushes L2 between runs). At these sizes a kernel runs for tens of
@@ -15,6 +16,10 @@ liger-kernel is installed) it reports:
   measured bf16 matmul) are computed. Variants that sync with the host cannot be captured (liger's
   fused linear cross-entropy calls .item()); their rates then come from the eager time (marked *);
 - the peak memory that one forward+backward allocates beyond its inputs.
+
+``add_rms_norm`` is a block's residual add followed by the next norm (``h = x + r``, returning the norm of
+``h`` and ``h``): the model runs it as two kernels; compiled, Inductor fuses it, and quack fuses it in one
+kernel (``rmsnorm(..., residual=r, prenorm=True)``). What the fusion would save is measured here first.
 
     python benchmarks/kernels.py [--json results.json] [--ops rms_norm,swiglu] [--variants triton,torch]
     python benchmarks/kernels.py --dry-run    # sizes and byte counts only; needs no GPU
@@ -35,8 +40,10 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import torch
 
-OPS = ("rms_norm", "rope", "swiglu", "linear_cross_entropy")
-VARIANTS = ("triton", "triton_compile", "liger", "torch", "compile")
+OPS = ("rms_norm", "add_rms_norm", "rope", "swiglu", "linear_cross_entropy")
+VARIANTS = ("triton", "triton_compile", "liger", "quack", "torch", "compile")
+# the ops a comparison backend takes from a library; the rest would measure our own kernels again
+LIBRARY_OPS = {"quack": ("rms_norm", "add_rms_norm", "linear_cross_entropy")}
 
 # tiny_LLaMA_1b with a micro batch of 8 sequences of 2048 tokens
 SIZES = dict(batch=8, seq=2048, n_embd=2048, n_head=32, n_kv=4, head_size=64, mlp_hidden=5632, vocab=32000)
@@ -49,6 +56,8 @@ def op_bytes(op: str, s: dict[str, int], e: int = BF16_BYTES) -> int:
     N = batch * seq tokens. Each tensor is counted once per pass that has to touch it:
     - rms_norm  fwd reads x, writes y (+ rstd, 4N); bwd reads dy, x, rstd, writes dx; w/dw: 3 D e
                 -> 5 N D e + 3 D e + 8 N
+    - add_rms_norm  fwd reads x, r, writes h, y; bwd reads dy, dh, h, writes one gradient (that of x and
+                of r are the same) -> 8 N D e + 3 D e + 8 N (unfused it moves 11 N D e)
     - rope      fwd reads q, k, writes q', k'; bwd reads dq', dk', writes dq, dk; cos/sin (fp32) read
                 in both passes -> 4 N (Hq + Hk) hs e + 4 T hs 4
     - swiglu    fwd reads gate, up, writes y; bwd reads dy, gate, up, writes dgate, dup -> 8 N H e
@@ -60,6 +69,9 @@ def op_bytes(op: str, s: dict[str, int], e: int = BF16_BYTES) -> int:
     if op == "rms_norm":
         D = s["n_embd"]
         return 5 * N * D * e + 3 * D * e + 8 * N
+    if op == "add_rms_norm":
+        D = s["n_embd"]
+        return 8 * N * D * e + 3 * D * e + 8 * N
     if op == "rope":
         hs = s["head_size"]
         return 4 * N * (s["n_head"] + s["n_kv"]) * hs * e + 4 * s["seq"] * hs * 4
@@ -113,6 +125,25 @@ def make_case(op: str, s: dict[str, int], gen: torch.Generator):
         x = randn(B, T, s["n_embd"]).requires_grad_(True)
         w = (1.0 + randn(s["n_embd"], scale=0.1)).requires_grad_(True)
         return (x, w), [x, w], [randn(B, T, s["n_embd"])], lambda ops: (lambda x, w: ops.rms_norm(x, w, 1e-5))
+    if op == "add_rms_norm":
+        x = randn(B, T, s["n_embd"]).requires_grad_(True)
+        r = randn(B, T, s["n_embd"]).requires_grad_(True)
+        w = (1.0 + randn(s["n_embd"], scale=0.1)).requires_grad_(True)
+        grads = [randn(B, T, s["n_embd"]), randn(B, T, s["n_embd"])]
+
+        def build(ops):
+            if ops.name == "quack":
+                from quack.rmsnorm import rmsnorm
+
+                return lambda x, r, w: rmsnorm(x, w, residual=r, prenorm=True, eps=1e-5)
+
+            def add_rms_norm(x, r, w):
+                h = x + r
+                return ops.rms_norm(h, w, 1e-5), h
+
+            return add_rms_norm
+
+        return (x, r, w), [x, r, w], grads, build
     if op == "rope":
         H, K, hs = s["n_head"], s["n_kv"], s["head_size"]
         qkv = randn(B, T, H + 2 * K, hs)
@@ -152,8 +183,8 @@ def load_variant(variant: str):
         return ref_ops.TORCH_OPS
     if variant in ("triton", "triton_compile"):
         return ref_ops.get_ops("triton")
-    if variant == "liger":
-        return ref_ops.get_ops("liger")  # ImportError when liger-kernel is missing
+    if variant in ("liger", "quack"):
+        return ref_ops.get_ops(variant)  # ImportError when the package is missing
     if variant == "compile":
         return ref_ops.TORCH_OPS
     raise ValueError(variant)
@@ -286,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, object]] = []
     for op in args.ops:
         for variant in args.variants:
+            if op not in LIBRARY_OPS.get(variant, OPS):
+                continue
             try:
                 r = bench_one(op, variant, s, args.rep_ms)
             except ImportError as e:

@@ -27,6 +27,12 @@
 #                                              # and document-masked at mean length 512. flash-attn-4 installed with
 #                                              # `pip install --target T`: put T and T/nvidia_cutlass_dsl/dsl_packages
 #                                              # on PYTHONPATH (--target does not run the CuTe DSL's .pth file)
+#   bash benchmarks/speed_session.sh fa4trainer # one GPU, flash-attn-4 and quack-kernels installed (as for
+#                                              # attention): the norm, residual+norm and loss kernels against
+#                                              # quack's; the step with SDPA, fa4, fa4 + quack's kernels, fa4 +
+#                                              # float8; then the real trainer (no attention flag: auto takes
+#                                              # fa4) in bf16 and float8, on DATA or else the corpus that
+#                                              # muon_session.sh left in /tmp/ttl. Ends by DEADLINE s (565)
 #   bash benchmarks/speed_session.sh quality   # the 1,000-step runs, three seeds each: bf16 and float8 of this tree,
 #                                              # bf16 of BASE, all at once over the GPUs there (nothing timed);
 #                                              # SEEDS=45,46,47 NEW_PRECISIONS=bf16 for more seeds of the bf16 pair
@@ -193,6 +199,23 @@ if [[ $PART == attention ]]; then
     --doc_len 512 --micro_batches 16 --grad_accum 2 --steps 6 --timeout 240; snap
   sed -n '/^kernel/,$p' "$LOGS/attention.txt"; tail -n 3 "$LOGS/attention_tests.txt"
   sed -n '/^variant/,$p' "$LOGS/tp_attn.txt"
+fi
+
+if [[ $PART == fa4trainer ]]; then
+  left() { echo $(( ${DEADLINE:-565} - SECONDS )); }
+  timeout "$(left)" python3 benchmarks/kernels.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
+    --variants triton,triton_compile,quack,compile --rep-ms 50 --json "$LOGS/kernels.json" > "$LOGS/kernels.txt" 2>&1; snap
+  timeout "$(left)" python3 benchmarks/throughput.py --json "$LOGS/tp_fa4.json" --micro_batches 16 --grad_accum 2 \
+    --steps 6 --timeout 200 --variants triton+compile+sdpa,triton+compile+fa4,quack+compile+fa4,triton+compile+fp8+fa4 \
+    > "$LOGS/tp_fa4.txt" 2>&1; snap
+  sources=()
+  if [ ! -d "$DATA/data" ] && [ -f /tmp/ttl/corpus.json ]; then  # the time-to-loss corpus of muon_session.sh
+    DATA=/tmp/ttl; sources=(--train_sources '{"train_code": 1.0}')
+  fi
+  trainer bf16 "${sources[@]}" --global_batch_size 64 --max_steps 12; snap
+  trainer fp8 "${sources[@]}" --float8 tensorwise --global_batch_size 64 --max_steps 12; snap
+  sed -n '/^op /,$p' "$LOGS/kernels.txt"; sed -n '/^variant/,$p' "$LOGS/tp_fa4.txt"
+  for f in bf16 fp8; do echo "trainer $f:"; grep -E "attention|micro batch|step (8|12)/" "$LOGS/trainer_$f.txt" | cut -c1-170 | tail -n 4; done
 fi
 
 if [[ $PART == quality ]]; then  # trainings share the GPUs: losses and test results are compared, not speed

@@ -13,7 +13,7 @@ baseline. Prints a table last; `--json` keeps the numbers.
 
 A variant is `hf` or
 `<kernels>[+compile|+autotune|+graph][+cdt|+notune][+fp8|+fp8row][+fp8fast][+fusedmlp][+inductorops][+ac|+ac-mlp][+docmask][+fa4|+flex|+sdpa]`:
-kernels one of torch, triton, liger; `compile` compiles each block (`autotune`: with mode
+kernels one of torch, triton, liger, quack; `compile` compiles each block (`autotune`: with mode
 max-autotune-no-cudagraphs; `graph`: the whole model and its loss as one graph; `cdt`: Inductor's
 coordinate-descent tuning of its generated kernels, which float8 variants get without asking, as in the
 trainer; `notune`: without it); `fp8` / `fp8row` train the block linears in float8 (torchao, tensorwise /
@@ -84,8 +84,8 @@ VARIANT_FLAGS = (
 def check_variant(variant: str) -> None:
     """Refuse a misspelt (or removed) variant before any configuration runs, rather than run it as another."""
     kernels, *flags = variant.split("+")
-    if kernels not in ("hf", "torch", "triton", "liger"):
-        raise SystemExit(f"variant {variant!r}: unknown kernels {kernels!r} (hf, torch, triton, liger)")
+    if kernels not in ("hf", "torch", "triton", "liger", "quack"):
+        raise SystemExit(f"variant {variant!r}: unknown kernels {kernels!r} (hf, torch, triton, liger, quack)")
     unknown = [f for f in flags if f not in VARIANT_FLAGS]
     if unknown:
         raise SystemExit(

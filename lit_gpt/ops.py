@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "torch", "triton", "liger")
+BACKENDS = ("auto", "torch", "triton", "liger", "quack")
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -76,7 +76,7 @@ _cache: dict[str, SimpleNamespace] = {"torch": TORCH_OPS}
 
 def _load(name: str) -> SimpleNamespace:
     # Each optional backend module exposes an `OPS` namespace with the four functions above.
-    module = {"triton": "lit_gpt.kernels", "liger": "lit_gpt.kernels.liger"}[name]
+    module = {"triton": "lit_gpt.kernels", "liger": "lit_gpt.kernels.liger", "quack": "lit_gpt.kernels.quack"}[name]
     return importlib.import_module(module).OPS
 
 

@@ -9,6 +9,7 @@ imported triton without it cannot switch to the interpreter: that is reported as
 instead of as confusing kernel failures. With a GPU the same checks run on it, compiled.
 """
 
+import importlib
 import os
 import sys
 
@@ -246,17 +247,18 @@ def test_chunk_policy():
     assert ce_module.default_chunk_rows(0, 131, 4) == 1
 
 
-# ---------------------------------------------------------------- liger backend
+# ---------------------------------------------------------------- liger and quack backends
 
 
-def test_liger_backend_is_optional():
+@pytest.mark.parametrize("backend, module", [("liger", "liger_kernel"), ("quack", "quack")])
+def test_the_comparison_backends_are_optional(backend, module):
     try:
-        import liger_kernel  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
-        with pytest.raises(ImportError, match="liger"):
-            ref_ops.get_ops("liger")
+        with pytest.raises(ImportError, match=f"kernels backend '{backend}' is not available here"):
+            ref_ops.get_ops(backend)
     else:
-        pytest.skip("liger-kernel is installed; tests/test_kernels_cuda.py checks it on a GPU")
+        pytest.skip(f"{module} is installed; tests/test_kernels_cuda.py checks it on a GPU")
 
 
 def test_linear_cross_entropy_under_autocast_matches_the_reference():

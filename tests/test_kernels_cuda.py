@@ -281,6 +281,28 @@ def test_liger_backend_matches_reference(gen):
     check_against_fp32(liger.linear_cross_entropy, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100), gen)
 
 
+def test_quack_backend_matches_reference(gen):
+    pytest.importorskip("quack")
+    from lit_gpt import ops as ref_ops
+    from lit_gpt.ops import get_ops
+
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("quack-kernels' CuTe DSL kernels need sm90 or newer")
+    quack = get_ops("quack")
+    x = randn(gen, B, T, N_EMBD).requires_grad_(True)
+    w = (1.0 + randn(gen, N_EMBD, scale=0.1)).requires_grad_(True)
+    check_against_fp32(quack.rms_norm, ref_ops.rms_norm, (x, w, 1e-5), gen)
+    w32 = (1.0 + randn(gen, N_EMBD, scale=0.1, dtype=torch.float32)).requires_grad_(True)  # an fp32 master weight
+    check_against_fp32(quack.rms_norm, ref_ops.rms_norm, (x, w32, 1e-5), gen)
+
+    N = B * T
+    hidden = randn(gen, N, N_EMBD).requires_grad_(True)
+    weight = randn(gen, VOCAB, N_EMBD, scale=0.02).requires_grad_(True)
+    targets = torch.randint(0, VOCAB, (N,), generator=gen, device="cuda")
+    targets[torch.rand(N, generator=gen, device="cuda") < 0.05] = -100
+    check_against_fp32(quack.linear_cross_entropy, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100), gen)
+
+
 def _train_losses(kernels: str, bf16: bool = True, steps: int = 50, seed: int = 0) -> list:
     """50 AdamW steps of a 4-layer model (tiny_LLaMA_1b widths) on a fixed pool of batches with the given
     kernels backend, in bf16 autocast or in fp32; the initial weights and the data are the same for all."""

@@ -12,7 +12,7 @@ from training.pretrain_helpers import BASE_INSTALL
 
 # setup.py's extras and test-only packages: none is in requirements.txt
 OPTIONAL = ["fastapi", "uvicorn", "openai", "gguf", "lm_eval", "torchao", "transformers", "matplotlib", "accelerate"]
-OPTIONAL += ["liger_kernel", "bitsandbytes", "wandb", "llama_cpp", "flash_attn"]
+OPTIONAL += ["liger_kernel", "bitsandbytes", "wandb", "llama_cpp", "flash_attn", "quack"]
 
 
 def test_the_gpu_tests_collect_without_the_optional_extras(tmp_path):

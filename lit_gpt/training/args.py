@@ -64,7 +64,7 @@ class RunArgs:
             (on a CPU torchao emulates it, slowly). Checkpoints stay in the ordinary format.
         float8_min_features: float8 only for linears whose both dimensions are at least this (smaller
             ones lose more to the casts than they gain).
-        kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger").
+        kernels: Override the model config's kernels backend ("auto", "torch", "triton", "liger", "quack").
         attention: Override the model config's attention kernel: "auto" (flash-attn-4 where it can run, the
             fastest measured; else SDPA, and FlexAttention for the document mask on GPUs), "sdpa", "flex" or
             "fa4" (flash-attn-4, an optional extra: Hopper and newer, bf16).
