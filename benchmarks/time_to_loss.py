@@ -457,9 +457,9 @@ def plot(runs: dict, target: float, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     colours: dict[str, str] = {}
     for name, r in runs.items():
-        key = f"{r['config']} (lr {r['lr']:g})"
-        label = None if key in colours else key
-        colour = colours.setdefault(key, f"C{len(colours)}")
+        series = f"{r['config']} (lr {r['lr']:g})"
+        label = None if series in colours else series
+        colour = colours.setdefault(series, f"C{len(colours)}")
         for ax, key in zip(axes, ("by_seconds", "by_tokens")):
             x, y = zip(*r[key])
             ax.plot(x, y, color=colour, marker="o", markersize=2, linewidth=1, alpha=0.85, label=label)
