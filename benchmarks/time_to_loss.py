@@ -207,6 +207,8 @@ def best_rate(runs: Path, config: str) -> float:
     """The swept rate with the lowest final validation loss (a warning when it is at the edge of the sweep)."""
     finals = {}
     for folder in sorted(runs.glob(f"sweep_{config}_lr*")):
+        if not (folder / "run.json").is_file():
+            continue  # unfinished
         meta = json.loads((folder / "run.json").read_text())
         finals[meta["lr"]] = final_val_loss(folder)
     if not finals:
@@ -275,6 +277,14 @@ def train(args) -> None:
     print(f"{len(todo)} runs, {args.jobs} at a time: {', '.join(todo)}; kept: {', '.join(done) or 'none'}", flush=True)
     for name in sorted(done):
         print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  (kept)", flush=True)
+    for name in todo:  # a run an earlier job began and did not end: put aside whole, then started afresh
+        if (runs / name).exists():
+            aside = runs / "cut_off" / name
+            while aside.exists():
+                aside = aside.with_name(aside.name + "+")
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            (runs / name).rename(aside)
+            print(f"{name}: the unfinished run of an earlier job moved to {aside}", flush=True)
 
     def finished(name: str, seconds: float) -> None:  # recorded as each run ends: a job cut off keeps it
         config, lr, seed, _ = planned[name]

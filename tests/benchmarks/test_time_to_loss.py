@@ -133,6 +133,8 @@ def test_the_final_runs_take_each_configurations_best_swept_rate(tmp_path):
 
     for lr, loss in ((1e-3, 3.4), (2e-3, 3.2), (4e-3, 3.3)):
         write_run(tmp_path, f"sweep_muon_lr{lr:g}_seed1", dict(config="muon", lr=lr), [(100, 10, loss)], 1.0)
+    write_run(tmp_path, "sweep_muon_lr0.008_seed1", dict(config="muon", lr=8e-3), [(50, 5, 3.0)], 1.0)
+    (tmp_path / "sweep_muon_lr0.008_seed1" / "run.json").unlink()  # cut off: not a point of the sweep
     assert best_rate(tmp_path, "muon") == 2e-3
     with pytest.raises(SystemExit, match="no sweep of adamw"):
         best_rate(tmp_path, "adamw")
@@ -205,8 +207,13 @@ def test_runs_an_earlier_job_finished_are_kept_and_challengers_stop_at_the_basel
     with pytest.raises(RuntimeError, match="cut off"):
         time_to_loss.main([*argv, "--only", "adamw"])  # both seeds are there already
     assert asked["commands"] == [] and asked["stop_when"] is None
+    # an earlier job's run of it, cut off after reaching the target: not taken as this run's metrics
+    write_run(runs, "final_muon_lr0.001_seed1", {}, [(900, 90, 2.0)], 10.0)
+    (runs / "final_muon_lr0.001_seed1" / "run.json").unlink()
     with pytest.raises(RuntimeError, match="cut off"):  # what ended before is recorded all the same
         time_to_loss.main([*argv, "--only", "muon", "--seeds", "1", "--stop_at_target"])
+    stale = runs / "cut_off" / "final_muon_lr0.001_seed1" / "metrics.csv"
+    assert stale.is_file() and ",2,,,90" in stale.read_text()
     assert asked["commands"] == ["final_muon_lr0.001_seed1"]
     assert asked["stop_when"](runs / "final_muon_lr0.001_seed1")  # 3.05 is below the baseline's mean, 3.1
     meta = json.loads((runs / "final_muon_lr0.001_seed1" / "run.json").read_text())
