@@ -75,6 +75,16 @@ def check_against_fp32(fn, ref_fn, inputs, gen, fp32_inputs=None):
     return out, grads
 
 
+def loss_inputs(gen):
+    """(hidden, weight, targets, ignore_index) of the fused loss, about 5% of the targets ignored."""
+    N = B * T
+    hidden = randn(gen, N, N_EMBD).requires_grad_(True)
+    weight = randn(gen, VOCAB, N_EMBD, scale=0.02).requires_grad_(True)
+    targets = torch.randint(0, VOCAB, (N,), generator=gen, device="cuda")
+    targets[torch.rand(N, generator=gen, device="cuda") < 0.05] = -100
+    return hidden, weight, targets, -100
+
+
 def rope_table(T, D, base=10000.0):
     inv = 1.0 / base ** (torch.arange(0, D, 2, dtype=torch.float32, device="cuda") / D)
     angles = torch.outer(torch.arange(T, dtype=torch.float32, device="cuda"), inv).repeat(1, 2)
@@ -113,12 +123,7 @@ def test_swiglu_bf16(ops, gen):
 def test_linear_cross_entropy_bf16(ops, gen):
     from lit_gpt import ops as ref_ops
 
-    N = B * T
-    hidden = randn(gen, N, N_EMBD).requires_grad_(True)
-    weight = randn(gen, VOCAB, N_EMBD, scale=0.02).requires_grad_(True)
-    targets = torch.randint(0, VOCAB, (N,), generator=gen, device="cuda")
-    targets[torch.rand(N, generator=gen, device="cuda") < 0.05] = -100
-    check_against_fp32(ops.linear_cross_entropy, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100), gen)
+    check_against_fp32(ops.linear_cross_entropy, ref_ops.linear_cross_entropy, loss_inputs(gen), gen)
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -273,12 +278,7 @@ def test_liger_backend_matches_reference(gen):
     gate32, up32 = fp32_copy(gate), fp32_copy(up)  # liger overwrites gate/up in its backward
     check_against_fp32(liger.swiglu, ref_ops.swiglu, (gate, up), gen, [gate32, up32])
 
-    N = B * T
-    hidden = randn(gen, N, N_EMBD).requires_grad_(True)
-    weight = randn(gen, VOCAB, N_EMBD, scale=0.02).requires_grad_(True)
-    targets = torch.randint(0, VOCAB, (N,), generator=gen, device="cuda")
-    targets[torch.rand(N, generator=gen, device="cuda") < 0.05] = -100
-    check_against_fp32(liger.linear_cross_entropy, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100), gen)
+    check_against_fp32(liger.linear_cross_entropy, ref_ops.linear_cross_entropy, loss_inputs(gen), gen)
 
 
 def test_quack_backend_matches_reference(gen):
@@ -295,12 +295,7 @@ def test_quack_backend_matches_reference(gen):
     w32 = (1.0 + randn(gen, N_EMBD, scale=0.1, dtype=torch.float32)).requires_grad_(True)  # an fp32 master weight
     check_against_fp32(quack.rms_norm, ref_ops.rms_norm, (x, w32, 1e-5), gen)
 
-    N = B * T
-    hidden = randn(gen, N, N_EMBD).requires_grad_(True)
-    weight = randn(gen, VOCAB, N_EMBD, scale=0.02).requires_grad_(True)
-    targets = torch.randint(0, VOCAB, (N,), generator=gen, device="cuda")
-    targets[torch.rand(N, generator=gen, device="cuda") < 0.05] = -100
-    check_against_fp32(quack.linear_cross_entropy, ref_ops.linear_cross_entropy, (hidden, weight, targets, -100), gen)
+    check_against_fp32(quack.linear_cross_entropy, ref_ops.linear_cross_entropy, loss_inputs(gen), gen)
 
 
 def _train_losses(kernels: str, bf16: bool = True, steps: int = 50, seed: int = 0) -> list:
