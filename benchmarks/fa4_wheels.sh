@@ -9,7 +9,11 @@
 # (`mkdir -p /tmp/fa4 && cp .fa4/a/* /tmp/fa4/`); .fa4/b holds cu13.part.ab and the other wheels, carried
 # by this call:
 #   source benchmarks/fa4_wheels.sh && bash benchmarks/speed_session.sh fa4trainer
-FA4_TARGET=${FA4_TARGET:-/tmp/fa4_site}
+# The folder's path must hold "/site-packages/": quack-kernels fingerprints every function its epilogues reach,
+# except those in installed code, which it recognises by that path; elsewhere it walks into the CuTe DSL's own
+# globals and fails at import ("epilogue fn depends on <ContextVar name='_LOC_TRANSFORMS' ...>", the tenth
+# session's call, with --target /tmp/fa4_site).
+FA4_TARGET=${FA4_TARGET:-/tmp/fa4/site-packages}
 FA4_SHA256_PREFIX=50191a381d8cc139  # of the joined libs-cu13 wheel
 fa4_wheel=/tmp/fa4/nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl
 if [ ! -f /tmp/fa4/cu13.part.aa ]; then

@@ -33,6 +33,8 @@
 #                                              # float8; then the real trainer (no attention flag: auto takes
 #                                              # fa4) in bf16 and float8, on DATA or else the corpus that
 #                                              # muon_session.sh left in /tmp/ttl. Ends by DEADLINE s (565)
+#   bash benchmarks/speed_session.sh quack     # the same installation: quack-kernels' norm, residual+norm and loss
+#                                              # against ours, then the step: HF, fa4 with our kernels, with quack's
 #   bash benchmarks/speed_session.sh quality   # the 1,000-step runs, three seeds each: bf16 and float8 of this tree,
 #                                              # bf16 of BASE, all at once over the GPUs there (nothing timed);
 #                                              # SEEDS=45,46,47 NEW_PRECISIONS=bf16 for more seeds of the bf16 pair
@@ -216,6 +218,13 @@ if [[ $PART == fa4trainer ]]; then
   trainer fp8 "${sources[@]}" --float8 tensorwise --global_batch_size 64 --max_steps 12; snap
   sed -n '/^op /,$p' "$LOGS/kernels.txt"; sed -n '/^variant/,$p' "$LOGS/tp_fa4.txt"
   for f in bf16 fp8; do echo "trainer $f:"; grep -E "attention|micro batch|step (8|12)/" "$LOGS/trainer_$f.txt" | cut -c1-170 | tail -n 4; done
+fi
+
+if [[ $PART == quack ]]; then
+  python3 benchmarks/kernels.py --ops rms_norm,add_rms_norm,linear_cross_entropy --variants triton,quack \
+    --rep-ms 50 --json "$LOGS/kernels_quack.json" > "$LOGS/kernels_quack.txt" 2>&1; snap
+  tp quack --micro_batches 16 --grad_accum 2 --steps 6 --timeout 150 --variants hf,triton+compile+fa4,quack+compile+fa4; snap
+  sed -n '/^op /,$p' "$LOGS/kernels_quack.txt"; sed -n '/^variant/,$p' "$LOGS/tp_quack.txt"
 fi
 
 if [[ $PART == quality ]]; then  # trainings share the GPUs: losses and test results are compared, not speed
