@@ -351,6 +351,9 @@ def read_final_runs(runs: Path) -> dict[str, dict]:
             "by_seconds": [(seconds[s], loss) for s, loss in val],
             "by_tokens": [(tokens[s], loss) for s, loss in val],
             "train_sec": series["train_sec"][-1][1],
+            # the training time at the first logged step: start-up, the compilation above all (a cold compile
+            # cache on a fresh machine costs more than a warm one, which the wall ratio then includes)
+            "startup_sec": series["train_sec"][0][1],
             "tokens_per_sec": median_tokens_per_sec(folder),
         }
     return found
@@ -402,6 +405,7 @@ def report(args) -> dict:
             seed=r["seed"],
             final_val_loss=r["by_seconds"][-1][1],
             tokens_per_sec=r["tokens_per_sec"],
+            startup_sec=r["startup_sec"],
             shared_gpu=r["shared_gpu"],
             stopped_at_target=r.get("stopped_at_target", False),
             seconds_to_target=time_to(r["by_seconds"], target),
@@ -442,12 +446,13 @@ def report(args) -> dict:
     if args.png:
         plot(runs, target, args.png, f"{plan['model_name']}: target {target:.4f} (the {plan['baseline']} mean)")
     print(f"target: the baseline's mean final validation loss {target:.4f}, in {base_seconds:.0f} s of training")
-    print(f"{'run':40s} {'final':>7s} {'tok/s':>9s} {'s to target':>12s} {'tokens to target':>17s}")
+    print(f"{'run':40s} {'final':>7s} {'tok/s':>9s} {'start s':>8s} {'s to target':>12s} {'tokens to target':>17s}")
     for name, r in rows.items():
         shared = " (shared GPU)" if r["shared_gpu"] else ""
         shared += " (stopped at the target)" if r["stopped_at_target"] else ""
         print(
-            f"{name:40s} {r['final_val_loss']:7.4f} {r['tokens_per_sec']:9,.0f} {r['seconds_to_target']:12.1f} "
+            f"{name:40s} {r['final_val_loss']:7.4f} {r['tokens_per_sec']:9,.0f} {r['startup_sec']:8.1f} "
+            f"{r['seconds_to_target']:12.1f} "
             f"{r['tokens_to_target']:17,.0f}{shared}"
         )
     print(f"{'config':24s} {'wall ratio':>10s} {'spread (s)':>16s} {'token ratio':>11s} {'by step time':>12s}")

@@ -125,6 +125,7 @@ def test_prepare_then_report_and_the_refusal_of_a_plan_larger_than_the_corpus(tm
     assert muon_summary["wall_ratio"] == pytest.approx(0.5)
     assert muon_summary["token_ratio"] == pytest.approx(0.5)  # 400 and 600 tokens against the baseline's 1000
     assert muon_summary["ratio_by_step_time"] == pytest.approx(0.5 * 10 / 8)
+    assert result["runs"]["final_muon_lr0.003_seed2"]["startup_sec"] == 50  # the first logged step's time
     assert (tmp_path / "r.png").stat().st_size > 10_000 and "target" in report.stdout
 
 
