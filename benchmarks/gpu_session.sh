@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and timings of one device session, in one call; the tables come last.
 #   bash benchmarks/gpu_session.sh tests,kernels,throughput "hf,torch,triton,triton+compile" "8"
-# Parts: tests (pytest -m cuda), kernels (benchmarks/kernels.py), throughput (benchmarks/throughput.py
+# Parts: tests (pytest -m cuda), kernels (benchmarks/kernel_bench.py), throughput (benchmarks/throughput.py
 # with the given variants and micro batches), capped (the 24 GB emulation); on 2+ GPUs: scaling
 # (benchmarks/scaling.py: full/no_shard/hybrid on 1 vs 2 GPUs, micro batch SCALING_MICRO, default 8),
 # parity (benchmarks/parity_1v2.py: 1 vs 2 GPUs, 2->1 and 1->2 resumes, PNG into $OUT and
@@ -25,7 +25,7 @@ if [[ ,$PARTS, == *,tests,* ]]; then
   python3 -m pytest -m cuda -q -s tests/test_kernels_cuda.py ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$OUT/cuda_tests.txt" | tail -n 25
 fi
 if [[ ,$PARTS, == *,kernels,* ]]; then
-  python3 benchmarks/kernels.py --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt" | tail -n 20
+  python3 benchmarks/kernel_bench.py --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt" | tail -n 20
 fi
 if [[ ,$PARTS, == *,throughput,* ]]; then
   python3 benchmarks/throughput.py --variants "$VARIANTS" --micro_batches "$MICRO" --json "$OUT/throughput.json" \

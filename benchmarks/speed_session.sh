@@ -205,7 +205,7 @@ fi
 
 if [[ $PART == fa4trainer ]]; then
   left() { echo $(( ${DEADLINE:-565} - SECONDS )); }
-  timeout "$(left)" python3 benchmarks/kernels.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
+  timeout "$(left)" python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
     --variants triton,triton_compile,quack,compile --rep-ms 50 --json "$LOGS/kernels.json" > "$LOGS/kernels.txt" 2>&1; snap
   timeout "$(left)" python3 benchmarks/throughput.py --json "$LOGS/tp_fa4.json" --micro_batches 16 --grad_accum 2 \
     --steps 6 --timeout 200 --variants triton+compile+sdpa,triton+compile+fa4,quack+compile+fa4,triton+compile+fp8+fa4 \
@@ -221,7 +221,7 @@ if [[ $PART == fa4trainer ]]; then
 fi
 
 if [[ $PART == quack ]]; then
-  python3 benchmarks/kernels.py --ops rms_norm,add_rms_norm,linear_cross_entropy --variants triton,quack \
+  python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy --variants triton,quack \
     --rep-ms 50 --json "$LOGS/kernels_quack.json" > "$LOGS/kernels_quack.txt" 2>&1; snap
   tp quack --micro_batches 16 --grad_accum 2 --steps 6 --timeout 150 --variants hf,triton+compile+fa4,quack+compile+fa4; snap
   sed -n '/^op /,$p' "$LOGS/kernels_quack.txt"; sed -n '/^variant/,$p' "$LOGS/tp_quack.txt"

@@ -1,7 +1,10 @@
-"""Helpers of the data-pipeline and tokenizer tests (their fixtures are in conftest.py)."""
+"""Helpers of the data-pipeline and tokenizer tests (their fixtures are in conftest.py), and the loader of the
+benchmark scripts that their tests share."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,21 @@ from lit_gpt.data.shards import write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = demo_data("sample")
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (bench_<name>). The folder is on sys.path only while the script loads,
+    for the sibling modules it imports as a script does: left there, its scripts would stand in for installed
+    packages of the same name in every later test."""
+    folder = str(ROOT / "benchmarks")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
 
 
 def write_block_shards(

@@ -1,5 +1,5 @@
 """RMSNorm and the fused linear cross-entropy from quack-kernels (CuTe DSL kernels for Hopper and newer), with
-our own Triton RoPE and SwiGLU, to measure against our kernels (benchmarks/kernels.py, throughput.py).
+our own Triton RoPE and SwiGLU, to measure against our kernels (benchmarks/kernel_bench.py, throughput.py).
 
 Importing this module raises ImportError when the optional ``quack`` package (pip ``quack-kernels``, which
 flash-attn-4 also brings) is missing; ``lit_gpt.ops.get_ops("quack")`` turns that into a clear message.

@@ -3,21 +3,12 @@ for every kernel and both cases (its imports of the library are current)."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
-from data_helpers import ROOT
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("bench_attention", ROOT / "benchmarks" / "attention.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from data_helpers import load_benchmark
 
 
 def test_the_pairs_counted_are_those_of_each_document_alone():
-    bench = load()
+    bench = load_benchmark("attention")
     starts = torch.zeros(2, 8, dtype=torch.bool)
     starts[:, 0] = starts[0, 5] = True  # documents of 5, 3 and 8 tokens
     assert bench.causal_pairs(starts) == 15 + 6 + 36
@@ -26,7 +17,7 @@ def test_the_pairs_counted_are_those_of_each_document_alone():
 
 
 def test_every_kernel_gets_both_cases():
-    bench = load()
+    bench = load_benchmark("attention")
     q = torch.randn(1, 4, 128, 16)
     k, v = torch.randn(1, 2, 128, 16), torch.randn(1, 2, 128, 16)
     steps = bench.kernels(q, k, v, bench.document_starts(1, 128, 32))

@@ -1,13 +1,15 @@
 """Every benchmark script still starts after the library changed under it: `--help` exits 0 (the GPU
-sessions are too short to find a stale import there)."""
+sessions are too short to find a stale import there); a script loaded by a test leaves the import path as
+it was."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 
 import pytest
-from data_helpers import ROOT
+from data_helpers import ROOT, load_benchmark
 
 SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name != "packed_baseline.py")
 
@@ -22,3 +24,15 @@ def test_benchmark_answers_help(script):
         cwd=ROOT / "benchmarks",
     )
     assert proc.returncode == 0, f"{script} --help exited {proc.returncode}\n{proc.stderr[-2000:]}"
+
+
+def test_no_script_is_named_like_an_installed_package():
+    # a script runs with benchmarks/ first on its path: one named `kernels` was imported by transformers (which
+    # requires the `kernels` package) in place of that package, and the HF baseline of throughput.py failed
+    installed = set(importlib.metadata.packages_distributions())
+    assert not {p.stem for p in (ROOT / "benchmarks").glob("*.py")} & installed
+
+
+def test_a_loaded_benchmark_leaves_the_import_path_as_it_was():
+    load_benchmark("time_to_loss")  # which imports a sibling script
+    assert str(ROOT / "benchmarks") not in sys.path

@@ -3,20 +3,12 @@ on small shards, parity_1v2.py in its smoke mode (fp32, where 1 and 2 processes 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-from data_helpers import ROOT, write_block_shards
+from data_helpers import ROOT, load_benchmark, write_block_shards
 from training.pretrain_helpers import ENV
-
-
-def load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 TINY = [

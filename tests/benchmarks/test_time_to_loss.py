@@ -12,10 +12,11 @@ import sys
 
 import pytest
 import yaml
-from data_helpers import ROOT
+from data_helpers import ROOT, load_benchmark
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from time_to_loss import hold_out, time_to  # noqa: E402
+time_to_loss = load_benchmark("time_to_loss")
+trainings = load_benchmark("trainings")
+hold_out, reached, time_to = time_to_loss.hold_out, time_to_loss.reached, time_to_loss.time_to
 
 SCRIPT = ROOT / "benchmarks" / "time_to_loss.py"
 
@@ -130,8 +131,7 @@ def test_prepare_then_report_and_the_refusal_of_a_plan_larger_than_the_corpus(tm
 
 
 def test_the_final_runs_take_each_configurations_best_swept_rate(tmp_path):
-    from time_to_loss import best_rate
-
+    best_rate = time_to_loss.best_rate
     for lr, loss in ((1e-3, 3.4), (2e-3, 3.2), (4e-3, 3.3)):
         write_run(tmp_path, f"sweep_muon_lr{lr:g}_seed1", dict(config="muon", lr=lr), [(100, 10, loss)], 1.0)
     write_run(tmp_path, "sweep_muon_lr0.008_seed1", dict(config="muon", lr=8e-3), [(50, 5, 3.0)], 1.0)
@@ -159,9 +159,6 @@ for step in range(1, 400):
 
 
 def test_a_challenger_stops_once_it_reaches_the_target(tmp_path, monkeypatch):
-    import trainings
-    from time_to_loss import reached
-
     script = tmp_path / "fake_trainer.py"
     script.write_text(FAKE_TRAINER)
     monkeypatch.setattr(trainings, "PRETRAIN", [sys.executable, str(script)])
@@ -182,8 +179,6 @@ def test_a_challenger_stops_once_it_reaches_the_target(tmp_path, monkeypatch):
 
 
 def test_runs_an_earlier_job_finished_are_kept_and_challengers_stop_at_the_baselines_loss(tmp_path, monkeypatch):
-    import time_to_loss
-
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(yaml.safe_dump(PLAN))
     runs = tmp_path / "runs"

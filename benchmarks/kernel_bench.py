@@ -21,8 +21,8 @@ loss only, the rest being ours) it reports:
 ``h`` and ``h``): the model runs it as two kernels; compiled, Inductor fuses it, and quack fuses it in one
 kernel (``rmsnorm(..., residual=r, prenorm=True)``). What the fusion would save is measured here first.
 
-    python benchmarks/kernels.py [--json results.json] [--ops rms_norm,swiglu] [--variants triton,torch]
-    python benchmarks/kernels.py --dry-run    # sizes and byte counts only; needs no GPU
+    python benchmarks/kernel_bench.py [--json results.json] [--ops rms_norm,swiglu] [--variants triton,torch]
+    python benchmarks/kernel_bench.py --dry-run    # sizes and byte counts only; needs no GPU
 """
 
 from __future__ import annotations
