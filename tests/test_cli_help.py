@@ -1,8 +1,9 @@
 """`--help` of every main entry point answers without importing torch (seconds saved on each look),
-and the help of recipe-driven options names the recipes' values."""
+the help of recipe-driven options names the recipes' values, and no script is named like a package."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ CLIS = [
     "scripts/convert_hf_checkpoint.py",
     "scripts/convert_lit_checkpoint.py",
     "scripts/convert_to_gguf.py",
-    "scripts/evaluate.py",
+    "scripts/eval_harness.py",
     "scripts/perplexity.py",
     "scripts/prepare_corpus.py",
     "scripts/prepare_slimpajama.py",
@@ -107,3 +108,13 @@ def test_demo_recipe_takes_the_tinyllama_mix():
         == {"train_slimpajama": 0.693584, "train_starcoder": 0.306416}
     )
     assert [p.name for p in RECIPES_DIR.glob("*.yaml") if "0.693584" in p.read_text()] == ["tinyllama.yaml"]
+
+
+@pytest.mark.parametrize("folder", ["pretrain", "scripts", "sft", "speculative_decoding", "benchmarks"])
+def test_no_script_is_named_like_an_installed_package(folder):
+    # A script runs with its own folder first on the import path, so a script named like a package is
+    # imported in its place: benchmarks/kernels.py was, by transformers (which requires `kernels`), and
+    # scripts/evaluate.py would have been by lm-eval (Hugging Face's `evaluate`, for some tasks and metrics).
+    scripts = {p.stem for p in (ROOT / folder).glob("*.py")}
+    assert scripts, folder
+    assert not scripts & set(importlib.metadata.packages_distributions())

@@ -22,7 +22,7 @@ README_SCRIPTS = [
     "speculative_decoding/generate.py",
     "scripts/generate.py",
     "scripts/serve.py",
-    "scripts/evaluate.py",
+    "scripts/eval_harness.py",
     "scripts/perplexity.py",
     "scripts/merge_lora.py",
     "scripts/convert_to_gguf.py",

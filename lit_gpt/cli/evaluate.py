@@ -1,8 +1,8 @@
 """Score a lit checkpoint on lm-evaluation-harness tasks and print a table.
 
-    python scripts/evaluate.py --checkpoint out/tinyllama/checkpoints/step-00100000 --preset commonsense
-    python scripts/evaluate.py --checkpoint ckpt --tasks hellaswag,piqa --limit 200 --output_path scores.json
-    python scripts/evaluate.py --checkpoint ckpt --tasks my_task --include_path my_tasks/
+    python scripts/eval_harness.py --checkpoint out/tinyllama/checkpoints/step-00100000 --preset commonsense
+    python scripts/eval_harness.py --checkpoint ckpt --tasks hellaswag,piqa --limit 200 --output_path scores.json
+    python scripts/eval_harness.py --checkpoint ckpt --tasks my_task --include_path my_tasks/
 
 The preset "commonsense" is the seven zero-shot tasks of the TinyLlama / Pythia comparison (EVAL.md).
 lm-eval downloads the task data sets from the Hugging Face hub on first use; offline, a task whose data
@@ -129,7 +129,7 @@ def evaluate(
 
 
 def main(argv=None) -> None:
-    """`lit-evaluate` and `scripts/evaluate.py`."""
+    """`lit-evaluate` and `scripts/eval_harness.py`."""
     run_cli(evaluate, argv)
 
 

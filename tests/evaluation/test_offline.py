@@ -32,7 +32,7 @@ def test_a_hub_task_offline_stops_at_once_in_one_line(tmp_path):
     (tmp_path / "ckpt").mkdir()  # a folder, so that the paths pass their check; the model is never loaded
     cmd = [
         sys.executable,
-        str(REPO / "scripts" / "evaluate.py"),
+        str(REPO / "scripts" / "eval_harness.py"),
         "--checkpoint",
         str(tmp_path / "ckpt"),
         "--tasks",
