@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from data_helpers import ROOT, load_benchmark, write_block_shards
+from data_helpers import load_benchmark, write_block_shards
 from training.pretrain_helpers import ENV
-
 
 TINY = [
     "--device",
