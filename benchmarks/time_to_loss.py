@@ -452,8 +452,7 @@ def report(args) -> dict:
         shared += " (stopped at the target)" if r["stopped_at_target"] else ""
         print(
             f"{name:40s} {r['final_val_loss']:7.4f} {r['tokens_per_sec']:9,.0f} {r['startup_sec']:8.1f} "
-            f"{r['seconds_to_target']:12.1f} "
-            f"{r['tokens_to_target']:17,.0f}{shared}"
+            f"{r['seconds_to_target']:12.1f} {r['tokens_to_target']:17,.0f}{shared}"
         )
     print(f"{'config':24s} {'wall ratio':>10s} {'spread (s)':>16s} {'token ratio':>11s} {'by step time':>12s}")
     for config, e in summary.items():

@@ -20,14 +20,14 @@ def load_benchmark(name: str):
     """benchmarks/<name>.py as a module (bench_<name>). The folder is on sys.path only while the script loads,
     for the sibling modules it imports as a script does: left there, its scripts would stand in for installed
     packages of the same name in every later test."""
-    folder = str(ROOT / "benchmarks")
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    folder = ROOT / "benchmarks"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, folder)
+    sys.path.insert(0, str(folder))
     try:
         spec.loader.exec_module(module)
     finally:
-        sys.path.remove(folder)
+        sys.path.remove(str(folder))
     return module
 
 
