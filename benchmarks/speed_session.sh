@@ -34,7 +34,9 @@
 #                                              # fa4) in bf16 and float8, on DATA or else the corpus that
 #                                              # muon_session.sh left in /tmp/ttl. Ends by DEADLINE s (565)
 #   bash benchmarks/speed_session.sh quack     # the same installation: quack-kernels' norm, residual+norm and loss
-#                                              # against ours, then the step: HF, fa4 with our kernels, with quack's
+#                                              # against ours, then the step: HF, fa4 with our kernels, with quack's;
+#                                              # then the real trainer, causal and --document_mask, on documents of
+#                                              # mean length 512 (after muon_session.sh, for its tokenizer)
 #   bash benchmarks/speed_session.sh quality   # the 1,000-step runs, three seeds each: bf16 and float8 of this tree,
 #                                              # bf16 of BASE, all at once over the GPUs there (nothing timed);
 #                                              # SEEDS=45,46,47 NEW_PRECISIONS=bf16 for more seeds of the bf16 pair
@@ -221,10 +223,34 @@ if [[ $PART == fa4trainer ]]; then
 fi
 
 if [[ $PART == quack ]]; then
-  python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy --variants triton,quack \
-    --rep-ms 50 --json "$LOGS/kernels_quack.json" > "$LOGS/kernels_quack.txt" 2>&1; snap
+  left() { echo $(( ${DEADLINE:-565} - SECONDS )); }
+  timeout "$(left)" python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
+    --variants triton,quack --rep-ms 50 --json "$LOGS/kernels_quack.json" > "$LOGS/kernels_quack.txt" 2>&1; snap
   tp quack --micro_batches 16 --grad_accum 2 --steps 6 --timeout 150 --variants hf,triton+compile+fa4,quack+compile+fa4; snap
+  # the real trainer, causal and document-masked, on shards whose documents start (BOS) 512 tokens apart on
+  # average (random tokens: the step's speed does not depend on them), with the corpus tokenizer of muon_session.sh
+  docs=$WORK/docs512; mkdir -p "$docs/data"
+  python3 - "$docs/data" /tmp/ttl/tokenizer <<'PY'
+import sys
+import numpy as np
+from lit_gpt.data import write_shard
+from lit_gpt.tokenizer import Tokenizer
+tokenizer = Tokenizer(sys.argv[2])
+rng = np.random.default_rng(0)
+for i in range(2):
+    ids = rng.integers(0, tokenizer.vocab_size, 1 << 21, dtype=np.uint16)
+    ids[rng.random(ids.size) < 1 / 512] = tokenizer.bos_id
+    write_shard(f"{sys.argv[1]}/train_docs_{i:010d}.bin", ids)
+PY
+  ln -sfn /tmp/ttl/tokenizer "$docs/tokenizer"
+  DATA=$docs
+  if [ "$(left)" -gt 220 ]; then  # about 90 s each
+    trainer causal512 --train_sources '{"train_docs": 1.0}' --global_batch_size 64 --max_steps 12; snap
+    trainer docmask512 --train_sources '{"train_docs": 1.0}' --document_mask true --global_batch_size 64 --max_steps 12
+    snap
+  fi
   sed -n '/^op /,$p' "$LOGS/kernels_quack.txt"; sed -n '/^variant/,$p' "$LOGS/tp_quack.txt"
+  for f in causal512 docmask512; do echo "trainer $f:"; grep -E "attention|step (8|12)/" "$LOGS/trainer_$f.txt" | cut -c1-170 | tail -n 3; done
 fi
 
 if [[ $PART == quality ]]; then  # trainings share the GPUs: losses and test results are compared, not speed
