@@ -8,7 +8,8 @@
 #   bash benchmarks/muon_session.sh steptime   # every configuration's tokens/s, one after the other
 #   bash benchmarks/muon_session.sh final      # the final runs of ONLY (SEEDS=1,2), JOBS at once (default 1), at
 #                                              # LR (default: the sweep's best); STOP=1: each ends at the
-#                                              # baseline's final loss (challengers); each run recorded as it ends
+#                                              # baseline's final loss (challengers; BASELINE_LR: the baseline's
+#                                              # finals at that rate set it); each run recorded as it ends
 #   bash benchmarks/muon_session.sh report     # the time-to-loss table and PNG of what has run
 # sweep, steptime and final end by DEADLINE seconds after the start (default 565, under the call's 600).
 # The corpus (benchmarks/time_to_loss.py prepare) and the runs stay in $TTL (/tmp/ttl) while the machine is warm;
@@ -121,12 +122,13 @@ steptime)
 final)
   prepared
   bounded python3 benchmarks/time_to_loss.py train --data "$TTL" --phase final --only "${ONLY:-adamw}" \
-    --seeds "${SEEDS:-1}" --jobs "${JOBS:-1}" ${LR:+--lr $LR} ${STOP:+--stop_at_target} \
+    --seeds "${SEEDS:-1}" --jobs "${JOBS:-1}" ${LR:+--lr $LR} ${STOP:+--stop_at_target} ${BASELINE_LR:+--baseline_lr $BASELINE_LR} \
     ${MICRO:+--micro_batch_size $MICRO} 2>&1 | tee "$LOGS/final_${ONLY:-adamw}_${SEEDS:-1}.txt"
   ;;
 report)
   restored
-  python3 benchmarks/time_to_loss.py report --data "$TTL" --png "$OUT/time_to_loss.png" --json "$OUT/time_to_loss.json"
+  python3 benchmarks/time_to_loss.py report --data "$TTL" --png "$OUT/time_to_loss.png" --json "$OUT/time_to_loss.json" \
+    ${BASELINE_LR:+--baseline_lr $BASELINE_LR}
   ;;
 *)
   echo "unknown part $PART"; exit 2

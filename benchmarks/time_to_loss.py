@@ -25,8 +25,9 @@ GPU).
 `steptime` measures every configuration's tokens/s in one job, one after the other, so that the ratio of two
 configurations can also be given as tokens-to-loss times step time measured side by side.
 
-`report` takes the baseline's final runs (the plan's `baseline` configuration at its best rate): the target is
-the mean of their final validation losses, their wall time the mean of their training times. For every final
+`report` takes the baseline's final runs (the plan's `baseline` configuration at its best swept rate, or at
+`--baseline_lr` where its final at another rate ended lower): the target is the mean of their final validation
+losses, their wall time the mean of their training times. For every final
 run it gives the training time and tokens to reach the target (linearly interpolated between evaluations),
 and draws every curve against training seconds and against tokens into one PNG. Training time is the trainer's
 `train_sec`: the time in training steps, start-up, compilation included, validation and saving left out.
@@ -261,7 +262,7 @@ def train(args) -> None:
             planned[name] = (config, lr, seed, trainer_args(plan, args.data, settings, lr, seed, tokens))
     stop_when, stopped = None, set()
     if args.stop_at_target:
-        base = baseline_runs(plan, read_final_runs(runs), runs).values()
+        base = baseline_runs(plan, read_final_runs(runs), runs, args.baseline_lr).values()
         target = statistics.mean(r["by_seconds"][-1][1] for r in base)
         print(f"each run stops once its validation loss reaches the baseline's {target:.4f}", flush=True)
         at_target = reached(target)
@@ -359,15 +360,21 @@ def read_final_runs(runs: Path) -> dict[str, dict]:
     return found
 
 
-def baseline_runs(plan: dict, runs: dict[str, dict], folder: Path) -> dict[str, dict]:
-    """The baseline configuration's final runs (that ran to their end) at its best swept rate, by name: their mean
-    final loss is the target. Its finals at other rates (a check of the sweep) are compared like a challenger's."""
+def baseline_runs(plan: dict, runs: dict[str, dict], folder: Path, lr: float | None = None) -> dict[str, dict]:
+    """The baseline configuration's final runs (that ran to their end) at rate `lr` (default: its best swept rate),
+    by name: their mean final loss is the target. Its finals at other rates (a check of the sweep) are compared
+    like a challenger's; one that ends lower makes the stricter baseline (`--baseline_lr`)."""
     base = {n: r for n, r in runs.items() if r["config"] == plan["baseline"] and not r.get("stopped_at_target")}
+    if lr is not None:
+        rates = sorted({r["lr"] for r in base.values()})
+        base = {n: r for n, r in base.items() if math.isclose(r["lr"], lr, rel_tol=1e-9)}
+        if not base:
+            raise SystemExit(f"--baseline_lr {lr:g}: no whole final run of {plan['baseline']!r} at it (rates: {rates})")
     if not base:
         raise SystemExit(f"no final run of the baseline {plan['baseline']!r} in {folder}")
     if len({r["lr"] for r in base.values()}) > 1:
-        lr = best_rate(folder, plan["baseline"])
-        base = {n: r for n, r in base.items() if r["lr"] == lr}
+        best = best_rate(folder, plan["baseline"])
+        base = {n: r for n, r in base.items() if r["lr"] == best}
     return base
 
 
@@ -390,7 +397,7 @@ def reached(target: float) -> Callable[[Path], bool]:
 def report(args) -> dict:
     plan = load_plan(args.plan)
     runs = read_final_runs(args.data / "runs")
-    baseline = baseline_runs(plan, runs, args.data / "runs")
+    baseline = baseline_runs(plan, runs, args.data / "runs", args.baseline_lr)
     base, base_names = list(baseline.values()), set(baseline)
     target = statistics.mean(r["by_seconds"][-1][1] for r in base)
     base_seconds = statistics.mean(r["train_sec"] for r in base)
@@ -506,6 +513,13 @@ def main(argv=None) -> None:
         q.add_argument("--plan", type=Path, default=DEFAULT_PLAN)
         q.add_argument("--only", default="", help="comma-separated configurations of the plan (default: all)")
         q.add_argument("--timeout", type=float, default=3600, help="seconds for one training")
+    for name in ("train", "report"):
+        sub.choices[name].add_argument(
+            "--baseline_lr",
+            type=float,
+            default=None,
+            help="the baseline's finals at this rate set the target (default: its best swept rate)",
+        )
     train_p = sub.choices["train"]
     train_p.add_argument("--phase", choices=["sweep", "final"], required=True)
     train_p.add_argument("--seeds", default="", help="comma-separated (final phase; default: the plan's)")

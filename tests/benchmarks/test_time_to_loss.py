@@ -129,6 +129,17 @@ def test_prepare_then_report_and_the_refusal_of_a_plan_larger_than_the_corpus(tm
     assert result["runs"]["final_muon_lr0.003_seed2"]["startup_sec"] == 50  # the first logged step's time
     assert (tmp_path / "r.png").stat().st_size > 10_000 and "target" in report.stdout
 
+    # AdamW's final at 2e-3 ended lower (2.9) than its swept best's: as the baseline, it sets a stricter target
+    bench("report", *common, "--baseline_lr", "0.002", "--json", str(tmp_path / "r2.json"))
+    strict = json.loads((tmp_path / "r2.json").read_text())
+    assert strict["target_val_loss"] == pytest.approx(2.9) and strict["baseline_train_sec"] == pytest.approx(100)
+    assert strict["summary"]["adamw_lr0.002"]["wall_ratio"] == pytest.approx(1.0)
+    assert strict["summary"]["adamw_lr0.001"]["wall_ratio"] == math.inf  # its runs end at 3.0 and 3.2
+    # muon seed 1 reaches 2.9 at 80 s (3.1 at 40 s, 2.8 at 100 s), seed 2 at its last evaluation, 70 s
+    assert strict["summary"]["muon_lr0.003"]["seconds_spread"] == pytest.approx([70, 80])
+    refused = bench("report", *common, "--baseline_lr", "0.004", check=False)
+    assert refused.returncode != 0 and "--baseline_lr 0.004: no whole final run of 'adamw'" in refused.stderr
+
 
 def test_the_final_runs_take_each_configurations_best_swept_rate(tmp_path):
     best_rate = time_to_loss.best_rate
