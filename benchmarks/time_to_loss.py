@@ -17,7 +17,8 @@ and packs both splits with `lit-prepare-corpus`; nothing of this counts as train
 benchmarks/configs/time_to_loss_120m.yaml). Phase `sweep`: every configuration at each of its learning rates
 on `sweep_tokens` (the schedule shortened alike). Phase `final`: each configuration at its best swept rate (or
 `--lr`) on `tokens`, for every seed; with `--stop_at_target` a challenger's run ends once its validation loss
-reaches the baseline's final one (the baseline's finals first), which is all the report needs of it. It
+reaches the baseline's final one (the baseline's finals first), which is all the report needs of it; a run
+an earlier job stopped at a higher target (another `--baseline_lr`) is trained again. It
 refuses a plan that would read more tokens than the training split holds (no token is seen twice). `--jobs N`
 trains N at once on one GPU: their losses count, their times do not (each run records whether it shared the
 GPU).
@@ -220,6 +221,11 @@ def best_rate(runs: Path, config: str) -> float:
     return best
 
 
+def stopped_early(folder: Path) -> bool:
+    """Whether a finished run ended at a target rather than at the end of its tokens."""
+    return json.loads((folder / "run.json").read_text()).get("stopped_at_target", False)
+
+
 def final_val_loss(folder: Path) -> float:
     from lit_gpt.training.metrics import read_metrics
 
@@ -274,23 +280,28 @@ def train(args) -> None:
             return False
 
     done = {name for name in planned if (runs / name / "run.json").is_file()}  # an earlier job's (or session's)
+    if args.stop_at_target:  # a run stopped at a higher target (another baseline) never saw this one: run again
+        done = {n for n in done if not (stopped_early(runs / n) and final_val_loss(runs / n) > target)}
     todo = {n: p[3] for n, p in planned.items() if n not in done}
     print(f"{len(todo)} runs, {args.jobs} at a time: {', '.join(todo)}; kept: {', '.join(done) or 'none'}", flush=True)
     for name in sorted(done):
         print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  (kept)", flush=True)
-    for name in todo:  # a run an earlier job began and did not end: put aside whole, then started afresh
+    for name in todo:  # an earlier job's run, unfinished or stopped short of this target: put aside, started afresh
         if (runs / name).exists():
-            aside = runs / "cut_off" / name
+            why = "stopped_above_target" if (runs / name / "run.json").is_file() else "cut_off"
+            aside = runs / why / name
             while aside.exists():
                 aside = aside.with_name(aside.name + "+")
             aside.parent.mkdir(parents=True, exist_ok=True)
             (runs / name).rename(aside)
-            print(f"{name}: the unfinished run of an earlier job moved to {aside}", flush=True)
+            print(f"{name}: the run of an earlier job moved to {aside}", flush=True)
 
     def finished(name: str, seconds: float) -> None:  # recorded as each run ends: a job cut off keeps it
         config, lr, seed, _ = planned[name]
         meta = dict(config=config, lr=lr, seed=seed, phase=args.phase, tokens=tokens, shared_gpu=args.jobs > 1)
         meta["stopped_at_target"] = name in stopped
+        if stop_when:
+            meta["target"] = target
         (runs / name / "run.json").write_text(json.dumps({**meta, "wall_s": seconds}))
         print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  wall {seconds:.0f} s", flush=True)
 

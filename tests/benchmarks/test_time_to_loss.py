@@ -225,3 +225,15 @@ def test_runs_an_earlier_job_finished_are_kept_and_challengers_stop_at_the_basel
     assert asked["stop_when"](runs / "final_muon_lr0.001_seed1")  # 3.05 is below the baseline's mean, 3.1
     meta = json.loads((runs / "final_muon_lr0.001_seed1" / "run.json").read_text())
     assert meta["stopped_at_target"] and meta["config"] == "muon" and meta["wall_s"] == 60.0
+    assert meta["target"] == pytest.approx(3.1)
+    # asked again for the same target: kept
+    with pytest.raises(RuntimeError, match="cut off"):
+        time_to_loss.main([*argv, "--only", "muon", "--seeds", "1", "--stop_at_target"])
+    assert asked["commands"] == []
+    # the baseline at another rate ends lower (3.0): the run stopped at 3.05 is put aside and trained again
+    write_run(runs, "final_adamw_lr0.002_seed1", {**base, "lr": 2e-3, "seed": 1}, [(1000, 100, 3.0)], 10.0)
+    with pytest.raises(RuntimeError, match="cut off"):
+        time_to_loss.main([*argv, "--only", "muon", "--seeds", "1", "--stop_at_target", "--baseline_lr", "2e-3"])
+    assert asked["commands"] == ["final_muon_lr0.001_seed1"]
+    assert not asked["stop_when"](runs / "final_muon_lr0.001_seed1")  # 3.05 is above the new target
+    assert (runs / "stopped_above_target" / "final_muon_lr0.001_seed1" / "run.json").is_file()
