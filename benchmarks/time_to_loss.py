@@ -31,7 +31,8 @@ configurations can also be given as tokens-to-loss times step time measured side
 losses, their wall time the mean of their training times. For every final
 run it gives the training time and tokens to reach the target (linearly interpolated between evaluations),
 and draws every curve against training seconds and against tokens into one PNG. Training time is the trainer's
-`train_sec`: the time in training steps, start-up, compilation included, validation and saving left out.
+`train_sec`: the time in training steps, start-up, compilation included, validation and saving left out. Each
+run records its GPU; a wall time from another card than the baseline's is flagged (its token ratio holds).
 """
 
 from __future__ import annotations
@@ -296,16 +297,25 @@ def train(args) -> None:
             (runs / name).rename(aside)
             print(f"{name}: the run of an earlier job moved to {aside}", flush=True)
 
+    card = card_name()
+
     def finished(name: str, seconds: float) -> None:  # recorded as each run ends: a job cut off keeps it
         config, lr, seed, _ = planned[name]
         meta = dict(config=config, lr=lr, seed=seed, phase=args.phase, tokens=tokens, shared_gpu=args.jobs > 1)
-        meta["stopped_at_target"] = name in stopped
+        meta.update(card=card, stopped_at_target=name in stopped)
         if stop_when:
             meta["target"] = target
         (runs / name / "run.json").write_text(json.dumps({**meta, "wall_s": seconds}))
         print(f"{name:40s} final val loss {final_val_loss(runs / name):.4f}  wall {seconds:.0f} s", flush=True)
 
     run_trainings(todo, runs, args.jobs, timeout=args.timeout, stop_when=stop_when, finished=finished)
+
+
+def card_name() -> str:
+    """The GPU the trainings run on (its wall times compare only with runs on the same card)."""
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def steptime(args) -> None:
@@ -413,6 +423,7 @@ def report(args) -> dict:
     target = statistics.mean(r["by_seconds"][-1][1] for r in base)
     base_seconds = statistics.mean(r["train_sec"] for r in base)
     base_tokens = statistics.mean(r["by_tokens"][-1][0] for r in base)
+    base_cards = {r.get("card") for r in base}
     steps_file = args.data / "steptime" / "steptime.json"
     step_tps = json.loads(steps_file.read_text()) if steps_file.is_file() else {}
     rows = {}
@@ -425,6 +436,7 @@ def report(args) -> dict:
             tokens_per_sec=r["tokens_per_sec"],
             startup_sec=r["startup_sec"],
             shared_gpu=r["shared_gpu"],
+            card=r.get("card"),
             stopped_at_target=r.get("stopped_at_target", False),
             seconds_to_target=time_to(r["by_seconds"], target),
             tokens_to_target=time_to(r["by_tokens"], target),
@@ -445,6 +457,8 @@ def report(args) -> dict:
             tokens_to_target=statistics.mean(tokens),
             wall_ratio=statistics.mean(seconds) / base_seconds,
             token_ratio=statistics.mean(tokens) / base_tokens,
+            # a wall ratio across cards compares the cards too: then only the token and step-time ratios hold
+            other_card=any(rows[n]["card"] not in base_cards for n in mine),
         )
         if config in step_tps and plan["baseline"] in step_tps:
             # tokens to the target at each configuration's own speed, both speeds measured in one job
@@ -468,6 +482,7 @@ def report(args) -> dict:
     for name, r in rows.items():
         shared = " (shared GPU)" if r["shared_gpu"] else ""
         shared += " (stopped at the target)" if r["stopped_at_target"] else ""
+        shared += f" (on {r['card']}, not the baseline's card)" if r["card"] not in base_cards else ""
         print(
             f"{name:40s} {r['final_val_loss']:7.4f} {r['tokens_per_sec']:9,.0f} {r['startup_sec']:8.1f} "
             f"{r['seconds_to_target']:12.1f} {r['tokens_to_target']:17,.0f}{shared}"
@@ -476,7 +491,10 @@ def report(args) -> dict:
     for config, e in summary.items():
         lo, hi = e["seconds_spread"]
         by_steps = f"{e['ratio_by_step_time']:.3f}" if "ratio_by_step_time" in e else "-"
-        print(f"{config:24s} {e['wall_ratio']:10.3f} {lo:7.0f}-{hi:<8.0f} {e['token_ratio']:11.3f} {by_steps:>12s}")
+        other = "  (wall time on another card than the baseline's)" if e["other_card"] else ""
+        print(
+            f"{config:24s} {e['wall_ratio']:10.3f} {lo:7.0f}-{hi:<8.0f} {e['token_ratio']:11.3f} {by_steps:>12s}{other}"
+        )
     return result
 
 

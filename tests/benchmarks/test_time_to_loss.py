@@ -97,7 +97,7 @@ def test_prepare_then_report_and_the_refusal_of_a_plan_larger_than_the_corpus(tm
 
     # two baseline seeds ending at 3.0 and 3.2 (target 3.1) in 100 s; muon reaching 3.1 at 40 and 60 s
     runs = out / "runs"
-    base = dict(config="adamw", lr=1e-3, phase="final", tokens=1000, shared_gpu=False)
+    base = dict(config="adamw", lr=1e-3, phase="final", tokens=1000, shared_gpu=False, card="NVIDIA H200")
     write_run(runs, "final_adamw_lr0.001_seed1", {**base, "seed": 1}, [(500, 50, 3.5), (1000, 100, 3.0)], 10.0)
     write_run(runs, "final_adamw_lr0.001_seed2", {**base, "seed": 2}, [(500, 50, 3.6), (1000, 100, 3.2)], 10.0)
     muon = {**base, "config": "muon", "lr": 3e-3}
@@ -109,7 +109,7 @@ def test_prepare_then_report_and_the_refusal_of_a_plan_larger_than_the_corpus(tm
     # a check of the baseline's sweep: AdamW's final at its second-best swept rate is compared, not the target
     for lr, loss in ((1e-3, 4.0), (2e-3, 4.2)):
         write_run(runs, f"sweep_adamw_lr{lr:g}_seed1", dict(config="adamw", lr=lr), [(100, 10, loss)], 10.0)
-    other = {**base, "lr": 2e-3, "seed": 1}
+    other = {**base, "lr": 2e-3, "seed": 1, "card": "NVIDIA H100 80GB HBM3"}  # run on another card
     write_run(runs, "final_adamw_lr0.002_seed1", other, [(500, 50, 3.3), (1000, 100, 2.9)], 10.0)
     (out / "steptime").mkdir()
     (out / "steptime" / "steptime.json").write_text(json.dumps({"adamw": 10.0, "muon": 8.0}))
@@ -118,6 +118,9 @@ def test_prepare_then_report_and_the_refusal_of_a_plan_larger_than_the_corpus(tm
     assert result["target_val_loss"] == pytest.approx(3.1) and result["baseline_train_sec"] == pytest.approx(100)
     assert sorted(result["summary"]) == ["adamw_lr0.001", "adamw_lr0.002", "muon_lr0.003", "muon_lr0.006"]
     assert result["summary"]["adamw_lr0.002"]["wall_ratio"] == pytest.approx(0.75)  # 3.1 at 75 s of 100
+    # its wall time is flagged as another card's; the runs on the baseline's card are not
+    assert result["summary"]["adamw_lr0.002"]["other_card"] and not result["summary"]["muon_lr0.003"]["other_card"]
+    assert "(on NVIDIA H100 80GB HBM3, not the baseline's card)" in report.stdout
     assert result["summary"]["muon_lr0.006"]["wall_ratio"] == math.inf
     # the baseline's time is its whole run, also for the seed that ends above the mean (3.2)
     assert result["summary"]["adamw_lr0.001"]["wall_ratio"] == pytest.approx(1.0)
@@ -225,7 +228,7 @@ def test_runs_an_earlier_job_finished_are_kept_and_challengers_stop_at_the_basel
     assert asked["stop_when"](runs / "final_muon_lr0.001_seed1")  # 3.05 is below the baseline's mean, 3.1
     meta = json.loads((runs / "final_muon_lr0.001_seed1" / "run.json").read_text())
     assert meta["stopped_at_target"] and meta["config"] == "muon" and meta["wall_s"] == 60.0
-    assert meta["target"] == pytest.approx(3.1)
+    assert meta["target"] == pytest.approx(3.1) and meta["card"] == "cpu"  # no GPU here
     # asked again for the same target: kept
     with pytest.raises(RuntimeError, match="cut off"):
         time_to_loss.main([*argv, "--only", "muon", "--seeds", "1", "--stop_at_target"])
