@@ -222,11 +222,6 @@ def best_rate(runs: Path, config: str) -> float:
     return best
 
 
-def stopped_early(folder: Path) -> bool:
-    """Whether a finished run ended at a target rather than at the end of its tokens."""
-    return json.loads((folder / "run.json").read_text()).get("stopped_at_target", False)
-
-
 def final_val_loss(folder: Path) -> float:
     from lit_gpt.training.metrics import read_metrics
 
@@ -269,7 +264,8 @@ def train(args) -> None:
             planned[name] = (config, lr, seed, trainer_args(plan, args.data, settings, lr, seed, tokens))
     stop_when, stopped = None, set()
     if args.stop_at_target:
-        base = baseline_runs(plan, read_final_runs(runs), runs, args.baseline_lr).values()
+        finals = read_final_runs(runs)
+        base = baseline_runs(plan, finals, runs, args.baseline_lr).values()
         target = statistics.mean(r["by_seconds"][-1][1] for r in base)
         print(f"each run stops once its validation loss reaches the baseline's {target:.4f}", flush=True)
         at_target = reached(target)
@@ -282,7 +278,7 @@ def train(args) -> None:
 
     done = {name for name in planned if (runs / name / "run.json").is_file()}  # an earlier job's (or session's)
     if args.stop_at_target:  # a run stopped at a higher target (another baseline) never saw this one: run again
-        done = {n for n in done if not (stopped_early(runs / n) and final_val_loss(runs / n) > target)}
+        done = {n for n in done if not (finals[n].get("stopped_at_target") and finals[n]["by_seconds"][-1][1] > target)}
     todo = {n: p[3] for n, p in planned.items() if n not in done}
     print(f"{len(todo)} runs, {args.jobs} at a time: {', '.join(todo)}; kept: {', '.join(done) or 'none'}", flush=True)
     for name in sorted(done):
@@ -480,12 +476,12 @@ def report(args) -> dict:
     print(f"target: the baseline's mean final validation loss {target:.4f}, in {base_seconds:.0f} s of training")
     print(f"{'run':40s} {'final':>7s} {'tok/s':>9s} {'start s':>8s} {'s to target':>12s} {'tokens to target':>17s}")
     for name, r in rows.items():
-        shared = " (shared GPU)" if r["shared_gpu"] else ""
-        shared += " (stopped at the target)" if r["stopped_at_target"] else ""
-        shared += f" (on {r['card']}, not the baseline's card)" if r["card"] not in base_cards else ""
+        notes = " (shared GPU)" if r["shared_gpu"] else ""
+        notes += " (stopped at the target)" if r["stopped_at_target"] else ""
+        notes += f" (on {r['card']}, not the baseline's card)" if r["card"] not in base_cards else ""
         print(
             f"{name:40s} {r['final_val_loss']:7.4f} {r['tokens_per_sec']:9,.0f} {r['startup_sec']:8.1f} "
-            f"{r['seconds_to_target']:12.1f} {r['tokens_to_target']:17,.0f}{shared}"
+            f"{r['seconds_to_target']:12.1f} {r['tokens_to_target']:17,.0f}{notes}"
         )
     print(f"{'config':24s} {'wall ratio':>10s} {'spread (s)':>16s} {'token ratio':>11s} {'by step time':>12s}")
     for config, e in summary.items():
