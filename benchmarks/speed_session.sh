@@ -33,10 +33,11 @@
 #                                              # float8; then the real trainer (no attention flag: auto takes
 #                                              # fa4) in bf16 and float8, on DATA or else the corpus that
 #                                              # muon_session.sh left in /tmp/ttl. Ends by DEADLINE s (565)
+#   bash benchmarks/speed_session.sh hf        # one GPU: the Hugging Face baseline's step alone (before `quack`)
 #   bash benchmarks/speed_session.sh quack     # the same installation: quack-kernels' norm, residual+norm and loss
-#                                              # against ours, then the step: HF, fa4 with our kernels, with quack's;
-#                                              # then the real trainer, causal and --document_mask, on documents of
-#                                              # mean length 512 (after muon_session.sh, for its tokenizer)
+#                                              # against ours; the real trainer, causal and --document_mask, on
+#                                              # documents of mean length 512 (after `time_to_loss.py prepare`, for
+#                                              # its tokenizer); then the step, fa4 with our kernels and with quack's
 #   bash benchmarks/speed_session.sh quality   # the 1,000-step runs, three seeds each: bf16 and float8 of this tree,
 #                                              # bf16 of BASE, all at once over the GPUs there (nothing timed);
 #                                              # SEEDS=45,46,47 NEW_PRECISIONS=bf16 for more seeds of the bf16 pair
@@ -222,12 +223,15 @@ if [[ $PART == fa4trainer ]]; then
   for f in bf16 fp8; do echo "trainer $f:"; grep -E "attention|micro batch|step (8|12)/" "$LOGS/trainer_$f.txt" | cut -c1-170 | tail -n 4; done
 fi
 
+if [[ $PART == hf ]]; then  # the Hugging Face baseline alone, in the call before `quack` on the same machine
+  tp hf --variants hf --micro_batches 8 --grad_accum 4 --steps 6 --timeout 200; snap  # micro batch 16 does not fit an H100
+  sed -n '/^variant/,$p' "$LOGS/tp_hf.txt"
+fi
+
 if [[ $PART == quack ]]; then
   left() { echo $(( ${DEADLINE:-565} - SECONDS )); }
   timeout "$(left)" python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
     --variants triton,quack --rep-ms 50 --json "$LOGS/kernels_quack.json" > "$LOGS/kernels_quack.txt" 2>&1; snap
-  tp hf --variants hf --micro_batches 8 --grad_accum 4 --steps 6 --timeout 150; snap  # micro batch 16 does not fit an H100
-  tp quack --micro_batches 16 --grad_accum 2 --steps 6 --timeout 150 --variants triton+compile+fa4,quack+compile+fa4; snap
   # the real trainer, causal and document-masked, on shards whose documents start (BOS) 512 tokens apart on
   # average (random tokens: the step's speed does not depend on them), with the corpus tokenizer of muon_session.sh
   docs=$WORK/docs512; mkdir -p "$docs/data"
@@ -244,13 +248,15 @@ for i in range(2):
     write_shard(f"{sys.argv[1]}/train_docs_{i:010d}.bin", ids)
 PY
   ln -sfn /tmp/ttl/tokenizer "$docs/tokenizer"
-  DATA=$docs
-  if [ "$(left)" -gt 220 ]; then  # about 90 s each
-    trainer causal512 --train_sources '{"train_docs": 1.0}' --global_batch_size 64 --max_steps 12; snap
-    trainer docmask512 --train_sources '{"train_docs": 1.0}' --document_mask true --global_batch_size 64 --max_steps 12
-    snap
+  if [ "$(left)" -gt 200 ]; then  # about 90 s each
+    DATA=$docs trainer causal512 --train_sources '{"train_docs": 1.0}' --global_batch_size 64 --max_steps 12; snap
+    DATA=$docs trainer docmask512 --train_sources '{"train_docs": 1.0}' --document_mask true --global_batch_size 64 \
+      --max_steps 12; snap
   fi
-  sed -n '/^op /,$p' "$LOGS/kernels_quack.txt"; for f in hf quack; do sed -n '/^variant/,$p' "$LOGS/tp_$f.txt"; done
+  # the step with our kernels and with quack's, in whatever time is left
+  timeout "$(left)" python3 benchmarks/throughput.py --json "$LOGS/tp_quack.json" --micro_batches 16 --grad_accum 2 \
+    --steps 6 --timeout 150 --variants triton+compile+fa4,quack+compile+fa4 > "$LOGS/tp_quack.txt" 2>&1; snap
+  sed -n '/^op /,$p' "$LOGS/kernels_quack.txt"; sed -n '/^variant/,$p' "$LOGS/tp_quack.txt"
   for f in causal512 docmask512; do echo "trainer $f:"; grep -E "attention|step (8|12)/" "$LOGS/trainer_$f.txt" | cut -c1-170 | tail -n 3; done
 fi
 
