@@ -34,10 +34,10 @@
 #                                              # fa4) in bf16 and float8, on DATA or else the corpus that
 #                                              # muon_session.sh left in /tmp/ttl. Ends by DEADLINE s (565)
 #   bash benchmarks/speed_session.sh hf        # one GPU: the Hugging Face baseline's step alone (before `quack`)
-#   bash benchmarks/speed_session.sh quack     # the same installation: quack-kernels' norm, residual+norm and loss
-#                                              # against ours; the real trainer, causal and --document_mask, on
-#                                              # documents of mean length 512 (after `time_to_loss.py prepare`, for
-#                                              # its tokenizer); then the step, fa4 with our kernels and with quack's
+#   bash benchmarks/speed_session.sh quack     # the same installation: the real trainer, causal and --document_mask,
+#                                              # on documents of mean length 512 (after `time_to_loss.py prepare`, for
+#                                              # its tokenizer); then quack-kernels' norm, residual+norm and loss
+#                                              # against ours, alone and in the step, until DEADLINE s (565)
 #   bash benchmarks/speed_session.sh quality   # the 1,000-step runs, three seeds each: bf16 and float8 of this tree,
 #                                              # bf16 of BASE, all at once over the GPUs there (nothing timed);
 #                                              # SEEDS=45,46,47 NEW_PRECISIONS=bf16 for more seeds of the bf16 pair
@@ -207,7 +207,7 @@ if [[ $PART == attention ]]; then
 fi
 
 if [[ $PART == fa4trainer ]]; then
-  left() { echo $(( ${DEADLINE:-565} - SECONDS )); }
+  left() { local l=$(( ${DEADLINE:-565} - SECONDS )); echo $(( l > 1 ? l : 1 )); }  # timeout 0 would mean none
   timeout "$(left)" python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
     --variants triton,triton_compile,quack,compile --rep-ms 50 --json "$LOGS/kernels.json" > "$LOGS/kernels.txt" 2>&1; snap
   timeout "$(left)" python3 benchmarks/throughput.py --json "$LOGS/tp_fa4.json" --micro_batches 16 --grad_accum 2 \
@@ -229,9 +229,7 @@ if [[ $PART == hf ]]; then  # the Hugging Face baseline alone, in the call befor
 fi
 
 if [[ $PART == quack ]]; then
-  left() { echo $(( ${DEADLINE:-565} - SECONDS )); }
-  timeout "$(left)" python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
-    --variants triton,quack --rep-ms 50 --json "$LOGS/kernels_quack.json" > "$LOGS/kernels_quack.txt" 2>&1; snap
+  left() { local l=$(( ${DEADLINE:-565} - SECONDS )); echo $(( l > 1 ? l : 1 )); }  # timeout 0 would mean none
   # the real trainer, causal and document-masked, on shards whose documents start (BOS) 512 tokens apart on
   # average (random tokens: the step's speed does not depend on them), with the corpus tokenizer of muon_session.sh
   docs=$WORK/docs512; mkdir -p "$docs/data"
@@ -248,12 +246,12 @@ for i in range(2):
     write_shard(f"{sys.argv[1]}/train_docs_{i:010d}.bin", ids)
 PY
   ln -sfn /tmp/ttl/tokenizer "$docs/tokenizer"
-  if [ "$(left)" -gt 200 ]; then  # about 90 s each
-    DATA=$docs trainer causal512 --train_sources '{"train_docs": 1.0}' --global_batch_size 64 --max_steps 12; snap
-    DATA=$docs trainer docmask512 --train_sources '{"train_docs": 1.0}' --document_mask true --global_batch_size 64 \
-      --max_steps 12; snap
-  fi
-  # the step with our kernels and with quack's, in whatever time is left
+  DATA=$docs trainer causal512 --train_sources '{"train_docs": 1.0}' --global_batch_size 64 --max_steps 12; snap
+  DATA=$docs trainer docmask512 --train_sources '{"train_docs": 1.0}' --document_mask true --global_batch_size 64 \
+    --max_steps 12; snap
+  # quack's kernels against ours, alone and in the step, in whatever time is left
+  timeout "$(left)" python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
+    --variants triton,quack --rep-ms 50 --json "$LOGS/kernels_quack.json" > "$LOGS/kernels_quack.txt" 2>&1; snap
   timeout "$(left)" python3 benchmarks/throughput.py --json "$LOGS/tp_quack.json" --micro_batches 16 --grad_accum 2 \
     --steps 6 --timeout 150 --variants triton+compile+fa4,quack+compile+fa4 > "$LOGS/tp_quack.txt" 2>&1; snap
   sed -n '/^op /,$p' "$LOGS/kernels_quack.txt"; sed -n '/^variant/,$p' "$LOGS/tp_quack.txt"
