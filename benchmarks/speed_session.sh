@@ -231,9 +231,10 @@ fi
 if [[ $PART == quack ]]; then
   left() { local l=$(( ${DEADLINE:-565} - SECONDS )); echo $(( l > 1 ? l : 1 )); }  # timeout 0 would mean none
   # the real trainer, causal and document-masked, on shards whose documents start (BOS) 512 tokens apart on
-  # average (random tokens: the step's speed does not depend on them), with the corpus tokenizer of muon_session.sh
-  docs=$WORK/docs512; mkdir -p "$docs/data"
-  python3 - "$docs/data" /tmp/ttl/tokenizer <<'PY'
+  # average (random tokens: the step's speed does not depend on them), with any tokenizer: TOKENIZER, else the
+  # time-to-loss corpus's
+  docs=$WORK/docs512; mkdir -p "$docs/data"; tok=$(realpath "${TOKENIZER:-/tmp/ttl/tokenizer}")
+  python3 - "$docs/data" "$tok" <<'PY'
 import sys
 import numpy as np
 from lit_gpt.data import write_shard
@@ -245,7 +246,7 @@ for i in range(2):
     ids[rng.random(ids.size) < 1 / 512] = tokenizer.bos_id
     write_shard(f"{sys.argv[1]}/train_docs_{i:010d}.bin", ids)
 PY
-  ln -sfn /tmp/ttl/tokenizer "$docs/tokenizer"
+  ln -sfn "$tok" "$docs/tokenizer"
   DATA=$docs trainer causal512 --train_sources '{"train_docs": 1.0}' --global_batch_size 64 --max_steps 12; snap
   DATA=$docs trainer docmask512 --train_sources '{"train_docs": 1.0}' --document_mask true --global_batch_size 64 \
     --max_steps 12; snap
