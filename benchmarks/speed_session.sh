@@ -53,10 +53,16 @@ mkdir -p "$OUT" "$LOGS"
 snap() { tar czf "$OUT/.logs.$BASHPID.tmp" -C "$WORK" logs 2>/dev/null && mv "$OUT/.logs.$BASHPID.tmp" "$OUT/logs.tgz"; }
 trap snap EXIT
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 TOKENIZERS_PARALLELISM=false
-python3 - <<'PY' | tee "$LOGS/versions.txt"
-import torch, triton, transformers, lightning, torchao
-print(f"{torch.cuda.get_device_name()} x{torch.cuda.device_count()} | torch {torch.__version__} | triton {triton.__version__} | "
-      f"torchao {torchao.__version__} | transformers {transformers.__version__} | lightning {lightning.__version__}")
+python3 - <<'PY' 2>&1 | tee "$LOGS/versions.txt"
+import importlib.metadata as md
+import torch
+def version(name):  # a call may leave an optional package out (torchao, when the carry is tight)
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return "absent"
+print(f"{torch.cuda.get_device_name()} x{torch.cuda.device_count()} | torch {torch.__version__} | " + " | ".join(
+    f"{n} {version(n)}" for n in ("triton", "torchao", "transformers", "lightning", "flash-attn-4", "quack-kernels")))
 PY
 
 in_base() {  # run a command (or function) in the tree before the change, BASE, importing lit_gpt from there
@@ -74,6 +80,7 @@ trainer() {  # the real trainer, no speed flag, global batch 32 (micro batch 16 
   timeout 300 python3 pretrain/tinyllama.py --data_dir "$DATA/data" --tokenizer_dir "$DATA/tokenizer" \
     --out_dir "$WORK/trainer_$name" --global_batch_size 32 --max_steps 16 --warmup_steps 2 --log_interval 4 \
     --val_prefix "" --save_interval 0 --tensorboard false "$@" > "$LOGS/trainer_$name.txt" 2>&1
+  cp "$WORK/trainer_$name/metrics.csv" "$LOGS/metrics_trainer_$name.csv" 2>/dev/null
 }
 
 if [[ $PART == grid ]]; then
@@ -231,9 +238,11 @@ fi
 if [[ $PART == quack ]]; then
   left() { local l=$(( ${DEADLINE:-565} - SECONDS )); echo $(( l > 1 ? l : 1 )); }  # timeout 0 would mean none
   # the real trainer, causal and document-masked, on shards whose documents start (BOS) 512 tokens apart on
-  # average (random tokens: the step's speed does not depend on them), with any tokenizer: TOKENIZER, else the
-  # time-to-loss corpus's
-  docs=$WORK/docs512; mkdir -p "$docs/data"; tok=$(realpath "${TOKENIZER:-/tmp/ttl/tokenizer}")
+  # average (random tokens: the step's speed does not depend on them), with any tokenizer: TOKENIZER, else one
+  # trained on the embedded sample (a second)
+  docs=$WORK/docs512; mkdir -p "$docs/data"; tok=${TOKENIZER:-$WORK/sample_tokenizer}
+  [ -n "${TOKENIZER:-}" ] || python3 scripts/train_tokenizer.py --out_dir "$tok" > "$LOGS/tokenizer.txt" 2>&1
+  tok=$(realpath "$tok")
   python3 - "$docs/data" "$tok" <<'PY'
 import sys
 import numpy as np
@@ -247,16 +256,17 @@ for i in range(2):
     write_shard(f"{sys.argv[1]}/train_docs_{i:010d}.bin", ids)
 PY
   ln -sfn "$tok" "$docs/tokenizer"
-  DATA=$docs trainer causal512 --train_sources '{"train_docs": 1.0}' --global_batch_size 64 --max_steps 12; snap
+  # 24 steps: the twelfth session's 12 left two 4-step windows after compilation, which disagreed by 7%
+  DATA=$docs trainer causal512 --train_sources '{"train_docs": 1.0}' --global_batch_size 64 --max_steps 24; snap
   DATA=$docs trainer docmask512 --train_sources '{"train_docs": 1.0}' --document_mask true --global_batch_size 64 \
-    --max_steps 12; snap
+    --max_steps 24; snap
   # quack's kernels against ours, alone and in the step, in whatever time is left
   timeout "$(left)" python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
     --variants triton,quack --rep-ms 50 --json "$LOGS/kernels_quack.json" > "$LOGS/kernels_quack.txt" 2>&1; snap
   timeout "$(left)" python3 benchmarks/throughput.py --json "$LOGS/tp_quack.json" --micro_batches 16 --grad_accum 2 \
     --steps 6 --timeout 150 --variants triton+compile+fa4,quack+compile+fa4 > "$LOGS/tp_quack.txt" 2>&1; snap
   sed -n '/^op /,$p' "$LOGS/kernels_quack.txt"; sed -n '/^variant/,$p' "$LOGS/tp_quack.txt"
-  for f in causal512 docmask512; do echo "trainer $f:"; grep -E "attention|step (8|12)/" "$LOGS/trainer_$f.txt" | cut -c1-170 | tail -n 3; done
+  python3 benchmarks/trainer_windows.py --after 4 "$LOGS"/metrics_trainer_{causal512,docmask512}.csv
 fi
 
 if [[ $PART == quality ]]; then  # trainings share the GPUs: losses and test results are compared, not speed
