@@ -35,9 +35,10 @@
 #                                              # muon_session.sh left in /tmp/ttl. Ends by DEADLINE s (565)
 #   bash benchmarks/speed_session.sh hf        # one GPU: the Hugging Face baseline's step alone (before `quack`)
 #   bash benchmarks/speed_session.sh quack     # the same installation: the real trainer, causal and --document_mask,
-#                                              # on documents of mean length 512 (after `time_to_loss.py prepare`, for
-#                                              # its tokenizer); then quack-kernels' norm, residual+norm and loss
-#                                              # against ours, alone and in the step, until DEADLINE s (565)
+#                                              # on documents of mean length 512 (24 steps each, their steady tok/s
+#                                              # by benchmarks/trainer_windows.py); then quack-kernels' norm,
+#                                              # residual+norm and loss against ours, alone and in the step, until
+#                                              # DEADLINE s (565)
 #   bash benchmarks/speed_session.sh quality   # the 1,000-step runs, three seeds each: bf16 and float8 of this tree,
 #                                              # bf16 of BASE, all at once over the GPUs there (nothing timed);
 #                                              # SEEDS=45,46,47 NEW_PRECISIONS=bf16 for more seeds of the bf16 pair
