@@ -30,13 +30,34 @@ def document_starts(batch: int, seq_len: int, doc_len: int, seed: int = 0):
     return starts
 
 
-def causal_pairs(starts) -> int:
-    """The (query, key) pairs causal attention within documents computes: sum of n(n+1)/2 over documents."""
+def document_lengths(starts) -> list[int]:
+    """The length of every document, row by row (a row's first position always starts one)."""
     import torch
 
     flat = torch.cat([starts.flatten().nonzero().flatten(), torch.tensor([starts.numel()])])
-    lengths = flat.diff().double()
-    return int((lengths * (lengths + 1) / 2).sum())
+    return flat.diff().tolist()
+
+
+def causal_pairs(starts) -> int:
+    """The (query, key) pairs causal attention within documents computes: sum of n(n+1)/2 over documents."""
+    return sum(n * (n + 1) // 2 for n in document_lengths(starts))
+
+
+def fa4_tiles(lengths: list[int], q_heads_per_kv: int, fwd_tile=(192, 128), bwd_tile=(128, 128)) -> tuple[int, int]:
+    """The (query block, key block) tiles flash-attn-4's Hopper kernels visit for causal attention within
+    documents of these lengths: (forward tiles per KV head, backward tiles per query head). The defaults are its
+    tiles at head size 64 and below (4.0.0b36): the forward packs a KV group's query heads into the rows of a
+    192-row block, the backward takes each query head on its own in 128 x 128 tiles. A tile the mask cuts
+    through costs as much as a whole one, so this, not the pairs, is the work a kernel can skip."""
+    (fm, fn), (bm, bn) = fwd_tile, bwd_tile
+    forward = backward = 0
+    for n in lengths:
+        for block in range(-(-n * q_heads_per_kv // fm)):
+            last_query = min(n, -(-(block + 1) * fm // q_heads_per_kv))
+            forward += -(-last_query // fn)
+        for key_block in range(-(-n // bn)):
+            backward += -(-n // bm) - key_block * bn // bm
+    return forward, backward
 
 
 def time_ms(fn, warmup: int, iters: int) -> float:
@@ -148,7 +169,13 @@ def main(argv=None) -> list[dict]:
             print(json.dumps(row), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    group = c.n_head // c.n_query_groups
+    masked, causal = fa4_tiles(document_lengths(starts), group), fa4_tiles([T] * B, group)
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, mean document length {args.doc_len}")
+    print(
+        f"the document mask leaves {pairs['document'] / pairs['causal']:.1%} of the causal pairs; of flash-attn-4's"
+        f" Hopper tiles (head size <= 64) {masked[0] / causal[0]:.1%} forward, {masked[1] / causal[1]:.1%} backward"
+    )
     print(f"{'kernel':16s} {'case':9s} {'ms':>8s} {'TFLOP/s':>8s}")
     for r in rows:
         figures = f"{r['ms']:8.3f} {r['tflops']:8.1f}" if "ms" in r else f"  {r['error']}"

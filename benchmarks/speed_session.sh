@@ -34,12 +34,11 @@
 #                                              # fa4) in bf16 and float8, on DATA or else the corpus that
 #                                              # muon_session.sh left in /tmp/ttl. Ends by DEADLINE s (565)
 #   bash benchmarks/speed_session.sh hf        # one GPU: the Hugging Face baseline's step alone (before `quack`)
-#   bash benchmarks/speed_session.sh quack     # the same installation: the real trainer, causal and --document_mask,
-#                                              # on documents of mean length 512 (24 steps each, their steady tok/s
-#                                              # by benchmarks/trainer_windows.py); then quack-kernels' norm,
-#                                              # residual+norm and loss against ours, alone and in the step, then
-#                                              # the causal trainer with SDPA (cuDNN) if time is left, until
-#                                              # DEADLINE s (565)
+#   bash benchmarks/speed_session.sh quack     # the same installation: quack-kernels' norm, residual+norm and
+#                                              # loss against ours; the real trainer on documents of mean length
+#                                              # 512, causal, --document_mask and causal with SDPA (cuDNN), 24
+#                                              # steps each (steady tok/s by benchmarks/trainer_windows.py); then
+#                                              # quack's kernels in the step, until DEADLINE s (565)
 #   bash benchmarks/speed_session.sh quality   # the 1,000-step runs, three seeds each: bf16 and float8 of this tree,
 #                                              # bf16 of BASE, all at once over the GPUs there (nothing timed);
 #                                              # SEEDS=45,46,47 NEW_PRECISIONS=bf16 for more seeds of the bf16 pair
@@ -239,6 +238,10 @@ fi
 
 if [[ $PART == quack ]]; then
   left() { local l=$(( ${DEADLINE:-565} - SECONDS )); echo $(( l > 1 ? l : 1 )); }  # timeout 0 would mean none
+  # quack's kernels against ours first (never measured yet; two minutes at most)
+  timeout "$(( $(left) < 120 ? $(left) : 120 ))" python3 benchmarks/kernel_bench.py \
+    --ops rms_norm,add_rms_norm,linear_cross_entropy --variants triton,quack --rep-ms 50 \
+    --json "$LOGS/kernels_quack.json" > "$LOGS/kernels_quack.txt" 2>&1; snap
   # the real trainer, causal and document-masked, on shards whose documents start (BOS) 512 tokens apart on
   # average (random tokens: the step's speed does not depend on them), with any tokenizer: TOKENIZER, else one
   # trained on the embedded sample (a second)
@@ -258,23 +261,18 @@ for i in range(2):
     write_shard(f"{sys.argv[1]}/train_docs_{i:010d}.bin", ids)
 PY
   ln -sfn "$tok" "$docs/tokenizer"
-  # 24 steps: the twelfth session's 12 left two 4-step windows after compilation, which disagreed by 7%
-  DATA=$docs trainer causal512 --train_sources '{"train_docs": 1.0}' --global_batch_size 64 --max_steps 24; snap
-  DATA=$docs trainer docmask512 --train_sources '{"train_docs": 1.0}' --document_mask true --global_batch_size 64 \
-    --max_steps 24; snap
-  # quack's kernels against ours, alone and in the step, in whatever time is left
-  timeout "$(left)" python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
-    --variants triton,quack --rep-ms 50 --json "$LOGS/kernels_quack.json" > "$LOGS/kernels_quack.txt" 2>&1; snap
+  docs_trainer() { DATA=$docs TRAINER_TIMEOUT=$(left) trainer "$1" --train_sources '{"train_docs": 1.0}' \
+    --global_batch_size 64 --max_steps 24 "${@:2}"; snap; }
+  # 24 steps: the twelfth session's 12 left two 4-step windows after compilation, which disagreed by 7%. The
+  # third run is the causal step the 1.05x bound was set against (cuDNN through SDPA)
+  docs_trainer causal512
+  docs_trainer docmask512 --document_mask true
+  docs_trainer causal512sdpa --attention sdpa
+  # quack's kernels in the step, in the time left
   timeout "$(left)" python3 benchmarks/throughput.py --json "$LOGS/tp_quack.json" --micro_batches 16 --grad_accum 2 \
     --steps 6 --timeout 150 --variants triton+compile+fa4,quack+compile+fa4 > "$LOGS/tp_quack.txt" 2>&1; snap
-  # the causal step the 1.05x bound was set against (cuDNN through SDPA), if time is left for it
-  if (( $(left) > 150 )); then
-    DATA=$docs TRAINER_TIMEOUT=$(left) trainer causal512sdpa --train_sources '{"train_docs": 1.0}' --attention sdpa --global_batch_size 64 \
-      --max_steps 24; snap
-  fi
   sed -n '/^op /,$p' "$LOGS/kernels_quack.txt"; sed -n '/^variant/,$p' "$LOGS/tp_quack.txt"
-  python3 benchmarks/trainer_windows.py --after 4 \
-    $(ls "$LOGS"/metrics_trainer_{causal512,docmask512,causal512sdpa}.csv 2>/dev/null)
+  python3 benchmarks/trainer_windows.py --after 4 "$LOGS"/metrics_trainer_{causal512,docmask512,causal512sdpa}.csv
 fi
 
 if [[ $PART == quality ]]; then  # trainings share the GPUs: losses and test results are compared, not speed

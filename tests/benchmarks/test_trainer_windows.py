@@ -41,9 +41,13 @@ def test_steady_rate_leaves_compilation_out_and_weighs_windows_by_time(tmp_path,
     assert "1.333" in capsys.readouterr().out
 
 
-def test_a_run_without_a_window_after_compilation_is_refused(tmp_path):
+def test_a_run_without_a_window_after_compilation_is_reported_beside_the_others(tmp_path, capsys):
     windows = load_benchmark("trainer_windows")
     write_run(tmp_path / "short", [(4, 0)])
+    write_run(tmp_path / "whole", [(4, 0), (4, 1000.0)])
+    rows = windows.main(["--after", "4", str(tmp_path / "short"), str(tmp_path / "whole")])
+    assert [r["run"] for r in rows] == [str(tmp_path / "whole")]
+    assert "not measured: " in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"short/metrics.csv: needs a logged step .* after it"):
         windows.main(["--after", "4", str(tmp_path / "short")])
     with pytest.raises(SystemExit, match="no metrics.csv"):
