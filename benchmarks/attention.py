@@ -48,7 +48,7 @@ def fa4_tiles(lengths: list[int], q_heads_per_kv: int, fwd_tile=(192, 128), bwd_
     documents of these lengths: (forward tiles per KV head, backward tiles per query head). The defaults are its
     tiles at head size 64 and below (4.0.0b36): the forward packs a KV group's query heads into the rows of a
     192-row block, the backward takes each query head on its own in 128 x 128 tiles. A tile the mask cuts
-    through costs as much as a whole one, so this, not the pairs, is the work a kernel can skip."""
+    through costs as much as a whole one, so the tiles, not the pairs, bound what the mask can save."""
     (fm, fn), (bm, bn) = fwd_tile, bwd_tile
     forward = backward = 0
     for n in lengths:
