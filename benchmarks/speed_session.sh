@@ -53,6 +53,8 @@ LOGS=$WORK/logs
 mkdir -p "$OUT" "$LOGS"
 snap() { tar czf "$OUT/.logs.$BASHPID.tmp" -C "$WORK" logs 2>/dev/null && mv "$OUT/.logs.$BASHPID.tmp" "$OUT/logs.tgz"; }
 trap snap EXIT
+# seconds left before DEADLINE (565 by default) for the parts that stop by it; never 0, which timeout reads as none
+left() { local l=$(( ${DEADLINE:-565} - SECONDS )); echo $(( l > 1 ? l : 1 )); }
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 TOKENIZERS_PARALLELISM=false
 python3 - <<'PY' 2>&1 | tee "$LOGS/versions.txt"
 import importlib.metadata as md
@@ -215,7 +217,6 @@ if [[ $PART == attention ]]; then
 fi
 
 if [[ $PART == fa4trainer ]]; then
-  left() { local l=$(( ${DEADLINE:-565} - SECONDS )); echo $(( l > 1 ? l : 1 )); }  # timeout 0 would mean none
   timeout "$(left)" python3 benchmarks/kernel_bench.py --ops rms_norm,add_rms_norm,linear_cross_entropy \
     --variants triton,triton_compile,quack,compile --rep-ms 50 --json "$LOGS/kernels.json" > "$LOGS/kernels.txt" 2>&1; snap
   timeout "$(left)" python3 benchmarks/throughput.py --json "$LOGS/tp_fa4.json" --micro_batches 16 --grad_accum 2 \
@@ -237,7 +238,6 @@ if [[ $PART == hf ]]; then  # the Hugging Face baseline alone, in the call befor
 fi
 
 if [[ $PART == quack ]]; then
-  left() { local l=$(( ${DEADLINE:-565} - SECONDS )); echo $(( l > 1 ? l : 1 )); }  # timeout 0 would mean none
   # quack's kernels against ours first (never measured yet; two minutes at most)
   timeout "$(( $(left) < 120 ? $(left) : 120 ))" python3 benchmarks/kernel_bench.py \
     --ops rms_norm,add_rms_norm,linear_cross_entropy --variants triton,quack --rep-ms 50 \
