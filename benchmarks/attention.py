@@ -3,12 +3,18 @@
 Times SDPA under each of its backends (cuDNN, FlashAttention-2, memory-efficient), FlexAttention
 (compiled) and flash-attn-4 where installed, for plain causal attention and for the document mask at
 `--doc_len` tokens per document on average (documents start at random places, as packed data has them).
+`fa4-mha` is flash-attn-4 with K and V repeated to every query head before the call, the repeat and its backward
+timed with it: its kernels run without grouped heads, and their backward stores dK and dV directly instead of
+summing each group's in fp32.
 A kernel that cannot run a case (a backend that refuses a mask, a package not installed) gets a row that
 says why. TFLOP/s counts the work the mask leaves: 3.5 x 4 * B * H * D * (the sum of len^2/2 over the
-documents), forward plus backward. Prints a table last; `--json` keeps the rows.
+documents), forward plus backward. Under the table, the count of the mask's work in flash-attn-4's tiles and
+blocks (also printed where there is no GPU); `--profile` adds the GPU time of each kernel flash-attn-4's rows
+launch. Prints a table last; `--json` keeps the rows.
 
     python benchmarks/attention.py                        # tiny_LLaMA_1b: B 16, T 2048, 32/4 heads of 64
     python benchmarks/attention.py --batch 8 --doc_len 300
+    python benchmarks/attention.py --kernels fa4,fa4-mha --profile
 """
 
 from __future__ import annotations
@@ -60,6 +66,30 @@ def fa4_tiles(lengths: list[int], q_heads_per_kv: int, fwd_tile=(192, 128), bwd_
     return forward, backward
 
 
+def fa4_blocks(lengths: list[int], q_heads_per_kv: int, fwd_rows: int = 192, bwd_keys: int = 128) -> tuple[int, int]:
+    """The blocks (one CTA each) flash-attn-4's Hopper kernels run for causal attention within documents of these
+    lengths, with the tiles of `fa4_tiles`: (forward blocks per KV head, backward blocks per query head). A block
+    pays its start and its store however few tiles it visits."""
+    forward = sum(-(-n * q_heads_per_kv // fwd_rows) for n in lengths)
+    backward = sum(-(-n // bwd_keys) for n in lengths)
+    return forward, backward
+
+
+def count_lines(starts, q_heads_per_kv: int) -> list[str]:
+    """What the document mask leaves of causal attention's work: pairs, then flash-attn-4's tiles and blocks."""
+    B, T = starts.shape
+    lengths = document_lengths(starts)
+    pairs = causal_pairs(starts) / (B * T * (T + 1) // 2)
+    (ft, bt), (cft, cbt) = fa4_tiles(lengths, q_heads_per_kv), fa4_tiles([T] * B, q_heads_per_kv)
+    (fb, bb), (cfb, cbb) = fa4_blocks(lengths, q_heads_per_kv), fa4_blocks([T] * B, q_heads_per_kv)
+    return [
+        f"the document mask leaves {pairs:.1%} of the causal pairs; of flash-attn-4's Hopper tiles (head size <= 64)"
+        f" {ft / cft:.1%} forward, {bt / cbt:.1%} backward",
+        f"and runs {fb / cfb:.1%} of its forward blocks, {bb / cbb:.1%} of its backward ones, visiting"
+        f" {ft / fb:.1f} and {bt / bb:.1f} tiles each where causal visits {cft / cfb:.1f} and {cbt / cbb:.1f}",
+    ]
+
+
 def time_ms(fn, warmup: int, iters: int) -> float:
     import torch
 
@@ -88,7 +118,8 @@ def kernels(q, k, v, starts, bos_id: int = 1):
     from lit_gpt.model import causal_block_mask, document_causal_mask
 
     T = q.size(2)
-    grouped = k.size(1) != q.size(1)
+    group = q.size(1) // k.size(1)
+    grouped = group > 1
     grad = torch.randn_like(q)
     idx = torch.where(starts, bos_id, bos_id + 1).to(q.device)
     dense_mask = document_causal_mask(idx, bos_id, flex=False)
@@ -110,8 +141,12 @@ def kernels(q, k, v, starts, bos_id: int = 1):
     def flex_step(mask):
         return lambda: torch.autograd.grad(flex(q, k, v, block_mask=mask, enable_gqa=grouped), (q, k, v), grad)
 
-    def fa4_step(segments_of):
-        return lambda: torch.autograd.grad(fa4_attention(qt, kt, vt, segments_of()), (qt, kt, vt), grad_t)
+    def fa4_step(segments_of, repeat_kv: bool):
+        def step():
+            k_, v_ = (t.repeat_interleave(group, dim=2) for t in (kt, vt)) if repeat_kv else (kt, vt)
+            return torch.autograd.grad(fa4_attention(qt, k_, v_, segments_of()), (qt, kt, vt), grad_t)
+
+        return step
 
     backends = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash2": SDPBackend.FLASH_ATTENTION}
     backends["efficient"] = SDPBackend.EFFICIENT_ATTENTION
@@ -121,7 +156,9 @@ def kernels(q, k, v, starts, bos_id: int = 1):
     out["flex"] = {"causal": flex_step(causal_block), "document": flex_step(block_mask)}
     # the segments are found in every step, as the model does
     segments = {"causal": lambda: Segments(None, T), "document": lambda: document_segments(idx, bos_id)}
-    out["fa4"] = {case: fa4_step(find) for case, find in segments.items()}
+    out["fa4"] = {case: fa4_step(find, False) for case, find in segments.items()}
+    if grouped:
+        out["fa4-mha"] = {case: fa4_step(find, True) for case, find in segments.items()}
     return out
 
 
@@ -133,6 +170,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--doc_len", type=int, default=512, help="mean document length of the document-mask case")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--kernels", default=None, help="comma-separated kernels to time (default: every one)")
+    p.add_argument("--profile", action="store_true", help="GPU time by kernel of flash-attn-4's rows")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
@@ -141,23 +180,29 @@ def main(argv=None) -> list[dict]:
     from lit_gpt.attention import fa4_missing
     from lit_gpt.config import Config
 
-    if not torch.cuda.is_available():
-        raise SystemExit("benchmarks/attention.py times CUDA kernels: no CUDA GPU here")
     c = Config.from_name(args.model_name)
+    B, T, D = args.batch, args.seq_len, c.head_size
+    starts = document_starts(B, T, args.doc_len)
+    counted = count_lines(starts, c.n_head // c.n_query_groups)
+    if not torch.cuda.is_available():
+        print("\n".join(counted))
+        raise SystemExit("benchmarks/attention.py times CUDA kernels: no CUDA GPU here")
     device = torch.device("cuda")
     torch.manual_seed(0)
-    B, T, D = args.batch, args.seq_len, c.head_size
     q = torch.randn(B, c.n_head, T, D, device=device, dtype=torch.bfloat16, requires_grad=True)
     k = torch.randn(B, c.n_query_groups, T, D, device=device, dtype=torch.bfloat16, requires_grad=True)
     v = torch.randn_like(k, requires_grad=True)
-    starts = document_starts(B, T, args.doc_len)
     pairs = {"causal": B * T * (T + 1) // 2, "document": causal_pairs(starts)}
     fa4_why = fa4_missing(device, torch.bfloat16)
+    steps = kernels(q, k, v, starts)
+    wanted = args.kernels.split(",") if args.kernels else list(steps)
+    if unknown := [name for name in wanted if name not in steps]:
+        p.error(f"--kernels: {', '.join(unknown)} not among {', '.join(steps)}")
     rows = []
-    for name, cases in kernels(q, k, v, starts).items():
-        for case, step in cases.items():
+    for name in wanted:
+        for case, step in steps[name].items():
             row = dict(kernel=name, case=case, batch=B, seq_len=T, heads=f"{c.n_head}/{c.n_query_groups}")
-            if name == "fa4" and fa4_why:
+            if name.startswith("fa4") and fa4_why:
                 row["error"] = fa4_why
             else:
                 try:
@@ -165,17 +210,24 @@ def main(argv=None) -> list[dict]:
                     row.update(ms=round(ms, 3), tflops=round(3.5 * 4 * c.n_head * D * pairs[case] / ms / 1e9, 1))
                 except Exception as e:  # a backend that refuses the case: a row that says so
                     row["error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+                if args.profile and name.startswith("fa4") and "ms" in row:
+                    from throughput import gpu_profile  # a sibling script: benchmarks/ is on the path
+
+                    try:  # a profiler that fails costs its table, not the rows after it
+                        row["kernels"] = gpu_profile(lambda i: step(), 0, 3)["top"][:8]
+                    except Exception as e:
+                        row["profile_error"] = f"{type(e).__name__}: {e}"[:200]
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    group = c.n_head // c.n_query_groups
-    masked, causal = fa4_tiles(document_lengths(starts), group), fa4_tiles([T] * B, group)
+    for r in rows:
+        if "kernels" in r:
+            print(f"\n{r['kernel']} {r['case']}: ms a step by kernel")
+            for kernel_name, ms in r["kernels"]:
+                print(f"  {ms:7.3f}  {kernel_name}")
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, mean document length {args.doc_len}")
-    print(
-        f"the document mask leaves {pairs['document'] / pairs['causal']:.1%} of the causal pairs; of flash-attn-4's"
-        f" Hopper tiles (head size <= 64) {masked[0] / causal[0]:.1%} forward, {masked[1] / causal[1]:.1%} backward"
-    )
+    print("\n".join(counted))
     print(f"{'kernel':16s} {'case':9s} {'ms':>8s} {'TFLOP/s':>8s}")
     for r in rows:
         figures = f"{r['ms']:8.3f} {r['tflops']:8.1f}" if "ms" in r else f"  {r['error']}"

@@ -39,6 +39,10 @@
 #                                              # 512, causal, --document_mask and causal with SDPA (cuDNN), 24
 #                                              # steps each (steady tok/s by benchmarks/trainer_windows.py); then
 #                                              # quack's kernels in the step, until DEADLINE s (565)
+#   bash benchmarks/speed_session.sh attnprobe # after `quack`, on the same machine (its flash-attn-4 in
+#                                              # /tmp/fa4/site-packages): fa4 against fa4 with K and V repeated to
+#                                              # every query head, and cuDNN, causal and document-masked, each fa4
+#                                              # kernel's GPU time (benchmarks/attention.py --profile)
 #   bash benchmarks/speed_session.sh quality   # the 1,000-step runs, three seeds each: bf16 and float8 of this tree,
 #                                              # bf16 of BASE, all at once over the GPUs there (nothing timed);
 #                                              # SEEDS=45,46,47 NEW_PRECISIONS=bf16 for more seeds of the bf16 pair
@@ -273,6 +277,12 @@ PY
     --steps 6 --timeout 150 --variants triton+compile+fa4,quack+compile+fa4 > "$LOGS/tp_quack.txt" 2>&1; snap
   sed -n '/^op /,$p' "$LOGS/kernels_quack.txt"; sed -n '/^variant/,$p' "$LOGS/tp_quack.txt"
   python3 benchmarks/trainer_windows.py --after 4 "$LOGS"/metrics_trainer_{causal512,docmask512,causal512sdpa}.csv
+fi
+
+if [[ $PART == attnprobe ]]; then
+  timeout "$(left)" python3 benchmarks/attention.py --kernels fa4,fa4-mha,sdpa-cudnn --profile \
+    --json "$LOGS/attnprobe.json" > "$LOGS/attnprobe.txt" 2>&1; snap
+  sed -n '/ms a step by kernel\|mean document length/,$p' "$LOGS/attnprobe.txt"
 fi
 
 if [[ $PART == quality ]]; then  # trainings share the GPUs: losses and test results are compared, not speed

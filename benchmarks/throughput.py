@@ -224,7 +224,7 @@ def run_one(
         torch.cuda.synchronize()
         step_s = start.elapsed_time(end) / 1000 / steps
         peak_memory = torch.cuda.max_memory_allocated() / 1e9
-        breakdown = _profile(step, warmup + steps, 2) if profile else None
+        breakdown = gpu_profile(step, warmup + steps, 2) if profile else None
     tps = grad_accum * micro_batch * seq_len / step_s
     peak = peak_flops(device)
     return dict(
@@ -266,8 +266,8 @@ def _kernel_kind(name: str) -> str:
     return "other"
 
 
-def _profile(step, first: int, n: int) -> dict:
-    """GPU time per step by kind of kernel, the idle remainder, and the ten longest kernels."""
+def gpu_profile(step, first: int, n: int) -> dict:
+    """GPU time per step by kind of kernel, the idle remainder, and the 25 longest kernels."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -294,7 +294,7 @@ def _profile(step, first: int, n: int) -> dict:
     return dict(
         step_ms=wall_ms,
         kinds={k: round(v, 2) for k, v in kinds.items()},
-        top=[(name[:90], round(ms, 2)) for name, ms in top],
+        top=[(name[:160], round(ms, 3)) for name, ms in top],
     )
 
 

@@ -28,8 +28,9 @@ CHOICES = ("auto", "sdpa", "flex", "fa4")
 class Segments:
     """flash-attn-4's input: causal attention within each segment of the flattened (B * T) tokens.
     `cu_seqlens` (int32, segments + 1) holds where each segment starts, then B * T; None: one segment per
-    row (the plain causal case, no flattening). `max_seqlen` bounds every segment's length (T: the kernel
-    only sizes its grid by it, so no device-to-host copy is needed to find the longest)."""
+    row (the plain causal case, no flattening). `max_seqlen` bounds every segment's length (T: a bound is all
+    flash-attn-4 needs, and 4.0.0b36's Hopper kernels size neither their grid nor their work by it, so no
+    device-to-host copy is spent on finding the longest)."""
 
     cu_seqlens: torch.Tensor | None
     max_seqlen: int

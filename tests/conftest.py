@@ -12,14 +12,17 @@ except ImportError:
 
 # Fixtures used by test files in several folders. Their helpers (paths, constants, functions tests call
 # directly) stay in the *_helpers.py modules.
+import importlib.machinery  # noqa: E402
 import json  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 from data_helpers import SAMPLE  # noqa: E402
 from eval_helpers import QUESTIONS, TASK  # noqa: E402
-from model_helpers import SAMPLE_LINES  # noqa: E402
+from model_helpers import SAMPLE_LINES, segment_attention  # noqa: E402
 
 from lit_gpt.cli.prepare_slimpajama import prepare_slimpajama  # noqa: E402
 from lit_gpt.cli.prepare_starcoder import prepare_starcoder  # noqa: E402
@@ -135,3 +138,38 @@ def model_config(tmp_path_factory) -> Path:
         )
     )
     return path
+
+
+@pytest.fixture
+def fake_flash_attn(monkeypatch):
+    """A `flash_attn.cute` whose two functions check the contract the model relies on (layouts, int32
+    offsets, grouped heads not repeated, called outside any traced graph) and compute with SDPA; it records
+    each call."""
+    calls = []
+
+    def flash_attn_func(q, k, v, causal=False, **_):
+        assert causal and q.dim() == 4 and k.shape[:2] == q.shape[:2] and q.size(2) % k.size(2) == 0
+        assert all(t.stride(-1) == 1 for t in (q, k, v))
+        assert not torch.compiler.is_compiling(), "the CuTe DSL's kernels cannot be traced"
+        calls.append("dense")
+        B, T = q.shape[:2]
+        flat = [t.reshape(B * T, *t.shape[2:]) for t in (q, k, v)]
+        return segment_attention(*flat, list(range(0, B * T + 1, T))).view(q.shape), None
+
+    def flash_attn_varlen_func(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, causal=False, **kw):
+        assert causal and q.dim() == 3 and cu_seqlens_q is cu_seqlens_k and cu_seqlens_q.dtype == torch.int32
+        assert int(cu_seqlens_q[-1]) == q.size(0) and kw["max_seqlen_k"] == max_seqlen_q
+        assert max(cu_seqlens_q.diff().tolist()) <= max_seqlen_q
+        assert not torch.compiler.is_compiling(), "the CuTe DSL's kernels cannot be traced"
+        calls.append("varlen")
+        return segment_attention(q, k, v, cu_seqlens_q.tolist()), None
+
+    cute = types.ModuleType("flash_attn.cute")
+    cute.flash_attn_func, cute.flash_attn_varlen_func = flash_attn_func, flash_attn_varlen_func
+    package = types.ModuleType("flash_attn")
+    package.cute = cute
+    for module in (package, cute):  # what importlib.util.find_spec reads of a module already imported
+        module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None)
+    monkeypatch.setitem(sys.modules, "flash_attn", package)
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
+    return calls

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import torch
+import torch.nn.functional as F
 
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
@@ -54,3 +55,14 @@ def _sample_lines(n: int, seed: int = 0) -> list[str]:
 
 
 SAMPLE_LINES = _sample_lines(400)
+
+
+def segment_attention(q, k, v, starts: list[int]):
+    """Causal SDPA on each segment of flattened (N, heads, D) tensors, the grouped heads repeated."""
+    groups = q.size(1) // k.size(1)
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    parts = []
+    for a, b in zip(starts[:-1], starts[1:]):
+        qs, ks, vs = (t[a:b].transpose(0, 1) for t in (q, k, v))
+        parts.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True).transpose(0, 1))
+    return torch.cat(parts)

@@ -5,13 +5,10 @@ tests/test_attention_cuda.py)."""
 
 from __future__ import annotations
 
-import importlib.machinery
 import sys
-import types
 
 import pytest
 import torch
-import torch.nn.functional as F
 from model_helpers import random_model, tiny_config
 
 from lit_gpt import attention
@@ -74,52 +71,6 @@ def test_segments_start_at_every_bos_and_at_every_row():
     assert segments.cu_seqlens.tolist() == [0, 3, 6, 8, 10, 11, 12]
     assert segments.max_seqlen == 6
     assert idx[1, 0] == 9  # the caller's batch is left as it was
-
-
-def _segment_attention(q, k, v, starts: list[int]):
-    """Causal SDPA on each segment of flattened (N, heads, D) tensors, the grouped heads repeated."""
-    groups = q.size(1) // k.size(1)
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    parts = []
-    for a, b in zip(starts[:-1], starts[1:]):
-        qs, ks, vs = (t[a:b].transpose(0, 1) for t in (q, k, v))
-        parts.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True).transpose(0, 1))
-    return torch.cat(parts)
-
-
-@pytest.fixture
-def fake_flash_attn(monkeypatch):
-    """A `flash_attn.cute` whose two functions check the contract the model relies on (layouts, int32
-    offsets, grouped heads not repeated, called outside any traced graph) and compute with SDPA; it records
-    each call."""
-    calls = []
-
-    def flash_attn_func(q, k, v, causal=False, **_):
-        assert causal and q.dim() == 4 and k.shape[:2] == q.shape[:2] and q.size(2) % k.size(2) == 0
-        assert all(t.stride(-1) == 1 for t in (q, k, v))
-        assert not torch.compiler.is_compiling(), "the CuTe DSL's kernels cannot be traced"
-        calls.append("dense")
-        B, T = q.shape[:2]
-        flat = [t.reshape(B * T, *t.shape[2:]) for t in (q, k, v)]
-        return _segment_attention(*flat, list(range(0, B * T + 1, T))).view(q.shape), None
-
-    def flash_attn_varlen_func(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, causal=False, **kw):
-        assert causal and q.dim() == 3 and cu_seqlens_q is cu_seqlens_k and cu_seqlens_q.dtype == torch.int32
-        assert int(cu_seqlens_q[-1]) == q.size(0) and kw["max_seqlen_k"] == max_seqlen_q
-        assert max(cu_seqlens_q.diff().tolist()) <= max_seqlen_q
-        assert not torch.compiler.is_compiling(), "the CuTe DSL's kernels cannot be traced"
-        calls.append("varlen")
-        return _segment_attention(q, k, v, cu_seqlens_q.tolist()), None
-
-    cute = types.ModuleType("flash_attn.cute")
-    cute.flash_attn_func, cute.flash_attn_varlen_func = flash_attn_func, flash_attn_varlen_func
-    package = types.ModuleType("flash_attn")
-    package.cute = cute
-    for module in (package, cute):  # what importlib.util.find_spec reads of a module already imported
-        module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None)
-    monkeypatch.setitem(sys.modules, "flash_attn", package)
-    monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
-    return calls
 
 
 @pytest.mark.parametrize("document_mask", [False, True])

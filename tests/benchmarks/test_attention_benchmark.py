@@ -3,6 +3,7 @@ for every kernel and both cases (its imports of the library are current)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from data_helpers import load_benchmark
 
@@ -28,6 +29,10 @@ def test_flash_attn_4_tiles_counted_block_by_block():
     assert whole[1] == 16 * 17 // 2
     # eight documents of 256 where one sequence of 2,048 was: 18% of the forward tiles, 18% of the backward
     assert bench.fa4_tiles([256] * 8, 8) == (8 * 17, 8 * 3) and whole[0] == 741
+    # the blocks that visit them: forward 130 rows in one block of 192, backward 2 key blocks; 256 tokens of 8
+    # heads, 11 forward blocks (24 tokens each) and 2 backward; 2,048 tokens, 86 and 16
+    assert bench.fa4_blocks([130], 1) == (1, 2)
+    assert bench.fa4_blocks([256], 8) == (11, 2) and bench.fa4_blocks([2048], 8) == (86, 16)
 
 
 def test_every_kernel_gets_both_cases():
@@ -35,5 +40,32 @@ def test_every_kernel_gets_both_cases():
     q = torch.randn(1, 4, 128, 16)
     k, v = torch.randn(1, 2, 128, 16), torch.randn(1, 2, 128, 16)
     steps = bench.kernels(q, k, v, bench.document_starts(1, 128, 32))
-    assert sorted(steps) == ["fa4", "flex", "sdpa-cudnn", "sdpa-efficient", "sdpa-flash2"]
+    assert sorted(steps) == ["fa4", "fa4-mha", "flex", "sdpa-cudnn", "sdpa-efficient", "sdpa-flash2"]
     assert all(sorted(cases) == ["causal", "document"] for cases in steps.values())
+    one_kv_head_a_query_head = bench.kernels(q, q.detach(), q.detach(), bench.document_starts(1, 128, 32))
+    assert "fa4-mha" not in one_kv_head_a_query_head
+
+
+def test_fa4_with_kv_repeated_gives_the_gradients_of_grouped_fa4(fake_flash_attn):
+    """The fa4-mha row repeats K and V to every query head before the call: the gradients of the grouped K and V
+    (each group's summed through the repeat) are those of the grouped call, for both cases."""
+    bench = load_benchmark("attention")
+    torch.manual_seed(0)
+    q = torch.randn(2, 8, 64, 16)
+    k, v = torch.randn(2, 2, 64, 16), torch.randn(2, 2, 64, 16)
+    steps = bench.kernels(q, k, v, bench.document_starts(2, 64, 16))
+    for case in ("causal", "document"):
+        grouped, repeated = steps["fa4"][case](), steps["fa4-mha"][case]()
+        for a, b in zip(grouped, repeated):
+            torch.testing.assert_close(b, a)
+    assert fake_flash_attn == ["dense", "dense", "varlen", "varlen"]
+    assert not torch.allclose(steps["fa4"]["causal"]()[1], steps["fa4"]["document"]()[1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="where there is a GPU the benchmark runs instead")
+def test_the_count_prints_without_a_gpu(capsys):
+    bench = load_benchmark("attention")
+    with pytest.raises(SystemExit, match="no CUDA GPU here"):
+        bench.main(["--batch", "2", "--seq_len", "512", "--doc_len", "128"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("the document mask leaves") and "tiles each where causal visits" in printed[1]
