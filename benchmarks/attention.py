@@ -49,10 +49,14 @@ def causal_pairs(starts) -> int:
     return sum(n * (n + 1) // 2 for n in document_lengths(starts))
 
 
-def fa4_tiles(lengths: list[int], q_heads_per_kv: int, fwd_tile=(192, 128), bwd_tile=(128, 128)) -> tuple[int, int]:
+# flash-attn-4's Hopper tiles at head size 64 and below (4.0.0b36), (query rows, keys): forward, backward
+FA4_FWD_TILE, FA4_BWD_TILE = (192, 128), (128, 128)
+
+
+def fa4_tiles(lengths: list[int], q_heads_per_kv: int, fwd_tile=FA4_FWD_TILE, bwd_tile=FA4_BWD_TILE) -> tuple[int, int]:
     """The (query block, key block) tiles flash-attn-4's Hopper kernels visit for causal attention within
     documents of these lengths: (forward tiles per KV head, backward tiles per query head). The defaults are its
-    tiles at head size 64 and below (4.0.0b36): the forward packs a KV group's query heads into the rows of a
+    tiles at head size 64 and below: the forward packs a KV group's query heads into the rows of a
     192-row block, the backward takes each query head on its own in 128 x 128 tiles. A tile the mask cuts
     through costs as much as a whole one, so the tiles, not the pairs, bound what the mask can save."""
     (fm, fn), (bm, bn) = fwd_tile, bwd_tile
@@ -66,12 +70,14 @@ def fa4_tiles(lengths: list[int], q_heads_per_kv: int, fwd_tile=(192, 128), bwd_
     return forward, backward
 
 
-def fa4_blocks(lengths: list[int], q_heads_per_kv: int, fwd_rows: int = 192, bwd_keys: int = 128) -> tuple[int, int]:
-    """The blocks (one CTA each) flash-attn-4's Hopper kernels run for causal attention within documents of these
-    lengths, with the tiles of `fa4_tiles`: (forward blocks per KV head, backward blocks per query head). A block
-    pays its start and its store however few tiles it visits."""
-    forward = sum(-(-n * q_heads_per_kv // fwd_rows) for n in lengths)
-    backward = sum(-(-n // bwd_keys) for n in lengths)
+def fa4_blocks(
+    lengths: list[int], q_heads_per_kv: int, fwd_tile=FA4_FWD_TILE, bwd_tile=FA4_BWD_TILE
+) -> tuple[int, int]:
+    """The blocks (one CTA each) that visit `fa4_tiles`' tiles: (forward blocks per KV head, each a block of query
+    rows; backward blocks per query head, each a block of keys). A block pays its start and its store however few
+    tiles it visits."""
+    forward = sum(-(-n * q_heads_per_kv // fwd_tile[0]) for n in lengths)
+    backward = sum(-(-n // bwd_tile[1]) for n in lengths)
     return forward, backward
 
 
